@@ -1,0 +1,25 @@
+-- delay: put a message aside in its partition's delayed set until it is due,
+-- with the due time on Redis's clock. Optionally idempotent by dedup id.
+-- KEYS[1] partition delayed set (zset, score = due ms)
+-- KEYS[2] dedup marker (optional: only when ARGV[4] is not "")
+-- ARGV[1] delay ms (when ARGV[2] is "rel") or due ms (when "abs")
+-- ARGV[2] "rel" or "abs"
+-- ARGV[3] member: the MessagePack-encoded delayed entry (unique by a nonce)
+-- ARGV[4] dedup marker TTL ms, or "" without dedup
+-- Returns {1, token} when stored, {0, first token} when a duplicate;
+-- token is "<due ms>-<sha1 of the member>", which names the entry.
+if ARGV[4] ~= '' then
+  local first = redis.call('GET', KEYS[2])
+  if first then return {0, first} end
+end
+local due = tonumber(ARGV[1])
+if ARGV[2] == 'rel' then
+  local t = redis.call('TIME')
+  due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + due
+end
+redis.call('ZADD', KEYS[1], due, ARGV[3])
+local token = string.format('%d', due) .. '-' .. redis.sha1hex(ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[2], token, 'PX', ARGV[4])
+end
+return {1, token}

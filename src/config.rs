@@ -1,0 +1,201 @@
+//! Connection settings: where Redis is, the key prefix, and timeouts.
+//!
+//! A [`Config`] is plain data, built before anything connects and handed to
+//! [`Client::connect`](crate::Client::connect). Its `Debug` output and every
+//! URL it shows go through [`redact_url`], so a password never reaches a log.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::keys::validate_prefix;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "mr";
+
+/// The default limit on one message (payload, key and headers together).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// How to reach Redis and how to behave there.
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) urls: Vec<String>,
+    pub(crate) prefix: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) block_timeout: Duration,
+    pub(crate) blocking_pool_size: usize,
+    pub(crate) max_message_bytes: usize,
+}
+
+impl Config {
+    /// A config for one Redis URL: `redis://[user:password@]host[:port][/db]`
+    /// or `rediss://` for TLS. A cluster is detected on connect, so the URL
+    /// of any one cluster node works; [`Config::cluster`] lists more seeds.
+    pub fn new(url: impl Into<String>) -> Result<Self> {
+        Self::cluster([url.into()])
+    }
+
+    /// A config with several seed URLs (Redis Cluster nodes).
+    pub fn cluster<I, S>(urls: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
+        if urls.is_empty() {
+            return Err(Error::Config("no Redis URL given".into()));
+        }
+        for u in &urls {
+            check_url(u)?;
+        }
+        Ok(Config {
+            urls,
+            prefix: DEFAULT_PREFIX.to_string(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(10),
+            block_timeout: Duration::from_secs(2),
+            blocking_pool_size: 16,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        })
+    }
+
+    /// Sets the key prefix (default `mr`): letters, digits, `_`, `-` and `.`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Result<Self> {
+        let prefix = prefix.into();
+        validate_prefix(&prefix)?;
+        self.prefix = prefix;
+        Ok(self)
+    }
+
+    /// How long to wait for a TCP/TLS connection (default 5 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for the reply to a non-blocking command or pipeline
+    /// (default 10 s; redis-rs's own default of 500 ms is too short for large
+    /// pipelines on a busy server).
+    #[must_use]
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long a blocking read waits on the server (`BLOCK`, default 2 s).
+    /// Blocking connections time out at this plus the response timeout.
+    #[must_use]
+    pub fn block_timeout(mut self, timeout: Duration) -> Self {
+        self.block_timeout = timeout;
+        self
+    }
+
+    /// Maximum number of dedicated connections for blocking reads (default 16).
+    #[must_use]
+    pub fn blocking_pool_size(mut self, size: usize) -> Self {
+        self.blocking_pool_size = size.max(1);
+        self
+    }
+
+    /// Largest message accepted by publish, in bytes (default 1 MiB).
+    #[must_use]
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// The key prefix in use.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The seed URLs with passwords replaced by `***`.
+    pub fn redacted_urls(&self) -> Vec<String> {
+        self.urls.iter().map(|u| redact_url(u)).collect()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("urls", &self.redacted_urls())
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("block_timeout", &self.block_timeout)
+            .field("blocking_pool_size", &self.blocking_pool_size)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
+fn check_url(u: &str) -> Result<()> {
+    let parsed = url::Url::parse(u)
+        .map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(u))))?;
+    match parsed.scheme() {
+        "redis" | "rediss" => {}
+        other => {
+            return Err(Error::Config(format!(
+                "bad Redis URL {}: scheme {other:?} is not redis:// or rediss://",
+                redact_url(u)
+            )));
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(Error::Config(format!(
+            "bad Redis URL {}: no host",
+            redact_url(u)
+        )));
+    }
+    Ok(())
+}
+
+/// Replaces the password of a Redis URL with `***`; a string that does not
+/// parse as a URL is hidden whole past its scheme, since it may still hold one.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // set_password only fails for URLs that cannot have one.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => match u.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://<unparseable>"),
+            None => "<unparseable>".to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let c = Config::new("redis://app:s3cret@127.0.0.1:6380/2").unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("app:***@127.0.0.1:6380"), "{shown}");
+        assert_eq!(
+            redact_url("rediss://:pw@h:1"),
+            "rediss://:***@h:1".to_string()
+        );
+        assert!(!redact_url("redis://u:pw@[bad").contains("pw"));
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        for u in ["http://x", "not a url", "redis://"] {
+            let e = Config::new(u).unwrap_err();
+            assert!(matches!(e, Error::Config(_)), "{u}: {e}");
+        }
+        assert!(matches!(
+            Config::cluster(Vec::<String>::new()),
+            Err(Error::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! Connections: one multiplexed, reconnecting connection for non-blocking
+//! commands and pipelines, and a pool of dedicated connections for blocking
+//! reads, each for a single server or a Redis Cluster.
+//!
+//! The cluster is detected on connect (`INFO` says `cluster_enabled:1`), so
+//! the same URL style works for both. Above this module nothing knows which
+//! one it talks to, except that pipelines must stay within one slot: callers
+//! group commands per partition (see [`Conn::is_cluster`]).
+
+use std::time::Duration;
+
+use deadpool::managed;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+
+use crate::config::{Config, redact_url};
+use crate::error::{Error, Result};
+use crate::scripts::{Script, Scripts};
+
+/// What the server said about itself on connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `redis`, `valkey`, or whatever the server calls itself.
+    pub server: String,
+    /// Its version as reported (`7.0.15`).
+    pub version: String,
+    /// Whether it runs in cluster mode.
+    pub cluster: bool,
+}
+
+/// Parses `INFO` text and refuses servers older than Redis 7.0.
+pub(crate) fn parse_server_info(info: &str) -> Result<ServerInfo> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    };
+    let redis_version = field("redis_version");
+    let (server, version) = match (field("valkey_version"), &redis_version) {
+        (Some(v), _) => ("valkey".to_string(), v),
+        (None, Some(v)) => ("redis".to_string(), v.clone()),
+        (None, None) => {
+            return Err(Error::UnsupportedServer {
+                server: "unknown".into(),
+                reason: "INFO does not report redis_version".into(),
+            });
+        }
+    };
+    // Compatible servers report the Redis version they implement here.
+    let compat = redis_version.as_deref().unwrap_or(&version);
+    let major: u32 = compat
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        return Err(Error::UnsupportedServer {
+            server: format!("{server} {version}"),
+            reason: "millrace needs Redis 7.0 or later (or a compatible server)".into(),
+        });
+    }
+    Ok(ServerInfo {
+        server,
+        version,
+        cluster: field("cluster_enabled").as_deref() == Some("1"),
+    })
+}
+
+/// The multiplexed connection: cheap to clone, reconnects by itself.
+#[derive(Clone)]
+pub enum Conn {
+    /// A single server (or a primary behind a proxy).
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Whether commands for different partitions must go in separate pipelines.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
+    /// Runs a script by SHA, loading every script again on `NOSCRIPT`
+    /// (a restarted or failed-over server forgets them).
+    pub(crate) async fn eval(
+        &mut self,
+        scripts: &Scripts,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<Value> {
+        let cmd = script.cmd(keys, args);
+        match cmd.query_async::<Value>(self).await {
+            Err(e) if is_noscript(&e) => {
+                scripts.load_all(self).await?;
+                Ok(cmd.query_async::<Value>(self).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOSCRIPT")
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Creates cluster connections with our own timeouts for the blocking pool
+/// (deadpool-redis's cluster manager cannot set a response timeout, and a
+/// blocking read needs one longer than its BLOCK).
+pub struct ClusterManager {
+    client: ClusterClient,
+}
+
+impl managed::Manager for ClusterManager {
+    type Type = ClusterConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<ClusterConnection, redis::RedisError> {
+        self.client.get_async_connection().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut ClusterConnection,
+        _: &managed::Metrics,
+    ) -> managed::RecycleResult<redis::RedisError> {
+        let _: String = redis::cmd("PING").query_async(conn).await?;
+        Ok(())
+    }
+}
+
+/// The pool of dedicated connections for blocking reads.
+#[derive(Clone)]
+pub enum BlockingPool {
+    /// Single server: deadpool-redis.
+    Single(deadpool_redis::Pool),
+    /// Cluster: deadpool over [`ClusterManager`].
+    Cluster(managed::Pool<ClusterManager>),
+}
+
+/// A connection taken from the [`BlockingPool`]; hold it for a read loop
+/// rather than taking one per read (each take costs a PING).
+pub enum BlockingConn {
+    /// Single server.
+    Single(deadpool_redis::Connection),
+    /// Cluster.
+    Cluster(managed::Object<ClusterManager>),
+}
+
+impl BlockingPool {
+    /// Takes a connection.
+    pub async fn get(&self) -> Result<BlockingConn> {
+        match self {
+            BlockingPool::Single(p) => p.get().await.map(BlockingConn::Single).map_err(pool_error),
+            BlockingPool::Cluster(p) => {
+                p.get().await.map(BlockingConn::Cluster).map_err(pool_error)
+            }
+        }
+    }
+}
+
+fn pool_error<E: std::fmt::Display>(e: managed::PoolError<E>) -> Error {
+    match e {
+        managed::PoolError::Backend(b) => Error::Pool(b.to_string()),
+        other => Error::Pool(other.to_string()),
+    }
+}
+
+impl ConnectionLike for BlockingConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            BlockingConn::Single(c) => c.req_packed_command(cmd),
+            BlockingConn::Cluster(c) => (**c).req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            BlockingConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            BlockingConn::Cluster(c) => (**c).req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            BlockingConn::Single(c) => c.get_db(),
+            BlockingConn::Cluster(c) => (**c).get_db(),
+        }
+    }
+}
+
+/// Everything [`connect`] sets up.
+pub(crate) struct Connected {
+    pub conn: Conn,
+    pub pool: BlockingPool,
+    pub info: ServerInfo,
+}
+
+/// Connects, checks the server, picks single or cluster, and builds the pool.
+pub(crate) async fn connect(config: &Config) -> Result<Connected> {
+    let first = &config.urls[0];
+    let client = redis::Client::open(first.as_str())
+        .map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(first))))?;
+    let probe_cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    let mut probe = client
+        .get_multiplexed_async_connection_with_config(&probe_cfg)
+        .await?;
+    let info_text: String = redis::cmd("INFO").query_async(&mut probe).await?;
+    let info = parse_server_info(&info_text)?;
+    drop(probe);
+
+    let blocking_response = config.block_timeout + config.response_timeout;
+    if info.cluster {
+        let build = |response: Duration| {
+            ClusterClient::builder(config.urls.iter().map(String::as_str))
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(response)
+                .build()
+        };
+        let main = build(config.response_timeout)?;
+        let conn = Conn::Cluster(main.get_async_connection().await?);
+        let manager = ClusterManager {
+            client: build(blocking_response)?,
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(config.blocking_pool_size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        Ok(Connected {
+            conn,
+            pool: BlockingPool::Cluster(pool),
+            info,
+        })
+    } else {
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(3)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = Conn::Single(
+            client
+                .get_connection_manager_with_config(manager_cfg)
+                .await?,
+        );
+        let blocking_cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(blocking_response));
+        let manager = deadpool_redis::Manager::new_with_config(first.as_str(), blocking_cfg)?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(config.blocking_pool_size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        Ok(Connected {
+            conn,
+            pool: BlockingPool::Single(pool),
+            info,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_servers_are_refused_clearly() {
+        let e = parse_server_info("# Server\r\nredis_version:6.2.6\r\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unsupported server redis 6.2.6: millrace needs Redis 7.0 or later (or a compatible server)"
+        );
+        let ok = parse_server_info("redis_version:7.0.15\r\ncluster_enabled:1\r\n").unwrap();
+        assert!(ok.cluster);
+        let valkey = parse_server_info("redis_version:7.2.4\r\nvalkey_version:8.0.1\r\n").unwrap();
+        assert_eq!(valkey.server, "valkey");
+        assert!(parse_server_info("nothing").is_err());
+    }
+}

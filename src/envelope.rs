@@ -1,0 +1,416 @@
+//! The envelope: how one message is laid out in a stream entry, and the
+//! payload codec.
+//!
+//! Every entry has the same three fields in the same order, so Redis stores
+//! the field names once per stream node: `k` (the key, empty when keyless),
+//! `h` (headers as a MessagePack map, empty when there are none) and `d` (the
+//! payload bytes). Typed payloads are MessagePack with field names
+//! (`rmp_serde::to_vec_named`), so adding a field to an event type keeps old
+//! messages readable. The stream id is the message id; its milliseconds are the
+//! publish time.
+
+use std::collections::BTreeMap;
+
+use redis::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Field name of the key.
+pub const FIELD_KEY: &str = "k";
+/// Field name of the headers.
+pub const FIELD_HEADERS: &str = "h";
+/// Field name of the payload.
+pub const FIELD_DATA: &str = "d";
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Message headers: string to string (W3C `traceparent` travels here).
+pub type Headers = BTreeMap<String, String>;
+
+/// A typed event: a serde type that knows its topic and, optionally, its key.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct InvoiceCreated { invoice: String, tenant: String, cents: u64 }
+///
+/// impl millrace::Event for InvoiceCreated {
+///     const TOPIC: &'static str = "erp.v1.invoice.created";
+///     fn key(&self) -> Option<String> { Some(self.tenant.clone()) }
+/// }
+/// ```
+pub trait Event: Serialize + DeserializeOwned + Send + Sync {
+    /// The topic this event is published to.
+    const TOPIC: &'static str;
+    /// The partition key: events with one key stay in one partition, in order.
+    fn key(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Encodes a value as MessagePack with field names.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// Decodes a MessagePack payload into `T`.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(payload).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// Encodes headers for the `h` field: empty bytes when there are none.
+pub fn encode_headers(headers: &Headers) -> Result<Vec<u8>> {
+    if headers.is_empty() {
+        Ok(Vec::new())
+    } else {
+        encode(headers)
+    }
+}
+
+/// Decodes the `h` field.
+pub fn decode_headers(bytes: &[u8]) -> Result<Headers> {
+    if bytes.is_empty() {
+        Ok(Headers::new())
+    } else {
+        rmp_serde::from_slice(bytes).map_err(|e| Error::Decode(format!("headers: {e}")))
+    }
+}
+
+/// Checks a partition key: 1 to 1024 bytes.
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(Error::invalid(
+            "key",
+            format!("keys must be 1 to {MAX_KEY_LEN} bytes (got {})", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// A stream id (`<ms>-<seq>`), parsed for ordering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    /// Milliseconds part: the time Redis added the entry.
+    pub ms: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// Parses `ms-seq` (or a bare `ms`, meaning `ms-0`).
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::invalid("stream id", format!("{s:?} is not <ms>-<seq>"));
+        let (ms, seq) = match s.split_once('-') {
+            Some((ms, seq)) => (ms, seq),
+            None => (s, "0"),
+        };
+        Ok(StreamId {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// One message as read from a partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// The stream id.
+    pub id: StreamId,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The lane (priority; 0 is most urgent).
+    pub lane: u8,
+    /// The partition key, if any.
+    pub key: Option<String>,
+    /// Headers.
+    pub headers: Headers,
+    /// Payload bytes (MessagePack for typed events).
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    /// Decodes the payload into a typed event.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        decode(&self.payload)
+    }
+
+    /// Publish time in milliseconds since the Unix epoch (Redis's clock).
+    pub fn published_at_ms(&self) -> u64 {
+        self.id.ms
+    }
+}
+
+/// The three stream fields of a message, ready for `XADD`.
+pub(crate) fn entry_fields(key: Option<&str>, headers: &[u8], payload: &[u8]) -> [Vec<u8>; 6] {
+    [
+        FIELD_KEY.as_bytes().to_vec(),
+        key.unwrap_or("").as_bytes().to_vec(),
+        FIELD_HEADERS.as_bytes().to_vec(),
+        headers.to_vec(),
+        FIELD_DATA.as_bytes().to_vec(),
+        payload.to_vec(),
+    ]
+}
+
+/// Encodes a delayed message as the member of its partition's delayed set:
+/// the MessagePack array `[nonce, lane, key, headers, payload]` (key as str,
+/// empty when keyless; headers and payload as bin). Lua's `cmsgpack.unpack`
+/// reads it when the message is promoted; the nonce keeps equal messages
+/// apart.
+pub(crate) fn encode_delayed(
+    nonce: u64,
+    lane: u8,
+    key: Option<&str>,
+    headers: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + headers.len() + 32);
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_array_len(&mut out, 5);
+    let _ = rmp::encode::write_uint(&mut out, nonce);
+    let _ = rmp::encode::write_uint(&mut out, u64::from(lane));
+    let _ = rmp::encode::write_str(&mut out, key.unwrap_or(""));
+    let _ = rmp::encode::write_bin(&mut out, headers);
+    let _ = rmp::encode::write_bin(&mut out, payload);
+    out
+}
+
+/// A delayed message decoded from its delayed-set member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelayedEntry {
+    /// Lane it will be published to.
+    pub lane: u8,
+    /// Partition key.
+    pub key: Option<String>,
+    /// Headers.
+    pub headers: Headers,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// Decodes a delayed-set member written by [`encode_delayed`].
+pub fn decode_delayed(member: &[u8]) -> Result<DelayedEntry> {
+    #[derive(serde::Deserialize)]
+    struct Raw(
+        serde::de::IgnoredAny,
+        u8,
+        String,
+        #[serde(with = "serde_bytes_compat")] Vec<u8>,
+        #[serde(with = "serde_bytes_compat")] Vec<u8>,
+    );
+    let Raw(_, lane, key, headers, payload) =
+        rmp_serde::from_slice(member).map_err(|e| Error::Decode(format!("delayed entry: {e}")))?;
+    Ok(DelayedEntry {
+        lane,
+        key: (!key.is_empty()).then_some(key),
+        headers: decode_headers(&headers)?,
+        payload,
+    })
+}
+
+/// Deserializes MessagePack bin (or an array of bytes) into a `Vec<u8>`.
+mod serde_bytes_compat {
+    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Vec<u8>, E> {
+                Ok(v.as_bytes().to_vec())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn bytes_of(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Parses one `[id, [field, value, ...]]` entry of an XRANGE/XREAD reply.
+pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: &Value) -> Result<Message> {
+    let Value::Array(parts) = v else {
+        return Err(Error::Decode(format!(
+            "stream entry is not an array: {v:?}"
+        )));
+    };
+    let [id, fields] = parts.as_slice() else {
+        return Err(Error::Decode("stream entry is not [id, fields]".into()));
+    };
+    let id = bytes_of(id)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(|| Error::Decode("stream id is not text".into()))?;
+    let id = StreamId::parse(id).map_err(|e| Error::Decode(e.to_string()))?;
+    let mut key = None;
+    let mut headers = Headers::new();
+    let mut payload = None;
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(3);
+    match fields {
+        Value::Array(items) => {
+            for pair in items.chunks(2) {
+                if let [f, v] = pair
+                    && let (Some(f), Some(v)) = (bytes_of(f), bytes_of(v))
+                {
+                    pairs.push((f, v));
+                }
+            }
+        }
+        Value::Map(items) => {
+            for (f, v) in items {
+                if let (Some(f), Some(v)) = (bytes_of(f), bytes_of(v)) {
+                    pairs.push((f, v));
+                }
+            }
+        }
+        other => return Err(Error::Decode(format!("entry {id}: fields are {other:?}"))),
+    }
+    for (f, v) in pairs {
+        match f {
+            b"k" if !v.is_empty() => {
+                key = Some(
+                    String::from_utf8(v.to_vec())
+                        .map_err(|_| Error::Decode(format!("entry {id}: key is not UTF-8")))?,
+                );
+            }
+            b"k" => {}
+            b"h" => headers = decode_headers(v)?,
+            b"d" => payload = Some(v.to_vec()),
+            _ => {}
+        }
+    }
+    let payload = payload.ok_or_else(|| Error::Decode(format!("entry {id}: no payload field")))?;
+    Ok(Message {
+        id,
+        topic: topic.to_string(),
+        partition,
+        lane,
+        key,
+        headers,
+        payload,
+    })
+}
+
+/// Parses a whole XRANGE reply (an array of entries).
+pub(crate) fn parse_entries(
+    topic: &str,
+    partition: u32,
+    lane: u8,
+    v: &Value,
+) -> Result<Vec<Message>> {
+    match v {
+        Value::Array(entries) => entries
+            .iter()
+            .map(|e| parse_entry(topic, partition, lane, e))
+            .collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(Error::Decode(format!("unexpected stream reply {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V1 {
+        invoice: String,
+        cents: u64,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V2 {
+        invoice: String,
+        cents: u64,
+        #[serde(default)]
+        currency: Option<String>,
+    }
+
+    #[test]
+    fn adding_a_field_keeps_old_payloads_readable() {
+        let old = encode(&V1 {
+            invoice: "inv-1".into(),
+            cents: 420,
+        })
+        .unwrap();
+        let v2: V2 = decode(&old).unwrap();
+        assert_eq!(v2.currency, None);
+        assert_eq!(v2.cents, 420);
+        // And a new payload still reads as the old type (extra field ignored).
+        let new = encode(&V2 {
+            invoice: "inv-2".into(),
+            cents: 1,
+            currency: Some("EUR".into()),
+        })
+        .unwrap();
+        let v1: V1 = decode(&new).unwrap();
+        assert_eq!(v1.invoice, "inv-2");
+    }
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        let a = StreamId::parse("999-5").unwrap();
+        let b = StreamId::parse("1000-0").unwrap();
+        assert!(a < b);
+        assert_eq!(StreamId::parse("7").unwrap().to_string(), "7-0");
+        assert!(StreamId::parse("x-1").is_err());
+    }
+
+    #[test]
+    fn entry_round_trip() {
+        let mut h = Headers::new();
+        h.insert("traceparent".into(), "00-abc-def-01".into());
+        let hb = encode_headers(&h).unwrap();
+        let f = entry_fields(Some("tenant-7"), &hb, b"\x81\xa1a\x01");
+        let v = Value::Array(vec![
+            Value::BulkString(b"12-3".to_vec()),
+            Value::Array(f.iter().map(|b| Value::BulkString(b.clone())).collect()),
+        ]);
+        let m = parse_entry("t", 2, 1, &v).unwrap();
+        assert_eq!(m.key.as_deref(), Some("tenant-7"));
+        assert_eq!(m.headers, h);
+        assert_eq!(m.id, StreamId { ms: 12, seq: 3 });
+        assert_eq!(m.payload, b"\x81\xa1a\x01");
+        let bad = Value::Array(vec![
+            Value::BulkString(b"1-1".to_vec()),
+            Value::Array(vec![]),
+        ]);
+        assert!(matches!(
+            parse_entry("t", 0, 0, &bad),
+            Err(Error::Decode(_))
+        ));
+    }
+}

@@ -1,0 +1,268 @@
+//! The Redis key schema: the only place key strings are built.
+//!
+//! Every key of one topic-partition carries the hash tag `{T:p}`, so every
+//! script that touches a partition (publish with dedup, promote, ack, retry,
+//! dead-letter) runs in one Redis Cluster slot, while the partitions of a topic
+//! spread over the cluster. Topic-wide keys carry `{T}`; a group's coordination
+//! keys carry `{T|G}`. Names are validated before they get here, and the rules
+//! forbid `{`, `}`, `:`, `|` and glob characters, so no name can move a key into
+//! another tag or match another tenant's keys.
+
+use crate::error::{Error, Result};
+
+/// Longest topic or group name accepted.
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest dedup id accepted.
+pub const MAX_DEDUP_ID_LEN: usize = 256;
+
+/// Checks a topic or group name: 1 to 200 characters from lowercase letters,
+/// digits, `.`, `-` and `_`, starting with a letter or digit.
+pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            what,
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("it is longer than 200 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return bad("only lowercase letters, digits, '.', '-' and '_' are allowed");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return bad("it must start with a letter or a digit");
+    }
+    Ok(())
+}
+
+/// Checks a topic name for creation and publishing: the name rules, and the
+/// suffix `.dlq` is reserved for dead-letter views.
+pub fn validate_topic(name: &str) -> Result<()> {
+    validate_name("topic", name)?;
+    if name.ends_with(".dlq") {
+        return Err(Error::InvalidName {
+            what: "topic",
+            name: name.to_string(),
+            reason: "the suffix .dlq is reserved for dead-letter views",
+        });
+    }
+    Ok(())
+}
+
+/// Checks a key prefix: 1 to 64 characters from ASCII letters, digits, `_`,
+/// `-` and `.`.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "invalid key prefix {prefix:?}: use 1 to 64 letters, digits, '.', '-' or '_'"
+        )))
+    }
+}
+
+/// Checks a dedup id: 1 to 256 bytes, no control characters.
+pub fn validate_dedup_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_DEDUP_ID_LEN || id.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "dedup id",
+            format!("{id:?} must be 1 to 256 bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds keys under one prefix.
+#[derive(Clone, Debug)]
+pub struct KeySpace {
+    prefix: String,
+}
+
+impl KeySpace {
+    /// A key space for a prefix that [`validate_prefix`] accepted.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        KeySpace {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Set of all topic names (the registry `topic list` reads).
+    pub fn topics(&self) -> String {
+        format!("{}:topics", self.prefix)
+    }
+
+    /// Hash with a topic's settings.
+    pub fn meta(&self, topic: &str) -> String {
+        format!("{}:{{{topic}}}:meta", self.prefix)
+    }
+
+    /// Set of a topic's consumer group names.
+    pub fn groups(&self, topic: &str) -> String {
+        format!("{}:{{{topic}}}:groups", self.prefix)
+    }
+
+    /// The hash-tagged base of partition `p`: `mr:{T:p}`.
+    fn part(&self, topic: &str, p: u32) -> String {
+        format!("{}:{{{topic}:{p}}}", self.prefix)
+    }
+
+    /// Stream of partition `p`, lane `lane`.
+    pub fn stream(&self, topic: &str, p: u32, lane: u8) -> String {
+        format!("{}:s:{lane}", self.part(topic, p))
+    }
+
+    /// Sorted set of partition `p`'s delayed messages, score = due time (ms).
+    pub fn delayed(&self, topic: &str, p: u32) -> String {
+        format!("{}:delayed", self.part(topic, p))
+    }
+
+    /// Dead-letter stream of partition `p` (all groups).
+    pub fn dlq(&self, topic: &str, p: u32) -> String {
+        format!("{}:dlq", self.part(topic, p))
+    }
+
+    /// Dedup marker of an idempotent publish into partition `p`.
+    pub fn dedup(&self, topic: &str, p: u32, dedup_id: &str) -> String {
+        format!("{}:dedup:{dedup_id}", self.part(topic, p))
+    }
+
+    /// Group `group`'s retry set in partition `p`.
+    pub fn retry(&self, topic: &str, p: u32, group: &str) -> String {
+        format!("{}:g:{group}:retry", self.part(topic, p))
+    }
+
+    /// Group `group`'s lease (owner, epoch) of partition `p`.
+    pub fn lease(&self, topic: &str, p: u32, group: &str) -> String {
+        format!("{}:g:{group}:lease", self.part(topic, p))
+    }
+
+    /// Group membership (sorted set, score = session deadline).
+    pub fn members(&self, topic: &str, group: &str) -> String {
+        format!("{}:{{{topic}|{group}}}:members", self.prefix)
+    }
+
+    /// Group's target assignment (hash partition -> member).
+    pub fn assign(&self, topic: &str, group: &str) -> String {
+        format!("{}:{{{topic}|{group}}}:assign", self.prefix)
+    }
+
+    /// Every key of a topic with `partitions` partitions and `lanes` lanes,
+    /// with its type and purpose, as documentation and for the key-layout
+    /// snapshot. `group` and `dedup_id` stand in for their families.
+    pub fn layout(
+        &self,
+        topic: &str,
+        partitions: u32,
+        lanes: u8,
+        group: &str,
+        dedup_id: &str,
+    ) -> Vec<(String, &'static str, &'static str)> {
+        let mut out = vec![
+            (self.topics(), "set", "names of all topics"),
+            (self.meta(topic), "hash", "topic settings"),
+            (self.groups(topic), "set", "names of the topic's groups"),
+        ];
+        for p in 0..partitions {
+            for lane in 0..lanes {
+                out.push((self.stream(topic, p, lane), "stream", "partition lane"));
+            }
+            out.push((self.delayed(topic, p), "zset", "delayed messages by due ms"));
+            out.push((self.dlq(topic, p), "stream", "dead letters"));
+            out.push((
+                self.dedup(topic, p, dedup_id),
+                "string+ttl",
+                "id of a deduplicated publish",
+            ));
+            out.push((
+                self.retry(topic, p, group),
+                "zset",
+                "group retries by due ms",
+            ));
+            out.push((
+                self.lease(topic, p, group),
+                "hash",
+                "group lease: owner, epoch",
+            ));
+        }
+        out.push((
+            self.members(topic, group),
+            "zset",
+            "group members by deadline",
+        ));
+        out.push((self.assign(topic, group), "hash", "group target assignment"));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rules() {
+        for ok in ["erp.v1.invoice.created", "a", "0-x_y", &"a".repeat(200)] {
+            validate_topic(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "Upper",
+            "has space",
+            "brace{x}",
+            "colon:x",
+            "star*",
+            "q?",
+            "[set]",
+            "pipe|x",
+            ".leading",
+            "-leading",
+            "ünïcode",
+            &"a".repeat(201),
+        ] {
+            let e = validate_topic(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidName { .. }), "{bad:?} gave {e}");
+        }
+        let e = validate_topic("orders.dlq").unwrap_err();
+        assert!(e.to_string().contains("reserved"), "{e}");
+        validate_name("group", "orders.dlq").unwrap();
+    }
+
+    #[test]
+    fn partition_keys_share_one_hash_tag() {
+        let k = KeySpace::new("mr");
+        let tag = |key: &str| {
+            let open = key.find('{').unwrap();
+            let close = key[open..].find('}').unwrap() + open;
+            key[open + 1..close].to_string()
+        };
+        let keys = [
+            k.stream("t", 3, 0),
+            k.stream("t", 3, 2),
+            k.delayed("t", 3),
+            k.dlq("t", 3),
+            k.dedup("t", 3, "x{y}"),
+            k.retry("t", 3, "g"),
+            k.lease("t", 3, "g"),
+        ];
+        for key in &keys {
+            assert_eq!(tag(key), "t:3", "{key}");
+        }
+    }
+}

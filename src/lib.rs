@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod conn;
+pub mod duration;
+pub mod envelope;
+pub mod error;
+pub mod keys;
+pub mod partitioner;
+pub mod producer;
+pub mod reader;
+pub mod scripts;
+pub mod topic;
+
+pub use client::Client;
+pub use config::Config;
+pub use envelope::{Event, Headers, Message, StreamId};
+pub use error::{Error, Result};
+pub use producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
+pub use reader::{Reader, StartAt};
+pub use topic::{Created, TopicInfo, TopicSpec};

@@ -1,0 +1,830 @@
+//! Publishing: records, partition choice, and the batching producer.
+//!
+//! A publish is turned into one Redis command in the caller's task (encode,
+//! size check, partition by key, build `XADD` or a script call), then handed
+//! to the producer's batcher, which puts whatever is queued into one pipeline
+//! (one per partition on a cluster) and keeps a few pipelines in flight at
+//! once, so many concurrent `publish` calls share round trips. Plain publishes
+//! are a bare `XADD`; dedup and delayed publishes are scripts
+//! (`publish_dedup`, `delay`). Time retention is a `XTRIM MINID ~` riding along
+//! in the pipeline at most once per partition lane per trim interval, so
+//! `XADD` itself stays cheap; a length cap is `MAXLEN ~` on each `XADD`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::{Cmd, Value};
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::client::Client;
+use crate::conn::Conn;
+use crate::envelope::{self, Event, Headers, encode_headers, entry_fields, validate_key};
+use crate::error::{Error, Result};
+use crate::keys::{KeySpace, validate_dedup_id};
+use crate::partitioner::partition_for_key;
+use crate::scripts::Scripts;
+use crate::topic::TopicSpec;
+
+/// Default time a dedup id is remembered: 1 hour.
+pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(3600);
+
+/// When a message becomes visible to consumers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum When {
+    /// At once.
+    #[default]
+    Now,
+    /// After a delay, measured on Redis's clock.
+    Delay(Duration),
+    /// At a time, in milliseconds since the Unix epoch.
+    AtMs(u64),
+}
+
+/// Everything about a publish except the payload.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct PublishOptions {
+    key: Option<String>,
+    headers: Headers,
+    priority: u8,
+    when: When,
+    dedup: Option<(String, Duration)>,
+}
+
+impl PublishOptions {
+    /// No key, no headers, lane 0, now, no dedup.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the partition key (overrides an event's own key).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets all headers.
+    pub fn headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the priority lane (0, the default, is the most urgent).
+    pub fn priority(mut self, lane: u8) -> Self {
+        self.priority = lane;
+        self
+    }
+
+    /// Delays visibility by `delay` (on Redis's clock).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.when = When::Delay(delay);
+        self
+    }
+
+    /// Makes the message visible at `at`.
+    pub fn at(mut self, at: SystemTime) -> Self {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.when = When::AtMs(ms);
+        self
+    }
+
+    /// Makes the publish idempotent: the same id within the TTL (default 1
+    /// hour) returns the first message's id and publishes nothing.
+    pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
+        let ttl = self.dedup.as_ref().map_or(DEFAULT_DEDUP_TTL, |d| d.1);
+        self.dedup = Some((id.into(), ttl));
+        self
+    }
+
+    /// How long a dedup id is remembered.
+    pub fn dedup_ttl(mut self, ttl: Duration) -> Self {
+        if let Some(d) = &mut self.dedup {
+            d.1 = ttl;
+        }
+        self
+    }
+}
+
+/// A message to publish: payload bytes and options.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Record {
+    payload: Vec<u8>,
+    options: PublishOptions,
+}
+
+impl Record {
+    /// A record with raw payload bytes.
+    pub fn raw(payload: impl Into<Vec<u8>>) -> Self {
+        Record {
+            payload: payload.into(),
+            options: PublishOptions::new(),
+        }
+    }
+
+    /// A record with a serde value encoded as MessagePack.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        Ok(Record::raw(envelope::encode(value)?))
+    }
+
+    /// A record from a typed event, keyed by the event's key.
+    pub fn event<E: Event>(event: &E) -> Result<Self> {
+        let mut r = Record::encode(event)?;
+        if let Some(k) = event.key() {
+            r.options.key = Some(k);
+        }
+        Ok(r)
+    }
+
+    /// Replaces the options, keeping a key already set if the options have none.
+    pub fn options(mut self, options: PublishOptions) -> Self {
+        let key = options.key.clone().or(self.options.key.take());
+        self.options = options;
+        self.options.key = key;
+        self
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.options = self.options.key(key);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options = self.options.header(name, value);
+        self
+    }
+
+    /// Sets the priority lane.
+    pub fn priority(mut self, lane: u8) -> Self {
+        self.options = self.options.priority(lane);
+        self
+    }
+
+    /// Delays visibility.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.options = self.options.delay(delay);
+        self
+    }
+
+    /// Makes the publish idempotent by `id`.
+    pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.options = self.options.dedup_id(id);
+        self
+    }
+}
+
+/// Where a published message went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    /// The partition.
+    pub partition: u32,
+    /// The lane.
+    pub lane: u8,
+    /// The stream id (`<ms>-<seq>`) of a message in its stream, or for a
+    /// delayed message a token `<due ms>-<sha1>` naming it in the delayed set.
+    pub id: String,
+    /// For a delayed message, when it is due (ms since the epoch, Redis clock).
+    pub due_ms: Option<u64>,
+    /// True when a dedup id matched an earlier publish: nothing was written
+    /// and `id` is the first message's.
+    pub duplicate: bool,
+}
+
+/// Batching settings of a [`Producer`].
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// How long the batcher waits for more publishes after the first one
+    /// (default 0: it takes whatever is already queued, which batches well
+    /// under load and adds no latency when idle).
+    pub linger: Duration,
+    /// Most commands in one pipeline (default 1000).
+    pub max_batch: usize,
+    /// Most pipelines in flight at once (default 4).
+    pub max_in_flight: usize,
+    /// Publishes that may wait in the queue before `publish` waits (default 100 000).
+    pub queue_capacity: usize,
+    /// Least time between two retention trims of one partition lane (default 1 s).
+    pub trim_interval: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::ZERO,
+            max_batch: 1000,
+            max_in_flight: 4,
+            queue_capacity: 100_000,
+            trim_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a prepared publish needs from Redis.
+#[derive(Debug)]
+enum Kind {
+    /// `XADD` replying with the id.
+    Add,
+    /// A script replying `{created, id}`.
+    Script,
+    /// The `delay` script replying `{created, token}`.
+    Delay,
+}
+
+/// One publish turned into a command.
+struct Prepared {
+    partition: u32,
+    lane: u8,
+    kind: Kind,
+    cmd: Cmd,
+    /// Stream and retention for the trim that may ride along.
+    trim: Option<(String, u64)>,
+}
+
+struct Job {
+    prepared: Prepared,
+    reply: oneshot::Sender<Result<Receipt>>,
+}
+
+fn unique_nonce() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 40)
+    });
+    seed.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Builds the command for one record (pure apart from the nonce).
+fn prepare(
+    keys: &KeySpace,
+    scripts: &Scripts,
+    spec: &TopicSpec,
+    record: Record,
+    round_robin: &AtomicU64,
+    max_bytes: usize,
+) -> Result<Prepared> {
+    let Record { payload, options } = record;
+    let topic = spec.name.as_str();
+    if options.priority >= spec.lanes {
+        return Err(Error::LaneOutOfRange {
+            topic: topic.to_string(),
+            lanes: spec.lanes,
+            priority: options.priority,
+        });
+    }
+    let headers = encode_headers(&options.headers)?;
+    let key = options.key.as_deref();
+    if let Some(k) = key {
+        validate_key(k)?;
+    }
+    let size = payload.len() + headers.len() + key.map_or(0, str::len);
+    if size > max_bytes {
+        return Err(Error::PayloadTooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    if let Some((id, ttl)) = &options.dedup {
+        validate_dedup_id(id)?;
+        if ttl.is_zero() {
+            return Err(Error::invalid("dedup ttl", "must be more than zero"));
+        }
+    }
+    // A keyless idempotent publish is placed by its dedup id, so a retried
+    // publish meets its marker in the same partition.
+    let partition = match (key, &options.dedup) {
+        (Some(k), _) => partition_for_key(k, spec.partitions),
+        (None, Some((id, _))) => partition_for_key(id, spec.partitions),
+        (None, None) => {
+            (round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(spec.partitions)) as u32
+        }
+    };
+    let lane = options.priority;
+    let stream = keys.stream(topic, partition, lane);
+    let maxlen = spec.max_len.map(|n| n.to_string()).unwrap_or_default();
+    let dedup = options.dedup.as_ref().map(|(id, ttl)| {
+        (
+            keys.dedup(topic, partition, id),
+            ttl.as_millis().to_string(),
+        )
+    });
+    let (kind, cmd, trim) = match options.when {
+        When::Now => {
+            let fields = entry_fields(key, &headers, &payload);
+            let trim = Some((stream.clone(), spec.retention.as_millis() as u64));
+            match dedup {
+                None => {
+                    let mut c = redis::cmd("XADD");
+                    c.arg(&stream);
+                    if let Some(n) = spec.max_len {
+                        c.arg("MAXLEN").arg("~").arg(n);
+                    }
+                    c.arg("*").arg(&fields[..]);
+                    (Kind::Add, c, trim)
+                }
+                Some((marker, ttl)) => {
+                    let mut args: Vec<&[u8]> = vec![ttl.as_bytes(), maxlen.as_bytes()];
+                    args.extend(fields.iter().map(Vec::as_slice));
+                    let c = scripts.publish_dedup.cmd(&[&marker, &stream], &args);
+                    (Kind::Script, c, trim)
+                }
+            }
+        }
+        When::Delay(_) | When::AtMs(_) => {
+            let (amount, mode) = match options.when {
+                When::Delay(d) => (d.as_millis() as u64, "rel"),
+                When::AtMs(ms) => (ms, "abs"),
+                When::Now => unreachable!("handled above"),
+            };
+            let member = envelope::encode_delayed(unique_nonce(), lane, key, &headers, &payload);
+            let amount = amount.to_string();
+            let delayed = keys.delayed(topic, partition);
+            let c = match &dedup {
+                None => scripts.delay.cmd(
+                    &[&delayed],
+                    &[amount.as_bytes(), mode.as_bytes(), &member, b""][..],
+                ),
+                Some((marker, ttl)) => scripts.delay.cmd(
+                    &[&delayed, marker],
+                    &[amount.as_bytes(), mode.as_bytes(), &member, ttl.as_bytes()][..],
+                ),
+            };
+            (Kind::Delay, c, None)
+        }
+    };
+    Ok(Prepared {
+        partition,
+        lane,
+        kind,
+        cmd,
+        trim,
+    })
+}
+
+fn to_receipt(p: &Prepared, v: Value) -> Result<Receipt> {
+    let bad = |v: &Value| Error::Decode(format!("unexpected publish reply {v:?}"));
+    match (&p.kind, v) {
+        (_, Value::ServerError(e)) => Err(Error::Redis(e.into())),
+        (Kind::Add, v) => Ok(Receipt {
+            partition: p.partition,
+            lane: p.lane,
+            id: redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?,
+            due_ms: None,
+            duplicate: false,
+        }),
+        (Kind::Script | Kind::Delay, v) => {
+            let (created, id): (i64, String) =
+                redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?;
+            let due_ms = match p.kind {
+                Kind::Delay => id.split('-').next().and_then(|d| d.parse().ok()),
+                _ => None,
+            };
+            Ok(Receipt {
+                partition: p.partition,
+                lane: p.lane,
+                id,
+                due_ms,
+                duplicate: created == 0,
+            })
+        }
+    }
+}
+
+/// Remembers when each partition lane was last trimmed.
+#[derive(Default)]
+struct Trimmer {
+    last: HashMap<String, Instant>,
+}
+
+impl Trimmer {
+    /// `XTRIM MINID ~` commands due for these publishes.
+    fn due<'a>(
+        &mut self,
+        interval: Duration,
+        items: impl Iterator<Item = &'a Prepared>,
+    ) -> Vec<Cmd> {
+        let now = Instant::now();
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        for p in items {
+            let Some((stream, retention_ms)) = &p.trim else {
+                continue;
+            };
+            let fresh = self
+                .last
+                .get(stream)
+                .is_some_and(|t| now.duration_since(*t) < interval);
+            if fresh {
+                continue;
+            }
+            self.last.insert(stream.clone(), now);
+            // Time retention only; groups holding back trimming come with
+            // consumer groups (a live group's unhandled messages are kept).
+            let min_id = wall_ms.saturating_sub(*retention_ms);
+            let mut c = redis::cmd("XTRIM");
+            c.arg(stream).arg("MINID").arg("~").arg(min_id);
+            out.push(c);
+        }
+        out
+    }
+}
+
+/// Sends prepared publishes: one pipeline on a single server, one per
+/// partition on a cluster, retrying script calls that met `NOSCRIPT`.
+async fn send(
+    conn: &Conn,
+    scripts: &Scripts,
+    items: &[Prepared],
+    trims: Vec<Cmd>,
+) -> Vec<Result<Receipt>> {
+    let groups: Vec<Vec<usize>> = if conn.is_cluster() {
+        let mut by_part: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, p) in items.iter().enumerate() {
+            by_part.entry(p.partition).or_default().push(i);
+        }
+        by_part.into_values().collect()
+    } else {
+        vec![(0..items.len()).collect()]
+    };
+    let mut trims_by_stream: HashMap<String, Vec<Cmd>> = HashMap::new();
+    let mut unplaced_trims = Vec::new();
+    if conn.is_cluster() {
+        for t in trims {
+            // The stream key is the command's first argument.
+            let key = t
+                .args_iter()
+                .nth(1)
+                .and_then(|a| match a {
+                    redis::Arg::Simple(b) => std::str::from_utf8(b).ok().map(String::from),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            trims_by_stream.entry(key).or_default().push(t);
+        }
+    } else {
+        unplaced_trims = trims;
+    }
+    let mut results: Vec<Option<Result<Receipt>>> = (0..items.len()).map(|_| None).collect();
+    let futs = groups.into_iter().enumerate().map(|(gi, idx)| {
+        let mut conn = conn.clone();
+        let mut extra: Vec<Cmd> = if gi == 0 {
+            std::mem::take(&mut unplaced_trims)
+        } else {
+            Vec::new()
+        };
+        if conn.is_cluster() {
+            for &i in &idx {
+                if let Some((stream, _)) = &items[i].trim
+                    && let Some(ts) = trims_by_stream.remove(stream)
+                {
+                    extra.extend(ts);
+                }
+            }
+        }
+        async move {
+            let replies = run_pipeline(&mut conn, scripts, items, &idx, extra).await;
+            (idx, replies)
+        }
+    });
+    for (idx, replies) in futures_util::future::join_all(futs).await {
+        match replies {
+            Ok(values) => {
+                for (i, v) in idx.iter().zip(values) {
+                    results[*i] = Some(to_receipt(&items[*i], v));
+                }
+            }
+            Err(e) => {
+                for i in idx {
+                    results[i] = Some(Err(Error::Redis(e.clone())));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
+        .collect()
+}
+
+/// One pipeline of `items[idx]` plus trims; replies in `idx` order.
+async fn run_pipeline(
+    conn: &mut Conn,
+    scripts: &Scripts,
+    items: &[Prepared],
+    idx: &[usize],
+    trims: Vec<Cmd>,
+) -> redis::RedisResult<Vec<Value>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for &i in idx {
+        pipe.add_command(items[i].cmd.clone());
+    }
+    for t in trims {
+        pipe.add_command(t).ignore();
+    }
+    let mut values: Vec<Value> = pipe.query_async(conn).await?;
+    values.truncate(idx.len());
+    let missing: Vec<usize> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
+        .map(|(n, _)| n)
+        .collect();
+    if !missing.is_empty() {
+        // The server forgot our scripts (restart, failover): those commands
+        // did not run. Load everything again and send just them.
+        if let Err(e) = scripts.load_all(conn).await {
+            tracing::warn!(error = %e, "reloading scripts failed");
+        }
+        let mut again = redis::pipe();
+        again.ignore_errors();
+        for &n in &missing {
+            again.add_command(items[idx[n]].cmd.clone());
+        }
+        let retried: Vec<Value> = again.query_async(conn).await?;
+        for (n, v) in missing.into_iter().zip(retried) {
+            values[n] = v;
+        }
+    }
+    Ok(values)
+}
+
+/// A batching publisher. Clones share one batcher.
+#[derive(Clone)]
+pub struct Producer {
+    client: Client,
+    tx: mpsc::Sender<Job>,
+    round_robin: Arc<AtomicU64>,
+    config: Arc<ProducerConfig>,
+    trimmer: Arc<std::sync::Mutex<Trimmer>>,
+}
+
+impl Producer {
+    pub(crate) fn start(client: Client, config: ProducerConfig) -> Producer {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let trimmer = Arc::new(std::sync::Mutex::new(Trimmer::default()));
+        // The batcher holds the connection and scripts, not the Client, so a
+        // Client that owns its producer can still be dropped.
+        let batcher = Batcher {
+            conn: client.connection(),
+            scripts: client.inner.scripts.clone(),
+            config: config.clone(),
+            trimmer: trimmer.clone(),
+        };
+        tokio::spawn(batcher.run(rx));
+        Producer {
+            client,
+            tx,
+            round_robin: Arc::new(AtomicU64::new(unique_nonce())),
+            config: Arc::new(config),
+            trimmer,
+        }
+    }
+
+    async fn prepare(&self, topic: &str, record: Record) -> Result<Prepared> {
+        let spec = self.client.topic_cached(topic).await?;
+        prepare(
+            &self.client.inner.keys,
+            &self.client.inner.scripts,
+            &spec,
+            record,
+            &self.round_robin,
+            self.client.inner.config.max_message_bytes,
+        )
+    }
+
+    /// Publishes one record to `topic`.
+    pub async fn publish(&self, topic: &str, record: Record) -> Result<Receipt> {
+        let prepared = self.prepare(topic, record).await?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { prepared, reply })
+            .await
+            .map_err(|_| Error::ProducerClosed)?;
+        rx.await.map_err(|_| Error::ProducerClosed)?
+    }
+
+    /// Publishes many records to `topic` in pipelines of `max_batch`,
+    /// returning one result per record, in order. Records that fail
+    /// validation fail alone; the others are still published.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Vec<Result<Receipt>>> {
+        let spec = self.client.topic_cached(topic).await?;
+        let inner = &self.client.inner;
+        let mut out: Vec<Option<Result<Receipt>>> = Vec::new();
+        let mut ready: Vec<(usize, Prepared)> = Vec::new();
+        for (i, r) in records.into_iter().enumerate() {
+            match prepare(
+                &inner.keys,
+                &inner.scripts,
+                &spec,
+                r,
+                &self.round_robin,
+                inner.config.max_message_bytes,
+            ) {
+                Ok(p) => {
+                    out.push(None);
+                    ready.push((i, p));
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let chunk = self.config.max_batch.max(1);
+        let sem = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let mut tasks = Vec::new();
+        let mut iter = ready.into_iter().peekable();
+        while iter.peek().is_some() {
+            let part: Vec<(usize, Prepared)> = iter.by_ref().take(chunk).collect();
+            let (idx, items): (Vec<usize>, Vec<Prepared>) = part.into_iter().unzip();
+            let permit = sem
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::ProducerClosed)?;
+            let trims = self
+                .trimmer
+                .lock()
+                .map(|mut t| t.due(self.config.trim_interval, items.iter()))
+                .unwrap_or_default();
+            let conn = inner.conn.clone();
+            let scripts = inner.scripts.clone();
+            tasks.push(tokio::spawn(async move {
+                let res = send(&conn, &scripts, &items, trims).await;
+                drop(permit);
+                (idx, res)
+            }));
+        }
+        for t in tasks {
+            let (idx, res) = t.await.map_err(|_| Error::ProducerClosed)?;
+            for (i, r) in idx.into_iter().zip(res) {
+                out[i] = Some(r);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
+            .collect())
+    }
+}
+
+struct Batcher {
+    conn: Conn,
+    scripts: Arc<Scripts>,
+    config: ProducerConfig,
+    trimmer: Arc<std::sync::Mutex<Trimmer>>,
+}
+
+impl Batcher {
+    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let sem = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let max = self.config.max_batch.max(1);
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            if self.config.linger.is_zero() {
+                while batch.len() < max {
+                    match rx.try_recv() {
+                        Ok(j) => batch.push(j),
+                        Err(_) => break,
+                    }
+                }
+            } else {
+                let deadline = tokio::time::Instant::now() + self.config.linger;
+                while batch.len() < max {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(j)) => batch.push(j),
+                        _ => break,
+                    }
+                }
+            }
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break;
+            };
+            let trims = self
+                .trimmer
+                .lock()
+                .map(|mut t| t.due(self.config.trim_interval, batch.iter().map(|j| &j.prepared)))
+                .unwrap_or_default();
+            let conn = self.conn.clone();
+            let scripts = self.scripts.clone();
+            tokio::spawn(async move {
+                let (items, replies): (Vec<Prepared>, Vec<_>) =
+                    batch.into_iter().map(|j| (j.prepared, j.reply)).unzip();
+                let results = send(&conn, &scripts, &items, trims).await;
+                drop(permit);
+                for (reply, r) in replies.into_iter().zip(results) {
+                    // The caller may have given up waiting; that is fine.
+                    let _ = reply.send(r);
+                }
+            });
+        }
+    }
+}
+
+impl Client {
+    /// Publishes a typed event to its topic, keyed by its key.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Receipt> {
+        self.producer()
+            .publish(E::TOPIC, Record::event(event)?)
+            .await
+    }
+
+    /// Publishes a typed event with options (delay, priority, dedup id...).
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: &E,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        self.producer()
+            .publish(E::TOPIC, Record::event(event)?.options(options))
+            .await
+    }
+
+    /// Publishes a record to a topic.
+    pub async fn publish_record(&self, topic: &str, record: Record) -> Result<Receipt> {
+        self.producer().publish(topic, record).await
+    }
+
+    /// Publishes many records to a topic; one result per record, in order.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Vec<Result<Receipt>>> {
+        self.producer().publish_batch(topic, records).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(partitions: u32) -> TopicSpec {
+        TopicSpec::new("t", partitions).unwrap().lanes(2)
+    }
+
+    #[test]
+    fn keyed_records_go_to_the_key_partition() {
+        let (k, s) = (KeySpace::new("mr"), Scripts::new());
+        let rr = AtomicU64::new(0);
+        let p = prepare(
+            &k,
+            &s,
+            &spec(8),
+            Record::raw(b"x".to_vec()).key("tenant-1"),
+            &rr,
+            100,
+        )
+        .unwrap();
+        assert_eq!(p.partition, partition_for_key("tenant-1", 8));
+        assert_eq!(
+            rr.load(Ordering::Relaxed),
+            0,
+            "keyed records leave round robin alone"
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_before_anything_is_sent() {
+        let (k, s) = (KeySpace::new("mr"), Scripts::new());
+        let rr = AtomicU64::new(0);
+        let big = prepare(&k, &s, &spec(1), Record::raw(vec![0u8; 101]), &rr, 100);
+        assert!(matches!(
+            big,
+            Err(Error::PayloadTooLarge {
+                size: 101,
+                limit: 100
+            })
+        ));
+        let lane = prepare(&k, &s, &spec(1), Record::raw(vec![]).priority(2), &rr, 100);
+        assert!(matches!(lane, Err(Error::LaneOutOfRange { .. })));
+        let key = prepare(&k, &s, &spec(1), Record::raw(vec![]).key(""), &rr, 100);
+        assert!(matches!(
+            key,
+            Err(Error::InvalidArgument { what: "key", .. })
+        ));
+    }
+}

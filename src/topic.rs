@@ -1,0 +1,418 @@
+//! Topics: their settings, and create / describe / list / delete.
+//!
+//! A topic's settings live in the hash `mr:{T}:meta`; its name is added to the
+//! set `mr:topics`. Creating is idempotent for the same settings and refuses
+//! other settings, saying what differs (the check and the write are one
+//! script, so two creators cannot race). Partitions and lanes are created
+//! lazily: a stream exists from its first message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{AsyncCommands, Value};
+use serde::Serialize;
+
+use crate::client::{Client, check};
+use crate::error::{Error, Result};
+use crate::keys::validate_topic;
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Most lanes (priority levels) a topic may have.
+pub const MAX_LANES: u8 = 16;
+/// Default time retention: 7 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A topic's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TopicSpec {
+    /// The topic name.
+    pub name: String,
+    /// Number of partitions (streams per lane).
+    pub partitions: u32,
+    /// Number of priority lanes; lane 0 is read first.
+    pub lanes: u8,
+    /// How long messages are kept.
+    #[serde(rename = "retention_ms", serialize_with = "ser_ms")]
+    pub retention: Duration,
+    /// Approximate cap on each partition lane's length, if any.
+    pub max_len: Option<u64>,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl TopicSpec {
+    /// A topic with `partitions` partitions, one lane, 7 days retention and
+    /// no length cap. Checks the name and the partition count.
+    pub fn new(name: impl Into<String>, partitions: u32) -> Result<Self> {
+        let spec = TopicSpec {
+            name: name.into(),
+            partitions,
+            lanes: 1,
+            retention: DEFAULT_RETENTION,
+            max_len: None,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Sets the number of lanes (1 to 16).
+    #[must_use]
+    pub fn lanes(mut self, lanes: u8) -> Self {
+        self.lanes = lanes;
+        self
+    }
+
+    /// Sets the time retention.
+    #[must_use]
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets an approximate length cap per partition lane (`MAXLEN ~`).
+    #[must_use]
+    pub fn max_len(mut self, max_len: u64) -> Self {
+        self.max_len = Some(max_len);
+        self
+    }
+
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<()> {
+        validate_topic(&self.name)?;
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(Error::invalid(
+                "partitions",
+                format!("{} is not between 1 and {MAX_PARTITIONS}", self.partitions),
+            ));
+        }
+        if self.lanes == 0 || self.lanes > MAX_LANES {
+            return Err(Error::invalid(
+                "lanes",
+                format!("{} is not between 1 and {MAX_LANES}", self.lanes),
+            ));
+        }
+        if self.retention < Duration::from_millis(1) {
+            return Err(Error::invalid("retention", "must be at least 1ms"));
+        }
+        if self.max_len == Some(0) {
+            return Err(Error::invalid("max_len", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The settings that define a topic, as stored in its meta hash.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("partitions", self.partitions.to_string()),
+            ("lanes", self.lanes.to_string()),
+            ("retention_ms", self.retention.as_millis().to_string()),
+            (
+                "max_len",
+                self.max_len.map(|n| n.to_string()).unwrap_or_default(),
+            ),
+        ]
+    }
+
+    fn from_fields(name: &str, fields: &[(String, String)]) -> Result<Self> {
+        let get = |f: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == f)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| Error::Decode(format!("topic {name}: meta lacks {f}")))
+        };
+        let num = |f: &str| -> Result<u64> {
+            get(f)?
+                .parse()
+                .map_err(|_| Error::Decode(format!("topic {name}: bad {f}")))
+        };
+        let max_len = match get("max_len")? {
+            "" => None,
+            v => Some(
+                v.parse()
+                    .map_err(|_| Error::Decode(format!("topic {name}: bad max_len")))?,
+            ),
+        };
+        Ok(TopicSpec {
+            name: name.to_string(),
+            partitions: num("partitions")? as u32,
+            lanes: num("lanes")? as u8,
+            retention: Duration::from_millis(num("retention_ms")?),
+            max_len,
+        })
+    }
+}
+
+/// What `describe` reports about a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    /// The topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Number of lanes.
+    pub lanes: u8,
+    /// Time retention in milliseconds.
+    pub retention_ms: u64,
+    /// Length cap per partition lane.
+    pub max_len: Option<u64>,
+    /// Messages across all partitions and lanes.
+    pub length: u64,
+    /// Messages per partition (all lanes).
+    pub partition_lengths: Vec<u64>,
+    /// Delayed messages waiting across partitions.
+    pub delayed: u64,
+    /// Consumer groups of the topic.
+    pub groups: Vec<String>,
+    /// Dead letters across partitions.
+    pub dlq_length: u64,
+}
+
+/// The outcome of [`Client::create_topic`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The topic is new.
+    New,
+    /// It existed with the same settings.
+    Existing,
+}
+
+impl Client {
+    /// Creates a topic, or succeeds if it exists with the same settings.
+    /// Fails with [`Error::TopicConflict`] if it exists with other settings.
+    pub async fn create_topic(&self, spec: &TopicSpec) -> Result<Created> {
+        spec.validate()?;
+        let keys = &self.inner.keys;
+        let meta = keys.meta(&spec.name);
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        for (k, v) in spec.fields() {
+            args.push(k.as_bytes().to_vec());
+            args.push(v.into_bytes());
+        }
+        args.push(b"--".to_vec());
+        args.push(b"created_ms".to_vec());
+        args.push(self.redis_time_ms().await?.to_string().into_bytes());
+        let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let mut conn = self.connection();
+        let reply = conn
+            .eval(
+                &self.inner.scripts,
+                &self.inner.scripts.topic_create,
+                &[&meta],
+                &argv,
+            )
+            .await?;
+        let parts: Vec<Value> = match reply {
+            Value::Array(p) => p,
+            other => return Err(Error::Decode(format!("topic_create replied {other:?}"))),
+        };
+        let code: i64 = redis::from_redis_value(parts.first().cloned().unwrap_or(Value::Nil))
+            .map_err(|e| Error::Decode(e.to_string()))?;
+        let created = match code {
+            1 => Created::New,
+            0 => Created::Existing,
+            _ => {
+                let strs: Vec<String> = parts[1..]
+                    .iter()
+                    .map(|v| redis::from_redis_value::<String>(v.clone()).unwrap_or_default())
+                    .collect();
+                let differences = strs
+                    .chunks(3)
+                    .map(|c| match c {
+                        [f, have, want] => {
+                            format!("{f}: existing {}, requested {}", show(have), show(want))
+                        }
+                        _ => String::new(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(Error::TopicConflict {
+                    name: spec.name.clone(),
+                    differences,
+                });
+            }
+        };
+        let _: () = conn.sadd(keys.topics(), &spec.name).await?;
+        self.cache_topic(spec.clone());
+        Ok(created)
+    }
+
+    fn cache_topic(&self, spec: TopicSpec) -> Arc<TopicSpec> {
+        let spec = Arc::new(spec);
+        if let Ok(mut cache) = self.inner.topics.lock() {
+            cache.insert(spec.name.clone(), spec.clone());
+        }
+        spec
+    }
+
+    /// A topic's settings, or [`Error::TopicNotFound`].
+    pub async fn topic(&self, name: &str) -> Result<TopicSpec> {
+        Ok((*self.topic_cached(name).await?).clone())
+    }
+
+    /// Settings from the cache, fetched on first use.
+    pub(crate) async fn topic_cached(&self, name: &str) -> Result<Arc<TopicSpec>> {
+        if let Some(spec) = self
+            .inner
+            .topics
+            .lock()
+            .ok()
+            .and_then(|c| c.get(name).cloned())
+        {
+            return Ok(spec);
+        }
+        validate_topic(name)?;
+        let fields: Vec<(String, String)> = self
+            .connection()
+            .hgetall(self.inner.keys.meta(name))
+            .await?;
+        if fields.is_empty() {
+            return Err(Error::TopicNotFound(name.to_string()));
+        }
+        Ok(self.cache_topic(TopicSpec::from_fields(name, &fields)?))
+    }
+
+    /// Names of all topics, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.connection().smembers(self.inner.keys.topics()).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Settings and lengths of a topic.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        // Always read fresh settings: describe is how an operator checks them.
+        if let Ok(mut cache) = self.inner.topics.lock() {
+            cache.remove(name);
+        }
+        let spec = self.topic_cached(name).await?;
+        let keys = &self.inner.keys;
+        let groups_per_partition: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
+            .map(|p| {
+                let mut cmds: Vec<redis::Cmd> = (0..spec.lanes)
+                    .map(|lane| redis::cmd("XLEN").arg(keys.stream(name, p, lane)).clone())
+                    .collect();
+                cmds.push(redis::cmd("ZCARD").arg(keys.delayed(name, p)).clone());
+                cmds.push(redis::cmd("XLEN").arg(keys.dlq(name, p)).clone());
+                cmds
+            })
+            .collect();
+        let replies = self.query_grouped(groups_per_partition).await?;
+        let mut partition_lengths = Vec::with_capacity(replies.len());
+        let (mut delayed, mut dlq_length) = (0, 0);
+        for part in replies {
+            let nums = part
+                .into_iter()
+                .map(|v| {
+                    redis::from_redis_value::<u64>(check(v)?)
+                        .map_err(|e| Error::Decode(e.to_string()))
+                })
+                .collect::<Result<Vec<u64>>>()?;
+            let lanes = spec.lanes as usize;
+            partition_lengths.push(nums[..lanes].iter().sum());
+            delayed += nums[lanes];
+            dlq_length += nums[lanes + 1];
+        }
+        let mut groups: Vec<String> = self.connection().smembers(keys.groups(name)).await?;
+        groups.sort();
+        Ok(TopicInfo {
+            name: spec.name.clone(),
+            partitions: spec.partitions,
+            lanes: spec.lanes,
+            retention_ms: spec.retention.as_millis() as u64,
+            max_len: spec.max_len,
+            length: partition_lengths.iter().sum(),
+            partition_lengths,
+            delayed,
+            groups,
+            dlq_length,
+        })
+    }
+
+    /// Deletes a topic and every key of it: streams, delayed, dead letters,
+    /// group state. Dedup markers are left to expire with their TTL.
+    /// Returns false if there was no such topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<bool> {
+        if let Ok(mut cache) = self.inner.topics.lock() {
+            cache.remove(name);
+        }
+        let spec = match self.topic_cached(name).await {
+            Ok(s) => s,
+            Err(Error::TopicNotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let keys = &self.inner.keys;
+        let groups: Vec<String> = self.connection().smembers(keys.groups(name)).await?;
+        let per_partition: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
+            .map(|p| {
+                let mut del = redis::cmd("DEL");
+                for lane in 0..spec.lanes {
+                    del.arg(keys.stream(name, p, lane));
+                }
+                del.arg(keys.delayed(name, p)).arg(keys.dlq(name, p));
+                for g in &groups {
+                    del.arg(keys.retry(name, p, g)).arg(keys.lease(name, p, g));
+                }
+                vec![del]
+            })
+            .collect();
+        for reply in self
+            .query_grouped(per_partition)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            check(reply)?;
+        }
+        let mut conn = self.connection();
+        for g in &groups {
+            let _: () = conn
+                .del(&[keys.members(name, g), keys.assign(name, g)])
+                .await?;
+        }
+        let _: () = conn.del(&[keys.meta(name), keys.groups(name)]).await?;
+        let _: () = conn.srem(keys.topics(), name).await?;
+        if let Ok(mut cache) = self.inner.topics.lock() {
+            cache.remove(name);
+        }
+        Ok(true)
+    }
+}
+
+fn show(v: &str) -> &str {
+    if v.is_empty() { "none" } else { v }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_validation() {
+        assert!(TopicSpec::new("ok.topic", 0).is_err());
+        assert!(TopicSpec::new("ok.topic", 1025).is_err());
+        assert!(TopicSpec::new("Bad", 1).is_err());
+        let s = TopicSpec::new("ok.topic", 4).unwrap().lanes(0);
+        assert!(s.validate().is_err());
+        let s = TopicSpec::new("ok.topic", 4).unwrap().lanes(17);
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn settings_round_trip_through_meta_fields() {
+        let s = TopicSpec::new("a.b", 12)
+            .unwrap()
+            .lanes(3)
+            .retention(Duration::from_secs(60))
+            .max_len(1000);
+        let fields: Vec<(String, String)> = s
+            .fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(TopicSpec::from_fields("a.b", &fields).unwrap(), s);
+    }
+}

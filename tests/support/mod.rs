@@ -1,0 +1,692 @@
+//! Test harness: private `redis-server` processes for integration tests.
+//!
+//! Use from an integration test with `mod support;`.
+//!
+//! * [`RedisServer`] — an owned server on a free loopback port, killed on drop;
+//!   can be stopped and restarted on the same port.
+//! * [`shared`] — one server per test binary, started lazily; isolate tests
+//!   with [`unique_prefix`].
+//! * [`RedisCluster`] / [`shared_cluster`] — a three-master Redis Cluster.
+//! * [`wait_until`] — poll an async condition with a deadline instead of sleeping.
+//!
+//! Every child process is forked from one dedicated thread that never exits
+//! and gets `PR_SET_PDEATHSIG = SIGKILL`, so no `redis-server` outlives the
+//! test process, even for the never-dropped shared servers.
+//!
+//! Tests never use a Redis they did not start.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::future::Future;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server may take to answer `PING` after being spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new cluster may take to report `cluster_state:ok` on every node.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Poll interval for readiness checks.
+const POLL: Duration = Duration::from_millis(10);
+/// Cluster ports must leave room for the cluster bus port (`port + 10000`).
+const MAX_CLUSTER_PORT: u16 = 55000;
+const CLUSTER_BUS_OFFSET: u16 = 10000;
+
+// ---------------------------------------------------------------------------
+// Binaries
+// ---------------------------------------------------------------------------
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Path of `redis-server`, or a panic explaining how to install it.
+pub fn redis_server_bin() -> PathBuf {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| find_on_path("redis-server"))
+        .clone()
+        .unwrap_or_else(|| {
+            panic!(
+                "redis-server not found on PATH: install it (Debian: apt-get install redis-server) \
+                 — tests never use a shared Redis"
+            )
+        })
+}
+
+/// Path of `redis-cli` (needed to create a cluster), or a panic explaining how to install it.
+pub fn redis_cli_bin() -> PathBuf {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| find_on_path("redis-cli"))
+        .clone()
+        .unwrap_or_else(|| {
+            panic!(
+                "redis-cli not found on PATH: install it (Debian: apt-get install redis-tools) \
+                 — tests never use a shared Redis"
+            )
+        })
+}
+
+// ---------------------------------------------------------------------------
+// Child processes tied to the lifetime of the test process
+// ---------------------------------------------------------------------------
+
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `cmd` so that it is SIGKILLed when the test process dies.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
+/// not the process. Test threads come and go (and `shared()` may first be
+/// called from any of them), so every fork happens on one dedicated thread
+/// that lives as long as the process. `Child` handles work from any thread.
+fn spawn_tied_to_process(mut cmd: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        thread::Builder::new()
+            .name("redis-spawner".into())
+            .spawn(move || {
+                // The sender lives in a static, so this loop never ends...
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+                // ...and if it somehow did, this thread must still not exit.
+                loop {
+                    thread::park();
+                }
+            })
+            .expect("failed to start the redis-spawner thread");
+        tx
+    });
+
+    let parent_pid = std::process::id();
+    // SAFETY: the closure runs between fork and exec; prctl, getppid and
+    // _exit are async-signal-safe and nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The test process died before prctl took effect: don't linger.
+            if libc::getppid() as u32 != parent_pid {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .send((cmd, reply_tx))
+        .expect("redis-spawner thread is gone");
+    reply_rx
+        .recv()
+        .expect("redis-spawner thread dropped a request")
+}
+
+/// Directories of never-dropped (shared) servers, removed when the process exits.
+fn remove_at_exit(dir: &Path) {
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+
+    extern "C" fn cleanup() {
+        if let Ok(dirs) = DIRS.lock() {
+            for dir in dirs.iter() {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    DIRS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.to_path_buf());
+    REGISTERED.get_or_init(|| {
+        // SAFETY: registering a plain extern "C" fn with no captured state.
+        unsafe {
+            libc::atexit(cleanup);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------
+
+/// Ports handed out by this process, so that two servers never pick the same one.
+fn claimed_ports() -> std::sync::MutexGuard<'static, HashSet<u16>> {
+    static CLAIMED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    CLAIMED
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A loopback port that is free right now (found by binding `127.0.0.1:0`).
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if claimed_ports().insert(port) {
+            return port;
+        }
+    }
+    panic!("could not find a free loopback port");
+}
+
+/// `count` ports below 55000 whose cluster bus port (`p + 10000`) is free too.
+fn free_cluster_ports(count: usize) -> Vec<u16> {
+    // Keep every listener open until all ports are chosen, so none repeats.
+    let mut held = Vec::new();
+    for _ in 0..10_000 {
+        if held.len() == count {
+            break;
+        }
+        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let port = listener.local_addr().expect("local_addr").port();
+        if port >= MAX_CLUSTER_PORT {
+            continue;
+        }
+        let bus = port + CLUSTER_BUS_OFFSET;
+        {
+            let claimed = claimed_ports();
+            if claimed.contains(&port) || claimed.contains(&bus) {
+                continue;
+            }
+        }
+        let Ok(bus_listener) = TcpListener::bind(("127.0.0.1", bus)) else {
+            continue;
+        };
+        held.push((port, listener, bus_listener));
+    }
+    assert_eq!(
+        held.len(),
+        count,
+        "could not find {count} free loopback ports below {MAX_CLUSTER_PORT} with free bus ports"
+    );
+    let mut claimed = claimed_ports();
+    held.into_iter()
+        .map(|(port, _listener, _bus)| {
+            claimed.insert(port);
+            claimed.insert(port + CLUSTER_BUS_OFFSET);
+            port
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Raw RESP (no async runtime needed)
+// ---------------------------------------------------------------------------
+
+/// Sends one command over a fresh TCP connection and returns the reply:
+/// simple strings as `+OK`, errors as `-ERR ...`, integers as `:1`, bulk
+/// strings as their bare contents (`""` for nil). Arrays are not supported.
+pub fn resp_command(port: u16, args: &[&str]) -> io::Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{}\r\n", arg.len(), arg));
+    }
+    stream.write_all(request.as_bytes())?;
+
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    match line.as_bytes().first() {
+        Some(b'+' | b'-' | b':') => Ok(line.to_string()),
+        Some(b'$') => {
+            let len: i64 = line[1..]
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, line.to_string()))?;
+            if len < 0 {
+                return Ok(String::new());
+            }
+            let mut body = vec![0; len as usize + 2];
+            reader.read_exact(&mut body)?;
+            body.truncate(len as usize);
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected RESP reply: {line:?}"),
+        )),
+    }
+}
+
+/// True when something on `port` answers `PING` with `+PONG`.
+pub fn ping(port: u16) -> bool {
+    matches!(resp_command(port, &["PING"]), Ok(reply) if reply == "+PONG")
+}
+
+// ---------------------------------------------------------------------------
+// RedisServer
+// ---------------------------------------------------------------------------
+
+/// Why a launch did not produce a ready server.
+enum LaunchError {
+    /// The port was taken (by another process, or still held after a kill).
+    AddrInUse,
+    /// Anything else; carries a description including the log.
+    Failed(String),
+}
+
+/// A private `redis-server` on a loopback port, in its own temp dir.
+/// SIGKILLed (and reaped) on drop.
+pub struct RedisServer {
+    port: u16,
+    args: Vec<String>,
+    dir: TempDir,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server with the default (non-persistent) configuration.
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line arguments, e.g.
+    /// `&["--appendonly", "yes"]` (later arguments override earlier ones).
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        for _ in 0..5 {
+            match Self::try_start_on(free_port(), args.clone()) {
+                Ok(server) => return server,
+                Err(LaunchError::AddrInUse) => continue,
+                Err(LaunchError::Failed(msg)) => panic!("{msg}"),
+            }
+        }
+        panic!("redis-server: every port tried was already in use");
+    }
+
+    fn try_start_on(port: u16, args: Vec<String>) -> Result<RedisServer, LaunchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("millrace-redis-")
+            .tempdir()
+            .expect("cannot create a temp dir for redis-server");
+        let log_path = dir.path().join("redis.log");
+        let mut server = RedisServer {
+            port,
+            args,
+            dir,
+            log_path,
+            child: None,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// Spawns the process and waits until it answers `PING`.
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        assert!(self.child.is_none(), "redis-server already running");
+        let log_start = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("cannot open the redis-server log file");
+        let mut cmd = Command::new(redis_server_bin());
+        cmd.arg("--save")
+            .arg("")
+            .args(["--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string()])
+            .args(["--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log file handle"))
+            .stderr(log);
+        let child = spawn_tied_to_process(cmd).map_err(|e| {
+            LaunchError::Failed(format!(
+                "cannot spawn {}: {e}",
+                redis_server_bin().display()
+            ))
+        })?;
+        self.child = Some(child);
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("child");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                let log = self.log_since(log_start);
+                if log.contains("Address already in use") {
+                    return Err(LaunchError::AddrInUse);
+                }
+                return Err(LaunchError::Failed(format!(
+                    "redis-server on port {} exited during startup ({status}); log:\n{log}",
+                    self.port
+                )));
+            }
+            if ping(self.port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(LaunchError::Failed(format!(
+                    "redis-server on port {} did not answer PING within {READY_TIMEOUT:?}; log:\n{}",
+                    self.port,
+                    self.log_since(log_start)
+                )));
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    fn log_since(&self, offset: u64) -> String {
+        let text = fs::read(&self.log_path).unwrap_or_default();
+        let start = (offset as usize).min(text.len());
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's working directory (`--dir`), e.g. to inspect AOF files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the server has logged so far (across restarts).
+    pub fn log(&self) -> String {
+        self.log_since(0)
+    }
+
+    /// Process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILLs the server and waits for it to exit (a crash, not a shutdown).
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts the server again on the same port, with the same arguments and
+    /// directory (so persisted data, e.g. an AOF, is reloaded). Stops it first
+    /// if it is still running. Retries briefly while the port is still held.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.launch() {
+                Ok(()) => return,
+                Err(LaunchError::AddrInUse) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(50));
+                }
+                Err(LaunchError::AddrInUse) => panic!(
+                    "redis-server could not restart: port {} stayed in use for {READY_TIMEOUT:?}",
+                    self.port
+                ),
+                Err(LaunchError::Failed(msg)) => panic!("{msg}"),
+            }
+        }
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(child) => match child.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    self.child = None;
+                    false
+                }
+            },
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One shared server per test binary
+// ---------------------------------------------------------------------------
+
+/// The per-binary server returned by [`shared`]. It cannot be stopped; it dies
+/// with the test process. Isolate tests with [`unique_prefix`].
+pub struct SharedServer {
+    server: RedisServer,
+}
+
+impl SharedServer {
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// The one server of this test binary, started on first use.
+pub fn shared() -> &'static SharedServer {
+    static SHARED: OnceLock<SharedServer> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let server = RedisServer::start();
+        remove_at_exit(server.dir());
+        SharedServer { server }
+    })
+}
+
+/// Shorthand for `shared().url()`.
+pub fn shared_url() -> String {
+    shared().url()
+}
+
+/// A key prefix unique to this test and process: `t<n>_<pid>_<name>`, at most
+/// 40 characters of `[a-z0-9_-]` (no `:`, `{` or `}`, so callers may add
+/// their own separators or hash tags).
+pub fn unique_prefix(test_name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let head = format!("t{n}_{}_", std::process::id());
+    let name: String = test_name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40usize.saturating_sub(head.len()))
+        .collect();
+    head + &name
+}
+
+// ---------------------------------------------------------------------------
+// RedisCluster
+// ---------------------------------------------------------------------------
+
+/// Three cluster-enabled masters (no replicas) on loopback, slots spread by
+/// `redis-cli --cluster create`. Killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let cli = redis_cli_bin();
+        let nodes = Self::start_nodes(3);
+        let ports: Vec<u16> = nodes.iter().map(RedisServer::port).collect();
+
+        let mut create = Command::new(&cli);
+        create.args(["--cluster", "create"]);
+        for port in &ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = spawn_tied_to_process(create)
+            .and_then(Child::wait_with_output)
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", cli.display()));
+        let cluster = RedisCluster { nodes };
+        if !output.status.success() {
+            panic!(
+                "redis-cli --cluster create failed ({}):\n{}{}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+                cluster.logs()
+            );
+        }
+
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        for port in &ports {
+            loop {
+                match resp_command(*port, &["CLUSTER", "INFO"]) {
+                    Ok(info) if info.contains("cluster_state:ok") => break,
+                    _ if Instant::now() >= deadline => panic!(
+                        "cluster node 127.0.0.1:{port} did not reach cluster_state:ok \
+                         within {CLUSTER_TIMEOUT:?}\n{}",
+                        cluster.logs()
+                    ),
+                    _ => thread::sleep(POLL),
+                }
+            }
+        }
+        cluster
+    }
+
+    fn start_nodes(count: usize) -> Vec<RedisServer> {
+        let args: Vec<String> = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        // A port may be taken between choosing and binding: start over then.
+        for _ in 0..5 {
+            let mut nodes = Vec::new();
+            for port in free_cluster_ports(count) {
+                match RedisServer::try_start_on(port, args.clone()) {
+                    Ok(node) => nodes.push(node),
+                    Err(LaunchError::AddrInUse) => break,
+                    Err(LaunchError::Failed(msg)) => panic!("{msg}"),
+                }
+            }
+            if nodes.len() == count {
+                return nodes;
+            }
+        }
+        panic!("could not start {count} cluster nodes: ports kept being taken");
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} log ---\n{}", n.port(), n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The first node's url.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
+    }
+}
+
+/// The one cluster of this test binary, started on first use; dies with the
+/// test process.
+pub fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let cluster = RedisCluster::start();
+        for node in &cluster.nodes {
+            remove_at_exit(node.dir());
+        }
+        cluster
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Polling
+// ---------------------------------------------------------------------------
+
+/// Polls `f` every 10 ms until it returns true; panics naming `what` if that
+/// does not happen within `deadline` (wall-clock time).
+pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if f().await {
+            return;
+        }
+        if Instant::now() >= end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
