@@ -128,6 +128,8 @@ impl Error {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || e.is_timeout()
+                    || e.kind() == redis::ErrorKind::AuthenticationFailed
+                    || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
                     || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
             }
             Error::Pool(_) | Error::Timeout(_) | Error::UnsupportedServer { .. } => true,

@@ -282,9 +282,10 @@ pub fn resp_command(port: u16, args: &[&str]) -> io::Result<String> {
     }
 }
 
-/// True when something on `port` answers `PING` with `+PONG`.
+/// True when a server on `port` answers `PING`: with `+PONG`, or with
+/// `-NOAUTH` when it requires a password (it is up either way).
 pub fn ping(port: u16) -> bool {
-    matches!(resp_command(port, &["PING"]), Ok(reply) if reply == "+PONG")
+    matches!(resp_command(port, &["PING"]), Ok(reply) if reply == "+PONG" || reply.starts_with("-NOAUTH"))
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,161 @@
+//! The same API on a three-master Redis Cluster: a topic's partitions spread
+//! over the masters, and no script or pipeline crosses a slot.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use millrace::partitioner::partition_for_key;
+use millrace::{Client, Config, Record, StartAt, TopicSpec};
+
+async fn client(test: &str) -> Client {
+    let cluster = support::shared_cluster();
+    let config = Config::cluster(cluster.urls())
+        .unwrap()
+        .prefix(support::unique_prefix(test))
+        .unwrap();
+    let c = Client::connect(config).await.unwrap();
+    assert!(c.server_info().cluster, "the cluster is detected");
+    c
+}
+
+/// Which node (by port) serves each key, from CLUSTER SLOTS and CLUSTER KEYSLOT.
+async fn node_of(c: &Client, key: &str) -> u16 {
+    let mut conn = c.connection();
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let slots: Vec<(u16, u16, Vec<redis::Value>)> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async::<Vec<redis::Value>>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| {
+            let redis::Value::Array(mut parts) = v else {
+                panic!("bad CLUSTER SLOTS reply")
+            };
+            let master = parts.remove(2);
+            let start: u16 = redis::from_redis_value(parts[0].clone()).unwrap();
+            let end: u16 = redis::from_redis_value(parts[1].clone()).unwrap();
+            let redis::Value::Array(m) = master else {
+                panic!("bad master entry")
+            };
+            (start, end, m)
+        })
+        .collect();
+    for (start, end, master) in slots {
+        if (start..=end).contains(&slot) {
+            return redis::from_redis_value(master[1].clone()).unwrap();
+        }
+    }
+    panic!("slot {slot} is not served");
+}
+
+#[tokio::test]
+async fn a_twelve_partition_topic_spreads_over_all_masters() {
+    let c = client("spread").await;
+    let spec = TopicSpec::new("erp.v1.invoice.created", 12).unwrap();
+    c.create_topic(&spec).await.unwrap();
+
+    let records: Vec<Record> = (0..1_200u32)
+        .map(|i| {
+            Record::encode(&i)
+                .unwrap()
+                .key(format!("tenant-{}", i % 60))
+        })
+        .collect();
+    let results = c.publish_batch(&spec.name, records).await.unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    // Single publishes, dedup scripts and delays work per slot too.
+    c.publish_record(&spec.name, Record::encode(&5000u32).unwrap().key("solo"))
+        .await
+        .unwrap();
+    let d1 = c
+        .publish_record(
+            &spec.name,
+            Record::encode(&5001u32).unwrap().dedup_id("once"),
+        )
+        .await
+        .unwrap();
+    let d2 = c
+        .publish_record(
+            &spec.name,
+            Record::encode(&5001u32).unwrap().dedup_id("once"),
+        )
+        .await
+        .unwrap();
+    assert!(d2.duplicate && d2.id == d1.id);
+    c.publish_record(
+        &spec.name,
+        Record::encode(&1u8).unwrap().delay(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+
+    let info = c.describe_topic(&spec.name).await.unwrap();
+    assert_eq!(info.length, 1_202);
+    assert_eq!(info.delayed, 1);
+
+    // Read everything back, merged across nodes.
+    let mut r = c.reader(&spec.name, StartAt::Earliest).await.unwrap();
+    let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut n = 0;
+    while let Some(m) = r.next().await.unwrap() {
+        n += 1;
+        if let Some(k) = &m.key {
+            assert_eq!(m.partition, partition_for_key(k, 12));
+            per_key
+                .entry(k.clone())
+                .or_default()
+                .push(m.decode().unwrap());
+        }
+    }
+    assert_eq!(n, 1_202);
+    for (k, v) in &per_key {
+        assert!(v.windows(2).all(|w| w[0] < w[1]), "{k} out of order");
+    }
+
+    // The partitions live on all three masters.
+    let mut nodes = BTreeSet::new();
+    for p in 0..12 {
+        nodes.insert(node_of(&c, &c.keys().stream(&spec.name, p, 0)).await);
+    }
+    assert_eq!(nodes.len(), 3, "partitions on nodes {nodes:?}");
+}
+
+#[tokio::test]
+async fn follow_reads_new_messages_on_a_cluster() {
+    let c = client("follow").await;
+    c.create_topic(&TopicSpec::new("live", 6).unwrap())
+        .await
+        .unwrap();
+    let mut r = c
+        .reader("live", StartAt::Latest)
+        .await
+        .unwrap()
+        .follow(true);
+    let c2 = c.clone();
+    let publisher = tokio::spawn(async move {
+        for i in 0..20u32 {
+            c2.publish_record("live", Record::encode(&i).unwrap().key(format!("k{i}")))
+                .await
+                .unwrap();
+        }
+    });
+    let mut got = BTreeSet::new();
+    while got.len() < 20 {
+        let m = tokio::time::timeout(Duration::from_secs(10), r.next())
+            .await
+            .expect("follow delivers within 10 s")
+            .unwrap()
+            .unwrap();
+        got.insert(m.decode::<u32>().unwrap());
+    }
+    publisher.await.unwrap();
+    assert_eq!(got, (0..20).collect());
+}

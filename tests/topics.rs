@@ -1,0 +1,143 @@
+//! Topics: create, describe, list, delete; names; the key layout.
+
+mod support;
+
+use std::time::Duration;
+
+use millrace::keys::KeySpace;
+use millrace::{Client, Config, Created, Error, TopicSpec};
+
+async fn client(test: &str) -> Client {
+    let config = Config::new(support::shared_url())
+        .unwrap()
+        .prefix(support::unique_prefix(test))
+        .unwrap();
+    Client::connect(config).await.unwrap()
+}
+
+#[test]
+fn key_layout_of_an_example_topic() {
+    let keys = KeySpace::new("mr");
+    let layout = keys.layout("erp.v1.invoice.created", 2, 2, "pdf-report", "inv-42");
+    let text: String = layout
+        .iter()
+        .map(|(key, kind, what)| format!("{key:<50} {kind:<10} {what}\n"))
+        .collect();
+    insta::assert_snapshot!(text);
+}
+
+#[tokio::test]
+async fn create_describe_list_delete() {
+    let c = client("cdld").await;
+    let spec = TopicSpec::new("erp.v1.invoice.created", 4)
+        .unwrap()
+        .lanes(2)
+        .retention(Duration::from_secs(3600));
+    assert_eq!(c.create_topic(&spec).await.unwrap(), Created::New);
+    assert_eq!(c.create_topic(&spec).await.unwrap(), Created::Existing);
+    c.create_topic(&TopicSpec::new("erp.v1.order.placed", 1).unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        c.list_topics().await.unwrap(),
+        vec!["erp.v1.invoice.created", "erp.v1.order.placed"]
+    );
+    assert_eq!(c.topic("erp.v1.invoice.created").await.unwrap(), spec);
+
+    for i in 0..10 {
+        c.publish_record(
+            "erp.v1.invoice.created",
+            millrace::Record::encode(&i).unwrap().key(format!("k{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let info = c.describe_topic("erp.v1.invoice.created").await.unwrap();
+    insta::assert_json_snapshot!(info, @r#"
+    {
+      "name": "erp.v1.invoice.created",
+      "partitions": 4,
+      "lanes": 2,
+      "retention_ms": 3600000,
+      "max_len": null,
+      "length": 10,
+      "partition_lengths": [
+        5,
+        4,
+        1,
+        0
+      ],
+      "delayed": 0,
+      "groups": [],
+      "dlq_length": 0
+    }
+    "#);
+
+    assert!(c.delete_topic("erp.v1.invoice.created").await.unwrap());
+    assert!(!c.delete_topic("erp.v1.invoice.created").await.unwrap());
+    assert_eq!(c.list_topics().await.unwrap(), vec!["erp.v1.order.placed"]);
+    assert!(matches!(
+        c.describe_topic("erp.v1.invoice.created").await,
+        Err(Error::TopicNotFound(_))
+    ));
+    // Nothing of the deleted topic is left behind.
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{{erp.v1.invoice.created*", c.keys().prefix()))
+        .query_async(&mut c.connection())
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn creating_with_other_settings_says_what_differs() {
+    let c = client("conflict").await;
+    c.create_topic(&TopicSpec::new("t.conflict", 4).unwrap())
+        .await
+        .unwrap();
+    let other = TopicSpec::new("t.conflict", 8).unwrap().max_len(1000);
+    let err = c.create_topic(&other).await.unwrap_err();
+    assert!(matches!(err, Error::TopicConflict { .. }));
+    insta::assert_snapshot!(err.to_string(), @"topic t.conflict exists with other settings: partitions: existing 4, requested 8; max_len: existing none, requested 1000");
+    // The existing topic is unchanged.
+    assert_eq!(c.topic("t.conflict").await.unwrap().partitions, 4);
+}
+
+#[tokio::test]
+async fn invalid_names_are_refused_before_touching_redis() {
+    let c = client("names").await;
+    let mut errors = String::new();
+    for name in ["", "Invoices", "a{b}", "a:b", "a*", "orders.dlq", "ünï"] {
+        let e = TopicSpec::new(name, 1).unwrap_err();
+        errors.push_str(&format!("{e}\n"));
+        assert!(c.topic(name).await.is_err());
+    }
+    insta::assert_snapshot!(errors, @r#"
+    invalid topic name "": it is empty
+    invalid topic name "Invoices": only lowercase letters, digits, '.', '-' and '_' are allowed
+    invalid topic name "a{b}": only lowercase letters, digits, '.', '-' and '_' are allowed
+    invalid topic name "a:b": only lowercase letters, digits, '.', '-' and '_' are allowed
+    invalid topic name "a*": only lowercase letters, digits, '.', '-' and '_' are allowed
+    invalid topic name "orders.dlq": the suffix .dlq is reserved for dead-letter views
+    invalid topic name "ünï": only lowercase letters, digits, '.', '-' and '_' are allowed
+    "#);
+    assert!(matches!(
+        c.topic("no.such.topic").await,
+        Err(Error::TopicNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn prefixes_keep_tenants_apart() {
+    let a = client("tenant-a").await;
+    let b = client("tenant-b").await;
+    a.create_topic(&TopicSpec::new("shared.name", 2).unwrap())
+        .await
+        .unwrap();
+    assert!(b.list_topics().await.unwrap().is_empty());
+    assert!(matches!(
+        b.topic("shared.name").await,
+        Err(Error::TopicNotFound(_))
+    ));
+}
