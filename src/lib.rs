@@ -8,6 +8,7 @@ pub mod duration;
 pub mod envelope;
 pub mod error;
 pub mod keys;
+pub mod local;
 pub mod partitioner;
 pub mod producer;
 pub mod reader;

@@ -1,0 +1,98 @@
+//! A private `redis-server` for demos, examples and benchmarks: started from
+//! `PATH` on a free loopback port in a temporary directory, with nothing
+//! persisted, and stopped when dropped.
+//!
+//! This is how `millrace demo` and `millrace bench` run on a machine with no
+//! Redis set up; it never touches a Redis it did not start.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A `redis-server` child process, killed on drop.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// Finds `redis-server` on `PATH`.
+pub fn find_redis_server() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+impl PrivateRedis {
+    /// Starts a server and waits until it accepts connections (up to 10 s).
+    pub fn start() -> Result<PrivateRedis> {
+        let bin = find_redis_server().ok_or_else(|| {
+            Error::Config(
+                "redis-server not found on PATH; install it (Debian/Ubuntu: apt-get install \
+                 redis-server, macOS: brew install redis) or pass --redis URL"
+                    .into(),
+            )
+        })?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| Error::Config(format!("no free loopback port: {e}")))?;
+        let dir =
+            std::env::temp_dir().join(format!("millrace-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+        let log = std::fs::File::create(dir.join("redis.log"))
+            .map_err(|e| Error::Config(format!("cannot create log: {e}")))?;
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::Config(format!("cannot start {}: {e}", bin.display())))?;
+        let mut server = PrivateRedis { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
+                return Err(Error::Config(format!(
+                    "redis-server exited ({status}) before accepting connections: {}",
+                    log.lines().last().unwrap_or("")
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(Duration::from_secs(10)));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
