@@ -153,14 +153,18 @@ impl Message {
 }
 
 /// The three stream fields of a message, ready for `XADD`.
-pub(crate) fn entry_fields(key: Option<&str>, headers: &[u8], payload: &[u8]) -> [Vec<u8>; 6] {
+pub(crate) fn entry_fields<'a>(
+    key: Option<&'a str>,
+    headers: &'a [u8],
+    payload: &'a [u8],
+) -> [&'a [u8]; 6] {
     [
-        FIELD_KEY.as_bytes().to_vec(),
-        key.unwrap_or("").as_bytes().to_vec(),
-        FIELD_HEADERS.as_bytes().to_vec(),
-        headers.to_vec(),
-        FIELD_DATA.as_bytes().to_vec(),
-        payload.to_vec(),
+        FIELD_KEY.as_bytes(),
+        key.unwrap_or("").as_bytes(),
+        FIELD_HEADERS.as_bytes(),
+        headers,
+        FIELD_DATA.as_bytes(),
+        payload,
     ]
 }
 
@@ -397,7 +401,7 @@ mod tests {
         let f = entry_fields(Some("tenant-7"), &hb, b"\x81\xa1a\x01");
         let v = Value::Array(vec![
             Value::BulkString(b"12-3".to_vec()),
-            Value::Array(f.iter().map(|b| Value::BulkString(b.clone())).collect()),
+            Value::Array(f.iter().map(|b| Value::BulkString(b.to_vec())).collect()),
         ]);
         let m = parse_entry("t", 2, 1, &v).unwrap();
         assert_eq!(m.key.as_deref(), Some("tenant-7"));

@@ -342,7 +342,7 @@ fn prepare(
                 }
                 Some((marker, ttl)) => {
                     let mut args: Vec<&[u8]> = vec![ttl.as_bytes(), maxlen.as_bytes()];
-                    args.extend(fields.iter().map(Vec::as_slice));
+                    args.extend(fields);
                     let c = scripts.publish_dedup.cmd(&[&marker, &stream], &args);
                     (Kind::Script, c, trim)
                 }
@@ -379,13 +379,13 @@ fn prepare(
     })
 }
 
-fn to_receipt(p: &Prepared, v: Value) -> Result<Receipt> {
+fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt> {
     let bad = |v: &Value| Error::Decode(format!("unexpected publish reply {v:?}"));
-    match (&p.kind, v) {
+    match (kind, v) {
         (_, Value::ServerError(e)) => Err(Error::Redis(e.into())),
         (Kind::Add, v) => Ok(Receipt {
-            partition: p.partition,
-            lane: p.lane,
+            partition,
+            lane,
             id: redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?,
             due_ms: None,
             duplicate: false,
@@ -393,13 +393,13 @@ fn to_receipt(p: &Prepared, v: Value) -> Result<Receipt> {
         (Kind::Script | Kind::Delay, v) => {
             let (created, id): (i64, String) =
                 redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?;
-            let due_ms = match p.kind {
+            let due_ms = match kind {
                 Kind::Delay => id.split('-').next().and_then(|d| d.parse().ok()),
                 _ => None,
             };
             Ok(Receipt {
-                partition: p.partition,
-                lane: p.lane,
+                partition,
+                lane,
                 id,
                 due_ms,
                 duplicate: created == 0,
@@ -420,7 +420,7 @@ impl Trimmer {
         &mut self,
         interval: Duration,
         items: impl Iterator<Item = &'a Prepared>,
-    ) -> Vec<Cmd> {
+    ) -> Vec<(u32, Cmd)> {
         let now = Instant::now();
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -444,74 +444,67 @@ impl Trimmer {
             let min_id = wall_ms.saturating_sub(*retention_ms);
             let mut c = redis::cmd("XTRIM");
             c.arg(stream).arg("MINID").arg("~").arg(min_id);
-            out.push(c);
+            out.push((p.partition, c));
         }
         out
     }
 }
 
 /// Sends prepared publishes: one pipeline on a single server, one per
-/// partition on a cluster, retrying script calls that met `NOSCRIPT`.
+/// partition on a cluster (trims go with their partition), retrying script
+/// calls that met `NOSCRIPT`. Commands are moved into the pipelines, not copied.
 async fn send(
     conn: &Conn,
     scripts: &Scripts,
-    items: &[Prepared],
-    trims: Vec<Cmd>,
+    items: Vec<Prepared>,
+    trims: Vec<(u32, Cmd)>,
 ) -> Vec<Result<Receipt>> {
-    let groups: Vec<Vec<usize>> = if conn.is_cluster() {
-        let mut by_part: HashMap<u32, Vec<usize>> = HashMap::new();
-        for (i, p) in items.iter().enumerate() {
-            by_part.entry(p.partition).or_default().push(i);
-        }
-        by_part.into_values().collect()
-    } else {
-        vec![(0..items.len()).collect()]
-    };
-    let mut trims_by_stream: HashMap<String, Vec<Cmd>> = HashMap::new();
-    let mut unplaced_trims = Vec::new();
-    if conn.is_cluster() {
-        for t in trims {
-            // The stream key is the command's first argument.
-            let key = t
-                .args_iter()
-                .nth(1)
-                .and_then(|a| match a {
-                    redis::Arg::Simple(b) => std::str::from_utf8(b).ok().map(String::from),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            trims_by_stream.entry(key).or_default().push(t);
-        }
-    } else {
-        unplaced_trims = trims;
-    }
-    let mut results: Vec<Option<Result<Receipt>>> = (0..items.len()).map(|_| None).collect();
-    let futs = groups.into_iter().enumerate().map(|(gi, idx)| {
-        let mut conn = conn.clone();
-        let mut extra: Vec<Cmd> = if gi == 0 {
-            std::mem::take(&mut unplaced_trims)
-        } else {
-            Vec::new()
-        };
-        if conn.is_cluster() {
-            for &i in &idx {
-                if let Some((stream, _)) = &items[i].trim
-                    && let Some(ts) = trims_by_stream.remove(stream)
-                {
-                    extra.extend(ts);
+    let cluster = conn.is_cluster();
+    let mut metas = Vec::with_capacity(items.len());
+    let mut groups: Vec<(u32, Vec<usize>, redis::Pipeline)> = Vec::new();
+    for (i, p) in items.into_iter().enumerate() {
+        let g = if cluster {
+            match groups.iter().position(|(part, _, _)| *part == p.partition) {
+                Some(g) => g,
+                None => {
+                    groups.push((p.partition, Vec::new(), redis::pipe()));
+                    groups.len() - 1
                 }
             }
+        } else {
+            if groups.is_empty() {
+                groups.push((0, Vec::new(), redis::pipe()));
+            }
+            0
+        };
+        groups[g].1.push(i);
+        groups[g].2.add_command(p.cmd);
+        metas.push((p.partition, p.lane, p.kind));
+    }
+    for (partition, trim) in trims {
+        let g = if cluster {
+            groups.iter().position(|(part, _, _)| *part == partition)
+        } else {
+            Some(0)
+        };
+        if let Some(g) = g {
+            groups[g].2.add_command(trim).ignore();
         }
+    }
+    let futs = groups.into_iter().map(|(_, idx, pipe)| {
+        let mut conn = conn.clone();
         async move {
-            let replies = run_pipeline(&mut conn, scripts, items, &idx, extra).await;
+            let replies = run_pipeline(&mut conn, scripts, pipe, idx.len()).await;
             (idx, replies)
         }
     });
+    let mut results: Vec<Option<Result<Receipt>>> = (0..metas.len()).map(|_| None).collect();
     for (idx, replies) in futures_util::future::join_all(futs).await {
         match replies {
             Ok(values) => {
                 for (i, v) in idx.iter().zip(values) {
-                    results[*i] = Some(to_receipt(&items[*i], v));
+                    let (partition, lane, kind) = &metas[*i];
+                    results[*i] = Some(to_receipt(*partition, *lane, kind, v));
                 }
             }
             Err(e) => {
@@ -527,24 +520,17 @@ async fn send(
         .collect()
 }
 
-/// One pipeline of `items[idx]` plus trims; replies in `idx` order.
+/// Runs one pipeline whose first `count` commands are publishes (the rest
+/// are ignored trims); returns the publishes' replies in order.
 async fn run_pipeline(
     conn: &mut Conn,
     scripts: &Scripts,
-    items: &[Prepared],
-    idx: &[usize],
-    trims: Vec<Cmd>,
+    mut pipe: redis::Pipeline,
+    count: usize,
 ) -> redis::RedisResult<Vec<Value>> {
-    let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    for &i in idx {
-        pipe.add_command(items[i].cmd.clone());
-    }
-    for t in trims {
-        pipe.add_command(t).ignore();
-    }
     let mut values: Vec<Value> = pipe.query_async(conn).await?;
-    values.truncate(idx.len());
+    values.truncate(count);
     let missing: Vec<usize> = values
         .iter()
         .enumerate()
@@ -559,8 +545,9 @@ async fn run_pipeline(
         }
         let mut again = redis::pipe();
         again.ignore_errors();
+        let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
         for &n in &missing {
-            again.add_command(items[idx[n]].cmd.clone());
+            again.add_command(cmds[n].clone());
         }
         let retried: Vec<Value> = again.query_async(conn).await?;
         for (n, v) in missing.into_iter().zip(retried) {
@@ -673,7 +660,7 @@ impl Producer {
             let conn = inner.conn.clone();
             let scripts = inner.scripts.clone();
             tasks.push(tokio::spawn(async move {
-                let res = send(&conn, &scripts, &items, trims).await;
+                let res = send(&conn, &scripts, items, trims).await;
                 drop(permit);
                 (idx, res)
             }));
@@ -733,7 +720,7 @@ impl Batcher {
             tokio::spawn(async move {
                 let (items, replies): (Vec<Prepared>, Vec<_>) =
                     batch.into_iter().map(|j| (j.prepared, j.reply)).unzip();
-                let results = send(&conn, &scripts, &items, trims).await;
+                let results = send(&conn, &scripts, items, trims).await;
                 drop(permit);
                 for (reply, r) in replies.into_iter().zip(results) {
                     // The caller may have given up waiting; that is fine.
