@@ -106,6 +106,11 @@ impl Config {
         self
     }
 
+    /// The largest message accepted by publish, in bytes.
+    pub fn message_limit(&self) -> usize {
+        self.max_message_bytes
+    }
+
     /// The key prefix in use.
     pub fn key_prefix(&self) -> &str {
         &self.prefix

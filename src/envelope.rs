@@ -57,9 +57,20 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))
 }
 
-/// Decodes a MessagePack payload into `T`.
+/// Decodes a MessagePack payload into `T`. The whole payload must be one
+/// value: trailing bytes are an error, so raw bytes that merely start like
+/// MessagePack (`hello` starts with the integer 104) are not mistaken for it.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
-    rmp_serde::from_slice(payload).map_err(|e| Error::Decode(e.to_string()))
+    let mut de = rmp_serde::Deserializer::new(payload);
+    let value = T::deserialize(&mut de).map_err(|e| Error::Decode(e.to_string()))?;
+    let rest = de.into_inner();
+    if !rest.is_empty() {
+        return Err(Error::Decode(format!(
+            "{} trailing bytes after the MessagePack value",
+            rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 /// Encodes headers for the `h` field: empty bytes when there are none.
@@ -382,6 +393,12 @@ mod tests {
         .unwrap();
         let v1: V1 = decode(&new).unwrap();
         assert_eq!(v1.invoice, "inv-2");
+    }
+
+    #[test]
+    fn raw_bytes_are_not_mistaken_for_messagepack() {
+        assert!(decode::<serde_json::Value>(b"hello").is_err());
+        assert_eq!(decode::<u32>(&encode(&104u32).unwrap()).unwrap(), 104);
     }
 
     #[test]

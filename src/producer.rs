@@ -180,10 +180,21 @@ impl Record {
         self
     }
 
+    /// Makes the message visible at `at`.
+    pub fn at(mut self, at: SystemTime) -> Self {
+        self.options = self.options.at(at);
+        self
+    }
+
     /// Makes the publish idempotent by `id`.
     pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
         self.options = self.options.dedup_id(id);
         self
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
     }
 }
 
@@ -272,6 +283,43 @@ fn unique_nonce() -> u64 {
     seed.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Checks a record against a topic and a size limit, as publishing would:
+/// the lane, the key, the dedup id and the encoded size. Lets a caller
+/// validate a whole batch before publishing any of it.
+pub fn check_record(spec: &TopicSpec, record: &Record, max_bytes: usize) -> Result<()> {
+    let options = &record.options;
+    if options.priority >= spec.lanes {
+        return Err(Error::LaneOutOfRange {
+            topic: spec.name.clone(),
+            lanes: spec.lanes,
+            priority: options.priority,
+        });
+    }
+    let key = options.key.as_deref();
+    if let Some(k) = key {
+        validate_key(k)?;
+    }
+    if let Some((id, ttl)) = &options.dedup {
+        validate_dedup_id(id)?;
+        if ttl.is_zero() {
+            return Err(Error::invalid("dedup ttl", "must be more than zero"));
+        }
+    }
+    let headers = if options.headers.is_empty() {
+        0
+    } else {
+        encode_headers(&options.headers)?.len()
+    };
+    let size = record.payload.len() + headers + key.map_or(0, str::len);
+    if size > max_bytes {
+        return Err(Error::PayloadTooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Builds the command for one record (pure apart from the nonce).
 fn prepare(
     keys: &KeySpace,
@@ -281,33 +329,11 @@ fn prepare(
     round_robin: &AtomicU64,
     max_bytes: usize,
 ) -> Result<Prepared> {
+    check_record(spec, &record, max_bytes)?;
     let Record { payload, options } = record;
     let topic = spec.name.as_str();
-    if options.priority >= spec.lanes {
-        return Err(Error::LaneOutOfRange {
-            topic: topic.to_string(),
-            lanes: spec.lanes,
-            priority: options.priority,
-        });
-    }
     let headers = encode_headers(&options.headers)?;
     let key = options.key.as_deref();
-    if let Some(k) = key {
-        validate_key(k)?;
-    }
-    let size = payload.len() + headers.len() + key.map_or(0, str::len);
-    if size > max_bytes {
-        return Err(Error::PayloadTooLarge {
-            size,
-            limit: max_bytes,
-        });
-    }
-    if let Some((id, ttl)) = &options.dedup {
-        validate_dedup_id(id)?;
-        if ttl.is_zero() {
-            return Err(Error::invalid("dedup ttl", "must be more than zero"));
-        }
-    }
     // A keyless idempotent publish is placed by its dedup id, so a retried
     // publish meets its marker in the same partition.
     let partition = match (key, &options.dedup) {

@@ -222,6 +222,11 @@ impl Client {
                 let differences = strs
                     .chunks(3)
                     .map(|c| match c {
+                        [f, have, want] if f == "retention_ms" => format!(
+                            "retention: existing {}, requested {}",
+                            show_ms(have),
+                            show_ms(want)
+                        ),
                         [f, have, want] => {
                             format!("{f}: existing {}, requested {}", show(have), show(want))
                         }
@@ -379,6 +384,13 @@ impl Client {
             cache.remove(name);
         }
         Ok(true)
+    }
+}
+
+fn show_ms(v: &str) -> String {
+    match v.parse::<u64>() {
+        Ok(ms) => crate::duration::format_duration(Duration::from_millis(ms)),
+        Err(_) => show(v).to_string(),
     }
 }
 

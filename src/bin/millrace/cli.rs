@@ -1,0 +1,219 @@
+//! The command line, as clap sees it: names, flags and help texts.
+//!
+//! Only parsing lives here. Values that need the library to check them
+//! (durations, times, JSON, topic names) stay strings until the command that
+//! uses them, so a bad one is reported as one `error:` line with exit code 2
+//! rather than as clap's multi-line usage error.
+
+use clap::{Args, Parser, Subcommand};
+
+/// Where Redis is when neither `--redis`, `MILLRACE_REDIS_URL` nor
+/// `REDIS_URL` says.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// millrace: a job and event queue on Redis Streams.
+#[derive(Debug, Parser)]
+#[command(name = "millrace", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// Redis URL, redis://[user:password@]host[:port][/db] or rediss:// (TLS)
+    /// [default: $REDIS_URL, else redis://127.0.0.1:6379]
+    // Env values are hidden in --help: the URL may hold a password, and help
+    // should not change with the environment.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "MILLRACE_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
+    /// Key prefix: the namespace of every Redis key millrace writes
+    #[arg(
+        long,
+        global = true,
+        value_name = "P",
+        env = "MILLRACE_PREFIX",
+        hide_env_values = true,
+        default_value = millrace::config::DEFAULT_PREFIX
+    )]
+    pub prefix: String,
+}
+
+impl Global {
+    /// The Redis URL to use: the flag or `MILLRACE_REDIS_URL`, then
+    /// `REDIS_URL`, then the local default.
+    pub fn redis_url(&self) -> String {
+        self.redis
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, describe and delete topics
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Publish a message to a topic (or many, one JSON object per line, with --jsonl)
+    Publish(PublishArgs),
+    /// Print a topic's messages, without a consumer group
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic; succeeds if it exists with the same settings
+    Create(TopicCreateArgs),
+    /// List topics and their settings
+    List(TopicListArgs),
+    /// Show a topic's settings, lengths, groups and dead letters
+    Describe(TopicDescribeArgs),
+    /// Delete a topic and everything in it
+    Delete(TopicDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopicCreateArgs {
+    /// Topic name: lowercase letters, digits, '.', '-' and '_' (e.g. erp.v1.invoice.created)
+    pub name: String,
+    /// Number of partitions (1 to 1024): the unit of ordering and parallelism
+    #[arg(long, value_name = "N")]
+    pub partitions: u32,
+    /// Number of priority lanes (1 to 16); lane 0 is the most urgent
+    #[arg(long, value_name = "L", default_value_t = 1)]
+    pub lanes: u8,
+    /// How long messages are kept: 250ms, 30s, 5m, 2h, 7d
+    #[arg(long, value_name = "DUR", default_value = "7d")]
+    pub retention: String,
+    /// Approximate cap on the length of each partition lane
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicListArgs {
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicDescribeArgs {
+    /// Topic name
+    pub name: String,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicDeleteArgs {
+    /// Topic name
+    pub name: String,
+    /// Confirm: every message, delayed message, dead letter and group
+    /// position of the topic is deleted
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Topic to publish to
+    pub topic: String,
+    /// The payload as JSON text, or - to read it from stdin
+    #[arg(
+        value_name = "DATA",
+        required_unless_present = "jsonl",
+        conflicts_with = "jsonl"
+    )]
+    pub data: Option<String>,
+    /// Partition key: messages with one key stay in one partition, in order
+    #[arg(long, value_name = "K")]
+    pub key: Option<String>,
+    /// Make the message visible after this delay: 250ms, 30s, 5m, 2h, 7d
+    #[arg(long, value_name = "DUR", conflicts_with = "at")]
+    pub delay: Option<String>,
+    /// Make the message visible at this time (RFC 3339, e.g. 2026-11-27T10:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Priority lane (0 is the most urgent; must be below the topic's lanes)
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u8>,
+    /// Idempotency id: publishing the same id again within an hour publishes
+    /// nothing and prints the first message's id
+    #[arg(long, value_name = "ID")]
+    pub dedup_id: Option<String>,
+    /// A header, as name=value (repeatable)
+    #[arg(long = "header", value_name = "K=V")]
+    pub headers: Vec<String>,
+    /// Read many messages from stdin, one JSON object per line:
+    /// {"data": ..., "key"?, "headers"?, "delay"?, "priority"?, "dedup_id"?}.
+    /// Every line is checked before anything is published
+    #[arg(
+        long,
+        conflicts_with_all = ["key", "delay", "at", "priority", "dedup_id", "headers"]
+    )]
+    pub jsonl: bool,
+    /// Print the receipt (or the count, with --jsonl) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Topic to read
+    pub topic: String,
+    /// Where to start: earliest, latest, an RFC 3339 time or a stream id
+    #[arg(long, value_name = "FROM", default_value = "earliest")]
+    pub from: String,
+    /// Stop after this many messages
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// At the end, wait for new messages instead of stopping
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Print one JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn publish_needs_data_or_jsonl_but_not_both() {
+        assert!(Cli::try_parse_from(["millrace", "publish", "t"]).is_err());
+        assert!(Cli::try_parse_from(["millrace", "publish", "t", "{}", "--jsonl"]).is_err());
+        assert!(
+            Cli::try_parse_from(["millrace", "publish", "t", "--jsonl", "--key", "k"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["millrace", "publish", "t", "--jsonl"]).is_ok());
+        assert!(
+            Cli::try_parse_from([
+                "millrace", "publish", "t", "1", "--delay", "1s", "--at", "x"
+            ])
+            .is_err()
+        );
+    }
+}

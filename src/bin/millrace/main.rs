@@ -1,0 +1,97 @@
+//! The `millrace` binary: admin commands over the library.
+//!
+//! `main` parses the command line (clap, in [`cli`]), sets up logging,
+//! connects through the library and hands off to one module per command
+//! family. Every failure comes back here as a [`CliError`] and leaves as one
+//! `error:` line on stderr (plus an optional `hint:`) and an exit code:
+//! 0 success, 2 bad usage or input, 3 Redis unreachable, 1 anything else.
+//! The interface is pinned in `CLI.md` and by `tests/cli.rs`.
+
+mod cli;
+mod error;
+mod jsonl;
+mod output;
+mod publish_cmd;
+mod tail_cmd;
+mod topic_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use millrace::config::redact_url;
+use millrace::{Client, Config};
+
+use crate::cli::{Cli, Command, Global};
+use crate::error::{CliError, scrub_password};
+use crate::output::{Out, note};
+
+fn main() -> ExitCode {
+    // clap prints help and version itself, and exits 2 on a usage error.
+    let cli = Cli::parse();
+    init_logging();
+    let url = cli.global.redis_url();
+    let mut out = Out::new();
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(run(cli, &mut out)),
+        Err(e) => Err(CliError::other(format!(
+            "cannot start the async runtime: {e}"
+        ))),
+    };
+    let result = match result {
+        Ok(()) => out.flush(),
+        Err(e) => {
+            // Show what was printed before the failure; the failure is what
+            // gets reported, even if stdout is gone too.
+            let _ = out.flush();
+            Err(e)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.silent => ExitCode::from(e.code),
+        Err(e) => {
+            // One line, whatever the message: scripts read the first line.
+            let message = e.message.replace(['\r', '\n'], " ");
+            note(&scrub_password(&format!("error: {message}"), &url));
+            if let Some(hint) = &e.hint {
+                note(&scrub_password(&format!("hint: {hint}"), &url));
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Topic(cmd) => topic_cmd::run(global, cmd, out).await,
+        Command::Publish(args) => publish_cmd::run(global, args, out).await,
+        Command::Tail(args) => tail_cmd::run(global, args, out).await,
+    }
+}
+
+/// Connects with the global flags. An unreachable server is reported with
+/// its (password-free) URL.
+pub async fn connect(global: &Global) -> Result<Client, CliError> {
+    let url = global.redis_url();
+    // Config errors name the bad URL (redacted) or prefix themselves.
+    let config = Config::new(&url).and_then(|c| c.prefix(&global.prefix))?;
+    Client::connect(config).await.map_err(|e| {
+        let err = CliError::from(e);
+        if err.code == error::EXIT_UNREACHABLE {
+            err.context(format!("cannot connect to Redis at {}", redact_url(&url)))
+        } else {
+            err
+        }
+    })
+}
+
+/// Logs to stderr at the level in `RUST_LOG` (default: warnings).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,158 @@
+//! `millrace tail`: read a topic without a consumer group and print each
+//! message as a line of text or JSON.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use millrace::{Headers, Message, StartAt};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::{Global, TailArgs};
+use crate::error::CliError;
+use crate::output::{Out, rfc3339_ms};
+
+pub async fn run(global: &Global, args: TailArgs, out: &mut Out) -> Result<(), CliError> {
+    millrace::keys::validate_topic(&args.topic)?;
+    let start: StartAt = args
+        .from
+        .parse()
+        .map_err(|e: millrace::Error| CliError::from(e).context("--from"))?;
+    let client = crate::connect(global).await?;
+    let mut reader = client.reader(&args.topic, start).await?.follow(args.follow);
+    // Following, the next message may be minutes away: show each at once.
+    out.flush_each_line(args.follow);
+    let mut printed = 0u64;
+    while args.count.is_none_or(|c| printed < c) {
+        let Some(msg) = reader.next().await? else {
+            break;
+        };
+        let line = TailLine::new(&msg);
+        if args.json {
+            out.json_line(&line)?;
+        } else {
+            out.line(line.human())?;
+        }
+        printed += 1;
+    }
+    Ok(())
+}
+
+/// One message as `tail --json` prints it.
+#[derive(Debug, Serialize)]
+struct TailLine<'a> {
+    id: String,
+    partition: u32,
+    lane: u8,
+    key: Option<&'a str>,
+    /// The payload as JSON; null when it is not MessagePack.
+    data: Value,
+    headers: &'a Headers,
+    published_at: String,
+    /// The payload bytes when they are not MessagePack (raw publishes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_base64: Option<String>,
+}
+
+impl<'a> TailLine<'a> {
+    fn new(m: &'a Message) -> Self {
+        let (data, raw_base64) = match payload_json(&m.payload) {
+            Some(v) => (v, None),
+            None => (Value::Null, Some(BASE64.encode(&m.payload))),
+        };
+        TailLine {
+            id: m.id.to_string(),
+            partition: m.partition,
+            lane: m.lane,
+            key: m.key.as_deref(),
+            data,
+            headers: &m.headers,
+            published_at: rfc3339_ms(m.published_at_ms()),
+            raw_base64,
+        }
+    }
+
+    /// `2026-11-27T10:00:00.123Z  p3/l0  1764237600123-0  key=tenant-1  {"invoice":"inv-1"}`
+    fn human(&self) -> String {
+        let mut s = format!(
+            "{}  p{}/l{}  {}",
+            self.published_at, self.partition, self.lane, self.id
+        );
+        if let Some(k) = self.key {
+            // Escaped, so a key with a newline cannot break the one-line shape.
+            s.push_str(&format!("  key={}", k.escape_debug()));
+        }
+        if !self.headers.is_empty() {
+            let h = serde_json::to_string(self.headers).unwrap_or_default();
+            s.push_str(&format!("  headers={h}"));
+        }
+        match &self.raw_base64 {
+            Some(raw) => s.push_str(&format!("  raw:{raw}")),
+            None => s.push_str(&format!("  {}", self.data)),
+        }
+        s
+    }
+}
+
+/// The payload decoded from MessagePack to JSON, if it is exactly one
+/// MessagePack value that JSON can show (the library's decode refuses
+/// trailing bytes, so raw text like `hello` goes to `raw_base64` rather than
+/// showing as the integer 104).
+fn payload_json(payload: &[u8]) -> Option<Value> {
+    millrace::envelope::decode(payload).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace::StreamId;
+
+    #[test]
+    fn only_whole_messagepack_payloads_decode() {
+        let v = serde_json::json!({"invoice": "inv-1", "cents": 420, "tags": [1, null]});
+        let bytes = millrace::envelope::encode(&v).unwrap();
+        assert_eq!(payload_json(&bytes), Some(v));
+        assert_eq!(payload_json(b"hello"), None);
+        assert_eq!(payload_json(b""), None);
+        let mut trailing = millrace::envelope::encode(&1).unwrap();
+        trailing.push(0);
+        assert_eq!(payload_json(&trailing), None);
+    }
+
+    fn message(payload: &[u8], key: Option<&str>) -> Message {
+        let mut headers = Headers::new();
+        headers.insert("trace".into(), "abc".into());
+        Message {
+            id: StreamId {
+                ms: 1_764_237_600_123,
+                seq: 0,
+            },
+            topic: "t".into(),
+            partition: 3,
+            lane: 0,
+            key: key.map(String::from),
+            headers,
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn lines_show_payload_or_raw_bytes() {
+        let payload = millrace::envelope::encode(&serde_json::json!({"invoice": "inv-1"})).unwrap();
+        let m = message(&payload, Some("tenant-1"));
+        assert_eq!(
+            TailLine::new(&m).human(),
+            r#"2025-11-27T10:00:00.123Z  p3/l0  1764237600123-0  key=tenant-1  headers={"trace":"abc"}  {"invoice":"inv-1"}"#
+        );
+        let raw = message(b"hello", None);
+        let line = TailLine::new(&raw);
+        assert_eq!(
+            serde_json::to_value(&line).unwrap(),
+            serde_json::json!({
+                "id": "1764237600123-0", "partition": 3, "lane": 0, "key": null,
+                "data": null, "headers": {"trace": "abc"},
+                "published_at": "2025-11-27T10:00:00.123Z", "raw_base64": "aGVsbG8="
+            })
+        );
+        assert!(line.human().ends_with("  raw:aGVsbG8="));
+    }
+}

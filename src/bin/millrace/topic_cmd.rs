@@ -1,0 +1,209 @@
+//! `millrace topic create|list|describe|delete`: thin calls to the library's
+//! topic API, printed as a sentence, a table or JSON.
+
+use std::time::Duration;
+
+use millrace::duration::{format_duration, parse_duration};
+use millrace::{Created, Error, TopicInfo, TopicSpec};
+use serde::Serialize;
+
+use crate::cli::{
+    Global, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicDescribeArgs, TopicListArgs,
+};
+use crate::error::CliError;
+use crate::output::{Out, table};
+
+pub async fn run(global: &Global, cmd: TopicCommand, out: &mut Out) -> Result<(), CliError> {
+    match cmd {
+        TopicCommand::Create(args) => create(global, args, out).await,
+        TopicCommand::List(args) => list(global, args, out).await,
+        TopicCommand::Describe(args) => describe(global, args, out).await,
+        TopicCommand::Delete(args) => delete(global, args, out).await,
+    }
+}
+
+async fn create(global: &Global, args: TopicCreateArgs, out: &mut Out) -> Result<(), CliError> {
+    // Check everything before connecting: a typo should not need Redis.
+    let retention =
+        parse_duration(&args.retention).map_err(|e| CliError::from(e).context("--retention"))?;
+    let mut spec = TopicSpec::new(&args.name, args.partitions)?
+        .lanes(args.lanes)
+        .retention(retention);
+    if let Some(n) = args.max_len {
+        spec = spec.max_len(n);
+    }
+    spec.validate()?;
+    let client = crate::connect(global).await?;
+    match client.create_topic(&spec).await? {
+        Created::New => out.line(format_args!("created topic {}", spec.name)),
+        Created::Existing => out.line(format_args!(
+            "topic {} exists with the same settings",
+            spec.name
+        )),
+    }
+}
+
+/// One topic in `topic list --json`: its settings.
+#[derive(Debug, Serialize)]
+struct TopicRow {
+    name: String,
+    partitions: u32,
+    lanes: u8,
+    retention_ms: u64,
+    max_len: Option<u64>,
+}
+
+impl From<TopicSpec> for TopicRow {
+    fn from(s: TopicSpec) -> Self {
+        TopicRow {
+            name: s.name,
+            partitions: s.partitions,
+            lanes: s.lanes,
+            retention_ms: s.retention.as_millis() as u64,
+            max_len: s.max_len,
+        }
+    }
+}
+
+async fn list(global: &Global, args: TopicListArgs, out: &mut Out) -> Result<(), CliError> {
+    let client = crate::connect(global).await?;
+    let mut rows = Vec::new();
+    for name in client.list_topics().await? {
+        match client.topic(&name).await {
+            Ok(spec) => rows.push(TopicRow::from(spec)),
+            // Deleted between the two reads.
+            Err(Error::TopicNotFound(_)) => {}
+            Err(e) => return Err(CliError::from(e).context(format!("topic {name}"))),
+        }
+    }
+    if args.json {
+        return out.json_pretty(&rows);
+    }
+    if rows.is_empty() {
+        return out.line("no topics");
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.partitions.to_string(),
+                r.lanes.to_string(),
+                format_duration(Duration::from_millis(r.retention_ms)),
+                r.max_len.map_or_else(|| "-".to_string(), |n| n.to_string()),
+            ]
+        })
+        .collect();
+    out.line(table(
+        &["NAME", "PARTITIONS", "LANES", "RETENTION", "MAX_LEN"],
+        &cells,
+    ))
+}
+
+async fn describe(global: &Global, args: TopicDescribeArgs, out: &mut Out) -> Result<(), CliError> {
+    millrace::keys::validate_topic(&args.name)?;
+    let client = crate::connect(global).await?;
+    let info = client.describe_topic(&args.name).await?;
+    if args.json {
+        out.json_pretty(&info)
+    } else {
+        out.line(describe_text(&info))
+    }
+}
+
+/// The human form of `describe`: settings, then lengths per partition.
+fn describe_text(info: &TopicInfo) -> String {
+    let none = || "-".to_string();
+    let groups = if info.groups.is_empty() {
+        none()
+    } else {
+        info.groups.join(", ")
+    };
+    let settings = table(
+        &["topic", &info.name],
+        &[
+            vec!["partitions".into(), info.partitions.to_string()],
+            vec!["lanes".into(), info.lanes.to_string()],
+            vec![
+                "retention".into(),
+                format_duration(Duration::from_millis(info.retention_ms)),
+            ],
+            vec![
+                "max_len".into(),
+                info.max_len.map_or_else(none, |n| n.to_string()),
+            ],
+            vec!["length".into(), info.length.to_string()],
+            vec!["delayed".into(), info.delayed.to_string()],
+            vec!["dead letters".into(), info.dlq_length.to_string()],
+            vec!["groups".into(), groups],
+        ],
+    );
+    let partitions: Vec<Vec<String>> = info
+        .partition_lengths
+        .iter()
+        .enumerate()
+        .map(|(p, n)| vec![p.to_string(), n.to_string()])
+        .collect();
+    format!(
+        "{settings}\n\n{}",
+        table(&["PARTITION", "LENGTH"], &partitions)
+    )
+}
+
+async fn delete(global: &Global, args: TopicDeleteArgs, out: &mut Out) -> Result<(), CliError> {
+    millrace::keys::validate_topic(&args.name)?;
+    if !args.yes {
+        return Err(CliError::usage(format!(
+            "refusing to delete topic {} without --yes",
+            args.name
+        ))
+        .hint(
+            "deleting a topic removes every message, delayed message, dead letter and group \
+             position in it; add --yes to confirm",
+        ));
+    }
+    let client = crate::connect(global).await?;
+    if client.delete_topic(&args.name).await? {
+        out.line(format_args!("deleted topic {}", args.name))
+    } else {
+        Err(CliError::from(Error::TopicNotFound(args.name)).hint("nothing was deleted"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_reads_as_a_table() {
+        let info = TopicInfo {
+            name: "erp.v1.invoice.created".into(),
+            partitions: 2,
+            lanes: 1,
+            retention_ms: 604_800_000,
+            max_len: None,
+            length: 5,
+            partition_lengths: vec![3, 2],
+            delayed: 0,
+            groups: vec!["billing".into(), "pdf".into()],
+            dlq_length: 1,
+        };
+        assert_eq!(
+            describe_text(&info),
+            "\
+topic         erp.v1.invoice.created
+partitions    2
+lanes         1
+retention     7d
+max_len       -
+length        5
+delayed       0
+dead letters  1
+groups        billing, pdf
+
+PARTITION  LENGTH
+0          3
+1          2"
+        );
+    }
+}

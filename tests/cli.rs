@@ -1,0 +1,570 @@
+//! The `millrace` binary as scripts see it: exit codes, stdout, stderr and
+//! JSON shapes, run against a private redis-server with a fresh `--prefix`
+//! per test. What users and scripts read is pinned with insta snapshots.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const TOPIC: &str = "erp.v1.invoice.created";
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    fn code(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "expected exit {code}: {self:#?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+/// The binary, pointed at the shared test server under a prefix of its own.
+struct Millrace {
+    url: String,
+    prefix: String,
+}
+
+impl Millrace {
+    fn new(test: &str) -> Self {
+        Millrace {
+            url: support::shared_url(),
+            prefix: support::unique_prefix(test),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_millrace"));
+        for var in [
+            "MILLRACE_REDIS_URL",
+            "REDIS_URL",
+            "MILLRACE_PREFIX",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.args(["--redis", &self.url, "--prefix", &self.prefix])
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, "")
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn millrace");
+        let mut input = child.stdin.take().expect("stdin");
+        let stdin = stdin.to_string();
+        // Written from a thread so a large input cannot deadlock against
+        // the child's output.
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(stdin.as_bytes());
+        });
+        let out = child.wait_with_output().expect("wait for millrace");
+        writer.join().expect("stdin writer");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        self.run(&[
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            &partitions.to_string(),
+        ])
+        .ok();
+    }
+
+    fn length(&self, topic: &str) -> u64 {
+        let info = self
+            .run(&["topic", "describe", topic, "--json"])
+            .ok()
+            .json();
+        info["length"].as_u64().expect("length")
+    }
+}
+
+/// Every stderr of a failure: one `error:` line, then at most a `hint:`.
+#[track_caller]
+fn assert_one_error_line(run: &Run) {
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        matches!(lines.as_slice(), [e] | [e, _] if e.starts_with("error: ")),
+        "stderr should be one error line and an optional hint: {run:#?}"
+    );
+    if let [_, hint] = lines.as_slice() {
+        assert!(hint.starts_with("hint: "), "{run:#?}");
+    }
+    assert!(!run.stderr.contains("panicked"), "{run:#?}");
+}
+
+#[test]
+fn top_level_help_lists_the_commands_and_global_flags() {
+    let run = Millrace::new("help").run(&["--help"]).ok();
+    insta::assert_snapshot!("help", run.stdout);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let m = Millrace::new("usage");
+    let run = m.run(&["topic", "create", TOPIC]).code(2);
+    assert!(run.stderr.contains("--partitions"), "{run:#?}");
+    m.run(&["no-such-command"]).code(2);
+    m.run(&["publish", TOPIC]).code(2);
+}
+
+#[test]
+fn a_created_topic_is_described_with_its_settings_and_lengths() {
+    let m = Millrace::new("create_describe");
+    let run = m
+        .run(&[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "4",
+            "--lanes",
+            "2",
+            "--retention",
+            "2d",
+            "--max-len",
+            "100000",
+        ])
+        .ok();
+    assert_eq!(run.stdout, format!("created topic {TOPIC}\n"));
+    let info = m.run(&["topic", "describe", TOPIC, "--json"]).ok().json();
+    insta::assert_json_snapshot!("describe_json", info);
+
+    let human = m.run(&["topic", "describe", TOPIC]).ok();
+    assert!(human.stdout.contains("retention     2d"), "{human:#?}");
+
+    let list = m.run(&["topic", "list", "--json"]).ok().json();
+    assert_eq!(
+        list,
+        json!([{"name": TOPIC, "partitions": 4, "lanes": 2,
+                "retention_ms": 172_800_000, "max_len": 100_000}])
+    );
+}
+
+#[test]
+fn creating_again_with_the_same_settings_succeeds() {
+    let m = Millrace::new("create_again");
+    m.create_topic(TOPIC, 4);
+    let run = m.run(&["topic", "create", TOPIC, "--partitions", "4"]).ok();
+    assert_eq!(
+        run.stdout,
+        format!("topic {TOPIC} exists with the same settings\n")
+    );
+}
+
+#[test]
+fn creating_again_with_other_settings_fails_and_says_what_differs() {
+    let m = Millrace::new("create_conflict");
+    m.create_topic(TOPIC, 4);
+    let run = m
+        .run(&[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "8",
+            "--retention",
+            "1d",
+        ])
+        .code(2);
+    assert_one_error_line(&run);
+    assert_eq!(run.stdout, "");
+    insta::assert_snapshot!("create_conflict_stderr", run.stderr);
+}
+
+#[test]
+fn an_invalid_topic_name_is_refused_before_connecting() {
+    let mut m = Millrace::new("invalid_name");
+    // Nothing listens here: the name is checked first.
+    m.url = format!("redis://127.0.0.1:{}", support::free_port());
+    let run = m
+        .run(&["topic", "create", "Invoices Created", "--partitions", "4"])
+        .code(2);
+    assert_one_error_line(&run);
+    insta::assert_snapshot!("invalid_name_stderr", run.stderr);
+    let dlq = m
+        .run(&["publish", "erp.v1.invoice.created.dlq", "1"])
+        .code(2);
+    assert!(dlq.stderr.contains(".dlq is reserved"), "{dlq:#?}");
+}
+
+#[test]
+fn a_bad_duration_exits_2() {
+    let m = Millrace::new("bad_duration");
+    let run = m
+        .run(&[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "4",
+            "--retention",
+            "7 days",
+        ])
+        .code(2);
+    assert_one_error_line(&run);
+    assert!(
+        run.stderr
+            .starts_with("error: --retention: invalid duration: \"7 days\""),
+        "{run:#?}"
+    );
+    m.create_topic(TOPIC, 4);
+    let run = m.run(&["publish", TOPIC, "--delay", "soon", "{}"]).code(2);
+    assert_one_error_line(&run);
+    assert_eq!(m.length(TOPIC), 0);
+}
+
+#[test]
+fn a_published_message_reads_back_with_key_data_headers_and_partition() {
+    let m = Millrace::new("publish_tail");
+    m.create_topic(TOPIC, 4);
+    let receipt = m
+        .run(&[
+            "publish",
+            TOPIC,
+            "--key",
+            "tenant-1",
+            "--header",
+            "traceparent=00-abc-def-01",
+            "--header",
+            "source=cli",
+            "--json",
+            r#"{"invoice": "inv-1", "cents": 420, "lines": [1, 2.5, null]}"#,
+        ])
+        .ok()
+        .json();
+    let partition = millrace::partitioner::partition_for_key("tenant-1", 4);
+    assert_eq!(receipt["partition"], partition);
+    assert_eq!(receipt["duplicate"], false);
+    // A keyless one, in human mode: stdout is just the id.
+    let second = m.run(&["publish", TOPIC, r#""plain string""#]).ok();
+    let second_id = second.stdout.trim_end().to_string();
+    assert_is_stream_id(&second_id);
+
+    let lines = m.run(&["tail", TOPIC, "--json"]).ok().json_lines();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let mut first = lines[0].clone();
+    assert_eq!(first["id"], receipt["id"]);
+    let id = first["id"].as_str().expect("id").to_string();
+    assert_is_stream_id(&id);
+    assert_published_at_matches_id(&first, &id);
+    first["id"] = json!("[id]");
+    first["published_at"] = json!("[published_at]");
+    insta::assert_json_snapshot!("tail_json_line", first);
+
+    assert_eq!(lines[1]["id"], json!(second_id));
+    assert_eq!(lines[1]["key"], Value::Null);
+    assert_eq!(lines[1]["data"], json!("plain string"));
+    assert_eq!(lines[1]["headers"], json!({}));
+
+    let human = m.run(&["tail", TOPIC, "--count", "1"]).ok();
+    let expected_tail = format!(
+        "  p{partition}/l0  {id}  key=tenant-1  headers={{\"source\":\"cli\",\"traceparent\":\"00-abc-def-01\"}}  {{\"cents\":420,\"invoice\":\"inv-1\",\"lines\":[1,2.5,null]}}\n"
+    );
+    assert!(human.stdout.ends_with(&expected_tail), "{human:#?}");
+}
+
+#[track_caller]
+fn assert_is_stream_id(id: &str) {
+    let ok = id
+        .split_once('-')
+        .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
+    assert!(ok, "not a stream id: {id:?}");
+}
+
+/// `published_at` is RFC 3339 in UTC with milliseconds, and is the id's time.
+#[track_caller]
+fn assert_published_at_matches_id(line: &Value, id: &str) {
+    let at = line["published_at"].as_str().expect("published_at");
+    assert!(at.ends_with('Z') && at.len() == 24, "{at}");
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    let ms = (t.unix_timestamp_nanos() / 1_000_000) as u64;
+    assert_eq!(id.split('-').next(), Some(ms.to_string().as_str()));
+}
+
+#[test]
+fn a_repeated_dedup_id_prints_the_first_id_and_publishes_nothing() {
+    let m = Millrace::new("dedup");
+    m.create_topic(TOPIC, 4);
+    let args = ["publish", TOPIC, "--dedup-id", "inv-42", r#"{"n": 1}"#];
+    let first = m.run(&args).ok();
+    assert_eq!(first.stderr, "");
+    let again = m.run(&args).ok();
+    assert_eq!(again.stdout, first.stdout);
+    assert!(again.stderr.starts_with("duplicate: "), "{again:#?}");
+    assert_eq!(m.length(TOPIC), 1);
+}
+
+#[test]
+fn data_can_come_from_stdin_and_must_be_json() {
+    let m = Millrace::new("stdin_data");
+    m.create_topic(TOPIC, 2);
+    m.run_with_stdin(&["publish", TOPIC, "-"], "{\"from\": \"stdin\"}\n")
+        .ok();
+    let run = m.run(&["publish", TOPIC, "not json"]).code(2);
+    assert_one_error_line(&run);
+    let lines = m.run(&["tail", TOPIC, "--json"]).ok().json_lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["data"], json!({"from": "stdin"}));
+}
+
+fn jsonl(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let mut line = json!({"data": {"n": i}, "key": format!("tenant-{}", i % 10)});
+            if i % 3 == 0 {
+                line["headers"] = json!({"batch": "b1"});
+            }
+            line.to_string() + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn jsonl_publishes_every_line_and_keeps_each_key_in_order() {
+    let m = Millrace::new("jsonl_500");
+    m.create_topic(TOPIC, 4);
+    let run = m
+        .run_with_stdin(&["publish", TOPIC, "--jsonl"], &jsonl(500))
+        .ok();
+    assert_eq!(run.stdout, "published 500 messages\n");
+
+    let info = m.run(&["topic", "describe", TOPIC, "--json"]).ok().json();
+    assert_eq!(info["length"], 500);
+    let per_partition: u64 = info["partition_lengths"]
+        .as_array()
+        .expect("partition_lengths")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(per_partition, 500);
+
+    let some = m.run(&["tail", TOPIC, "--count", "7", "--json"]).ok();
+    assert_eq!(some.json_lines().len(), 7);
+
+    let all = m.run(&["tail", TOPIC, "--json"]).ok().json_lines();
+    assert_eq!(all.len(), 500);
+    let mut last_per_key = std::collections::HashMap::new();
+    for line in &all {
+        let key = line["key"].as_str().expect("key").to_string();
+        let n = line["data"]["n"].as_u64().expect("n");
+        assert_eq!(format!("tenant-{}", n % 10), key);
+        if let Some(prev) = last_per_key.insert(key, n) {
+            assert!(prev < n, "key order broken: {prev} then {n}");
+        }
+    }
+
+    let json = m
+        .run_with_stdin(&["publish", TOPIC, "--jsonl", "--json"], &jsonl(3))
+        .ok()
+        .json();
+    assert_eq!(json, json!({"published": 3, "duplicates": 0, "failed": 0}));
+}
+
+#[test]
+fn a_bad_jsonl_line_publishes_nothing_and_names_the_line() {
+    let m = Millrace::new("jsonl_bad");
+    m.create_topic(TOPIC, 4);
+    let input = "{\"data\": 1}\n{\"data\": 2}\n{\"data\": {\"n\": 3}\n{\"data\": 4}\n";
+    let run = m
+        .run_with_stdin(&["publish", TOPIC, "--jsonl"], input)
+        .code(2);
+    assert_one_error_line(&run);
+    assert_eq!(run.stdout, "");
+    insta::assert_snapshot!("jsonl_bad_line_stderr", run.stderr);
+    assert_eq!(m.length(TOPIC), 0);
+
+    // Each kind of mistake is caught before anything is sent.
+    for (input, line, says) in [
+        (
+            "{\"data\": 1}\n{\"data\": 2, \"tenant\": \"x\"}\n",
+            2,
+            "unknown field",
+        ),
+        ("\n{\"key\": \"k\"}\n", 2, "missing field \"data\""),
+        ("{\"data\": 1, \"priority\": 1}\n", 1, "out of range"),
+        (
+            "{\"data\": 1}\n{\"data\": 1, \"delay\": \"1 minute\"}\n",
+            2,
+            "invalid duration",
+        ),
+        ("{\"data\": 1, \"key\": \"\"}\n", 1, "key"),
+        (
+            "{\"data\": 1, \"headers\": {\"a\": 1}}\n",
+            1,
+            "header \"a\"",
+        ),
+        ("[1, 2]\n", 1, "expected a JSON object"),
+    ] {
+        let run = m
+            .run_with_stdin(&["publish", TOPIC, "--jsonl"], input)
+            .code(2);
+        assert_one_error_line(&run);
+        assert!(
+            run.stderr.starts_with(&format!("error: line {line}: ")) && run.stderr.contains(says),
+            "{input:?} should fail at line {line} saying {says:?}: {run:#?}"
+        );
+    }
+    assert_eq!(m.length(TOPIC), 0);
+}
+
+#[test]
+fn unreachable_redis_exits_3_with_one_error_line() {
+    let mut m = Millrace::new("redis_down");
+    m.url = format!("redis://app:s3cret@127.0.0.1:{}", support::free_port());
+    for args in [
+        &["topic", "list"][..],
+        &["topic", "create", TOPIC, "--partitions", "2"],
+        &["publish", TOPIC, "{}"],
+        &["tail", TOPIC],
+    ] {
+        let run = m.run(args).code(3);
+        assert_one_error_line(&run);
+        assert!(run.stderr.contains("cannot connect to Redis"), "{run:#?}");
+        assert!(run.stderr.contains("app:***@"), "{run:#?}");
+        assert!(!run.stderr.contains("s3cret"), "password shown: {run:#?}");
+        assert!(
+            run.stderr
+                .contains("hint: is redis-server running? set --redis or MILLRACE_REDIS_URL"),
+            "{run:#?}"
+        );
+    }
+}
+
+#[test]
+fn delete_needs_yes() {
+    let m = Millrace::new("delete");
+    m.create_topic(TOPIC, 2);
+    m.run(&["publish", TOPIC, "1"]).ok();
+    let run = m.run(&["topic", "delete", TOPIC]).code(2);
+    assert_one_error_line(&run);
+    assert!(run.stderr.contains("--yes"), "{run:#?}");
+    assert_eq!(m.length(TOPIC), 1, "nothing deleted without --yes");
+
+    let run = m.run(&["topic", "delete", TOPIC, "--yes"]).ok();
+    assert_eq!(run.stdout, format!("deleted topic {TOPIC}\n"));
+    let gone = m.run(&["topic", "describe", TOPIC]).code(1);
+    assert_one_error_line(&gone);
+    assert!(gone.stderr.contains("does not exist"), "{gone:#?}");
+    assert_eq!(m.run(&["topic", "list", "--json"]).ok().json(), json!([]));
+}
+
+#[test]
+fn missing_topics_exit_1() {
+    let m = Millrace::new("missing");
+    for args in [
+        &["publish", TOPIC, "1"][..],
+        &["tail", TOPIC],
+        &["topic", "describe", TOPIC],
+        &["topic", "delete", TOPIC, "--yes"],
+    ] {
+        let run = m.run(args).code(1);
+        assert_one_error_line(&run);
+    }
+}
+
+#[test]
+fn tail_into_a_closed_pipe_ends_quietly() {
+    let m = Millrace::new("broken_pipe");
+    m.create_topic(TOPIC, 2);
+    let pad = "x".repeat(300);
+    let input: String = (0..3000)
+        .map(|i| json!({"data": {"n": i, "pad": pad}}).to_string() + "\n")
+        .collect();
+    m.run_with_stdin(&["publish", TOPIC, "--jsonl"], &input)
+        .ok();
+
+    // Like `millrace tail ... | head -1`: read one line, then close.
+    let mut child = m
+        .command(&["tail", TOPIC, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read a line");
+    assert!(first.starts_with("{\"id\":"), "{first}");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn tail_follow_prints_new_messages_as_they_come() {
+    let m = Millrace::new("follow");
+    m.create_topic(TOPIC, 2);
+    let mut child = m
+        .command(&["tail", TOPIC, "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Published after tail started: it must arrive while tail waits.
+    std::thread::sleep(Duration::from_millis(300));
+    m.run(&["publish", TOPIC, "--key", "k", r#"{"live": true}"#])
+        .ok();
+    let line = rx.recv_timeout(Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line: Value = serde_json::from_str(&line.expect("a line within 10s")).expect("JSON");
+    assert_eq!(line["data"], json!({"live": true}));
+    assert_eq!(line["key"], "k");
+}
