@@ -99,3 +99,58 @@ async fn a_wrong_password_never_shows_the_password() {
     let c = Client::connect(Config::new(ok_url).unwrap()).await.unwrap();
     assert!(!format!("{c:?}").contains("right-one"));
 }
+
+/// A stand-in for a server too old to use: answers `INFO` as Redis 6.2 and
+/// everything else with `+OK`. (No Redis 6 is installable here; this checks
+/// only the version gate.)
+fn fake_old_server() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let n: usize = line.trim_start_matches('*').trim().parse().unwrap_or(0);
+                    let mut args = Vec::new();
+                    for _ in 0..n {
+                        let mut len = String::new();
+                        let mut arg = String::new();
+                        reader.read_line(&mut len).unwrap();
+                        reader.read_line(&mut arg).unwrap();
+                        args.push(arg.trim().to_uppercase());
+                    }
+                    let reply = if args.first().map(String::as_str) == Some("INFO") {
+                        let body = "# Server\r\nredis_version:6.2.6\r\n";
+                        format!("${}\r\n{body}\r\n", body.len())
+                    } else {
+                        "+OK\r\n".to_string()
+                    };
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_old_server_is_refused_with_a_clear_error() {
+    let port = fake_old_server();
+    let err = Client::connect(Config::new(format!("redis://127.0.0.1:{port}")).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported server redis 6.2.6: millrace needs Redis 7.0 or later (or a compatible server)"
+    );
+    assert!(err.is_unreachable(), "the CLI exits 3 for it");
+}
