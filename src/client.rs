@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use redis::{Cmd, Value};
 
 use crate::config::Config;
-use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
+use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo, run_pipeline};
 use crate::error::{Error, Result};
 use crate::keys::KeySpace;
 use crate::producer::{Producer, ProducerConfig};
@@ -126,18 +126,19 @@ impl Client {
     /// group is its own pipeline, all in flight at once. Returns each
     /// command's reply or server error, in order.
     pub(crate) async fn query_grouped(&self, groups: Vec<Vec<Cmd>>) -> Result<Vec<Vec<Value>>> {
-        let mut conn = self.connection();
+        let conn = self.connection();
+        let scripts = &self.inner.scripts;
         if !conn.is_cluster() {
             let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
             let mut pipe = redis::pipe();
-            pipe.ignore_errors();
             for c in groups.into_iter().flatten() {
                 pipe.add_command(c);
             }
             if pipe.is_empty() {
                 return Ok(sizes.iter().map(|_| Vec::new()).collect());
             }
-            let mut flat: Vec<Value> = pipe.query_async(&mut conn).await?;
+            let count = pipe.len();
+            let mut flat = run_pipeline(&mut conn.clone(), scripts, pipe, count).await?;
             let mut out = Vec::with_capacity(sizes.len());
             let mut rest = flat.drain(..);
             for n in sizes {
@@ -152,11 +153,11 @@ impl Client {
                     return Ok(Vec::new());
                 }
                 let mut pipe = redis::pipe();
-                pipe.ignore_errors();
+                let count = cmds.len();
                 for c in cmds {
                     pipe.add_command(c);
                 }
-                pipe.query_async::<Vec<Value>>(&mut conn).await
+                run_pipeline(&mut conn, scripts, pipe, count).await
             }
         });
         join_all(futs)

@@ -103,6 +103,43 @@ impl Conn {
     }
 }
 
+/// Runs a pipeline whose first `count` commands matter (any after them are
+/// ignored ones); returns their replies in order, server errors included as
+/// `Value::ServerError`. Script calls that met `NOSCRIPT` did not run: the
+/// scripts are loaded again and just those commands are sent again.
+pub(crate) async fn run_pipeline(
+    conn: &mut Conn,
+    scripts: &Scripts,
+    mut pipe: Pipeline,
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    pipe.ignore_errors();
+    let mut values: Vec<Value> = pipe.query_async(conn).await?;
+    values.truncate(count);
+    let missing: Vec<usize> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
+        .map(|(n, _)| n)
+        .collect();
+    if !missing.is_empty() {
+        if let Err(e) = scripts.load_all(conn).await {
+            tracing::warn!(error = %e, "reloading scripts failed");
+        }
+        let mut again = redis::pipe();
+        again.ignore_errors();
+        let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
+        for &n in &missing {
+            again.add_command(cmds[n].clone());
+        }
+        let retried: Vec<Value> = again.query_async(conn).await?;
+        for (n, v) in missing.into_iter().zip(retried) {
+            values[n] = v;
+        }
+    }
+    Ok(values)
+}
+
 pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {
     e.code() == Some("NOSCRIPT")
 }
@@ -194,6 +231,47 @@ fn pool_error<E: std::fmt::Display>(e: managed::PoolError<E>) -> Error {
     match e {
         managed::PoolError::Backend(b) => Error::Pool(b.to_string()),
         other => Error::Pool(other.to_string()),
+    }
+}
+
+impl BlockingConn {
+    /// Takes the connection out of its pool: when dropped it is closed
+    /// rather than reused. For a blocking read abandoned midway, whose reply
+    /// could otherwise still arrive (and deliver messages) on a pooled
+    /// connection.
+    pub fn detach(self) {
+        match self {
+            BlockingConn::Single(c) => drop(deadpool_redis::Connection::take(c)),
+            BlockingConn::Cluster(c) => drop(managed::Object::take(c)),
+        }
+    }
+}
+
+/// Holds a blocking connection during one read; if the read is dropped
+/// before it completes, the connection is detached from the pool and closed.
+pub(crate) struct ReadGuard(Option<BlockingConn>);
+
+impl ReadGuard {
+    pub(crate) fn new(conn: BlockingConn) -> Self {
+        ReadGuard(Some(conn))
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut BlockingConn {
+        // Always Some until `done` or drop.
+        self.0.as_mut().expect("ReadGuard used after done")
+    }
+
+    /// The read completed: the connection goes back to the pool.
+    pub(crate) fn done(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.detach();
+        }
     }
 }
 

@@ -126,6 +126,21 @@ impl StreamId {
     }
 }
 
+impl StreamId {
+    /// The id just before this one, so an exclusive cursor at it includes
+    /// this id (`0-0` stays `0-0`).
+    pub fn predecessor(self) -> StreamId {
+        match self {
+            StreamId { ms: 0, seq: 0 } => self,
+            StreamId { ms, seq: 0 } => StreamId {
+                ms: ms - 1,
+                seq: u64::MAX,
+            },
+            StreamId { ms, seq } => StreamId { ms, seq: seq - 1 },
+        }
+    }
+}
+
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)

@@ -38,6 +38,14 @@ pub enum Error {
     /// The topic does not exist.
     #[error("topic {0} does not exist")]
     TopicNotFound(String),
+    /// The group does not exist on the topic.
+    #[error("group {group} does not exist on topic {topic}")]
+    GroupNotFound {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
     /// The topic exists with other settings.
     #[error("topic {name} exists with other settings: {differences}")]
     TopicConflict {

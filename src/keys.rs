@@ -159,6 +159,11 @@ impl KeySpace {
         format!("{}:{{{topic}|{group}}}:members", self.prefix)
     }
 
+    /// Group member details (hash member -> `static|joined_ms|heartbeat_ms`).
+    pub fn member_info(&self, topic: &str, group: &str) -> String {
+        format!("{}:{{{topic}|{group}}}:info", self.prefix)
+    }
+
     /// Group's target assignment (hash partition -> member).
     pub fn assign(&self, topic: &str, group: &str) -> String {
         format!("{}:{{{topic}|{group}}}:assign", self.prefix)
@@ -206,6 +211,11 @@ impl KeySpace {
             self.members(topic, group),
             "zset",
             "group members by deadline",
+        ));
+        out.push((
+            self.member_info(topic, group),
+            "hash",
+            "group member details",
         ));
         out.push((self.assign(topic, group), "hash", "group target assignment"));
         out

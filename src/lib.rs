@@ -4,9 +4,11 @@
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod consumer;
 pub mod duration;
 pub mod envelope;
 pub mod error;
+pub mod group;
 pub mod keys;
 pub mod local;
 pub mod partitioner;
@@ -17,8 +19,10 @@ pub mod topic;
 
 pub use client::Client;
 pub use config::Config;
+pub use consumer::{Context, HandlerError, Worker, WorkerHandle};
 pub use envelope::{Event, Headers, Message, StreamId};
 pub use error::{Error, Result};
+pub use group::{GroupInfo, Mode};
 pub use producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 pub use reader::{Reader, StartAt};
 pub use topic::{Created, TopicInfo, TopicSpec};

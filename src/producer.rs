@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
 use redis::{Cmd, Value};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::client::Client;
-use crate::conn::Conn;
+use crate::conn::{Conn, run_pipeline};
 use crate::envelope::{self, Event, Headers, encode_headers, entry_fields, validate_key};
 use crate::error::{Error, Result};
 use crate::keys::{KeySpace, validate_dedup_id};
@@ -546,43 +547,6 @@ async fn send(
         .collect()
 }
 
-/// Runs one pipeline whose first `count` commands are publishes (the rest
-/// are ignored trims); returns the publishes' replies in order.
-async fn run_pipeline(
-    conn: &mut Conn,
-    scripts: &Scripts,
-    mut pipe: redis::Pipeline,
-    count: usize,
-) -> redis::RedisResult<Vec<Value>> {
-    pipe.ignore_errors();
-    let mut values: Vec<Value> = pipe.query_async(conn).await?;
-    values.truncate(count);
-    let missing: Vec<usize> = values
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
-        .map(|(n, _)| n)
-        .collect();
-    if !missing.is_empty() {
-        // The server forgot our scripts (restart, failover): those commands
-        // did not run. Load everything again and send just them.
-        if let Err(e) = scripts.load_all(conn).await {
-            tracing::warn!(error = %e, "reloading scripts failed");
-        }
-        let mut again = redis::pipe();
-        again.ignore_errors();
-        let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
-        for &n in &missing {
-            again.add_command(cmds[n].clone());
-        }
-        let retried: Vec<Value> = again.query_async(conn).await?;
-        for (n, v) in missing.into_iter().zip(retried) {
-            values[n] = v;
-        }
-    }
-    Ok(values)
-}
-
 /// A batching publisher. Clones share one batcher.
 #[derive(Clone)]
 pub struct Producer {
@@ -666,33 +630,30 @@ impl Producer {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
+        // Pipelines are started in order (`buffered` polls each new future
+        // before the next), so records of one key keep their order across
+        // chunks, while up to `max_in_flight` pipelines are in flight.
         let chunk = self.config.max_batch.max(1);
-        let sem = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
-        let mut tasks = Vec::new();
+        let mut chunks = Vec::new();
         let mut iter = ready.into_iter().peekable();
         while iter.peek().is_some() {
             let part: Vec<(usize, Prepared)> = iter.by_ref().take(chunk).collect();
             let (idx, items): (Vec<usize>, Vec<Prepared>) = part.into_iter().unzip();
-            let permit = sem
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Error::ProducerClosed)?;
             let trims = self
                 .trimmer
                 .lock()
                 .map(|mut t| t.due(self.config.trim_interval, items.iter()))
                 .unwrap_or_default();
-            let conn = inner.conn.clone();
-            let scripts = inner.scripts.clone();
-            tasks.push(tokio::spawn(async move {
-                let res = send(&conn, &scripts, items, trims).await;
-                drop(permit);
-                (idx, res)
-            }));
+            chunks.push((idx, items, trims));
         }
-        for t in tasks {
-            let (idx, res) = t.await.map_err(|_| Error::ProducerClosed)?;
+        let conn = &inner.conn;
+        let scripts = &inner.scripts;
+        let mut sends = futures_util::stream::iter(chunks)
+            .map(
+                |(idx, items, trims)| async move { (idx, send(conn, scripts, items, trims).await) },
+            )
+            .buffered(self.config.max_in_flight.max(1));
+        while let Some((idx, res)) = sends.next().await {
             for (i, r) in idx.into_iter().zip(res) {
                 out[i] = Some(r);
             }

@@ -60,18 +60,6 @@ impl FromStr for StartAt {
     }
 }
 
-/// The id just before `id`, so an exclusive cursor includes `id` itself.
-fn before(id: StreamId) -> StreamId {
-    match id {
-        StreamId { ms: 0, seq: 0 } => id,
-        StreamId { ms, seq: 0 } => StreamId {
-            ms: ms - 1,
-            seq: u64::MAX,
-        },
-        StreamId { ms, seq } => StreamId { ms, seq: seq - 1 },
-    }
-}
-
 struct Lane {
     partition: u32,
     lane: u8,
@@ -114,12 +102,12 @@ impl Reader {
             StartAt::Earliest => {}
             StartAt::TimeMs(ms) => {
                 for l in &mut lanes {
-                    l.after = before(StreamId { ms, seq: 0 });
+                    l.after = StreamId { ms, seq: 0 }.predecessor();
                 }
             }
             StartAt::Id(id) => {
                 for l in &mut lanes {
-                    l.after = before(id);
+                    l.after = id.predecessor();
                 }
             }
             StartAt::Latest => {
@@ -287,7 +275,7 @@ impl Reader {
 }
 
 /// Splits an XREAD reply into (stream key, entries) pairs (RESP2 or RESP3).
-fn xread_streams(v: Value) -> Result<Vec<(String, Value)>> {
+pub(crate) fn xread_streams(v: Value) -> Result<Vec<(String, Value)>> {
     let pairs: Vec<(Value, Value)> = match v {
         Value::Array(items) => items
             .into_iter()
@@ -368,16 +356,16 @@ mod tests {
     }
 
     #[test]
-    fn before_makes_a_cursor_inclusive() {
+    fn predecessor_makes_a_cursor_inclusive() {
         assert_eq!(
-            before(StreamId { ms: 10, seq: 0 }),
+            StreamId { ms: 10, seq: 0 }.predecessor(),
             StreamId {
                 ms: 9,
                 seq: u64::MAX
             }
         );
         assert_eq!(
-            before(StreamId { ms: 10, seq: 3 }),
+            StreamId { ms: 10, seq: 3 }.predecessor(),
             StreamId { ms: 10, seq: 2 }
         );
     }

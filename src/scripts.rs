@@ -70,6 +70,12 @@ scripts! {
     topic_create => "topic_create",
     publish_dedup => "publish_dedup",
     delay => "delay",
+    group_heartbeat => "group_heartbeat",
+    group_assign => "group_assign",
+    lease_acquire => "lease_acquire",
+    lease_renew => "lease_renew",
+    lease_release => "lease_release",
+    ack => "ack",
 }
 
 impl Scripts {

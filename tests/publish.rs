@@ -135,6 +135,34 @@ async fn batch_publish_returns_one_result_per_record_in_order() {
     assert_eq!(seen, (0..2_500).collect::<Vec<_>>());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_the_order_of_each_key_across_pipelines() {
+    let c = client("batch-order").await;
+    topic(&c, "ordered", 2).await;
+    let producer = c.producer_with(ProducerConfig {
+        max_batch: 50,
+        ..ProducerConfig::default()
+    });
+    let records: Vec<Record> = (0..3_000u32)
+        .map(|i| Record::encode(&i).unwrap().key(format!("k{}", i % 3)))
+        .collect();
+    producer.publish_batch("ordered", records).await.unwrap();
+    let msgs = read_all(&c, "ordered").await;
+    let mut per_partition: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for m in &msgs {
+        per_partition
+            .entry(m.partition)
+            .or_default()
+            .push(m.decode().unwrap());
+    }
+    for (p, values) in per_partition {
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of publish order"
+        );
+    }
+}
+
 #[tokio::test]
 async fn concurrent_publishes_share_round_trips() {
     let c = client("concurrent").await;

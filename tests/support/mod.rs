@@ -691,3 +691,14 @@ where
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// Sends the library's `tracing` output to the test's captured output,
+/// filtered by `RUST_LOG` (nothing unless it is set).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

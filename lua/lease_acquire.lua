@@ -1,0 +1,23 @@
+-- lease_acquire: take (or keep) a group's lease on a partition. The epoch
+-- (fencing token) grows whenever the lease changes hands, including to a new
+-- incarnation of the same member id (a restarted static member), so acks of
+-- an older holder are refused.
+-- KEYS[1] lease (hash: owner, epoch, expires ms)
+-- ARGV[1] member id  ARGV[2] lease ttl ms  ARGV[3] epoch the caller holds (0 if none)
+-- Returns {1, epoch} when held, {0, owner, expires} when another holds it.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local owner = redis.call('HGET', KEYS[1], 'owner') or ''
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
+local live = owner ~= '' and expires > now
+
+if live and owner ~= ARGV[1] then
+  return {0, owner, expires}
+end
+if not (live and owner == ARGV[1] and epoch == tonumber(ARGV[3])) then
+  epoch = epoch + 1
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch,
+  'expires', now + tonumber(ARGV[2]))
+return {1, epoch}

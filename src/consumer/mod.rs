@@ -1,0 +1,454 @@
+//! The [`Worker`]: a member of a consumer group that handles a topic's
+//! messages with your handlers.
+//!
+//! Built with [`Worker::builder`]: the group, its mode, concurrency, session
+//! timeout, an optional static instance id, and one handler per topic (typed
+//! events or raw messages). [`Worker::run`] joins the group and handles
+//! messages until the shutdown future resolves, then drains in-flight work,
+//! acks it, releases its partitions and leaves. The per-topic machinery
+//! (heartbeat and leases, fetching, key-ordered dispatch, batched acks) is in
+//! [`runtime`].
+
+mod dispatch;
+pub mod handler;
+mod read;
+mod runtime;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::envelope::{Event, Message};
+use crate::error::{Error, Result};
+use crate::group::Mode;
+use crate::keys::{validate_name, validate_topic};
+use crate::reader::StartAt;
+
+pub use handler::{Context, HandlerError, HandlerFuture, RawHandler};
+
+/// How a worker behaves in its group.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// The group.
+    pub group: String,
+    /// This member's id.
+    pub member: String,
+    /// Whether the id is a stable instance id (static membership).
+    pub is_static: bool,
+    /// Ordered or shared.
+    pub mode: Mode,
+    /// Most handlers running at once, over all topics.
+    pub concurrency: usize,
+    /// A member without a heartbeat for this long is gone; also the lease TTL.
+    pub session_timeout: Duration,
+    /// How often the member heartbeats and renews its leases.
+    pub heartbeat_interval: Duration,
+    /// Longest a read blocks when idle (also bounds how fast a shutdown or a
+    /// rebalance is noticed by the reader).
+    pub block: Duration,
+    /// Messages fetched per stream per read.
+    pub batch: usize,
+    /// How long shutdown waits for in-flight messages.
+    pub drain_timeout: Duration,
+    /// Shared mode: a message held this long by a member is taken by another.
+    pub visibility_timeout: Duration,
+    /// Where a new group starts.
+    pub start: StartAt,
+    /// Wait before a failed message is tried again (until retry policies).
+    pub retry_delay: Duration,
+}
+
+/// Counters of what a worker did, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Messages whose handler succeeded.
+    pub handled: AtomicU64,
+    /// Handler failures (errors and panics).
+    pub failed: AtomicU64,
+    /// Handler panics.
+    pub panicked: AtomicU64,
+    /// Messages acknowledged.
+    pub acked: AtomicU64,
+    /// Acks refused because the partition's lease had moved on.
+    pub stale_acks: AtomicU64,
+    /// Pending messages that had been trimmed away before they were handled.
+    pub trimmed_unhandled: AtomicU64,
+    /// Partitions gained or lost.
+    pub rebalances: AtomicU64,
+}
+
+/// A snapshot of [`WorkerStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Messages whose handler succeeded.
+    pub handled: u64,
+    /// Handler failures.
+    pub failed: u64,
+    /// Handler panics.
+    pub panicked: u64,
+    /// Messages acknowledged.
+    pub acked: u64,
+    /// Acks refused by fencing.
+    pub stale_acks: u64,
+    /// Pending messages trimmed before handling.
+    pub trimmed_unhandled: u64,
+    /// Partition ownership changes.
+    pub rebalances: u64,
+}
+
+impl WorkerStats {
+    /// The current values.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            handled: g(&self.handled),
+            failed: g(&self.failed),
+            panicked: g(&self.panicked),
+            acked: g(&self.acked),
+            stale_acks: g(&self.stale_acks),
+            trimmed_unhandled: g(&self.trimmed_unhandled),
+            rebalances: g(&self.rebalances),
+        }
+    }
+}
+
+/// Builds a [`Worker`].
+#[must_use = "a WorkerBuilder does nothing until .build() and .run()"]
+pub struct WorkerBuilder {
+    client: Client,
+    settings: WorkerSettings,
+    handlers: Vec<(String, RawHandler)>,
+    error: Option<Error>,
+}
+
+fn generated_member_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{host}-{}-{:x}{:x}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl WorkerBuilder {
+    fn new(client: &Client, group: &str) -> Self {
+        let error = validate_name("group", group).err();
+        WorkerBuilder {
+            client: client.clone(),
+            settings: WorkerSettings {
+                group: group.to_string(),
+                member: generated_member_id(),
+                is_static: false,
+                mode: Mode::Ordered,
+                concurrency: 16,
+                session_timeout: Duration::from_secs(10),
+                heartbeat_interval: Duration::from_secs(1),
+                block: Duration::from_millis(500),
+                batch: 100,
+                drain_timeout: Duration::from_secs(30),
+                visibility_timeout: Duration::from_secs(30),
+                start: StartAt::Latest,
+                retry_delay: Duration::from_secs(1),
+            },
+            handlers: Vec::new(),
+            error,
+        }
+    }
+
+    /// Ordered (default) or shared.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.settings.mode = mode;
+        self
+    }
+
+    /// Most handlers running at once (default 16).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.settings.concurrency = n.max(1);
+        self
+    }
+
+    /// Session timeout and lease TTL (default 10 s).
+    pub fn session_timeout(mut self, d: Duration) -> Self {
+        self.settings.session_timeout = d;
+        self
+    }
+
+    /// Heartbeat and lease renewal interval (default 1 s).
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.settings.heartbeat_interval = d;
+        self
+    }
+
+    /// A stable member id: a restart within the session timeout keeps the
+    /// member's partitions without a rebalance (static membership).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        let id = id.into();
+        if let Err(e) = validate_name("instance id", &id) {
+            self.error.get_or_insert(e);
+        }
+        self.settings.member = id;
+        self.settings.is_static = true;
+        self
+    }
+
+    /// Where the group starts if it does not exist yet (default latest).
+    pub fn start_at(mut self, start: StartAt) -> Self {
+        self.settings.start = start;
+        self
+    }
+
+    /// Longest blocking read when idle (default 500 ms).
+    pub fn block(mut self, d: Duration) -> Self {
+        self.settings.block = d;
+        self
+    }
+
+    /// Messages fetched per stream per read (default 100).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.settings.batch = n.clamp(1, 1000);
+        self
+    }
+
+    /// How long shutdown waits for in-flight messages (default 30 s).
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.settings.drain_timeout = d;
+        self
+    }
+
+    /// Shared mode: how long a message may stay with one member before
+    /// another takes it over (default 30 s).
+    pub fn visibility_timeout(mut self, d: Duration) -> Self {
+        self.settings.visibility_timeout = d;
+        self
+    }
+
+    /// Wait before a failed message is tried again (default 1 s).
+    pub fn retry_delay(mut self, d: Duration) -> Self {
+        self.settings.retry_delay = d;
+        self
+    }
+
+    /// Handles typed events of `E::TOPIC`. A payload that does not decode as
+    /// `E` is a permanent failure.
+    pub fn handle<E, F, Fut>(mut self, f: F) -> Self
+    where
+        E: Event + 'static,
+        F: Fn(E, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let handler: RawHandler = Arc::new(move |msg: Message, ctx: Context| {
+            let f = f.clone();
+            Box::pin(async move {
+                let event: E = msg.decode().map_err(HandlerError::permanent)?;
+                f(event, ctx).await
+            })
+        });
+        self.handlers.push((E::TOPIC.to_string(), handler));
+        self
+    }
+
+    /// Handles raw messages of `topic`.
+    pub fn handle_raw<F, Fut>(mut self, topic: &str, f: F) -> Self
+    where
+        F: Fn(Message, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler: RawHandler = Arc::new(move |msg, ctx| Box::pin(f(msg, ctx)));
+        self.handlers.push((topic.to_string(), handler));
+        self
+    }
+
+    /// Checks the settings and handlers.
+    pub fn build(self) -> Result<Worker> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.handlers.is_empty() {
+            return Err(Error::invalid(
+                "worker",
+                "no handler: add one with .handle()",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (topic, _) in &self.handlers {
+            validate_topic(topic)?;
+            if !seen.insert(topic.clone()) {
+                return Err(Error::invalid(
+                    "worker",
+                    format!("two handlers for topic {topic}"),
+                ));
+            }
+        }
+        let s = &self.settings;
+        if s.heartbeat_interval.is_zero() || s.heartbeat_interval * 2 > s.session_timeout {
+            return Err(Error::invalid(
+                "worker",
+                "the heartbeat interval must be more than zero and at most half the session timeout",
+            ));
+        }
+        Ok(Worker {
+            client: self.client,
+            settings: Arc::new(self.settings),
+            handlers: self.handlers,
+            stats: Arc::new(WorkerStats::default()),
+        })
+    }
+}
+
+/// A group member that handles messages; see [`Worker::builder`].
+///
+/// ```no_run
+/// # use millrace::{Client, Event, consumer::Worker};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] struct InvoiceCreated { invoice: String }
+/// # impl Event for InvoiceCreated { const TOPIC: &'static str = "erp.v1.invoice.created"; }
+/// # async fn run(client: Client) -> millrace::Result<()> {
+/// let worker = Worker::builder(&client, "pdf-report")
+///     .concurrency(16)
+///     .handle(|invoice: InvoiceCreated, ctx| async move {
+///         println!("render {} (attempt {})", invoice.invoice, ctx.attempt);
+///         Ok(())
+///     })
+///     .build()?;
+/// worker.run(async { tokio::signal::ctrl_c().await.ok(); }).await
+/// # }
+/// ```
+pub struct Worker {
+    client: Client,
+    settings: Arc<WorkerSettings>,
+    handlers: Vec<(String, RawHandler)>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    /// Starts building a worker in `group`.
+    pub fn builder(client: &Client, group: &str) -> WorkerBuilder {
+        WorkerBuilder::new(client, group)
+    }
+
+    /// This member's id.
+    pub fn member_id(&self) -> &str {
+        &self.settings.member
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Joins the group and handles messages until `shutdown` resolves, then
+    /// shuts down gracefully: stop reading, finish in-flight messages (up to
+    /// the drain timeout), ack, release partitions, leave the group.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let handle = self.start().await?;
+        shutdown.await;
+        handle.shutdown().await
+    }
+
+    /// Joins the group and starts handling messages in the background.
+    pub async fn start(self) -> Result<WorkerHandle> {
+        let workers = Arc::new(Semaphore::new(self.settings.concurrency));
+        let killed = CancellationToken::new();
+        let mut topics = Vec::new();
+        for (topic, handler) in self.handlers {
+            self.client
+                .create_group(&topic, &self.settings.group, &self.settings.start)
+                .await?;
+            let spec = self.client.topic_cached(&topic).await?;
+            topics.push(
+                runtime::TopicRuntime::start(
+                    self.client.clone(),
+                    spec,
+                    self.settings.clone(),
+                    handler,
+                    workers.clone(),
+                    self.stats.clone(),
+                    killed.clone(),
+                )
+                .await?,
+            );
+        }
+        Ok(WorkerHandle {
+            topics,
+            killed,
+            stats: self.stats,
+            settings: self.settings,
+        })
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    topics: Vec<runtime::TopicRuntime>,
+    killed: CancellationToken,
+    stats: Arc<WorkerStats>,
+    settings: Arc<WorkerSettings>,
+}
+
+impl WorkerHandle {
+    /// This member's id.
+    pub fn member_id(&self) -> &str {
+        &self.settings.member
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Partitions this member currently owns, per topic.
+    pub fn owned(&self) -> Vec<(String, Vec<u32>)> {
+        self.topics
+            .iter()
+            .map(|t| (t.topic().to_string(), t.owned()))
+            .collect()
+    }
+
+    /// Graceful shutdown: stop reading, drain in-flight messages within the
+    /// drain timeout, ack, release leases, leave the group.
+    pub async fn shutdown(self) -> Result<()> {
+        for t in &self.topics {
+            t.stop_reading();
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
+        for t in &self.topics {
+            t.drain(deadline).await;
+        }
+        let mut first_error = None;
+        for t in self.topics {
+            if let Err(e) = t.finish().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.killed.cancel();
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops at once without releasing anything, as a crash would: running
+    /// handlers are dropped, nothing more is acked, leases and membership are
+    /// left to expire. For tests and emergencies.
+    pub fn abort(self) {
+        self.killed.cancel();
+        for t in self.topics {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! Consumer groups: creation, membership, partition leases and acks, as thin
+//! calls to the group scripts; and the admin view of a group.
+//!
+//! A group is one Redis consumer group per partition lane stream, created
+//! with the group's start position, plus coordination keys in the group's
+//! slot `{T|G}` (members, member info, target assignment) and a lease per
+//! partition in the partition's slot `{T:p}`. The sticky assignment itself is
+//! pure logic in [`assignment`]; the consumer runtime in [`crate::consumer`]
+//! drives these calls.
+
+pub mod assignment;
+
+use std::time::Duration;
+
+use redis::{AsyncCommands, Value};
+use serde::Serialize;
+
+use crate::client::{Client, check};
+use crate::envelope::StreamId;
+use crate::error::{Error, Result};
+use crate::keys::validate_name;
+use crate::reader::StartAt;
+use crate::topic::TopicSpec;
+
+pub use assignment::Assignment;
+
+/// How the members of a group share a topic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Each partition is owned by one member at a time; messages of one key
+    /// run in order (the default).
+    #[default]
+    Ordered,
+    /// Every member reads every partition (competing consumers), no order.
+    Shared,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ordered" => Ok(Mode::Ordered),
+            "shared" => Ok(Mode::Shared),
+            other => Err(Error::invalid(
+                "mode",
+                format!("{other:?}: use ordered or shared"),
+            )),
+        }
+    }
+}
+
+/// The id a group starts from when created at `start`: the last id it is
+/// considered to have seen (`XGROUP CREATE ... <id>`).
+pub(crate) fn start_id(start: &StartAt) -> String {
+    match start {
+        StartAt::Earliest => "0".into(),
+        StartAt::Latest => "$".into(),
+        StartAt::TimeMs(ms) => StreamId { ms: *ms, seq: 0 }.predecessor().to_string(),
+        StartAt::Id(id) => id.predecessor().to_string(),
+    }
+}
+
+/// The result of a heartbeat.
+#[derive(Clone, Debug)]
+pub(crate) struct Heartbeat {
+    /// Live members, sorted.
+    pub members: Vec<String>,
+    /// Version of the stored assignment.
+    pub version: u64,
+    /// The stored target assignment.
+    pub assignment: Assignment,
+}
+
+/// The outcome of trying to take a partition's lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// We hold it with this epoch.
+    Held(u64),
+    /// Another member holds it until this Redis time.
+    Taken { owner: String, expires_ms: u64 },
+}
+
+fn int(v: &Value) -> Result<i64> {
+    redis::from_redis_value(v.clone()).map_err(|e| Error::Decode(e.to_string()))
+}
+
+fn text(v: &Value) -> Result<String> {
+    redis::from_redis_value(v.clone()).map_err(|e| Error::Decode(e.to_string()))
+}
+
+impl Client {
+    /// Creates `group` on every partition lane of `topic` at `start` (no-op
+    /// where it exists) and registers it. Idempotent; the start position only
+    /// matters the first time.
+    pub async fn create_group(&self, topic: &str, group: &str, start: &StartAt) -> Result<()> {
+        validate_name("group", group)?;
+        let spec = self.topic_cached(topic).await?;
+        let id = start_id(start);
+        let keys = self.keys();
+        let cmds: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
+            .map(|p| {
+                (0..spec.lanes)
+                    .map(|lane| {
+                        redis::cmd("XGROUP")
+                            .arg("CREATE")
+                            .arg(keys.stream(topic, p, lane))
+                            .arg(group)
+                            .arg(&id)
+                            .arg("MKSTREAM")
+                            .clone()
+                    })
+                    .collect()
+            })
+            .collect();
+        for v in self.query_grouped(cmds).await?.into_iter().flatten() {
+            match v {
+                Value::ServerError(e) if e.code() == "BUSYGROUP" => {}
+                other => {
+                    check(other)?;
+                }
+            }
+        }
+        let _: () = self.connection().sadd(keys.groups(topic), group).await?;
+        Ok(())
+    }
+
+    /// Names of a topic's groups, sorted.
+    pub async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.topic_cached(topic).await?;
+        let mut names: Vec<String> = self
+            .connection()
+            .smembers(self.keys().groups(topic))
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    pub(crate) async fn group_heartbeat(
+        &self,
+        topic: &str,
+        group: &str,
+        member: &str,
+        session: Duration,
+        is_static: bool,
+        leave: bool,
+    ) -> Result<Heartbeat> {
+        let keys = self.keys();
+        let session_ms = session.as_millis().to_string();
+        let reply = self
+            .connection()
+            .eval(
+                &self.inner.scripts,
+                &self.inner.scripts.group_heartbeat,
+                &[
+                    &keys.members(topic, group),
+                    &keys.member_info(topic, group),
+                    &keys.assign(topic, group),
+                ],
+                &[
+                    member.as_bytes(),
+                    session_ms.as_bytes(),
+                    if is_static { b"1" } else { b"0" },
+                    if leave { b"leave" } else { b"" },
+                ],
+            )
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(Error::Decode("heartbeat reply is not an array".into()));
+        };
+        let [_now, live, version, assign] = parts.as_slice() else {
+            return Err(Error::Decode("heartbeat reply has the wrong length".into()));
+        };
+        let members: Vec<String> =
+            redis::from_redis_value(live.clone()).map_err(|e| Error::Decode(e.to_string()))?;
+        let flat: Vec<String> =
+            redis::from_redis_value(assign.clone()).map_err(|e| Error::Decode(e.to_string()))?;
+        let mut assignment = Assignment::new();
+        for pair in flat.chunks(2) {
+            if let [p, m] = pair
+                && let Ok(p) = p.parse()
+            {
+                assignment.insert(p, m.clone());
+            }
+        }
+        Ok(Heartbeat {
+            members,
+            version: int(version)? as u64,
+            assignment,
+        })
+    }
+
+    /// Writes a new target assignment if the stored one is still `version`.
+    /// Returns the new version, or `None` when someone else wrote first.
+    pub(crate) async fn group_assign(
+        &self,
+        topic: &str,
+        group: &str,
+        version: u64,
+        assignment: &Assignment,
+    ) -> Result<Option<u64>> {
+        let mut args: Vec<String> = vec![version.to_string()];
+        for (p, m) in assignment {
+            args.push(p.to_string());
+            args.push(m.clone());
+        }
+        let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let reply = self
+            .connection()
+            .eval(
+                &self.inner.scripts,
+                &self.inner.scripts.group_assign,
+                &[&self.keys().assign(topic, group)],
+                &argv,
+            )
+            .await?;
+        let (ok, v): (i64, u64) =
+            redis::from_redis_value(reply).map_err(|e| Error::Decode(e.to_string()))?;
+        Ok((ok == 1).then_some(v))
+    }
+
+    /// Tries to take the lease of each partition in `partitions`.
+    pub(crate) async fn lease_acquire(
+        &self,
+        topic: &str,
+        group: &str,
+        member: &str,
+        ttl: Duration,
+        partitions: &[(u32, u64)],
+    ) -> Result<Vec<(u32, Result<Lease>)>> {
+        let ttl = ttl.as_millis().to_string();
+        let s = &self.inner.scripts.lease_acquire;
+        let cmds = partitions
+            .iter()
+            .map(|(p, epoch)| {
+                let lease = self.keys().lease(topic, *p, group);
+                vec![s.cmd(&[&lease], &[member, &ttl, &epoch.to_string()][..])]
+            })
+            .collect();
+        let replies = self.query_grouped(cmds).await?;
+        Ok(partitions
+            .iter()
+            .zip(replies.into_iter().flatten())
+            .map(|((p, _), v)| (*p, parse_lease(v)))
+            .collect())
+    }
+
+    /// Renews held leases; returns for each partition whether it is still ours.
+    pub(crate) async fn lease_renew(
+        &self,
+        topic: &str,
+        group: &str,
+        member: &str,
+        ttl: Duration,
+        held: &[(u32, u64)],
+    ) -> Result<Vec<(u32, bool)>> {
+        let ttl = ttl.as_millis().to_string();
+        let s = &self.inner.scripts.lease_renew;
+        let cmds = held
+            .iter()
+            .map(|(p, epoch)| {
+                let lease = self.keys().lease(topic, *p, group);
+                vec![s.cmd(&[&lease], &[member, &epoch.to_string(), &ttl][..])]
+            })
+            .collect();
+        let replies = self.query_grouped(cmds).await?;
+        held.iter()
+            .zip(replies.into_iter().flatten())
+            .map(|((p, _), v)| Ok((*p, int(&check(v)?)? == 1)))
+            .collect()
+    }
+
+    /// Gives leases back at once.
+    pub(crate) async fn lease_release(
+        &self,
+        topic: &str,
+        group: &str,
+        member: &str,
+        held: &[(u32, u64)],
+    ) -> Result<()> {
+        let s = &self.inner.scripts.lease_release;
+        let cmds = held
+            .iter()
+            .map(|(p, epoch)| {
+                let lease = self.keys().lease(topic, *p, group);
+                vec![s.cmd(&[&lease], &[member, &epoch.to_string()][..])]
+            })
+            .collect();
+        for v in self.query_grouped(cmds).await?.into_iter().flatten() {
+            check(v)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_lease(v: Value) -> Result<Lease> {
+    let Value::Array(parts) = check(v)? else {
+        return Err(Error::Decode("lease reply is not an array".into()));
+    };
+    match parts.as_slice() {
+        [ok, epoch] if int(ok)? == 1 => Ok(Lease::Held(int(epoch)? as u64)),
+        [_, owner, expires] => Ok(Lease::Taken {
+            owner: text(owner)?,
+            expires_ms: int(expires)? as u64,
+        }),
+        _ => Err(Error::Decode("lease reply has the wrong shape".into())),
+    }
+}
+
+/// One member as `group describe` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberInfo {
+    /// Member id (the instance id of a static member).
+    pub id: String,
+    /// Whether it is a static member.
+    #[serde(rename = "static")]
+    pub is_static: bool,
+    /// When it joined (ms, Redis clock).
+    pub joined_ms: u64,
+    /// Its last heartbeat (ms, Redis clock).
+    pub last_heartbeat_ms: u64,
+    /// When its session expires without another heartbeat.
+    pub session_deadline_ms: u64,
+}
+
+/// One partition as `group describe` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    /// The partition.
+    pub partition: u32,
+    /// The member holding its lease (ordered mode), if any.
+    pub owner: Option<String>,
+    /// The member it is assigned to, if any.
+    pub assigned: Option<String>,
+    /// The lease epoch (fencing token).
+    pub epoch: u64,
+    /// Messages not yet delivered to the group, all lanes.
+    pub lag: u64,
+    /// Messages delivered but not acknowledged, all lanes.
+    pub pending: u64,
+}
+
+/// What `group describe` reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupInfo {
+    /// The topic.
+    pub topic: String,
+    /// The group.
+    pub group: String,
+    /// Live members.
+    pub members: Vec<MemberInfo>,
+    /// Per partition: owner, lag, pending.
+    pub partitions: Vec<PartitionInfo>,
+    /// Total lag.
+    pub lag: u64,
+    /// Total pending.
+    pub pending: u64,
+}
+
+impl Client {
+    /// Members, owners, lag and pending of a group.
+    pub async fn describe_group(&self, topic: &str, group: &str) -> Result<GroupInfo> {
+        validate_name("group", group)?;
+        let spec: std::sync::Arc<TopicSpec> = self.topic_cached(topic).await?;
+        let keys = self.keys();
+        let mut conn = self.connection();
+        let known: bool = conn.sismember(keys.groups(topic), group).await?;
+        if !known {
+            return Err(Error::GroupNotFound {
+                topic: topic.to_string(),
+                group: group.to_string(),
+            });
+        }
+        let now = self.redis_time_ms().await?;
+        let deadlines: Vec<(String, u64)> = conn
+            .zrangebyscore_withscores(keys.members(topic, group), now, "+inf")
+            .await?;
+        let info: std::collections::HashMap<String, String> =
+            conn.hgetall(keys.member_info(topic, group)).await?;
+        let members = deadlines
+            .into_iter()
+            .map(|(id, deadline)| {
+                let parts: Vec<&str> = info
+                    .get(&id)
+                    .map(|s| s.split('|').collect())
+                    .unwrap_or_default();
+                let num = |i: usize| parts.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+                MemberInfo {
+                    is_static: parts.first() == Some(&"1"),
+                    joined_ms: num(1),
+                    last_heartbeat_ms: num(2),
+                    session_deadline_ms: deadline,
+                    id,
+                }
+            })
+            .collect();
+        let assign: std::collections::HashMap<String, String> =
+            conn.hgetall(keys.assign(topic, group)).await?;
+
+        // Per partition: the lease, then XINFO GROUPS of each lane.
+        let cmds: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
+            .map(|p| {
+                let mut v = vec![
+                    redis::cmd("HGETALL")
+                        .arg(keys.lease(topic, p, group))
+                        .clone(),
+                ];
+                for lane in 0..spec.lanes {
+                    v.push(
+                        redis::cmd("XINFO")
+                            .arg("GROUPS")
+                            .arg(keys.stream(topic, p, lane))
+                            .clone(),
+                    );
+                }
+                v
+            })
+            .collect();
+        let replies = self.query_grouped(cmds).await?;
+        let mut partitions = Vec::new();
+        for (p, mut vals) in replies.into_iter().enumerate() {
+            let p = p as u32;
+            let lease: std::collections::HashMap<String, String> =
+                redis::from_redis_value(check(vals.remove(0))?)
+                    .map_err(|e| Error::Decode(e.to_string()))?;
+            let expires: u64 = lease
+                .get("expires")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let owner = lease
+                .get("owner")
+                .filter(|o| !o.is_empty() && expires > now)
+                .cloned();
+            let (mut lag, mut pending) = (0, 0);
+            for v in vals {
+                // A lane stream that never existed has no groups yet.
+                let Ok(v) = check(v) else { continue };
+                if let Some((l, pe)) = group_counts(&v, group) {
+                    lag += l;
+                    pending += pe;
+                }
+            }
+            partitions.push(PartitionInfo {
+                partition: p,
+                owner,
+                assigned: assign.get(&p.to_string()).cloned(),
+                epoch: lease.get("epoch").and_then(|v| v.parse().ok()).unwrap_or(0),
+                lag,
+                pending,
+            });
+        }
+        Ok(GroupInfo {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            pending: partitions.iter().map(|p| p.pending).sum(),
+            members,
+            partitions,
+        })
+    }
+}
+
+/// `lag` and `pending` of `group` in an `XINFO GROUPS` reply.
+fn group_counts(v: &Value, group: &str) -> Option<(u64, u64)> {
+    let Value::Array(groups) = v else { return None };
+    for g in groups {
+        let fields: Vec<(String, Value)> = match g {
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|c| match c {
+                    [k, v] => Some((redis::from_redis_value(k.clone()).ok()?, v.clone())),
+                    _ => None,
+                })
+                .collect(),
+            Value::Map(items) => items
+                .iter()
+                .filter_map(|(k, v)| Some((redis::from_redis_value(k.clone()).ok()?, v.clone())))
+                .collect(),
+            _ => continue,
+        };
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let name: Option<String> = get("name").and_then(|v| redis::from_redis_value(v).ok());
+        if name.as_deref() != Some(group) {
+            continue;
+        }
+        let pending: u64 = get("pending")
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(0);
+        // `lag` is nil when Redis cannot tell (after deletions); count as 0.
+        let lag: u64 = get("lag")
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(0);
+        return Some((lag, pending));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ids() {
+        assert_eq!(start_id(&StartAt::Earliest), "0");
+        assert_eq!(start_id(&StartAt::Latest), "$");
+        assert_eq!(start_id(&StartAt::TimeMs(1000)), "999-18446744073709551615");
+        assert_eq!(start_id(&StartAt::Id(StreamId { ms: 5, seq: 2 })), "5-1");
+    }
+}

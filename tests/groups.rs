@@ -1,0 +1,576 @@
+//! Consumer groups: fan-out, key order, exclusive partitions through
+//! rebalances and crashes, static membership, graceful handover, shared
+//! mode, fencing, and what `describe_group` reports.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use millrace::consumer::WorkerBuilder;
+use millrace::{Client, Config, HandlerError, Mode, Record, StartAt, TopicSpec, Worker};
+
+async fn client(test: &str) -> Client {
+    support::init_tracing();
+    let config = Config::new(support::shared_url())
+        .unwrap()
+        .prefix(support::unique_prefix(test))
+        .unwrap();
+    Client::connect(config).await.unwrap()
+}
+
+/// Publishes `keys` × `per_key` messages `(key, seq)` keyed by `k<key>`,
+/// interleaved so every key's sequence is in publish order.
+async fn publish_sequenced(c: &Client, topic: &str, keys: u32, per_key: u32) {
+    let records: Vec<Record> = (0..per_key)
+        .flat_map(|seq| (0..keys).map(move |k| (k, seq)))
+        .map(|(k, seq)| Record::encode(&(k, seq)).unwrap().key(format!("k{k}")))
+        .collect();
+    for chunk in records.chunks(5_000) {
+        let results = c.publish_batch(topic, chunk.to_vec()).await.unwrap();
+        assert!(results.iter().all(Result::is_ok));
+    }
+}
+
+/// What handlers saw: every (key, seq) handling, per member, with overlap
+/// detection per partition (exclusivity) and across keys (concurrency).
+#[derive(Default)]
+struct Ledger {
+    handled: Mutex<Vec<(u32, u32, String)>>,
+    /// partition -> member -> handlers running now.
+    active: Mutex<HashMap<u32, HashMap<String, usize>>>,
+    violations: Mutex<Vec<String>>,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+}
+
+impl Ledger {
+    fn start(&self, partition: u32, member: &str) {
+        let mut active = self.active.lock().unwrap();
+        let on_p = active.entry(partition).or_default();
+        if let Some((other, _)) = on_p.iter().find(|(m, n)| m.as_str() != member && **n > 0) {
+            self.violations.lock().unwrap().push(format!(
+                "partition {partition}: {member} started while {other} runs"
+            ));
+        }
+        *on_p.entry(member.to_string()).or_default() += 1;
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn end(&self, partition: u32, member: &str, key: u32, seq: u32) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        let mut active = self.active.lock().unwrap();
+        if let Some(n) = active.get_mut(&partition).and_then(|m| m.get_mut(member)) {
+            *n -= 1;
+        }
+        self.handled
+            .lock()
+            .unwrap()
+            .push((key, seq, member.to_string()));
+    }
+
+    fn distinct(&self) -> usize {
+        let h = self.handled.lock().unwrap();
+        h.iter()
+            .map(|(k, s, _)| (*k, *s))
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    fn total(&self) -> usize {
+        self.handled.lock().unwrap().len()
+    }
+
+    /// For each key, the sequence numbers in order of first handling.
+    fn first_handling_order(&self) -> BTreeMap<u32, Vec<u32>> {
+        let h = self.handled.lock().unwrap();
+        let mut seen = HashSet::new();
+        let mut out: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (k, s, _) in h.iter() {
+            if seen.insert((*k, *s)) {
+                out.entry(*k).or_default().push(*s);
+            }
+        }
+        out
+    }
+}
+
+/// A worker whose handler records into `ledger`, pausing `work` per message.
+fn recording_worker(
+    c: &Client,
+    topic: &str,
+    group: &str,
+    ledger: Arc<Ledger>,
+    work: Duration,
+) -> WorkerBuilder {
+    Worker::builder(c, group)
+        .start_at(StartAt::Earliest)
+        .session_timeout(Duration::from_secs(2))
+        .heartbeat_interval(Duration::from_millis(100))
+        .block(Duration::from_millis(100))
+        .handle_raw(topic, move |msg, ctx| {
+            let ledger = ledger.clone();
+            async move {
+                let (key, seq): (u32, u32) = msg.decode().map_err(HandlerError::permanent)?;
+                ledger.start(ctx.partition, &ctx.member);
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
+                }
+                ledger.end(ctx.partition, &ctx.member, key, seq);
+                Ok(())
+            }
+        })
+}
+
+async fn wait_for(ledger: &Arc<Ledger>, distinct: usize, within: Duration) {
+    let l = ledger.clone();
+    support::wait_until(within, &format!("{distinct} messages handled"), || {
+        let l = l.clone();
+        async move { l.distinct() >= distinct }
+    })
+    .await;
+}
+
+fn assert_in_order(ledger: &Ledger, keys: u32, per_key: u32) {
+    let order = ledger.first_handling_order();
+    assert_eq!(order.len(), keys as usize);
+    for (k, seqs) in order {
+        if seqs != (0..per_key).collect::<Vec<_>>() {
+            let h = ledger.handled.lock().unwrap();
+            let mine: Vec<_> = h.iter().filter(|(kk, _, _)| *kk == k).collect();
+            eprintln!("{mine:?}");
+        }
+        assert_eq!(
+            seqs,
+            (0..per_key).collect::<Vec<_>>(),
+            "key k{k} out of order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_group_sees_every_message_once() {
+    let c = client("fanout").await;
+    c.create_topic(&TopicSpec::new("erp.v1.invoice.created", 6).unwrap())
+        .await
+        .unwrap();
+    let groups = ["notification", "pdf-report", "audit"];
+    let mut ledgers = Vec::new();
+    let mut handles = Vec::new();
+    for g in groups {
+        let ledger = Arc::new(Ledger::default());
+        let w = recording_worker(
+            &c,
+            "erp.v1.invoice.created",
+            g,
+            ledger.clone(),
+            Duration::ZERO,
+        )
+        .concurrency(32)
+        .build()
+        .unwrap();
+        handles.push(w.start().await.unwrap());
+        ledgers.push(ledger);
+    }
+    publish_sequenced(&c, "erp.v1.invoice.created", 100, 100).await;
+    for l in &ledgers {
+        wait_for(l, 10_000, Duration::from_secs(60)).await;
+    }
+    for h in handles {
+        h.shutdown().await.unwrap();
+    }
+    for (g, l) in groups.iter().zip(&ledgers) {
+        assert_eq!(l.total(), 10_000, "group {g} handled some message twice");
+        assert!(l.violations.lock().unwrap().is_empty());
+        let info = c.describe_group("erp.v1.invoice.created", g).await.unwrap();
+        assert_eq!((info.lag, info.pending), (0, 0), "group {g}");
+    }
+    assert_eq!(
+        c.list_groups("erp.v1.invoice.created").await.unwrap(),
+        vec!["audit", "notification", "pdf-report"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_keep_their_order_while_keys_run_concurrently() {
+    let c = client("order").await;
+    c.create_topic(&TopicSpec::new("orders", 4).unwrap())
+        .await
+        .unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        let w = recording_worker(
+            &c,
+            "orders",
+            "fulfilment",
+            ledger.clone(),
+            Duration::from_millis(1),
+        )
+        .concurrency(16)
+        .build()
+        .unwrap();
+        handles.push(w.start().await.unwrap());
+    }
+    publish_sequenced(&c, "orders", 40, 250).await;
+    wait_for(&ledger, 10_000, Duration::from_secs(120)).await;
+    for h in handles {
+        h.shutdown().await.unwrap();
+    }
+    assert_in_order(&ledger, 40, 250);
+    assert!(ledger.violations.lock().unwrap().is_empty());
+    let overlap = ledger.max_running.load(Ordering::SeqCst);
+    assert!(overlap > 1, "different keys never ran at the same time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_stay_exclusive_while_members_come_and_go() {
+    let c = client("churn").await;
+    c.create_topic(&TopicSpec::new("churn", 6).unwrap())
+        .await
+        .unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let build = || {
+        recording_worker(&c, "churn", "g", ledger.clone(), Duration::from_millis(2))
+            .concurrency(8)
+            .build()
+            .unwrap()
+    };
+    let mut members = vec![build().start().await.unwrap()];
+    let publisher = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            for round in 0..20u32 {
+                let records: Vec<Record> = (0..20u32)
+                    .flat_map(|k| (0..10u32).map(move |i| (k, round * 10 + i)))
+                    .map(|(k, seq)| Record::encode(&(k, seq)).unwrap().key(format!("k{k}")))
+                    .collect();
+                c.publish_batch("churn", records).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // Join and leave every 300 ms for about 3 seconds.
+    for step in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if step % 3 == 2 && members.len() > 1 {
+            members.remove(0).shutdown().await.unwrap();
+        } else {
+            members.push(build().start().await.unwrap());
+        }
+    }
+    publisher.await.unwrap();
+    wait_for(&ledger, 20 * 200, Duration::from_secs(60)).await;
+    for m in members {
+        m.shutdown().await.unwrap();
+    }
+    let violations = ledger.violations.lock().unwrap().clone();
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_in_order(&ledger, 20, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_members_partitions_move_after_the_session_timeout() {
+    let c = client("crash").await;
+    c.create_topic(&TopicSpec::new("crash", 4).unwrap())
+        .await
+        .unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let a = recording_worker(&c, "crash", "g", ledger.clone(), Duration::from_millis(2))
+        .session_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let b = recording_worker(&c, "crash", "g", ledger.clone(), Duration::from_millis(2))
+        .session_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    publish_sequenced(&c, "crash", 20, 50).await;
+    // Let both work a little, then crash A mid-flight.
+    wait_for(&ledger, 200, Duration::from_secs(30)).await;
+    let a_id = a.member_id().to_string();
+    a.abort();
+    let crashed_at = Instant::now();
+    let b_owned = |b: &millrace::WorkerHandle| b.owned()[0].1.len();
+    support::wait_until(Duration::from_secs(10), "B owns all partitions", || {
+        let n = b_owned(&b);
+        async move { n == 4 }
+    })
+    .await;
+    let moved_after = crashed_at.elapsed();
+    wait_for(&ledger, 1_000, Duration::from_secs(30)).await;
+    b.shutdown().await.unwrap();
+    assert!(moved_after < Duration::from_secs(5), "took {moved_after:?}");
+    assert_in_order(&ledger, 20, 50);
+    let info = c.describe_group("crash", "g").await.unwrap();
+    assert!(info.members.iter().all(|m| m.id != a_id));
+    assert_eq!(info.pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_that_restarts_keeps_its_partitions() {
+    let c = client("static").await;
+    c.create_topic(&TopicSpec::new("static", 6).unwrap())
+        .await
+        .unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let member = |id: &str| {
+        recording_worker(&c, "static", "g", ledger.clone(), Duration::ZERO)
+            .instance_id(id)
+            .session_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let a = member("worker-a").start().await.unwrap();
+    let b = member("worker-b").start().await.unwrap();
+    let balanced = |a: &millrace::WorkerHandle, b: &millrace::WorkerHandle| {
+        a.owned()[0].1.len() == 3 && b.owned()[0].1.len() == 3
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !balanced(&a, &b) {
+        assert!(Instant::now() < deadline, "never balanced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a_parts = a.owned()[0].1.clone();
+    let b_parts = b.owned()[0].1.clone();
+    let b_rebalances = b.stats().rebalances;
+
+    // A "restarts": gone without a goodbye, back at once with its id.
+    a.abort();
+    let a2 = member("worker-a").start().await.unwrap();
+    support::wait_until(Duration::from_secs(3), "A has its partitions back", || {
+        let n = a2.owned()[0].1.clone();
+        let want = a_parts.clone();
+        async move { n == want }
+    })
+    .await;
+    assert_eq!(b.owned()[0].1, b_parts, "B's partitions did not change");
+    assert_eq!(b.stats().rebalances, b_rebalances, "B noticed nothing");
+    publish_sequenced(&c, "static", 10, 10).await;
+    wait_for(&ledger, 100, Duration::from_secs(20)).await;
+    let info = c.describe_group("static", "g").await.unwrap();
+    assert!(info.members.iter().all(|m| m.is_static));
+    assert_eq!(info.members.len(), 2);
+    a2.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_partitions_over_quickly() {
+    let c = client("handover").await;
+    c.create_topic(&TopicSpec::new("handover", 6).unwrap())
+        .await
+        .unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let build = || {
+        recording_worker(
+            &c,
+            "handover",
+            "g",
+            ledger.clone(),
+            Duration::from_millis(1),
+        )
+        .session_timeout(Duration::from_secs(10))
+        .heartbeat_interval(Duration::from_millis(200))
+        .build()
+        .unwrap()
+    };
+    let a = build().start().await.unwrap();
+    let b = build().start().await.unwrap();
+    support::wait_until(Duration::from_secs(10), "both own partitions", || {
+        let ok = a.owned()[0].1.len() == 3 && b.owned()[0].1.len() == 3;
+        async move { ok }
+    })
+    .await;
+    publish_sequenced(&c, "handover", 10, 100).await;
+    let started = Instant::now();
+    a.shutdown().await.unwrap();
+    support::wait_until(Duration::from_secs(10), "B owns everything", || {
+        let ok = b.owned()[0].1.len() == 6;
+        async move { ok }
+    })
+    .await;
+    let took = started.elapsed();
+    wait_for(&ledger, 1_000, Duration::from_secs(30)).await;
+    b.shutdown().await.unwrap();
+    assert!(
+        took < Duration::from_secs(3),
+        "handover took {took:?}, session timeout is 10 s"
+    );
+    assert_in_order(&ledger, 10, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_mode_members_compete_and_reclaim_a_dead_members_messages() {
+    let c = client("shared").await;
+    c.create_topic(&TopicSpec::new("jobs", 4).unwrap())
+        .await
+        .unwrap();
+    let handled: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let shared_worker = |stall: bool| {
+        let handled = handled.clone();
+        Worker::builder(&c, "pool")
+            .mode(Mode::Shared)
+            .start_at(StartAt::Earliest)
+            .session_timeout(Duration::from_secs(2))
+            .heartbeat_interval(Duration::from_millis(100))
+            .visibility_timeout(Duration::from_secs(1))
+            .block(Duration::from_millis(100))
+            .concurrency(8)
+            .handle_raw("jobs", move |msg, _ctx| {
+                let handled = handled.clone();
+                async move {
+                    if stall {
+                        // A member that takes messages and never finishes.
+                        std::future::pending::<()>().await;
+                    }
+                    let n: u32 = msg.decode().map_err(HandlerError::permanent)?;
+                    *handled.lock().unwrap().entry(n).or_default() += 1;
+                    Ok(())
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    // A member that grabs messages and dies with them.
+    let stuck = shared_worker(true).start().await.unwrap();
+    let recs: Vec<Record> = (0..20_000u32)
+        .map(|i| Record::encode(&i).unwrap())
+        .collect();
+    c.publish_batch("jobs", recs).await.unwrap();
+    let c2 = c.clone();
+    support::wait_until(
+        Duration::from_secs(10),
+        "the stuck member holds messages",
+        || {
+            let c = c2.clone();
+            async move { c.describe_group("jobs", "pool").await.unwrap().pending > 0 }
+        },
+    )
+    .await;
+    stuck.abort();
+    let mut members = Vec::new();
+    for _ in 0..4 {
+        members.push(shared_worker(false).start().await.unwrap());
+    }
+    let h = handled.clone();
+    support::wait_until(Duration::from_secs(60), "all 20 000 handled", || {
+        let n = h.lock().unwrap().len();
+        async move { n == 20_000 }
+    })
+    .await;
+    let per_member: Vec<u64> = members.iter().map(|m| m.stats().handled).collect();
+    for m in members {
+        m.shutdown().await.unwrap();
+    }
+    assert!(
+        handled.lock().unwrap().values().all(|n| *n == 1),
+        "nothing fails, so nothing is handled twice"
+    );
+    assert!(
+        per_member.iter().filter(|n| **n > 0).count() >= 2,
+        "{per_member:?}"
+    );
+    assert_eq!(c.describe_group("jobs", "pool").await.unwrap().pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_after_the_lease_moved_is_refused() {
+    let c = client("fencing").await;
+    c.create_topic(&TopicSpec::new("fenced", 1).unwrap())
+        .await
+        .unwrap();
+    let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r2 = release.clone();
+    let w = Worker::builder(&c, "g")
+        .start_at(StartAt::Earliest)
+        .session_timeout(Duration::from_secs(30))
+        .heartbeat_interval(Duration::from_secs(10))
+        .handle_raw("fenced", move |_msg, _ctx| {
+            let entered = entered_tx.clone();
+            let release = r2.clone();
+            async move {
+                let _ = entered.send(());
+                release.notified().await;
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    c.publish_record("fenced", Record::encode(&1u8).unwrap())
+        .await
+        .unwrap();
+    entered_rx.recv().await.unwrap();
+    // The lease moves on while the handler runs (as after a long pause).
+    let lease = c.keys().lease("fenced", 0, "g");
+    let _: () = redis::cmd("HINCRBY")
+        .arg(&lease)
+        .arg("epoch")
+        .arg(1)
+        .query_async(&mut c.connection())
+        .await
+        .unwrap();
+    release.notify_one();
+    support::wait_until(Duration::from_secs(5), "the ack is refused", || {
+        let n = w.stats().stale_acks;
+        async move { n == 1 }
+    })
+    .await;
+    let info = c.describe_group("fenced", "g").await.unwrap();
+    assert_eq!(
+        info.pending, 1,
+        "the message stays pending for the new owner"
+    );
+    assert_eq!(w.stats().acked, 0);
+    w.abort();
+}
+
+#[tokio::test]
+async fn describe_group_reports_lag_and_pending() {
+    let c = client("describe").await;
+    c.create_topic(&TopicSpec::new("ledger", 2).unwrap())
+        .await
+        .unwrap();
+    c.create_group("ledger", "audit", &StartAt::Earliest)
+        .await
+        .unwrap();
+    let recs: Vec<Record> = (0..10u32)
+        .map(|i| Record::encode(&i).unwrap().key("same"))
+        .collect();
+    let r = c.publish_batch("ledger", recs).await.unwrap();
+    let p = r[0].as_ref().unwrap().partition;
+    // Someone reads 4 and does not ack.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("audit")
+        .arg("reader-1")
+        .arg("COUNT")
+        .arg(4)
+        .arg("STREAMS")
+        .arg(c.keys().stream("ledger", p, 0))
+        .arg(">")
+        .query_async(&mut c.connection())
+        .await
+        .unwrap();
+    let info = c.describe_group("ledger", "audit").await.unwrap();
+    let part = &info.partitions[p as usize];
+    assert_eq!((part.lag, part.pending), (6, 4));
+    assert_eq!((info.lag, info.pending), (6, 4));
+    assert!(info.members.is_empty());
+    assert!(matches!(
+        c.describe_group("ledger", "nobody").await,
+        Err(millrace::Error::GroupNotFound { .. })
+    ));
+}
