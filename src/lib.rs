@@ -22,7 +22,7 @@ pub use config::Config;
 pub use consumer::{Context, HandlerError, Worker, WorkerHandle};
 pub use envelope::{Event, Headers, Message, StreamId};
 pub use error::{Error, Result};
-pub use group::{GroupInfo, Mode};
+pub use group::{GroupInfo, MemberInfo, Mode, PartitionInfo};
 pub use producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 pub use reader::{Reader, StartAt};
 pub use topic::{Created, TopicInfo, TopicSpec};

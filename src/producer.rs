@@ -445,14 +445,11 @@ impl Trimmer {
     /// `XTRIM MINID ~` commands due for these publishes.
     fn due<'a>(
         &mut self,
+        scripts: &Scripts,
         interval: Duration,
         items: impl Iterator<Item = &'a Prepared>,
     ) -> Vec<(u32, Cmd)> {
         let now = Instant::now();
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         let mut out = Vec::new();
         for p in items {
             let Some((stream, retention_ms)) = &p.trim else {
@@ -466,11 +463,8 @@ impl Trimmer {
                 continue;
             }
             self.last.insert(stream.clone(), now);
-            // Time retention only; groups holding back trimming come with
-            // consumer groups (a live group's unhandled messages are kept).
-            let min_id = wall_ms.saturating_sub(*retention_ms);
-            let mut c = redis::cmd("XTRIM");
-            c.arg(stream).arg("MINID").arg("~").arg(min_id);
+            // The script keeps what a live group has not handled yet.
+            let c = scripts.trim.cmd(&[stream], &[retention_ms.to_string()][..]);
             out.push((p.partition, c));
         }
         out
@@ -642,7 +636,7 @@ impl Producer {
             let trims = self
                 .trimmer
                 .lock()
-                .map(|mut t| t.due(self.config.trim_interval, items.iter()))
+                .map(|mut t| t.due(&inner.scripts, self.config.trim_interval, items.iter()))
                 .unwrap_or_default();
             chunks.push((idx, items, trims));
         }
@@ -700,7 +694,13 @@ impl Batcher {
             let trims = self
                 .trimmer
                 .lock()
-                .map(|mut t| t.due(self.config.trim_interval, batch.iter().map(|j| &j.prepared)))
+                .map(|mut t| {
+                    t.due(
+                        &self.scripts,
+                        self.config.trim_interval,
+                        batch.iter().map(|j| &j.prepared),
+                    )
+                })
                 .unwrap_or_default();
             let conn = self.conn.clone();
             let scripts = self.scripts.clone();

@@ -76,6 +76,7 @@ scripts! {
     lease_renew => "lease_renew",
     lease_release => "lease_release",
     ack => "ack",
+    trim => "trim",
 }
 
 impl Scripts {

@@ -568,3 +568,143 @@ fn tail_follow_prints_new_messages_as_they_come() {
     assert_eq!(line["data"], json!({"live": true}));
     assert_eq!(line["key"], "k");
 }
+
+/// Gives `m`'s topic a group `audit` (from the start) holding 10 messages of
+/// one key, 4 of them read by a plain Redis consumer and not acked; returns
+/// the partition they are in.
+fn group_with_lag_and_pending(m: &Millrace, topic: &str) -> u32 {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let config = millrace::Config::new(&m.url)
+            .unwrap()
+            .prefix(&m.prefix)
+            .unwrap();
+        let client = millrace::Client::connect(config).await.unwrap();
+        client
+            .create_group(topic, "audit", &millrace::StartAt::Earliest)
+            .await
+            .unwrap();
+        let records: Vec<millrace::Record> = (0..10u32)
+            .map(|i| millrace::Record::encode(&i).unwrap().key("same"))
+            .collect();
+        let receipts = client.publish_batch(topic, records).await.unwrap();
+        let p = receipts[0].as_ref().unwrap().partition;
+        assert!(receipts.iter().all(|r| r.as_ref().unwrap().partition == p));
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("audit")
+            .arg("reader-1")
+            .arg("COUNT")
+            .arg(4)
+            .arg("STREAMS")
+            .arg(client.keys().stream(topic, p, 0))
+            .arg(">")
+            .query_async(&mut client.connection())
+            .await
+            .unwrap();
+        p
+    })
+}
+
+#[test]
+fn group_describe_shows_lag_and_pending_per_partition() {
+    let m = Millrace::new("group_describe");
+    m.create_topic(TOPIC, 2);
+    assert_eq!(m.run(&["group", "list", TOPIC]).ok().stdout, "no groups\n");
+    assert_eq!(
+        m.run(&["group", "list", TOPIC, "--json"]).ok().json(),
+        json!([])
+    );
+    let p = group_with_lag_and_pending(&m, TOPIC);
+
+    assert_eq!(
+        m.run(&["group", "list", TOPIC, "--json"]).ok().json(),
+        json!(["audit"])
+    );
+    assert_eq!(m.run(&["group", "list", TOPIC]).ok().stdout, "audit\n");
+
+    let info = m
+        .run(&["group", "describe", TOPIC, "audit", "--json"])
+        .ok()
+        .json();
+    let parts = info["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), 2);
+    let part = &parts[p as usize];
+    assert_eq!(part["partition"], p);
+    assert_eq!((&part["lag"], &part["pending"]), (&json!(6), &json!(4)));
+    let other = &parts[1 - p as usize];
+    assert_eq!((&other["lag"], &other["pending"]), (&json!(0), &json!(0)));
+    assert_eq!((&info["lag"], &info["pending"]), (&json!(6), &json!(4)));
+    // A plain Redis consumer is not a member, and nobody holds a lease.
+    assert_eq!(info["members"], json!([]));
+    assert!(parts.iter().all(|p| p["owner"].is_null()), "{info:#}");
+    insta::assert_json_snapshot!("group_describe_json", info);
+
+    let human = m.run(&["group", "describe", TOPIC, "audit"]).ok();
+    assert!(
+        human.stdout.starts_with(&format!(
+            "group audit on topic {TOPIC}: 0 members, lag 6, pending 4\n\nno members\n\nPARTITION  OWNER  LAG  PENDING\n"
+        )),
+        "{human:#?}"
+    );
+    assert!(
+        human
+            .stdout
+            .contains(&format!("\n{p}          -      6    4\n")),
+        "{human:#?}"
+    );
+}
+
+#[test]
+fn group_describe_of_an_unknown_group_exits_1_and_points_to_group_list() {
+    let m = Millrace::new("group_unknown");
+    m.create_topic(TOPIC, 2);
+    let run = m.run(&["group", "describe", TOPIC, "nobody"]).code(1);
+    assert_one_error_line(&run);
+    assert_eq!(run.stdout, "");
+    insta::assert_snapshot!("group_unknown_stderr", run.stderr);
+
+    // An unknown topic is reported as by `topic describe`.
+    let other = "erp.v1.invoice.voided";
+    for args in [
+        &["group", "describe", other, "audit"][..],
+        &["group", "list", other],
+        &["group", "list", other, "--json"],
+    ] {
+        let run = m.run(args).code(1);
+        assert_one_error_line(&run);
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: topic {other} does not exist\n")),
+            "{run:#?}"
+        );
+    }
+}
+
+#[test]
+fn an_invalid_group_name_is_refused_before_connecting() {
+    let mut m = Millrace::new("group_invalid");
+    // Nothing listens here: the names are checked first.
+    m.url = format!("redis://127.0.0.1:{}", support::free_port());
+    let run = m.run(&["group", "describe", TOPIC, "Audit Team"]).code(2);
+    assert_one_error_line(&run);
+    assert!(
+        run.stderr
+            .starts_with("error: invalid group name \"Audit Team\": "),
+        "{run:#?}"
+    );
+    for args in [
+        &["group", "describe", "Bad Topic", "audit"][..],
+        &["group", "list", "Bad Topic"],
+    ] {
+        let run = m.run(args).code(2);
+        assert_one_error_line(&run);
+        assert!(run.stderr.contains("invalid topic name"), "{run:#?}");
+    }
+}
+
+#[test]
+fn group_help_lists_its_commands() {
+    let run = Millrace::new("group_help").run(&["group", "--help"]).ok();
+    insta::assert_snapshot!("group_help", run.stdout);
+}

@@ -159,3 +159,13 @@ async fn follow_reads_new_messages_on_a_cluster() {
     publisher.await.unwrap();
     assert_eq!(got, (0..20).collect());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_group_sees_every_message_once_on_a_cluster() {
+    support::groups::fan_out(&client("fanout").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_keep_their_order_on_a_cluster() {
+    support::groups::key_order(&client("order").await).await;
+}

@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use millrace::consumer::WorkerBuilder;
 use millrace::{Client, Config, HandlerError, Mode, Record, StartAt, TopicSpec, Worker};
 
 async fn client(test: &str) -> Client {
@@ -21,209 +19,16 @@ async fn client(test: &str) -> Client {
     Client::connect(config).await.unwrap()
 }
 
-/// Publishes `keys` × `per_key` messages `(key, seq)` keyed by `k<key>`,
-/// interleaved so every key's sequence is in publish order.
-async fn publish_sequenced(c: &Client, topic: &str, keys: u32, per_key: u32) {
-    let records: Vec<Record> = (0..per_key)
-        .flat_map(|seq| (0..keys).map(move |k| (k, seq)))
-        .map(|(k, seq)| Record::encode(&(k, seq)).unwrap().key(format!("k{k}")))
-        .collect();
-    for chunk in records.chunks(5_000) {
-        let results = c.publish_batch(topic, chunk.to_vec()).await.unwrap();
-        assert!(results.iter().all(Result::is_ok));
-    }
-}
-
-/// What handlers saw: every (key, seq) handling, per member, with overlap
-/// detection per partition (exclusivity) and across keys (concurrency).
-#[derive(Default)]
-struct Ledger {
-    handled: Mutex<Vec<(u32, u32, String)>>,
-    /// partition -> member -> handlers running now.
-    active: Mutex<HashMap<u32, HashMap<String, usize>>>,
-    violations: Mutex<Vec<String>>,
-    running: AtomicUsize,
-    max_running: AtomicUsize,
-}
-
-impl Ledger {
-    fn start(&self, partition: u32, member: &str) {
-        let mut active = self.active.lock().unwrap();
-        let on_p = active.entry(partition).or_default();
-        if let Some((other, _)) = on_p.iter().find(|(m, n)| m.as_str() != member && **n > 0) {
-            self.violations.lock().unwrap().push(format!(
-                "partition {partition}: {member} started while {other} runs"
-            ));
-        }
-        *on_p.entry(member.to_string()).or_default() += 1;
-        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_running.fetch_max(now, Ordering::SeqCst);
-    }
-
-    fn end(&self, partition: u32, member: &str, key: u32, seq: u32) {
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        let mut active = self.active.lock().unwrap();
-        if let Some(n) = active.get_mut(&partition).and_then(|m| m.get_mut(member)) {
-            *n -= 1;
-        }
-        self.handled
-            .lock()
-            .unwrap()
-            .push((key, seq, member.to_string()));
-    }
-
-    fn distinct(&self) -> usize {
-        let h = self.handled.lock().unwrap();
-        h.iter()
-            .map(|(k, s, _)| (*k, *s))
-            .collect::<HashSet<_>>()
-            .len()
-    }
-
-    fn total(&self) -> usize {
-        self.handled.lock().unwrap().len()
-    }
-
-    /// For each key, the sequence numbers in order of first handling.
-    fn first_handling_order(&self) -> BTreeMap<u32, Vec<u32>> {
-        let h = self.handled.lock().unwrap();
-        let mut seen = HashSet::new();
-        let mut out: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for (k, s, _) in h.iter() {
-            if seen.insert((*k, *s)) {
-                out.entry(*k).or_default().push(*s);
-            }
-        }
-        out
-    }
-}
-
-/// A worker whose handler records into `ledger`, pausing `work` per message.
-fn recording_worker(
-    c: &Client,
-    topic: &str,
-    group: &str,
-    ledger: Arc<Ledger>,
-    work: Duration,
-) -> WorkerBuilder {
-    Worker::builder(c, group)
-        .start_at(StartAt::Earliest)
-        .session_timeout(Duration::from_secs(2))
-        .heartbeat_interval(Duration::from_millis(100))
-        .block(Duration::from_millis(100))
-        .handle_raw(topic, move |msg, ctx| {
-            let ledger = ledger.clone();
-            async move {
-                let (key, seq): (u32, u32) = msg.decode().map_err(HandlerError::permanent)?;
-                ledger.start(ctx.partition, &ctx.member);
-                if !work.is_zero() {
-                    tokio::time::sleep(work).await;
-                }
-                ledger.end(ctx.partition, &ctx.member, key, seq);
-                Ok(())
-            }
-        })
-}
-
-async fn wait_for(ledger: &Arc<Ledger>, distinct: usize, within: Duration) {
-    let l = ledger.clone();
-    support::wait_until(within, &format!("{distinct} messages handled"), || {
-        let l = l.clone();
-        async move { l.distinct() >= distinct }
-    })
-    .await;
-}
-
-fn assert_in_order(ledger: &Ledger, keys: u32, per_key: u32) {
-    let order = ledger.first_handling_order();
-    assert_eq!(order.len(), keys as usize);
-    for (k, seqs) in order {
-        if seqs != (0..per_key).collect::<Vec<_>>() {
-            let h = ledger.handled.lock().unwrap();
-            let mine: Vec<_> = h.iter().filter(|(kk, _, _)| *kk == k).collect();
-            eprintln!("{mine:?}");
-        }
-        assert_eq!(
-            seqs,
-            (0..per_key).collect::<Vec<_>>(),
-            "key k{k} out of order"
-        );
-    }
-}
+use support::groups::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_group_sees_every_message_once() {
-    let c = client("fanout").await;
-    c.create_topic(&TopicSpec::new("erp.v1.invoice.created", 6).unwrap())
-        .await
-        .unwrap();
-    let groups = ["notification", "pdf-report", "audit"];
-    let mut ledgers = Vec::new();
-    let mut handles = Vec::new();
-    for g in groups {
-        let ledger = Arc::new(Ledger::default());
-        let w = recording_worker(
-            &c,
-            "erp.v1.invoice.created",
-            g,
-            ledger.clone(),
-            Duration::ZERO,
-        )
-        .concurrency(32)
-        .build()
-        .unwrap();
-        handles.push(w.start().await.unwrap());
-        ledgers.push(ledger);
-    }
-    publish_sequenced(&c, "erp.v1.invoice.created", 100, 100).await;
-    for l in &ledgers {
-        wait_for(l, 10_000, Duration::from_secs(60)).await;
-    }
-    for h in handles {
-        h.shutdown().await.unwrap();
-    }
-    for (g, l) in groups.iter().zip(&ledgers) {
-        assert_eq!(l.total(), 10_000, "group {g} handled some message twice");
-        assert!(l.violations.lock().unwrap().is_empty());
-        let info = c.describe_group("erp.v1.invoice.created", g).await.unwrap();
-        assert_eq!((info.lag, info.pending), (0, 0), "group {g}");
-    }
-    assert_eq!(
-        c.list_groups("erp.v1.invoice.created").await.unwrap(),
-        vec!["audit", "notification", "pdf-report"]
-    );
+    fan_out(&client("fanout").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_keep_their_order_while_keys_run_concurrently() {
-    let c = client("order").await;
-    c.create_topic(&TopicSpec::new("orders", 4).unwrap())
-        .await
-        .unwrap();
-    let ledger = Arc::new(Ledger::default());
-    let mut handles = Vec::new();
-    for _ in 0..3 {
-        let w = recording_worker(
-            &c,
-            "orders",
-            "fulfilment",
-            ledger.clone(),
-            Duration::from_millis(1),
-        )
-        .concurrency(16)
-        .build()
-        .unwrap();
-        handles.push(w.start().await.unwrap());
-    }
-    publish_sequenced(&c, "orders", 40, 250).await;
-    wait_for(&ledger, 10_000, Duration::from_secs(120)).await;
-    for h in handles {
-        h.shutdown().await.unwrap();
-    }
-    assert_in_order(&ledger, 40, 250);
-    assert!(ledger.violations.lock().unwrap().is_empty());
-    let overlap = ledger.max_running.load(Ordering::SeqCst);
-    assert!(overlap > 1, "different keys never ran at the same time");
+    key_order(&client("order").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,4 +378,122 @@ async fn describe_group_reports_lag_and_pending() {
         c.describe_group("ledger", "nobody").await,
         Err(millrace::Error::GroupNotFound { .. })
     ));
+}
+
+#[tokio::test]
+async fn retention_keeps_what_a_live_group_has_not_handled() {
+    use millrace::producer::ProducerConfig;
+    let c = client("retention-groups").await;
+    let retention = Duration::from_millis(300);
+    c.create_topic(&TopicSpec::new("kept", 1).unwrap().retention(retention))
+        .await
+        .unwrap();
+    c.create_group("kept", "slow", &StartAt::Earliest)
+        .await
+        .unwrap();
+    let producer = c.producer_with(ProducerConfig {
+        trim_interval: Duration::ZERO,
+        ..ProducerConfig::default()
+    });
+    let publish = |from: u32, n: u32| {
+        let producer = producer.clone();
+        async move {
+            let recs: Vec<Record> = (from..from + n)
+                .map(|i| Record::encode(&i).unwrap())
+                .collect();
+            producer.publish_batch("kept", recs).await.unwrap();
+        }
+    };
+    let stream = c.keys().stream("kept", 0, 0);
+    let mut conn = c.connection();
+    let values = |c: Client| async move {
+        let mut r = c.reader("kept", StartAt::Earliest).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = r.next().await.unwrap() {
+            out.push(m.decode::<u32>().unwrap());
+        }
+        out
+    };
+    let wait_past_retention = |c: Client| async move {
+        let t0 = c.redis_time_ms().await.unwrap();
+        support::wait_until(Duration::from_secs(5), "retention passes", || {
+            let c = c.clone();
+            async move { c.redis_time_ms().await.unwrap() > t0 + 400 }
+        })
+        .await;
+    };
+
+    publish(0, 500).await;
+    // The group handles the first 100 (read and ack).
+    let v: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("slow")
+        .arg("reader")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let handled = stream_ids(&v);
+    assert_eq!(handled.len(), 100);
+    let _: i64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("slow")
+        .arg(&handled)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Past retention, the member still alive (it touches the stream).
+    wait_past_retention(c.clone()).await;
+    // (Reading its own history counts as activity without taking more.)
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("slow")
+        .arg("reader")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    publish(500, 100).await;
+    let left = values(c.clone()).await;
+    assert!(
+        (100..500).all(|v| left.contains(&v)),
+        "a message the live group has not handled was trimmed"
+    );
+
+    // A group whose members are all gone for longer than the retention
+    // stops holding trimming back.
+    wait_past_retention(c.clone()).await;
+    publish(600, 100).await;
+    let left = values(c.clone()).await;
+    let old = left.iter().filter(|v| **v < 600).count();
+    assert!(old <= 100, "{old} old messages kept for a dead group");
+}
+
+/// The entry ids in an XREADGROUP reply.
+fn stream_ids(v: &redis::Value) -> Vec<String> {
+    use redis::Value;
+    let mut out = Vec::new();
+    if let Value::Array(streams) = v {
+        for s in streams {
+            if let Value::Array(kv) = s
+                && let Some(Value::Array(entries)) = kv.get(1)
+            {
+                for e in entries {
+                    if let Value::Array(parts) = e {
+                        out.push(redis::from_redis_value(parts[0].clone()).unwrap());
+                    }
+                }
+            }
+        }
+    }
+    out
 }

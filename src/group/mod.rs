@@ -24,6 +24,9 @@ use crate::topic::TopicSpec;
 
 pub use assignment::Assignment;
 
+/// The placeholder consumer each group gets on creation (see `lua/trim.lua`).
+pub const CREATED_CONSUMER: &str = "~created";
+
 /// How the members of a group share a topic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,6 +123,31 @@ impl Client {
                     check(other)?;
                 }
             }
+        }
+        // A placeholder consumer whose idle time is the group's age: the
+        // trim script counts a group as live for one retention period after
+        // creation, even before any member reads (it is never reset).
+        let placeholders: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
+            .map(|p| {
+                (0..spec.lanes)
+                    .map(|lane| {
+                        redis::cmd("XGROUP")
+                            .arg("CREATECONSUMER")
+                            .arg(keys.stream(topic, p, lane))
+                            .arg(group)
+                            .arg(CREATED_CONSUMER)
+                            .clone()
+                    })
+                    .collect()
+            })
+            .collect();
+        for v in self
+            .query_grouped(placeholders)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            check(v)?;
         }
         let _: () = self.connection().sadd(keys.groups(topic), group).await?;
         Ok(())
@@ -433,8 +461,14 @@ impl Client {
                 .cloned();
             let (mut lag, mut pending) = (0, 0);
             for v in vals {
-                // A lane stream that never existed has no groups yet.
-                let Ok(v) = check(v) else { continue };
+                // A lane stream that never existed has no groups yet;
+                // any other error is an error.
+                let v = match v {
+                    Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")) => {
+                        continue;
+                    }
+                    other => check(other)?,
+                };
                 if let Some((l, pe)) = group_counts(&v, group) {
                     lag += l;
                     pending += pe;

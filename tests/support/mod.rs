@@ -16,6 +16,8 @@
 //! Tests never use a Redis they did not start.
 #![allow(dead_code)]
 
+pub mod groups;
+
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::future::Future;

@@ -72,6 +72,9 @@ pub enum Command {
     Publish(PublishArgs),
     /// Print a topic's messages, without a consumer group
     Tail(TailArgs),
+    /// List consumer groups and show their members, owners, lag and pending
+    #[command(subcommand)]
+    Group(GroupCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +190,34 @@ pub struct TailArgs {
     #[arg(long, short = 'f')]
     pub follow: bool,
     /// Print one JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// List a topic's consumer groups
+    List(GroupListArgs),
+    /// Show a group's members, and per partition its owner, lag and pending
+    Describe(GroupDescribeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupListArgs {
+    /// Topic name
+    pub topic: String,
+    /// Print a JSON array of group names
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupDescribeArgs {
+    /// Topic name
+    pub topic: String,
+    /// Group name
+    pub group: String,
+    /// Print one JSON object instead of tables
     #[arg(long)]
     pub json: bool,
 }

@@ -84,6 +84,9 @@ impl From<millrace::Error> for CliError {
             millrace::Error::TopicConflict { name, .. } => err.hint(format!(
                 "`millrace topic describe {name}` shows its settings"
             )),
+            millrace::Error::GroupNotFound { topic, .. } => {
+                err.hint(format!("`millrace group list {topic}` shows its groups"))
+            }
             _ if code == EXIT_UNREACHABLE => match unreachable_hint(&e) {
                 Some(h) => err.hint(h),
                 None => err,
@@ -168,6 +171,18 @@ mod tests {
         assert!(e.hint.unwrap().contains("redis-server running"));
         let missing = CliError::from(millrace::Error::TopicNotFound("a.b".into()));
         assert_eq!(missing.code, EXIT_OTHER);
+        let no_group = CliError::from(millrace::Error::GroupNotFound {
+            topic: "a.b".into(),
+            group: "g".into(),
+        });
+        assert_eq!(no_group.code, EXIT_OTHER);
+        assert_eq!(no_group.message, "group g does not exist on topic a.b");
+        assert_eq!(
+            no_group.hint.as_deref(),
+            Some("`millrace group list a.b` shows its groups")
+        );
+        let bad_group = millrace::keys::validate_name("group", "Audit").unwrap_err();
+        assert_eq!(CliError::from(bad_group).code, EXIT_USAGE);
     }
 
     #[test]

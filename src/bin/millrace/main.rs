@@ -9,6 +9,7 @@
 
 mod cli;
 mod error;
+mod group_cmd;
 mod jsonl;
 mod output;
 mod publish_cmd;
@@ -67,6 +68,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Topic(cmd) => topic_cmd::run(global, cmd, out).await,
         Command::Publish(args) => publish_cmd::run(global, args, out).await,
         Command::Tail(args) => tail_cmd::run(global, args, out).await,
+        Command::Group(cmd) => group_cmd::run(global, cmd, out).await,
     }
 }
 

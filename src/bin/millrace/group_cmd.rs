@@ -1,0 +1,177 @@
+//! `millrace group list|describe`: thin calls to the library's group API,
+//! printed as lines, tables or JSON.
+
+use millrace::GroupInfo;
+
+use crate::cli::{Global, GroupCommand, GroupDescribeArgs, GroupListArgs};
+use crate::error::CliError;
+use crate::output::{Out, rfc3339_ms, table};
+
+pub async fn run(global: &Global, cmd: GroupCommand, out: &mut Out) -> Result<(), CliError> {
+    match cmd {
+        GroupCommand::List(args) => list(global, args, out).await,
+        GroupCommand::Describe(args) => describe(global, args, out).await,
+    }
+}
+
+async fn list(global: &Global, args: GroupListArgs, out: &mut Out) -> Result<(), CliError> {
+    millrace::keys::validate_topic(&args.topic)?;
+    let client = crate::connect(global).await?;
+    let names = client.list_groups(&args.topic).await?;
+    if args.json {
+        return out.json_pretty(&names);
+    }
+    if names.is_empty() {
+        return out.line("no groups");
+    }
+    out.line(names.join("\n"))
+}
+
+async fn describe(global: &Global, args: GroupDescribeArgs, out: &mut Out) -> Result<(), CliError> {
+    // Check both names before connecting: a typo should not need Redis.
+    millrace::keys::validate_topic(&args.topic)?;
+    millrace::keys::validate_name("group", &args.group)?;
+    let client = crate::connect(global).await?;
+    let info = client.describe_group(&args.topic, &args.group).await?;
+    if args.json {
+        out.json_pretty(&info)
+    } else {
+        out.line(describe_text(&info))
+    }
+}
+
+/// The human form of `describe`: a line of totals, the members, then owner,
+/// lag and pending per partition.
+fn describe_text(info: &GroupInfo) -> String {
+    let none = || "-".to_string();
+    let count = info.members.len();
+    let header = format!(
+        "group {} on topic {}: {count} member{}, lag {}, pending {}",
+        info.group,
+        info.topic,
+        if count == 1 { "" } else { "s" },
+        info.lag,
+        info.pending,
+    );
+    let members = if info.members.is_empty() {
+        "no members".to_string()
+    } else {
+        let rows: Vec<Vec<String>> = info
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.clone(),
+                    if m.is_static { "yes" } else { "no" }.to_string(),
+                    // 0: the member's info is missing (it is being removed).
+                    if m.last_heartbeat_ms == 0 {
+                        none()
+                    } else {
+                        rfc3339_ms(m.last_heartbeat_ms)
+                    },
+                ]
+            })
+            .collect();
+        table(&["ID", "STATIC", "LAST HEARTBEAT"], &rows)
+    };
+    let partitions: Vec<Vec<String>> = info
+        .partitions
+        .iter()
+        .map(|p| {
+            vec![
+                p.partition.to_string(),
+                p.owner.clone().unwrap_or_else(none),
+                p.lag.to_string(),
+                p.pending.to_string(),
+            ]
+        })
+        .collect();
+    format!(
+        "{header}\n\n{members}\n\n{}",
+        table(&["PARTITION", "OWNER", "LAG", "PENDING"], &partitions)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace::group::{MemberInfo, PartitionInfo};
+
+    fn partition(partition: u32, owner: Option<&str>, lag: u64, pending: u64) -> PartitionInfo {
+        PartitionInfo {
+            partition,
+            owner: owner.map(str::to_string),
+            assigned: owner.map(str::to_string),
+            epoch: 1,
+            lag,
+            pending,
+        }
+    }
+
+    #[test]
+    fn describe_reads_as_tables() {
+        let info = GroupInfo {
+            topic: "erp.v1.invoice.created".into(),
+            group: "pdf-report".into(),
+            members: vec![
+                MemberInfo {
+                    id: "worker-a".into(),
+                    is_static: true,
+                    joined_ms: 1_764_237_000_000,
+                    last_heartbeat_ms: 1_764_237_600_123,
+                    session_deadline_ms: 1_764_237_630_123,
+                },
+                MemberInfo {
+                    id: "0f3c9e1a".into(),
+                    is_static: false,
+                    joined_ms: 1_764_237_500_000,
+                    last_heartbeat_ms: 1_764_237_601_000,
+                    session_deadline_ms: 1_764_237_631_000,
+                },
+            ],
+            partitions: vec![
+                partition(0, Some("worker-a"), 12, 3),
+                partition(1, None, 0, 0),
+                partition(2, Some("0f3c9e1a"), 1500, 16),
+            ],
+            lag: 1512,
+            pending: 19,
+        };
+        assert_eq!(
+            describe_text(&info),
+            "\
+group pdf-report on topic erp.v1.invoice.created: 2 members, lag 1512, pending 19
+
+ID        STATIC  LAST HEARTBEAT
+worker-a  yes     2025-11-27T10:00:00.123Z
+0f3c9e1a  no      2025-11-27T10:00:01.000Z
+
+PARTITION  OWNER     LAG   PENDING
+0          worker-a  12    3
+1          -         0     0
+2          0f3c9e1a  1500  16"
+        );
+    }
+
+    #[test]
+    fn a_group_without_members_says_so() {
+        let info = GroupInfo {
+            topic: "t".into(),
+            group: "g".into(),
+            members: vec![],
+            partitions: vec![partition(0, None, 1, 0)],
+            lag: 1,
+            pending: 0,
+        };
+        assert_eq!(
+            describe_text(&info),
+            "\
+group g on topic t: 0 members, lag 1, pending 0
+
+no members
+
+PARTITION  OWNER  LAG  PENDING
+0          -      1    0"
+        );
+    }
+}
