@@ -464,7 +464,9 @@ impl Client {
                 // A lane stream that never existed has no groups yet;
                 // any other error is an error.
                 let v = match v {
-                    Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")) => {
+                    Value::ServerError(e)
+                        if e.details().is_some_and(|d| d.contains("no such key")) =>
+                    {
                         continue;
                     }
                     other => check(other)?,
