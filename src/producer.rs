@@ -6,9 +6,10 @@
 //! (one per partition on a cluster) and keeps a few pipelines in flight at
 //! once, so many concurrent `publish` calls share round trips. Plain publishes
 //! are a bare `XADD`; dedup and delayed publishes are scripts
-//! (`publish_dedup`, `delay`). Time retention is a `XTRIM MINID ~` riding along
-//! in the pipeline at most once per partition lane per trim interval, so
-//! `XADD` itself stays cheap; a length cap is `MAXLEN ~` on each `XADD`.
+//! (`publish_dedup`, `delay`). Time retention is the `trim` script riding
+//! along in the pipeline at most once per partition lane per trim interval
+//! (it keeps what live groups have not handled), so `XADD` itself stays
+//! cheap; a length cap is `MAXLEN ~` on each `XADD`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -442,7 +443,7 @@ struct Trimmer {
 }
 
 impl Trimmer {
-    /// `XTRIM MINID ~` commands due for these publishes.
+    /// `trim` script calls due for these publishes.
     fn due<'a>(
         &mut self,
         scripts: &Scripts,
