@@ -375,7 +375,11 @@ impl Client {
         let mut conn = self.connection();
         for g in &groups {
             let _: () = conn
-                .del(&[keys.members(name, g), keys.assign(name, g)])
+                .del(&[
+                    keys.members(name, g),
+                    keys.member_info(name, g),
+                    keys.assign(name, g),
+                ])
                 .await?;
         }
         let _: () = conn.del(&[keys.meta(name), keys.groups(name)]).await?;

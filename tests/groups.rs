@@ -497,3 +497,46 @@ fn stream_ids(v: &redis::Value) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_counts_as_a_failure_and_the_worker_goes_on() {
+    let c = client("panic").await;
+    c.create_topic(&TopicSpec::new("fragile", 2).unwrap())
+        .await
+        .unwrap();
+    let calls: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let seen = calls.clone();
+    let w = Worker::builder(&c, "g")
+        .retry_delay(Duration::from_millis(10))
+        .handle_raw("fragile", move |msg, ctx| {
+            let n: u32 = msg.decode().unwrap_or(0);
+            *seen.lock().unwrap().entry(n).or_default() += 1;
+            // Panics before and after the handler's first await, once each.
+            if n == 3 && ctx.attempt == 1 {
+                panic!("synchronous panic for message 3");
+            }
+            async move {
+                tokio::task::yield_now().await;
+                if n == 7 && ctx.attempt == 1 {
+                    panic!("async panic for message 7");
+                }
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let recs: Vec<Record> = (0..10u32).map(|i| Record::encode(&i).unwrap()).collect();
+    c.publish_batch("fragile", recs).await.unwrap();
+    support::wait_until(Duration::from_secs(10), "all handled", || {
+        let n = w.stats().handled;
+        async move { n == 10 }
+    })
+    .await;
+    let stats = w.shutdown().await.unwrap();
+    assert_eq!(stats.panicked, 2);
+    assert_eq!(stats.failed, 2);
+    assert_eq!(stats.acked, 10);
+    let calls = calls.lock().unwrap();
+    assert_eq!((calls[&3], calls[&7], calls[&0]), (2, 2, 1));
+}

@@ -164,7 +164,7 @@ impl WorkerBuilder {
                 batch: 100,
                 drain_timeout: Duration::from_secs(30),
                 visibility_timeout: Duration::from_secs(30),
-                start: StartAt::Latest,
+                start: StartAt::Earliest,
                 retry_delay: Duration::from_secs(1),
             },
             handlers: Vec::new(),
@@ -208,7 +208,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// Where the group starts if it does not exist yet (default latest).
+    /// Where the group starts if it does not exist yet (default earliest:
+    /// messages published before the group's first worker are handled, not
+    /// skipped; use [`StartAt::Latest`] to see only new ones).
     pub fn start_at(mut self, start: StartAt) -> Self {
         self.settings.start = start;
         self
@@ -276,6 +278,16 @@ impl WorkerBuilder {
         self
     }
 
+    /// Builds and starts the worker (see [`Worker::start`]).
+    pub async fn start(self) -> Result<WorkerHandle> {
+        self.build()?.start().await
+    }
+
+    /// Builds the worker and runs it until `shutdown` resolves (see [`Worker::run`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<StatsSnapshot> {
+        self.build()?.run(shutdown).await
+    }
+
     /// Checks the settings and handlers.
     pub fn build(self) -> Result<Worker> {
         if let Some(e) = self.error {
@@ -328,8 +340,8 @@ impl WorkerBuilder {
 ///         Ok(())
 ///     })
 ///     .build()?;
-/// worker.run(async { tokio::signal::ctrl_c().await.ok(); }).await
-/// # }
+/// worker.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+/// # Ok(()) }
 /// ```
 pub struct Worker {
     client: Client,
@@ -357,7 +369,8 @@ impl Worker {
     /// Joins the group and handles messages until `shutdown` resolves, then
     /// shuts down gracefully: stop reading, finish in-flight messages (up to
     /// the drain timeout), ack, release partitions, leave the group.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    /// Returns the worker's final counters.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<StatsSnapshot> {
         let handle = self.start().await?;
         shutdown.await;
         handle.shutdown().await
@@ -414,6 +427,16 @@ impl WorkerHandle {
         self.stats.snapshot()
     }
 
+    /// Partitions of `topic` this member currently owns (all of them in
+    /// shared mode; none for a topic it does not consume).
+    pub fn owned_partitions(&self, topic: &str) -> Vec<u32> {
+        self.topics
+            .iter()
+            .find(|t| t.topic() == topic)
+            .map(|t| t.owned())
+            .unwrap_or_default()
+    }
+
     /// Partitions this member currently owns, per topic.
     pub fn owned(&self) -> Vec<(String, Vec<u32>)> {
         self.topics
@@ -423,8 +446,9 @@ impl WorkerHandle {
     }
 
     /// Graceful shutdown: stop reading, drain in-flight messages within the
-    /// drain timeout, ack, release leases, leave the group.
-    pub async fn shutdown(self) -> Result<()> {
+    /// drain timeout, ack, release leases, leave the group. Returns the
+    /// final counters.
+    pub async fn shutdown(self) -> Result<StatsSnapshot> {
         for t in &self.topics {
             t.stop_reading();
         }
@@ -439,7 +463,7 @@ impl WorkerHandle {
             }
         }
         self.killed.cancel();
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(self.stats.snapshot()), Err)
     }
 
     /// Stops at once without releasing anything, as a crash would: running

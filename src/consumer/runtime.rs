@@ -807,7 +807,12 @@ impl Rt {
             };
             let span = tracing::info_span!("message", topic = %self.spec.name, group = %self.s.group,
                 partition, id = %id, attempt);
-            let fut = std::panic::AssertUnwindSafe((self.handler)(msg.clone(), ctx)).catch_unwind();
+            // The handler is called inside the caught future, so a panic
+            // while it builds its future is caught too.
+            let handler = &self.handler;
+            let m = msg.clone();
+            let fut =
+                std::panic::AssertUnwindSafe(async move { handler(m, ctx).await }).catch_unwind();
             let outcome = tokio::select! {
                 r = fut.instrument(span) => r,
                 _ = self.killed.cancelled() => break false,
