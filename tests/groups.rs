@@ -540,3 +540,39 @@ async fn a_panicking_handler_counts_as_a_failure_and_the_worker_goes_on() {
     let calls = calls.lock().unwrap();
     assert_eq!((calls[&3], calls[&7], calls[&0]), (2, 2, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane_zero_is_read_first() {
+    let c = client("lanes").await;
+    c.create_topic(&TopicSpec::new("jobs", 1).unwrap().lanes(2))
+        .await
+        .unwrap();
+    let low: Vec<Record> = (0..50u32)
+        .map(|i| Record::encode(&i).unwrap().priority(1))
+        .collect();
+    let high: Vec<Record> = (100..150u32)
+        .map(|i| Record::encode(&i).unwrap().priority(0))
+        .collect();
+    c.publish_batch("jobs", low).await.unwrap();
+    c.publish_batch("jobs", high).await.unwrap();
+    let order: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let o = order.clone();
+    let w = Worker::builder(&c, "g")
+        .concurrency(1)
+        .batch(10)
+        .handle_raw("jobs", move |_msg, ctx| {
+            o.lock().unwrap().push(ctx.lane);
+            async { Ok(()) }
+        })
+        .start()
+        .await
+        .unwrap();
+    support::wait_until(Duration::from_secs(10), "all handled", || {
+        let n = w.stats().handled;
+        async move { n == 100 }
+    })
+    .await;
+    w.shutdown().await.unwrap();
+    let order = order.lock().unwrap();
+    assert!(order[..50].iter().all(|l| *l == 0), "{order:?}");
+}
