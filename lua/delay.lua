@@ -1,7 +1,8 @@
 -- delay: put a message aside in its partition's delayed set until it is due,
 -- with the due time on Redis's clock. Optionally idempotent by dedup id.
 -- KEYS[1] partition delayed set (zset, score = due ms)
--- KEYS[2] dedup marker (optional: only when ARGV[4] is not "")
+-- KEYS[2] the partition's wake list (promoters block on it)
+-- KEYS[3] dedup marker (optional: only when ARGV[4] is not "")
 -- ARGV[1] delay ms (when ARGV[2] is "rel") or due ms (when "abs")
 -- ARGV[2] "rel" or "abs"
 -- ARGV[3] member: the MessagePack-encoded delayed entry (unique by a nonce)
@@ -9,7 +10,7 @@
 -- Returns {1, token} when stored, {0, first token} when a duplicate;
 -- token is "<due ms>-<sha1 of the member>", which names the entry.
 if ARGV[4] ~= '' then
-  local first = redis.call('GET', KEYS[2])
+  local first = redis.call('GET', KEYS[3])
   if first then return {0, first} end
 end
 local due = tonumber(ARGV[1])
@@ -18,8 +19,14 @@ if ARGV[2] == 'rel' then
   due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + due
 end
 redis.call('ZADD', KEYS[1], due, ARGV[3])
+-- Wake promoters only when this is now the earliest due message.
+local first_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if tonumber(first_due[2]) >= due then
+  redis.call('LPUSH', KEYS[2], due)
+  redis.call('LTRIM', KEYS[2], 0, 0)
+end
 local token = string.format('%d', due) .. '-' .. redis.sha1hex(ARGV[3])
 if ARGV[4] ~= '' then
-  redis.call('SET', KEYS[2], token, 'PX', ARGV[4])
+  redis.call('SET', KEYS[3], token, 'PX', ARGV[4])
 end
 return {1, token}

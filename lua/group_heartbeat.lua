@@ -2,9 +2,10 @@
 -- KEYS[1] members (zset member -> session deadline ms)
 -- KEYS[2] member info (hash member -> "static|joined_ms|last_heartbeat_ms")
 -- KEYS[3] assignment (hash partition -> member, field "v" = version)
+-- KEYS[4] the group's pause flag (string, present while paused)
 -- ARGV[1] member id  ARGV[2] session timeout ms  ARGV[3] "1" if static, else "0"
 -- ARGV[4] "leave" to leave the group instead of heartbeating, else ""
--- Returns {now ms, {live members...}, version, {partition, member, ...}}.
+-- Returns {now ms, {live members...}, version, {partition, member, ...}, paused 0/1}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -39,4 +40,4 @@ for i = 1, #flat, 2 do
     assign[#assign + 1] = flat[i + 1]
   end
 end
-return {now, live, version, assign}
+return {now, live, version, assign, redis.call('EXISTS', KEYS[4])}

@@ -195,10 +195,10 @@ pub(crate) fn entry_fields<'a>(
 }
 
 /// Encodes a delayed message as the member of its partition's delayed set:
-/// the MessagePack array `[nonce, lane, key, headers, payload]` (key as str,
-/// empty when keyless; headers and payload as bin). Lua's `cmsgpack.unpack`
-/// reads it when the message is promoted; the nonce keeps equal messages
-/// apart.
+/// the MessagePack array `[nonce, lane, key, headers, payload]`, byte
+/// strings written as MessagePack str (Redis's Lua `cmsgpack` cannot read
+/// bin), the key empty when keyless. The promotion script unpacks it; the
+/// nonce keeps equal messages apart.
 pub(crate) fn encode_delayed(
     nonce: u64,
     lane: u8,
@@ -211,9 +211,9 @@ pub(crate) fn encode_delayed(
     let _ = rmp::encode::write_array_len(&mut out, 5);
     let _ = rmp::encode::write_uint(&mut out, nonce);
     let _ = rmp::encode::write_uint(&mut out, u64::from(lane));
-    let _ = rmp::encode::write_str(&mut out, key.unwrap_or(""));
-    let _ = rmp::encode::write_bin(&mut out, headers);
-    let _ = rmp::encode::write_bin(&mut out, payload);
+    write_raw_str(&mut out, key.unwrap_or("").as_bytes());
+    write_raw_str(&mut out, headers);
+    write_raw_str(&mut out, payload);
     out
 }
 
@@ -232,16 +232,18 @@ pub struct DelayedEntry {
 
 /// Decodes a delayed-set member written by [`encode_delayed`].
 pub fn decode_delayed(member: &[u8]) -> Result<DelayedEntry> {
-    #[derive(serde::Deserialize)]
-    struct Raw(
-        serde::de::IgnoredAny,
-        u8,
-        String,
-        #[serde(with = "serde_bytes_compat")] Vec<u8>,
-        #[serde(with = "serde_bytes_compat")] Vec<u8>,
-    );
-    let Raw(_, lane, key, headers, payload) =
-        rmp_serde::from_slice(member).map_err(|e| Error::Decode(format!("delayed entry: {e}")))?;
+    let bad = |what: &str| Error::Decode(format!("delayed entry: {what}"));
+    let mut rd = member;
+    let n = rmp::decode::read_array_len(&mut rd).map_err(|_| bad("not an array"))?;
+    if n != 5 {
+        return Err(bad("wrong length"));
+    }
+    let _nonce: u64 = rmp::decode::read_int(&mut rd).map_err(|_| bad("nonce"))?;
+    let lane: u8 = rmp::decode::read_int(&mut rd).map_err(|_| bad("lane"))?;
+    let key = read_raw_str(&mut rd).ok_or_else(|| bad("key"))?;
+    let headers = read_raw_str(&mut rd).ok_or_else(|| bad("headers"))?;
+    let payload = read_raw_str(&mut rd).ok_or_else(|| bad("payload"))?;
+    let key = String::from_utf8(key).map_err(|_| bad("key is not UTF-8"))?;
     Ok(DelayedEntry {
         lane,
         key: (!key.is_empty()).then_some(key),
@@ -250,36 +252,38 @@ pub fn decode_delayed(member: &[u8]) -> Result<DelayedEntry> {
     })
 }
 
-/// Deserializes MessagePack bin (or an array of bytes) into a `Vec<u8>`.
-mod serde_bytes_compat {
-    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+/// Writes bytes as a MessagePack str. Redis's Lua `cmsgpack` cannot read the
+/// bin types, and a Lua string holds any bytes, so scripts that unpack these
+/// members get the bytes unchanged.
+fn write_raw_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_str_len(out, bytes.len() as u32);
+    out.extend_from_slice(bytes);
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_str<E: Error>(self, v: &str) -> Result<Vec<u8>, E> {
-                Ok(v.as_bytes().to_vec())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(b) = seq.next_element::<u8>()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
+/// Reads a MessagePack str (or bin) as raw bytes.
+fn read_raw_str(rd: &mut &[u8]) -> Option<Vec<u8>> {
+    let marker = rmp::decode::read_marker(rd).ok()?;
+    let len = match marker {
+        rmp::Marker::FixStr(n) => n as usize,
+        rmp::Marker::Str8 | rmp::Marker::Bin8 => usize::from(*rd.first()?),
+        rmp::Marker::Str16 | rmp::Marker::Bin16 => {
+            u16::from_be_bytes([*rd.first()?, *rd.get(1)?]) as usize
         }
-        d.deserialize_any(V)
-    }
+        rmp::Marker::Str32 | rmp::Marker::Bin32 => {
+            u32::from_be_bytes([*rd.first()?, *rd.get(1)?, *rd.get(2)?, *rd.get(3)?]) as usize
+        }
+        _ => return None,
+    };
+    let skip = match marker {
+        rmp::Marker::Str8 | rmp::Marker::Bin8 => 1,
+        rmp::Marker::Str16 | rmp::Marker::Bin16 => 2,
+        rmp::Marker::Str32 | rmp::Marker::Bin32 => 4,
+        _ => 0,
+    };
+    let body = rd.get(skip..skip + len)?.to_vec();
+    *rd = &rd[skip + len..];
+    Some(body)
 }
 
 fn bytes_of(v: &Value) -> Option<&[u8]> {
@@ -327,6 +331,7 @@ pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: &Value) -> R
         }
         other => return Err(Error::Decode(format!("entry {id}: fields are {other:?}"))),
     }
+    let mut meta = Vec::new();
     for (f, v) in pairs {
         match f {
             b"k" if !v.is_empty() => {
@@ -338,9 +343,16 @@ pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: &Value) -> R
             b"k" => {}
             b"h" => headers = decode_headers(v)?,
             b"d" => payload = Some(v.to_vec()),
-            _ => {}
+            other => {
+                if let Some(name) = meta_header(other) {
+                    meta.push((name, String::from_utf8_lossy(v).into_owned()));
+                }
+            }
         }
     }
+    // Dead-letter and retry entries carry their origin in extra fields,
+    // shown to handlers as `millrace-*` headers.
+    headers.extend(meta.into_iter().map(|(k, v)| (k.to_string(), v)));
     let payload = payload.ok_or_else(|| Error::Decode(format!("entry {id}: no payload field")))?;
     Ok(Message {
         id,
@@ -351,6 +363,47 @@ pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: &Value) -> R
         headers,
         payload,
     })
+}
+
+/// Extra fields of dead-letter and retry entries, and the header names they
+/// are shown under.
+pub const META_HEADERS: [(&str, &str); 7] = [
+    ("g", "millrace-group"),
+    ("p", "millrace-partition"),
+    ("l", "millrace-lane"),
+    ("o", "millrace-origin-id"),
+    ("a", "millrace-attempts"),
+    ("e", "millrace-error"),
+    ("t", "millrace-failed-at-ms"),
+];
+
+fn meta_header(field: &[u8]) -> Option<&'static str> {
+    META_HEADERS
+        .iter()
+        .find(|(f, _)| f.as_bytes() == field)
+        .map(|(_, h)| *h)
+}
+
+/// Encodes a shared-mode retry as the member of a group's retry set:
+/// `[nonce, lane, key, headers, payload, next attempt, origin id]`.
+pub(crate) fn encode_retry(
+    nonce: u64,
+    msg: &Message,
+    headers: &[u8],
+    next_attempt: u32,
+    origin: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.payload.len() + headers.len() + 48);
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_array_len(&mut out, 7);
+    let _ = rmp::encode::write_uint(&mut out, nonce);
+    let _ = rmp::encode::write_uint(&mut out, u64::from(msg.lane));
+    write_raw_str(&mut out, msg.key.as_deref().unwrap_or("").as_bytes());
+    write_raw_str(&mut out, headers);
+    write_raw_str(&mut out, &msg.payload);
+    let _ = rmp::encode::write_uint(&mut out, u64::from(next_attempt));
+    write_raw_str(&mut out, origin.as_bytes());
+    out
 }
 
 /// Parses a whole XRANGE reply (an array of entries).

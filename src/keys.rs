@@ -109,6 +109,16 @@ impl KeySpace {
         format!("{}:topics", self.prefix)
     }
 
+    /// Hash of all schedules: name -> the spec as JSON.
+    pub fn schedules(&self) -> String {
+        format!("{}:schedules", self.prefix)
+    }
+
+    /// Hash of each schedule's last published fire: name -> ms since the epoch.
+    pub fn schedules_last(&self) -> String {
+        format!("{}:schedules:last", self.prefix)
+    }
+
     /// Hash with a topic's settings.
     pub fn meta(&self, topic: &str) -> String {
         format!("{}:{{{topic}}}:meta", self.prefix)
@@ -119,14 +129,23 @@ impl KeySpace {
         format!("{}:{{{topic}}}:groups", self.prefix)
     }
 
-    /// The hash-tagged base of partition `p`: `mr:{T:p}`.
+    /// The hash-tagged base of partition `p`: `mr:{T:p}`. For the
+    /// dead-letter view `T.dlq`, keys live beside the DLQ stream of `T`
+    /// (`mr:{T:p}:dlq:...`), in the same slot.
     fn part(&self, topic: &str, p: u32) -> String {
-        format!("{}:{{{topic}:{p}}}", self.prefix)
+        match topic.strip_suffix(".dlq") {
+            Some(base) => format!("{}:{{{base}:{p}}}:dlq", self.prefix),
+            None => format!("{}:{{{topic}:{p}}}", self.prefix),
+        }
     }
 
     /// Stream of partition `p`, lane `lane`.
+    /// For the dead-letter view `T.dlq` this is the DLQ stream of `T`.
     pub fn stream(&self, topic: &str, p: u32, lane: u8) -> String {
-        format!("{}:s:{lane}", self.part(topic, p))
+        match topic.strip_suffix(".dlq") {
+            Some(base) => self.dlq(base, p),
+            None => format!("{}:s:{lane}", self.part(topic, p)),
+        }
     }
 
     /// Sorted set of partition `p`'s delayed messages, score = due time (ms).
@@ -136,7 +155,7 @@ impl KeySpace {
 
     /// Dead-letter stream of partition `p` (all groups).
     pub fn dlq(&self, topic: &str, p: u32) -> String {
-        format!("{}:dlq", self.part(topic, p))
+        format!("{}:{{{topic}:{p}}}:dlq", self.prefix)
     }
 
     /// Dedup marker of an idempotent publish into partition `p`.
@@ -147,6 +166,24 @@ impl KeySpace {
     /// Group `group`'s retry set in partition `p`.
     pub fn retry(&self, topic: &str, p: u32, group: &str) -> String {
         format!("{}:g:{group}:retry", self.part(topic, p))
+    }
+
+    /// Group `group`'s failed attempts in partition `p` (ordered mode):
+    /// message id -> JSON `{"n": failures, "due": ms, "err": last error}`.
+    pub fn attempts(&self, topic: &str, p: u32, group: &str) -> String {
+        format!("{}:g:{group}:attempts", self.part(topic, p))
+    }
+
+    /// Group `group`'s retry stream in partition `p`: messages due again
+    /// (shared-mode retries) or replayed from the dead-letter queue to this
+    /// group only. Read by the group alone.
+    pub fn retry_stream(&self, topic: &str, p: u32, group: &str) -> String {
+        format!("{}:g:{group}:rs", self.part(topic, p))
+    }
+
+    /// Wakes promoters of partition `p` when something was scheduled there.
+    pub fn wake(&self, topic: &str, p: u32) -> String {
+        format!("{}:wake", self.part(topic, p))
     }
 
     /// Group `group`'s lease (owner, epoch) of partition `p`.
@@ -162,6 +199,16 @@ impl KeySpace {
     /// Group member details (hash member -> `static|joined_ms|heartbeat_ms`).
     pub fn member_info(&self, topic: &str, group: &str) -> String {
         format!("{}:{{{topic}|{group}}}:info", self.prefix)
+    }
+
+    /// Present while the group is paused.
+    pub fn paused(&self, topic: &str, group: &str) -> String {
+        format!("{}:{{{topic}|{group}}}:paused", self.prefix)
+    }
+
+    /// The group's rate-limit window (hash: window, used).
+    pub fn rate(&self, topic: &str, group: &str) -> String {
+        format!("{}:{{{topic}|{group}}}:rate", self.prefix)
     }
 
     /// Group's target assignment (hash partition -> member).
@@ -182,6 +229,8 @@ impl KeySpace {
     ) -> Vec<(String, &'static str, &'static str)> {
         let mut out = vec![
             (self.topics(), "set", "names of all topics"),
+            (self.schedules(), "hash", "schedule specs by name (JSON)"),
+            (self.schedules_last(), "hash", "last fire ms by schedule"),
             (self.meta(topic), "hash", "topic settings"),
             (self.groups(topic), "set", "names of the topic's groups"),
         ];
@@ -197,9 +246,24 @@ impl KeySpace {
                 "id of a deduplicated publish",
             ));
             out.push((
+                self.wake(topic, p),
+                "list",
+                "wakes promoters (at most 1 item)",
+            ));
+            out.push((
                 self.retry(topic, p, group),
                 "zset",
                 "group retries by due ms",
+            ));
+            out.push((
+                self.retry_stream(topic, p, group),
+                "stream",
+                "group retries and replays due now",
+            ));
+            out.push((
+                self.attempts(topic, p, group),
+                "hash",
+                "group failed attempts per id",
             ));
             out.push((
                 self.lease(topic, p, group),
@@ -218,6 +282,12 @@ impl KeySpace {
             "group member details",
         ));
         out.push((self.assign(topic, group), "hash", "group target assignment"));
+        out.push((
+            self.paused(topic, group),
+            "string",
+            "present while the group is paused",
+        ));
+        out.push((self.rate(topic, group), "hash", "group rate-limit window"));
         out
     }
 }
@@ -252,6 +322,16 @@ mod tests {
         let e = validate_topic("orders.dlq").unwrap_err();
         assert!(e.to_string().contains("reserved"), "{e}");
         validate_name("group", "orders.dlq").unwrap();
+    }
+
+    #[test]
+    fn the_dead_letter_view_maps_to_dlq_streams_in_the_same_slot() {
+        let k = KeySpace::new("mr");
+        assert_eq!(k.stream("orders.dlq", 3, 0), k.dlq("orders", 3));
+        assert_eq!(
+            k.lease("orders.dlq", 3, "alerts"),
+            "mr:{orders:3}:dlq:g:alerts:lease"
+        );
     }
 
     #[test]

@@ -272,7 +272,7 @@ struct Job {
     reply: oneshot::Sender<Result<Receipt>>,
 }
 
-fn unique_nonce() -> u64 {
+pub(crate) fn unique_nonce() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| {
@@ -332,6 +332,13 @@ fn prepare(
     max_bytes: usize,
 ) -> Result<Prepared> {
     check_record(spec, &record, max_bytes)?;
+    if spec.name.ends_with(".dlq") {
+        return Err(Error::InvalidName {
+            what: "topic",
+            name: spec.name.clone(),
+            reason: "a dead-letter view is read-only: replay entries instead",
+        });
+    }
     let Record { payload, options } = record;
     let topic = spec.name.as_str();
     let headers = encode_headers(&options.headers)?;
@@ -385,13 +392,14 @@ fn prepare(
             let member = envelope::encode_delayed(unique_nonce(), lane, key, &headers, &payload);
             let amount = amount.to_string();
             let delayed = keys.delayed(topic, partition);
+            let wake = keys.wake(topic, partition);
             let c = match &dedup {
                 None => scripts.delay.cmd(
-                    &[&delayed],
+                    &[&delayed, &wake],
                     &[amount.as_bytes(), mode.as_bytes(), &member, b""][..],
                 ),
                 Some((marker, ttl)) => scripts.delay.cmd(
-                    &[&delayed, marker],
+                    &[&delayed, &wake, marker],
                     &[amount.as_bytes(), mode.as_bytes(), &member, ttl.as_bytes()][..],
                 ),
             };

@@ -77,6 +77,14 @@ scripts! {
     lease_release => "lease_release",
     ack => "ack",
     trim => "trim",
+    schedule_mark => "schedule_mark",
+    fail => "fail",
+    dead_letter => "dead_letter",
+    retry_later => "retry_later",
+    promote => "promote",
+    promote_retry => "promote_retry",
+    dlq_replay => "dlq_replay",
+    rate_take => "rate_take",
 }
 
 impl Scripts {

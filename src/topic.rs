@@ -269,6 +269,18 @@ impl Client {
         {
             return Ok(spec);
         }
+        // The dead-letter view `T.dlq`: T's partitions, one lane.
+        if let Some(base) = name.strip_suffix(".dlq") {
+            let base = Box::pin(self.topic_cached(base)).await?;
+            let view = TopicSpec {
+                name: name.to_string(),
+                partitions: base.partitions,
+                lanes: 1,
+                retention: base.retention,
+                max_len: None,
+            };
+            return Ok(Arc::new(view));
+        }
         validate_topic(name)?;
         let fields: Vec<(String, String)> = self
             .connection()
@@ -358,8 +370,12 @@ impl Client {
                     del.arg(keys.stream(name, p, lane));
                 }
                 del.arg(keys.delayed(name, p)).arg(keys.dlq(name, p));
+                del.arg(keys.wake(name, p));
                 for g in &groups {
-                    del.arg(keys.retry(name, p, g)).arg(keys.lease(name, p, g));
+                    del.arg(keys.retry(name, p, g))
+                        .arg(keys.lease(name, p, g))
+                        .arg(keys.retry_stream(name, p, g))
+                        .arg(keys.attempts(name, p, g));
                 }
                 vec![del]
             })
@@ -379,6 +395,8 @@ impl Client {
                     keys.members(name, g),
                     keys.member_info(name, g),
                     keys.assign(name, g),
+                    keys.paused(name, g),
+                    keys.rate(name, g),
                 ])
                 .await?;
         }

@@ -708,3 +708,101 @@ fn group_help_lists_its_commands() {
     let run = Millrace::new("group_help").run(&["group", "--help"]).ok();
     insta::assert_snapshot!("group_help", run.stdout);
 }
+
+#[test]
+fn a_schedule_added_from_the_command_line_lists_as_json_and_removes_once() {
+    let m = Millrace::new("schedule_cli");
+    m.create_topic(TOPIC, 2);
+    let run = m
+        .run(&[
+            "schedule",
+            "add",
+            "nightly-report",
+            "--cron",
+            "0 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--topic",
+            TOPIC,
+            "--key",
+            "tenant-1",
+            "--header",
+            "source=cli",
+            r#"{"report": "sales"}"#,
+        ])
+        .ok();
+    assert!(
+        run.stdout
+            .starts_with("added schedule nightly-report: next fire "),
+        "{run:#?}"
+    );
+    let mut list = m.run(&["schedule", "list", "--json"]).ok().json();
+    // 02:00 in Berlin is 00:00 or 01:00 UTC, depending on the season.
+    let next = list[0]["next_fire"]
+        .as_str()
+        .expect("next_fire")
+        .to_string();
+    assert!(
+        next.ends_with("T00:00:00Z") || next.ends_with("T01:00:00Z"),
+        "{next}"
+    );
+    list[0]["next_fire"] = json!("[next_fire]");
+    insta::assert_json_snapshot!("schedule_list_json", list);
+
+    m.run(&["schedule", "remove", "nightly-report"]).ok();
+    let run = m.run(&["schedule", "remove", "nightly-report"]).code(1);
+    assert_one_error_line(&run);
+    assert_eq!(
+        run.stderr,
+        "error: schedule nightly-report does not exist\n\
+         hint: `millrace schedule list` shows the schedules\n"
+    );
+    let run = m
+        .run(&[
+            "schedule",
+            "add",
+            "x",
+            "--cron",
+            "0 9 * * funday",
+            "--topic",
+            TOPIC,
+            "1",
+        ])
+        .code(2);
+    assert_one_error_line(&run);
+}
+
+#[test]
+fn the_scheduler_publishes_and_exits_0_on_sigterm() {
+    let m = Millrace::new("scheduler_cli");
+    m.create_topic(TOPIC, 1);
+    m.run(&[
+        "schedule",
+        "add",
+        "tick",
+        "--cron",
+        "* * * * * *",
+        "--topic",
+        TOPIC,
+        "1",
+    ])
+    .ok();
+    let child = m
+        .command(&["scheduler"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while m.length(TOPIC) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no fire within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child by its pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("wait for the scheduler");
+    assert_eq!(out.status.code(), Some(0), "{out:#?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}

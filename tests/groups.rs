@@ -507,7 +507,11 @@ async fn a_panicking_handler_counts_as_a_failure_and_the_worker_goes_on() {
     let calls: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
     let seen = calls.clone();
     let w = Worker::builder(&c, "g")
-        .retry_delay(Duration::from_millis(10))
+        .retry(millrace::retry::RetryPolicy {
+            delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            ..Default::default()
+        })
         .handle_raw("fragile", move |msg, ctx| {
             let n: u32 = msg.decode().unwrap_or(0);
             *seen.lock().unwrap().entry(n).or_default() += 1;

@@ -14,6 +14,8 @@ pub mod handler;
 mod read;
 mod runtime;
 
+pub use runtime::promote::Promoter;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,8 +62,10 @@ pub struct WorkerSettings {
     pub visibility_timeout: Duration,
     /// Where a new group starts.
     pub start: StartAt,
-    /// Wait before a failed message is tried again (until retry policies).
-    pub retry_delay: Duration,
+    /// Attempts, backoff and when to give up.
+    pub retry: crate::retry::RetryPolicy,
+    /// Most handler starts per window, for the whole group.
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 /// Counters of what a worker did, readable while it runs.
@@ -71,6 +75,10 @@ pub struct WorkerStats {
     pub handled: AtomicU64,
     /// Handler failures (errors and panics).
     pub failed: AtomicU64,
+    /// Failures that were retried.
+    pub retried: AtomicU64,
+    /// Messages moved to the dead-letter queue.
+    pub dead_lettered: AtomicU64,
     /// Handler panics.
     pub panicked: AtomicU64,
     /// Messages acknowledged.
@@ -90,6 +98,10 @@ pub struct StatsSnapshot {
     pub handled: u64,
     /// Handler failures.
     pub failed: u64,
+    /// Failures that were retried.
+    pub retried: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
     /// Handler panics.
     pub panicked: u64,
     /// Messages acknowledged.
@@ -109,6 +121,8 @@ impl WorkerStats {
         StatsSnapshot {
             handled: g(&self.handled),
             failed: g(&self.failed),
+            retried: g(&self.retried),
+            dead_lettered: g(&self.dead_lettered),
             panicked: g(&self.panicked),
             acked: g(&self.acked),
             stale_acks: g(&self.stale_acks),
@@ -165,7 +179,8 @@ impl WorkerBuilder {
                 drain_timeout: Duration::from_secs(30),
                 visibility_timeout: Duration::from_secs(30),
                 start: StartAt::Earliest,
-                retry_delay: Duration::from_secs(1),
+                retry: crate::retry::RetryPolicy::default(),
+                rate_limit: None,
             },
             handlers: Vec::new(),
             error,
@@ -241,9 +256,17 @@ impl WorkerBuilder {
         self
     }
 
-    /// Wait before a failed message is tried again (default 1 s).
-    pub fn retry_delay(mut self, d: Duration) -> Self {
-        self.settings.retry_delay = d;
+    /// The group's retry policy (default: 3 attempts, exponential backoff
+    /// from 1 s to 1 min with 20 % jitter). Checked by `build`.
+    pub fn retry(mut self, policy: crate::retry::RetryPolicy) -> Self {
+        self.settings.retry = policy;
+        self
+    }
+
+    /// Limits the whole group (all members together) to a number of handler
+    /// starts per window, enforced in Redis.
+    pub fn rate_limit(mut self, limit: crate::rate_limit::RateLimit) -> Self {
+        self.settings.rate_limit = Some(limit);
         self
     }
 
@@ -310,6 +333,7 @@ impl WorkerBuilder {
             }
         }
         let s = &self.settings;
+        s.retry.validate()?;
         if s.heartbeat_interval.is_zero() || s.heartbeat_interval * 2 > s.session_timeout {
             return Err(Error::invalid(
                 "worker",

@@ -13,12 +13,22 @@ use crate::envelope::{Message, parse_entries, parse_entry};
 use crate::error::{Error, Result};
 use crate::reader::xread_streams;
 
-/// One stream a member reads: partition, lane, key.
+/// One stream a member reads: partition, lane, key, and whether it is the
+/// group's retry stream of the partition (retries and replays).
 #[derive(Clone, Debug)]
 pub(crate) struct Source {
     pub partition: u32,
     pub lane: u8,
     pub key: String,
+    pub retry: bool,
+}
+
+/// A message as read, with where it came from.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub msg: Message,
+    /// Read from the group's retry stream.
+    pub retry: bool,
 }
 
 fn xreadgroup(
@@ -47,13 +57,20 @@ fn xreadgroup(
     c
 }
 
-fn parse_read(topic: &str, by_key: &HashMap<&str, &Source>, v: Value) -> Result<Vec<Message>> {
+fn parse_read(topic: &str, by_key: &HashMap<&str, &Source>, v: Value) -> Result<Vec<Fetched>> {
     let mut out = Vec::new();
     for (key, entries) in xread_streams(v)? {
         let Some(s) = by_key.get(key.as_str()) else {
             continue;
         };
-        out.extend(parse_entries(topic, s.partition, s.lane, &entries)?);
+        out.extend(
+            parse_entries(topic, s.partition, s.lane, &entries)?
+                .into_iter()
+                .map(|msg| Fetched {
+                    msg,
+                    retry: s.retry,
+                }),
+        );
     }
     Ok(out)
 }
@@ -71,7 +88,7 @@ pub(crate) async fn read_new(
     sources: &[Source],
     count: usize,
     block: Option<Duration>,
-) -> Result<Vec<Message>> {
+) -> Result<Vec<Fetched>> {
     if sources.is_empty() {
         return Ok(Vec::new());
     }
@@ -121,7 +138,7 @@ pub(crate) async fn read_new(
 #[derive(Debug, Default)]
 pub(crate) struct Claimed {
     /// The entries now pending for the claimer, oldest first per stream.
-    pub messages: Vec<Message>,
+    pub messages: Vec<Fetched>,
     /// Pending entries whose message was trimmed away before it was handled.
     pub trimmed: usize,
 }
@@ -165,7 +182,10 @@ pub(crate) async fn claim(
             for e in &entries {
                 // A claimed id whose entry was deleted comes back with nil fields.
                 match parse_entry(topic, source.partition, source.lane, e) {
-                    Ok(m) => out.messages.push(m),
+                    Ok(msg) => out.messages.push(Fetched {
+                        msg,
+                        retry: source.retry,
+                    }),
                     Err(_) => out.trimmed += 1,
                 }
             }
@@ -178,4 +198,31 @@ pub(crate) async fn claim(
         }
         cursor = next;
     }
+}
+
+/// How often each of `ids` (pending for `member` in `source`) has been
+/// delivered (`XPENDING` extended form), to continue attempt counts.
+pub(crate) async fn deliveries(
+    client: &Client,
+    group: &str,
+    member: &str,
+    source: &Source,
+    ids: &[crate::envelope::StreamId],
+) -> Result<HashMap<crate::envelope::StreamId, u64>> {
+    let (Some(first), Some(last)) = (ids.iter().min(), ids.iter().max()) else {
+        return Ok(HashMap::new());
+    };
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&source.key)
+        .arg(group)
+        .arg(first.to_string())
+        .arg(last.to_string())
+        .arg(ids.len() + 10)
+        .arg(member)
+        .query_async(&mut client.connection())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, _, _, n)| Some((crate::envelope::StreamId::parse(&id).ok()?, n)))
+        .collect())
 }

@@ -73,6 +73,8 @@ pub(crate) struct Heartbeat {
     pub version: u64,
     /// The stored target assignment.
     pub assignment: Assignment,
+    /// Whether the group is paused.
+    pub paused: bool,
 }
 
 /// The outcome of trying to take a partition's lease.
@@ -103,7 +105,7 @@ impl Client {
         let keys = self.keys();
         let cmds: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
             .map(|p| {
-                (0..spec.lanes)
+                let mut v: Vec<redis::Cmd> = (0..spec.lanes)
                     .map(|lane| {
                         redis::cmd("XGROUP")
                             .arg("CREATE")
@@ -113,7 +115,18 @@ impl Client {
                             .arg("MKSTREAM")
                             .clone()
                     })
-                    .collect()
+                    .collect();
+                // The group's own retry stream (retries, replays to the group).
+                v.push(
+                    redis::cmd("XGROUP")
+                        .arg("CREATE")
+                        .arg(keys.retry_stream(topic, p, group))
+                        .arg(group)
+                        .arg("0")
+                        .arg("MKSTREAM")
+                        .clone(),
+                );
+                v
             })
             .collect();
         for v in self.query_grouped(cmds).await?.into_iter().flatten() {
@@ -153,6 +166,53 @@ impl Client {
         Ok(())
     }
 
+    /// Pauses a group: its members stop taking new messages at their next
+    /// heartbeat (in-flight work finishes). Idempotent.
+    pub async fn pause_group(&self, topic: &str, group: &str) -> Result<()> {
+        self.require_group(topic, group).await?;
+        let _: () = self
+            .connection()
+            .set(self.keys().paused(topic, group), "1")
+            .await?;
+        Ok(())
+    }
+
+    /// Resumes a paused group. Idempotent.
+    pub async fn resume_group(&self, topic: &str, group: &str) -> Result<()> {
+        self.require_group(topic, group).await?;
+        let _: () = self
+            .connection()
+            .del(self.keys().paused(topic, group))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a group is paused.
+    pub async fn is_group_paused(&self, topic: &str, group: &str) -> Result<bool> {
+        self.require_group(topic, group).await?;
+        Ok(self
+            .connection()
+            .exists(self.keys().paused(topic, group))
+            .await?)
+    }
+
+    async fn require_group(&self, topic: &str, group: &str) -> Result<()> {
+        validate_name("group", group)?;
+        self.topic_cached(topic).await?;
+        let known: bool = self
+            .connection()
+            .sismember(self.keys().groups(topic), group)
+            .await?;
+        if known {
+            Ok(())
+        } else {
+            Err(Error::GroupNotFound {
+                topic: topic.to_string(),
+                group: group.to_string(),
+            })
+        }
+    }
+
     /// Names of a topic's groups, sorted.
     pub async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
         self.topic_cached(topic).await?;
@@ -184,6 +244,7 @@ impl Client {
                     &keys.members(topic, group),
                     &keys.member_info(topic, group),
                     &keys.assign(topic, group),
+                    &keys.paused(topic, group),
                 ],
                 &[
                     member.as_bytes(),
@@ -196,7 +257,7 @@ impl Client {
         let Value::Array(parts) = reply else {
             return Err(Error::Decode("heartbeat reply is not an array".into()));
         };
-        let [_now, live, version, assign] = parts.as_slice() else {
+        let [_now, live, version, assign, paused] = parts.as_slice() else {
             return Err(Error::Decode("heartbeat reply has the wrong length".into()));
         };
         let members: Vec<String> =
@@ -212,6 +273,7 @@ impl Client {
             }
         }
         Ok(Heartbeat {
+            paused: int(paused)? == 1,
             members,
             version: int(version)? as u64,
             assignment,
@@ -383,6 +445,8 @@ pub struct GroupInfo {
     pub lag: u64,
     /// Total pending.
     pub pending: u64,
+    /// Whether the group is paused.
+    pub paused: bool,
 }
 
 impl Client {
@@ -485,7 +549,9 @@ impl Client {
                 pending,
             });
         }
+        let paused: bool = conn.exists(keys.paused(topic, group)).await?;
         Ok(GroupInfo {
+            paused,
             topic: topic.to_string(),
             group: group.to_string(),
             lag: partitions.iter().map(|p| p.lag).sum(),

@@ -75,6 +75,11 @@ pub enum Command {
     /// List consumer groups and show their members, owners, lag and pending
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Add, list and remove cron schedules that publish messages
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Publish the schedules' messages at their fire times, until SIGINT or SIGTERM
+    Scheduler,
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +225,54 @@ pub struct GroupDescribeArgs {
     /// Print one JSON object instead of tables
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule, or replace the one of that name; it starts from now
+    Add(ScheduleAddArgs),
+    /// List schedules and their next fire times
+    List(ScheduleListArgs),
+    /// Remove a schedule
+    Remove(ScheduleRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    /// Schedule name: lowercase letters, digits, '.', '-' and '_'
+    pub name: String,
+    /// Cron expression: 5 fields as in crontab ("0 9 * * 1-5"), or 6-7 with
+    /// seconds first ("*/10 * * * * *")
+    #[arg(long, value_name = "EXPR")]
+    pub cron: String,
+    /// Time zone the expression is read in (IANA, e.g. Europe/Berlin) [default: UTC]
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// Topic the messages go to
+    #[arg(long, value_name = "T")]
+    pub topic: String,
+    /// Partition key of the messages
+    #[arg(long, value_name = "K")]
+    pub key: Option<String>,
+    /// A header, as name=value (repeatable)
+    #[arg(long = "header", value_name = "K=V")]
+    pub headers: Vec<String>,
+    /// The payload as JSON text, or - to read it from stdin
+    #[arg(value_name = "DATA")]
+    pub data: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleListArgs {
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleRemoveArgs {
+    /// Schedule name
+    pub name: String,
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ mod tests {
     #[test]
     fn describe_reads_as_tables() {
         let info = GroupInfo {
+            paused: false,
             topic: "erp.v1.invoice.created".into(),
             group: "pdf-report".into(),
             members: vec![
@@ -156,6 +157,7 @@ PARTITION  OWNER     LAG   PENDING
     #[test]
     fn a_group_without_members_says_so() {
         let info = GroupInfo {
+            paused: false,
             topic: "t".into(),
             group: "g".into(),
             members: vec![],

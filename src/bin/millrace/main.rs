@@ -1,4 +1,5 @@
-//! The `millrace` binary: admin commands over the library.
+//! The `millrace` binary: admin commands over the library, and the
+//! scheduler.
 //!
 //! `main` parses the command line (clap, in [`cli`]), sets up logging,
 //! connects through the library and hands off to one module per command
@@ -13,6 +14,7 @@ mod group_cmd;
 mod jsonl;
 mod output;
 mod publish_cmd;
+mod schedule_cmd;
 mod tail_cmd;
 mod topic_cmd;
 
@@ -69,6 +71,8 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Publish(args) => publish_cmd::run(global, args, out).await,
         Command::Tail(args) => tail_cmd::run(global, args, out).await,
         Command::Group(cmd) => group_cmd::run(global, cmd, out).await,
+        Command::Schedule(cmd) => schedule_cmd::run(global, cmd, out).await,
+        Command::Scheduler => schedule_cmd::scheduler(global).await,
     }
 }
 

@@ -1,0 +1,374 @@
+//! The fetcher: reads the partitions this member owns (lanes in priority
+//! order, then the group's retry stream), takes over pending entries with
+//! their attempt counts, and hands deliveries to the dispatcher.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{Delivery, Held, RETRY_SRC, Rt};
+use crate::consumer::read::{Fetched, Source, claim, deliveries, read_new};
+use crate::envelope::StreamId;
+use crate::error::Result;
+use crate::group::Mode;
+
+/// A failure recorded in the group's attempts hash (ordered mode).
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+pub(super) struct Recorded {
+    /// Failed attempts so far.
+    pub n: u32,
+    /// Not before this Redis time (ms).
+    pub due: u64,
+    /// The last error.
+    pub err: String,
+}
+
+/// Attempt metadata of a message taken over from another (or an earlier)
+/// consumer.
+#[derive(Debug, Default)]
+struct Resumed {
+    attempt: u32,
+    due_ms: Option<u64>,
+    last_error: Option<String>,
+}
+
+impl Rt {
+    /// The streams of `partitions`: every lane, then the group's retry stream.
+    pub(super) fn sources(&self, partitions: &[u32]) -> Vec<Source> {
+        let keys = self.client.keys();
+        let mut out = Vec::new();
+        for lane in 0..self.spec.lanes {
+            for &p in partitions {
+                out.push(Source {
+                    partition: p,
+                    lane,
+                    key: keys.stream(&self.spec.name, p, lane),
+                    retry: false,
+                });
+            }
+        }
+        for &p in partitions {
+            out.push(Source {
+                partition: p,
+                lane: 0,
+                key: keys.retry_stream(&self.spec.name, p, &self.s.group),
+                retry: true,
+            });
+        }
+        out
+    }
+
+    /// Marks partitions as being read; returns readable ones and those whose
+    /// pending entries must be claimed first.
+    fn begin_read(&self) -> (Vec<Held>, Vec<Held>) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let mut read = Vec::new();
+        let mut to_claim = Vec::new();
+        for (p, o) in st.owned.iter_mut() {
+            if o.draining || o.valid_until <= now {
+                continue;
+            }
+            o.reading += 1;
+            if o.claimed {
+                read.push((*p, o.epoch));
+            } else {
+                to_claim.push((*p, o.epoch));
+            }
+        }
+        (read, to_claim)
+    }
+
+    fn end_read(&self, parts: &[Held]) {
+        let mut st = self.lock();
+        for (p, epoch) in parts {
+            if let Some(o) = st.owned.get_mut(p)
+                && o.epoch == *epoch
+            {
+                o.reading -= 1;
+            }
+        }
+    }
+
+    pub(super) async fn fetch_loop(self: Arc<Self>, tx: mpsc::Sender<Vec<Delivery>>) {
+        let high_water = self.s.concurrency + self.s.batch;
+        let sweep_every = match self.s.mode {
+            Mode::Shared => self.s.visibility_timeout / 2,
+            Mode::Ordered => (self.s.session_timeout * 2).max(self.s.visibility_timeout),
+        };
+        let mut last_sweep = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.stop_reading.is_cancelled() || self.killed.is_cancelled() {
+                return;
+            }
+            // Backpressure: wait for room before reading more.
+            while self.buffered.load(Ordering::SeqCst) >= high_water {
+                let space = self.space.notified();
+                if self.buffered.load(Ordering::SeqCst) < high_water {
+                    break;
+                }
+                tokio::select! {
+                    _ = space => {}
+                    _ = self.stop_reading.cancelled() => return,
+                    _ = tokio::time::sleep(self.s.block) => {}
+                }
+            }
+            let changed = self.changed.notified();
+            if self.paused.load(Ordering::SeqCst) {
+                tokio::select! {
+                    _ = changed => {}
+                    _ = self.stop_reading.cancelled() => return,
+                    _ = tokio::time::sleep(self.s.block) => {}
+                }
+                continue;
+            }
+            let (read, to_claim) = self.begin_read();
+            let all: Vec<Held> = read.iter().chain(&to_claim).copied().collect();
+            if all.is_empty() {
+                tokio::select! {
+                    _ = changed => {}
+                    _ = self.stop_reading.cancelled() => return,
+                    _ = tokio::time::sleep(self.s.block) => {}
+                }
+                continue;
+            }
+            let sweep = last_sweep.elapsed() >= sweep_every;
+            let result = self.fetch_once(&tx, &read, &to_claim, sweep).await;
+            self.end_read(&all);
+            match result {
+                Ok(()) => {
+                    backoff = Duration::from_millis(50);
+                    if sweep {
+                        last_sweep = Instant::now();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.spec.name, group = %self.s.group, error = %e,
+                        "read failed; retrying");
+                    tokio::select! {
+                        _ = self.stop_reading.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        tx: &mpsc::Sender<Vec<Delivery>>,
+        read: &[Held],
+        to_claim: &[Held],
+        sweep: bool,
+    ) -> Result<()> {
+        // A new owner first takes over the partition's pending entries.
+        for &(p, epoch) in to_claim {
+            let mut got = Vec::new();
+            for src in self.sources(&[p]) {
+                got.extend(self.take_over(&src, Duration::ZERO, usize::MAX).await?);
+            }
+            {
+                let mut st = self.lock();
+                match st.owned.get_mut(&p) {
+                    Some(o) if o.epoch == epoch => o.claimed = true,
+                    _ => continue,
+                }
+            }
+            self.send(tx, got, &[(p, epoch)]).await;
+        }
+        let parts: Vec<u32> = read.iter().map(|r| r.0).collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        // Safety net: entries stranded in a pending list (a read that raced a
+        // lease change) or, in shared mode, held past the visibility timeout
+        // by a member that died.
+        if sweep {
+            let idle = match self.s.mode {
+                Mode::Shared => self.s.visibility_timeout,
+                Mode::Ordered => (self.s.session_timeout * 2).max(self.s.visibility_timeout),
+            };
+            for src in self.sources(&parts) {
+                let got = self.take_over(&src, idle, 1000).await?;
+                if !got.is_empty() {
+                    self.send(tx, got, read).await;
+                }
+            }
+        }
+        let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
+        let count = self.s.batch;
+        let sources = self.sources(&parts);
+        // New messages: lane 0 first, then the next lanes, then retries.
+        let mut got = Vec::new();
+        for lane in 0..self.spec.lanes {
+            let srcs: Vec<Source> = sources
+                .iter()
+                .filter(|s| !s.retry && s.lane == lane)
+                .cloned()
+                .collect();
+            got.extend(read_new(&self.client, topic, group, me, &srcs, count, None).await?);
+            if got.len() >= count {
+                break;
+            }
+        }
+        if got.len() < count {
+            let srcs: Vec<Source> = sources.iter().filter(|s| s.retry).cloned().collect();
+            got.extend(read_new(&self.client, topic, group, me, &srcs, count, None).await?);
+        }
+        if got.is_empty() {
+            got = read_new(
+                &self.client,
+                topic,
+                group,
+                me,
+                &sources,
+                count,
+                Some(self.s.block),
+            )
+            .await?;
+        }
+        if !got.is_empty() {
+            let got = got.into_iter().map(|f| (f, Resumed::default())).collect();
+            self.send(tx, got, read).await;
+        }
+        Ok(())
+    }
+
+    /// Claims pending entries of `src` idle at least `min_idle`, with their
+    /// attempt counts (delivery counts, and recorded failures in ordered mode).
+    async fn take_over(
+        &self,
+        src: &Source,
+        min_idle: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Fetched, Resumed)>> {
+        let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
+        let claimed = claim(&self.client, topic, group, me, src, min_idle, limit).await?;
+        self.note_trimmed(claimed.trimmed, src.partition);
+        if claimed.messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<StreamId> = claimed.messages.iter().map(|f| f.msg.id).collect();
+        let delivered = deliveries(&self.client, group, me, src, &ids).await?;
+        let recorded: HashMap<StreamId, Recorded> = if self.s.mode == Mode::Ordered && !src.retry {
+            let key = self.client.keys().attempts(topic, src.partition, group);
+            let raw: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .query_async(&mut self.client.connection())
+                .await?;
+            ids.iter()
+                .zip(raw)
+                .filter_map(|(id, r)| Some((*id, serde_json::from_str(&r?).ok()?)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        Ok(claimed
+            .messages
+            .into_iter()
+            .map(|f| {
+                // XAUTOCLAIM counted this claim as a delivery too.
+                let times = delivered.get(&f.msg.id).copied().unwrap_or(1) as u32;
+                let resumed = match recorded.get(&f.msg.id) {
+                    Some(r) => Resumed {
+                        attempt: (r.n + 1).max(times.saturating_sub(1)),
+                        due_ms: Some(r.due),
+                        last_error: Some(r.err.clone()),
+                    },
+                    None => Resumed {
+                        attempt: times.max(1),
+                        due_ms: None,
+                        last_error: None,
+                    },
+                };
+                (f, resumed)
+            })
+            .collect())
+    }
+
+    fn note_trimmed(&self, n: usize, partition: u32) {
+        if n > 0 {
+            self.stats
+                .trimmed_unhandled
+                .fetch_add(n as u64, Ordering::Relaxed);
+            tracing::warn!(topic = %self.spec.name, group = %self.s.group, partition, count = n,
+                "pending messages were trimmed away before they were handled");
+        }
+    }
+
+    /// Counts messages in flight (skipping ids already in flight here at this
+    /// epoch) and sends them to the dispatcher; messages of partitions no
+    /// longer ours at that epoch are left pending for their new owner.
+    async fn send(
+        &self,
+        tx: &mpsc::Sender<Vec<Delivery>>,
+        got: Vec<(Fetched, Resumed)>,
+        epochs: &[Held],
+    ) {
+        let batch = {
+            let mut st = self.lock();
+            let mut out = Vec::with_capacity(got.len());
+            for (f, resumed) in got {
+                let Fetched { mut msg, retry } = f;
+                let Some(&(_, epoch)) = epochs.iter().find(|(p, _)| *p == msg.partition) else {
+                    continue;
+                };
+                let ours = st
+                    .owned
+                    .get(&msg.partition)
+                    .is_some_and(|o| o.epoch == epoch);
+                let src = if retry { RETRY_SRC } else { msg.lane };
+                if !ours || !st.in_flight_ids.insert((msg.partition, src, msg.id, epoch)) {
+                    continue;
+                }
+                if let Some(o) = st.owned.get_mut(&msg.partition) {
+                    o.in_flight += 1;
+                }
+                let mut attempt = resumed.attempt.max(1);
+                let mut origin = None;
+                if retry {
+                    // Retry-stream entries say which attempt they are and
+                    // where they came from; the handler sees the message as
+                    // it was published.
+                    let take = |m: &mut crate::envelope::Message, h: &str| m.headers.remove(h);
+                    if let Some(l) = take(&mut msg, "millrace-lane").and_then(|l| l.parse().ok()) {
+                        msg.lane = l;
+                    }
+                    if let Some(a) =
+                        take(&mut msg, "millrace-attempts").and_then(|a| a.parse::<u32>().ok())
+                    {
+                        attempt = a + resumed.attempt.saturating_sub(1);
+                    }
+                    origin = take(&mut msg, "millrace-origin-id").filter(|o| !o.is_empty());
+                }
+                out.push(Delivery {
+                    msg,
+                    epoch,
+                    src,
+                    attempt,
+                    origin,
+                    due_ms: resumed.due_ms,
+                    last_error: resumed.last_error,
+                });
+            }
+            out
+        };
+        self.in_flight.fetch_add(batch.len(), Ordering::SeqCst);
+        self.buffered.fetch_add(batch.len(), Ordering::SeqCst);
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(mpsc::error::SendError(batch)) = tx.send(batch).await {
+            for d in batch {
+                self.done(d.msg.partition, d.src, d.msg.id, d.epoch);
+                self.unbuffer();
+            }
+        }
+    }
+}

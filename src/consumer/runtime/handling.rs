@@ -1,0 +1,412 @@
+//! The dispatcher and each message's handling: key order, the concurrency
+//! limit, panics, and what a failure leads to (the retry policy).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::Instrument;
+
+use super::fetch::Recorded;
+use super::{AckReq, Delivery, Done, Rt};
+use crate::consumer::dispatch::KeyOrder;
+use crate::consumer::handler::Context;
+use crate::envelope::{encode_headers, encode_retry};
+use crate::error::{Error, Result};
+use crate::group::Mode;
+use crate::retry::{Decision, jitter_unit};
+
+/// How a message's handling ended.
+enum Outcome {
+    Acked,
+    DeadLettered,
+    /// Parked in the group's retry set (shared mode).
+    Parked,
+    /// Left pending for whoever owns the partition next.
+    Abandoned,
+}
+
+impl Rt {
+    pub(super) async fn dispatch_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Vec<Delivery>>,
+        ack_tx: mpsc::UnboundedSender<AckReq>,
+    ) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut order: KeyOrder<Delivery> = KeyOrder::default();
+        let mut ready: VecDeque<Delivery> = VecDeque::new();
+        let mut running = 0usize;
+        let mut open = true;
+        let ordered = self.s.mode == Mode::Ordered;
+        loop {
+            if !open && running == 0 && ready.is_empty() {
+                return;
+            }
+            // A paused group starts nothing new (what runs finishes).
+            let paused = self.paused.load(Ordering::SeqCst) && !self.stop_reading.is_cancelled();
+            tokio::select! {
+                batch = rx.recv(), if open => match batch {
+                    Some(batch) => {
+                        for d in batch {
+                            let key = if ordered { d.msg.key.clone() } else { None };
+                            if let Some(d) = order.offer(d.msg.partition, key.as_deref(), d) {
+                                ready.push_back(d);
+                            }
+                        }
+                    }
+                    None => open = false,
+                },
+                Some(done) = done_rx.recv() => {
+                    running -= 1;
+                    // Start the next of this key, dropping any whose
+                    // partition is no longer ours (it stays pending).
+                    while let Some(next) = order.finish(done.partition, done.key.as_deref()) {
+                        if self.may_start(&next) {
+                            ready.push_back(next);
+                            break;
+                        }
+                        self.abandon(&next);
+                    }
+                },
+                _ = self.changed.notified(), if paused => {}
+                permit = self.workers.clone().acquire_owned(), if !ready.is_empty() && !paused => {
+                    let Ok(permit) = permit else { return };
+                    let Some(d) = ready.pop_front() else { continue };
+                    running += 1;
+                    if !self.may_start(&d) {
+                        self.abandon(&d);
+                        let key = if ordered { d.msg.key.clone() } else { None };
+                        let _ = done_tx.send(Done { partition: d.msg.partition, key });
+                        continue;
+                    }
+                    tokio::spawn(self.clone().handle(d, permit, done_tx.clone(), ack_tx.clone()));
+                },
+            }
+        }
+    }
+
+    /// Whether a delivery may start now: its partition is still ours at its
+    /// epoch and the worker is not stopping (on shutdown, what has not
+    /// started stays pending, in order, for the next owner).
+    fn may_start(&self, d: &Delivery) -> bool {
+        self.is_current(d.msg.partition, d.epoch)
+            && !self.killed.is_cancelled()
+            && !self.stop_reading.is_cancelled()
+    }
+
+    fn abandon(&self, d: &Delivery) {
+        tracing::debug!(topic = %self.spec.name, member = %self.s.member, partition = d.msg.partition,
+            id = %d.msg.id, epoch = d.epoch, "abandoned (left pending)");
+        self.done(d.msg.partition, d.src, d.msg.id, d.epoch);
+        self.unbuffer();
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        d: Delivery,
+        permit: OwnedSemaphorePermit,
+        done_tx: mpsc::UnboundedSender<Done>,
+        ack_tx: mpsc::UnboundedSender<AckReq>,
+    ) {
+        let key = if self.s.mode == Mode::Ordered {
+            d.msg.key.clone()
+        } else {
+            None
+        };
+        let (partition, src, id, epoch) = (d.msg.partition, d.src, d.msg.id, d.epoch);
+        let outcome = self.attempts(&d, permit, &ack_tx).await;
+        self.unbuffer();
+        match outcome {
+            // Done when the ack is flushed.
+            Outcome::Acked => {}
+            Outcome::DeadLettered | Outcome::Parked | Outcome::Abandoned => {
+                self.done(partition, src, id, epoch);
+            }
+        }
+        let _ = done_tx.send(Done { partition, key });
+    }
+
+    /// Runs the handler until it succeeds, the policy gives up, or the
+    /// partition is no longer ours.
+    async fn attempts(
+        &self,
+        d: &Delivery,
+        permit: OwnedSemaphorePermit,
+        ack_tx: &mpsc::UnboundedSender<AckReq>,
+    ) -> Outcome {
+        let mut permit = Some(permit);
+        let msg = &d.msg;
+        let mut attempt = d.attempt;
+        let policy = &self.s.retry;
+        // A message taken over mid-retry waits out its recorded delay.
+        if let Some(due) = d.due_ms
+            && let Ok(now) = self.client.redis_time_ms().await
+            && due > now
+        {
+            drop(permit.take());
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(due - now)) => {}
+                _ = self.killed.cancelled() => return Outcome::Abandoned,
+            }
+            if !self.is_current(msg.partition, d.epoch) {
+                return Outcome::Abandoned;
+            }
+            match self.workers.clone().acquire_owned().await {
+                Ok(p) => permit = Some(p),
+                Err(_) => return Outcome::Abandoned,
+            }
+        }
+        // Delivered more often than it may be tried: its handler keeps
+        // crashing the process (or it was retried elsewhere). Dead-letter it.
+        if attempt > policy.max_attempts {
+            let error = match &d.last_error {
+                Some(e) => format!("{e} (then delivered {attempt} times without completing)"),
+                None => format!("delivered {attempt} times without completing (poison message?)"),
+            };
+            return self.dead_letter(d, attempt - 1, &error).await;
+        }
+        loop {
+            if let Some(rate) = &self.rate {
+                tokio::select! {
+                    r = rate.take(&self.client) => {
+                        if let Err(e) = r {
+                            tracing::warn!(topic = %self.spec.name, error = %e, "rate limit check failed");
+                        }
+                    }
+                    _ = self.killed.cancelled() => return Outcome::Abandoned,
+                }
+            }
+            let ctx = Context {
+                topic: self.spec.name.clone(),
+                group: self.s.group.clone(),
+                member: self.s.member.clone(),
+                partition: msg.partition,
+                lane: msg.lane,
+                id: msg.id,
+                key: msg.key.clone(),
+                headers: msg.headers.clone(),
+                attempt,
+            };
+            let span = tracing::info_span!("message", topic = %self.spec.name, group = %self.s.group,
+                partition = msg.partition, id = %msg.id, attempt);
+            // The handler is called inside the caught future, so a panic
+            // while it builds its future is caught too.
+            let handler = &self.handler;
+            let m = msg.clone();
+            let fut =
+                std::panic::AssertUnwindSafe(async move { handler(m, ctx).await }).catch_unwind();
+            let outcome = tokio::select! {
+                r = fut.instrument(span) => r,
+                _ = self.killed.cancelled() => return Outcome::Abandoned,
+            };
+            let error = match outcome {
+                Ok(Ok(())) => {
+                    self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                    let _ = ack_tx.send(AckReq {
+                        partition: msg.partition,
+                        src: d.src,
+                        epoch: d.epoch,
+                        id: msg.id,
+                        clear_attempts: attempt > d.attempt || d.last_error.is_some(),
+                    });
+                    return Outcome::Acked;
+                }
+                Ok(Err(e)) => e,
+                Err(panic) => {
+                    self.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    crate::consumer::HandlerError::retry(format!("handler panicked: {what}"))
+                }
+            };
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let text = error.to_string();
+            let decision = policy.decide(attempt, &error, jitter_unit());
+            tracing::warn!(topic = %self.spec.name, group = %self.s.group, partition = msg.partition,
+                id = %msg.id, attempt, permanent = error.is_permanent(), error = %text,
+                next = ?decision, "handler failed");
+            let wait = match decision {
+                Decision::DeadLetter => return self.dead_letter(d, attempt, &text).await,
+                Decision::Retry(wait) => wait,
+            };
+            self.stats.retried.fetch_add(1, Ordering::Relaxed);
+            if self.s.mode == Mode::Shared {
+                return self.park(d, attempt, wait).await;
+            }
+            // Ordered: record the failure (a new owner continues the count),
+            // then wait holding back only this key.
+            match self.record_failure(d, attempt, wait, &text).await {
+                Ok(true) => {}
+                Ok(false) => return Outcome::Abandoned,
+                Err(e) => {
+                    tracing::warn!(topic = %self.spec.name, error = %e, "recording a failure failed");
+                }
+            }
+            drop(permit.take());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.killed.cancelled() => return Outcome::Abandoned,
+            }
+            if !self.is_current(msg.partition, d.epoch) || self.stop_reading.is_cancelled() {
+                return Outcome::Abandoned;
+            }
+            match self.workers.clone().acquire_owned().await {
+                Ok(p) => permit = Some(p),
+                Err(_) => return Outcome::Abandoned,
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Ordered mode: writes the failure to the group's attempts hash, fenced
+    /// by the lease. `Ok(false)` when the lease moved on.
+    async fn record_failure(
+        &self,
+        d: &Delivery,
+        attempt: u32,
+        wait: Duration,
+        error: &str,
+    ) -> Result<bool> {
+        let keys = self.client.keys();
+        let (topic, group) = (&self.spec.name, &self.s.group);
+        let now = self.client.redis_time_ms().await?;
+        let record = serde_json::to_string(&Recorded {
+            n: attempt,
+            due: now + wait.as_millis() as u64,
+            err: error.to_string(),
+        })
+        .map_err(|e| Error::Encode(e.to_string()))?;
+        let lease = keys.lease(topic, d.msg.partition, group);
+        let attempts = keys.attempts(topic, d.msg.partition, group);
+        let epoch = d.epoch.to_string();
+        let id = d.msg.id.to_string();
+        let v = self
+            .client
+            .connection()
+            .eval(
+                &self.client.inner.scripts,
+                &self.client.inner.scripts.fail,
+                &[&lease, &attempts],
+                &[
+                    self.s.member.as_bytes(),
+                    epoch.as_bytes(),
+                    id.as_bytes(),
+                    record.as_bytes(),
+                ],
+            )
+            .await?;
+        let n: i64 = redis::from_redis_value(v).map_err(|e| Error::Decode(e.to_string()))?;
+        Ok(n == 1)
+    }
+
+    /// Shared mode: ack the message and park it in the group's retry set.
+    async fn park(&self, d: &Delivery, attempt: u32, wait: Duration) -> Outcome {
+        let keys = self.client.keys();
+        let (topic, group) = (&self.spec.name, &self.s.group);
+        let p = d.msg.partition;
+        let headers = encode_headers(&d.msg.headers).unwrap_or_default();
+        let origin = d.origin.clone().unwrap_or_else(|| d.msg.id.to_string());
+        let member = encode_retry(
+            crate::producer::unique_nonce(),
+            &d.msg,
+            &headers,
+            attempt + 1,
+            &origin,
+        );
+        let source = self.stream_of(p, d.src);
+        let retry_set = keys.retry(topic, p, group);
+        let wake = keys.wake(topic, p);
+        let id = d.msg.id.to_string();
+        let wait_ms = wait.as_millis().to_string();
+        let r = self
+            .client
+            .connection()
+            .eval(
+                &self.client.inner.scripts,
+                &self.client.inner.scripts.retry_later,
+                &[&source, &retry_set, &wake],
+                &[group.as_bytes(), id.as_bytes(), wait_ms.as_bytes(), &member],
+            )
+            .await;
+        match r {
+            Ok(_) => {
+                self.scheduled.notify_one();
+                Outcome::Parked
+            }
+            Err(e) => {
+                // Still pending: taken over after the visibility timeout.
+                tracing::warn!(topic = %topic, group = %group, error = %e, "parking a retry failed");
+                Outcome::Abandoned
+            }
+        }
+    }
+
+    /// Moves the message to the dead-letter queue with its ack.
+    async fn dead_letter(&self, d: &Delivery, attempts: u32, error: &str) -> Outcome {
+        let keys = self.client.keys();
+        let (topic, group) = (&self.spec.name, &self.s.group);
+        let p = d.msg.partition;
+        let base = topic.strip_suffix(".dlq").unwrap_or(topic);
+        let headers = encode_headers(&d.msg.headers).unwrap_or_default();
+        let lease = keys.lease(topic, p, group);
+        let source = self.stream_of(p, d.src);
+        let dlq = keys.dlq(base, p);
+        let attempts_key = keys.attempts(topic, p, group);
+        let check = if self.s.mode == Mode::Ordered {
+            "1"
+        } else {
+            "0"
+        };
+        let epoch = d.epoch.to_string();
+        let id = d.msg.id.to_string();
+        let origin = d.origin.clone().unwrap_or_else(|| id.clone());
+        let (partition, lane, n) = (p.to_string(), d.msg.lane.to_string(), attempts.to_string());
+        let args: [&[u8]; 13] = [
+            group.as_bytes(),
+            self.s.member.as_bytes(),
+            epoch.as_bytes(),
+            check.as_bytes(),
+            id.as_bytes(),
+            d.msg.key.as_deref().unwrap_or("").as_bytes(),
+            &headers,
+            &d.msg.payload,
+            partition.as_bytes(),
+            lane.as_bytes(),
+            origin.as_bytes(),
+            n.as_bytes(),
+            error.as_bytes(),
+        ];
+        let r = self
+            .client
+            .connection()
+            .eval(
+                &self.client.inner.scripts,
+                &self.client.inner.scripts.dead_letter,
+                &[&lease, &source, &dlq, &attempts_key],
+                &args,
+            )
+            .await;
+        match r {
+            Ok(redis::Value::Int(-1)) => {
+                self.stats.stale_acks.fetch_add(1, Ordering::Relaxed);
+                Outcome::Abandoned
+            }
+            Ok(_) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %topic, group = %group, partition = p, id = %d.msg.id,
+                    attempts, error = %error, "dead-lettered");
+                Outcome::DeadLettered
+            }
+            Err(e) => {
+                tracing::warn!(topic = %topic, group = %group, error = %e, "dead-lettering failed");
+                Outcome::Abandoned
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Dead letters: list, show, replay and purge.
+//!
+//! Each partition of topic `T` has one dead-letter stream (all groups); an
+//! entry keeps the message (key, headers, payload) and where and why it
+//! failed (group, partition, lane, origin id, attempts, last error, time).
+//! The same streams read as the topic `T.dlq`, so a group can consume them.
+//! Replay puts an entry back — into the group's retry stream (that group
+//! only) or into its partition lane stream (every group) — and deletes it
+//! from the dead-letter stream in the same script, so an entry is never
+//! lost in between.
+
+use serde::Serialize;
+
+use crate::client::{Client, check};
+use crate::envelope::{Headers, StreamId, parse_entries};
+use crate::error::{Error, Result};
+
+/// One dead letter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// Its id in the partition's dead-letter stream.
+    pub id: String,
+    /// The partition it came from.
+    pub partition: u32,
+    /// The lane it came from.
+    pub lane: u8,
+    /// The group that gave up on it.
+    pub group: String,
+    /// Its id in the partition (or in the group's retry stream).
+    pub origin_id: String,
+    /// The partition key.
+    pub key: Option<String>,
+    /// The payload bytes.
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+    /// Headers.
+    pub headers: Headers,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+    /// When it was dead-lettered (ms since the epoch, Redis clock).
+    pub failed_at_ms: u64,
+}
+
+/// Which dead letters an operation applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// These ids: `ms-seq` (looked up in every partition) or `P:ms-seq`.
+    Ids(Vec<String>),
+    /// All of them (optionally of one group).
+    All,
+}
+
+/// Where a replay sends dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayTo {
+    /// Only the group that gave up on each entry (through its retry stream).
+    Group,
+    /// The whole topic: every group sees it again.
+    Topic,
+}
+
+fn take(headers: &mut Headers, name: &str) -> String {
+    headers.remove(name).unwrap_or_default()
+}
+
+fn parse_dead_letters(topic: &str, partition: u32, v: &redis::Value) -> Result<Vec<DeadLetter>> {
+    Ok(parse_entries(topic, partition, 0, v)?
+        .into_iter()
+        .map(|m| {
+            let mut headers = m.headers;
+            DeadLetter {
+                id: m.id.to_string(),
+                partition,
+                lane: take(&mut headers, "millrace-lane").parse().unwrap_or(0),
+                group: take(&mut headers, "millrace-group"),
+                origin_id: take(&mut headers, "millrace-origin-id"),
+                attempts: take(&mut headers, "millrace-attempts").parse().unwrap_or(0),
+                error: take(&mut headers, "millrace-error"),
+                failed_at_ms: take(&mut headers, "millrace-failed-at-ms")
+                    .parse()
+                    .unwrap_or(0),
+                key: m.key,
+                payload: m.payload,
+                headers: {
+                    headers.remove("millrace-partition");
+                    headers
+                },
+            }
+        })
+        .collect())
+}
+
+/// Splits `P:ms-seq` into its partition and id; a bare id has no partition.
+fn parse_id(id: &str) -> Result<(Option<u32>, StreamId)> {
+    match id.split_once(':') {
+        Some((p, rest)) => {
+            let p = p.parse().map_err(|_| {
+                Error::invalid("dead-letter id", format!("{id:?}: use ID or PARTITION:ID"))
+            })?;
+            Ok((Some(p), StreamId::parse(rest)?))
+        }
+        None => Ok((None, StreamId::parse(id)?)),
+    }
+}
+
+impl Client {
+    /// Dead letters of `topic`, oldest first, at most `limit`, optionally of
+    /// one group.
+    pub async fn dead_letters(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let spec = self.topic_cached(topic).await?;
+        let mut all = Vec::new();
+        for p in 0..spec.partitions {
+            all.extend(self.partition_dead_letters(topic, p, group, limit).await?);
+        }
+        all.sort_by_key(|d| (d.failed_at_ms, d.partition, d.id.clone()));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn partition_dead_letters(
+        &self,
+        topic: &str,
+        p: u32,
+        group: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let key = self.keys().dlq(topic, p);
+        let mut out = Vec::new();
+        let mut start = "-".to_string();
+        loop {
+            let v: redis::Value = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut self.connection())
+                .await?;
+            let batch = parse_dead_letters(topic, p, &v)?;
+            let n = batch.len();
+            if let Some(last) = batch.last() {
+                start = format!("({}", last.id);
+            }
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|d| group.is_none_or(|g| d.group == g)),
+            );
+            if n < 500 || out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One dead letter by id (`ms-seq` or `P:ms-seq`).
+    pub async fn dead_letter(&self, topic: &str, id: &str) -> Result<Option<DeadLetter>> {
+        Ok(self
+            .find_dead_letters(topic, &[id.to_string()])
+            .await?
+            .pop())
+    }
+
+    async fn find_dead_letters(&self, topic: &str, ids: &[String]) -> Result<Vec<DeadLetter>> {
+        let spec = self.topic_cached(topic).await?;
+        let mut out = Vec::new();
+        for id in ids {
+            let (partition, sid) = parse_id(id)?;
+            let parts: Vec<u32> = match partition {
+                Some(p) if p < spec.partitions => vec![p],
+                Some(p) => {
+                    return Err(Error::invalid(
+                        "partition",
+                        format!("{p} is not a partition of {topic}"),
+                    ));
+                }
+                None => (0..spec.partitions).collect(),
+            };
+            for p in parts {
+                let v: redis::Value = redis::cmd("XRANGE")
+                    .arg(self.keys().dlq(topic, p))
+                    .arg(sid.to_string())
+                    .arg(sid.to_string())
+                    .query_async(&mut self.connection())
+                    .await?;
+                out.extend(parse_dead_letters(topic, p, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn select(
+        &self,
+        topic: &str,
+        selection: &Selection,
+        group: Option<&str>,
+    ) -> Result<Vec<DeadLetter>> {
+        let found = match selection {
+            Selection::All => self.dead_letters(topic, group, usize::MAX).await?,
+            Selection::Ids(ids) => self.find_dead_letters(topic, ids).await?,
+        };
+        Ok(found
+            .into_iter()
+            .filter(|d| group.is_none_or(|g| d.group == g))
+            .collect())
+    }
+
+    /// Replays dead letters (to the failing group only, or to the whole
+    /// topic). Each leaves the DLQ only once it is back in a stream. Returns
+    /// how many were replayed.
+    pub async fn replay_dead_letters(
+        &self,
+        topic: &str,
+        selection: &Selection,
+        group: Option<&str>,
+        to: ReplayTo,
+    ) -> Result<usize> {
+        let keys = self.keys();
+        let scripts = &self.inner.scripts;
+        let found = self.select(topic, selection, group).await?;
+        let mut per_partition: std::collections::BTreeMap<u32, Vec<redis::Cmd>> =
+            Default::default();
+        for d in &found {
+            let (target, mode) = match to {
+                ReplayTo::Group => (keys.retry_stream(topic, d.partition, &d.group), "group"),
+                ReplayTo::Topic => (keys.stream(topic, d.partition, d.lane), "topic"),
+            };
+            per_partition
+                .entry(d.partition)
+                .or_default()
+                .push(scripts.dlq_replay.cmd(
+                    &[keys.dlq(topic, d.partition), target],
+                    &[d.id.as_str(), mode][..],
+                ));
+        }
+        let mut replayed = 0;
+        for v in self
+            .query_grouped(per_partition.into_values().collect())
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            if !matches!(check(v)?, redis::Value::Int(0)) {
+                replayed += 1;
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// Deletes dead letters. Returns how many were deleted.
+    pub async fn purge_dead_letters(
+        &self,
+        topic: &str,
+        selection: &Selection,
+        group: Option<&str>,
+    ) -> Result<usize> {
+        let found = self.select(topic, selection, group).await?;
+        let mut per_partition: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        for d in found {
+            per_partition.entry(d.partition).or_default().push(d.id);
+        }
+        let cmds = per_partition
+            .iter()
+            .map(|(p, ids)| {
+                vec![
+                    redis::cmd("XDEL")
+                        .arg(self.keys().dlq(topic, *p))
+                        .arg(ids)
+                        .clone(),
+                ]
+            })
+            .collect();
+        let mut deleted = 0;
+        for v in self.query_grouped(cmds).await?.into_iter().flatten() {
+            deleted += redis::from_redis_value::<usize>(check(v)?).unwrap_or(0);
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,189 @@
+//! Retry policy (pure logic): how many attempts a message gets in a group,
+//! how long to wait between them, and when it goes to the dead-letter queue.
+
+use std::time::Duration;
+
+use crate::consumer::HandlerError;
+use crate::error::{Error, Result};
+
+/// How the wait between attempts grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backoff {
+    /// The same delay every time.
+    Fixed,
+    /// `delay × 2^(attempt-1)`, capped at `max_delay` (the default).
+    #[default]
+    Exponential,
+}
+
+impl std::str::FromStr for Backoff {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fixed" => Ok(Backoff::Fixed),
+            "exponential" => Ok(Backoff::Exponential),
+            other => Err(Error::invalid(
+                "backoff",
+                format!("{other:?}: use fixed or exponential"),
+            )),
+        }
+    }
+}
+
+/// A group's retry policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included (default 3); at least 1.
+    pub max_attempts: u32,
+    /// Fixed or exponential.
+    pub backoff: Backoff,
+    /// The first wait (default 1 s).
+    pub delay: Duration,
+    /// The longest wait (default 1 min).
+    pub max_delay: Duration,
+    /// Random spread of each wait, as a fraction: 0.2 means ±20 % (default 0.2).
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::Exponential,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// What happens to a message after a failed attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Try again after this wait.
+    Retry(Duration),
+    /// Give up: to the dead-letter queue.
+    DeadLetter,
+}
+
+impl RetryPolicy {
+    /// A policy with `max_attempts` attempts and the default backoff.
+    pub fn attempts(max_attempts: u32) -> Self {
+        RetryPolicy {
+            max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Checks the numbers.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_attempts == 0 {
+            return Err(Error::invalid("max_attempts", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(Error::invalid("jitter", "must be between 0 and 1"));
+        }
+        if self.max_delay < self.delay {
+            return Err(Error::invalid("max_delay", "must not be less than delay"));
+        }
+        Ok(())
+    }
+
+    /// The wait before attempt `attempt + 1`, after attempt `attempt` (from
+    /// 1) failed, with `unit` a random number in [0, 1) for the jitter.
+    pub fn backoff_after(&self, attempt: u32, unit: f64) -> Duration {
+        let base = match self.backoff {
+            Backoff::Fixed => self.delay,
+            Backoff::Exponential => {
+                let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+                self.delay.saturating_mul(factor)
+            }
+        }
+        .min(self.max_delay);
+        let spread = (unit.clamp(0.0, 1.0) * 2.0 - 1.0) * self.jitter;
+        base.mul_f64((1.0 + spread).max(0.0)).min(self.max_delay)
+    }
+
+    /// What to do after attempt `attempt` failed with `error`.
+    pub fn decide(&self, attempt: u32, error: &HandlerError, unit: f64) -> Decision {
+        if error.is_permanent() || attempt >= self.max_attempts {
+            return Decision::DeadLetter;
+        }
+        match error.retry_delay() {
+            Some(d) => Decision::Retry(d),
+            None => Decision::Retry(self.backoff_after(attempt, unit)),
+        }
+    }
+}
+
+/// A random number in [0, 1) for jitter (not for anything that needs
+/// unpredictability).
+pub(crate) fn jitter_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(backoff: Backoff) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 5,
+            backoff,
+            delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(3),
+            jitter: 0.2,
+        }
+    }
+
+    #[test]
+    fn exponential_doubles_up_to_the_cap() {
+        let p = policy(Backoff::Exponential);
+        let waits: Vec<u64> = (1..=5)
+            .map(|a| p.backoff_after(a, 0.5).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, vec![500, 1000, 2000, 3000, 3000]);
+        assert_eq!(p.backoff_after(40, 0.5), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let p = policy(Backoff::Fixed);
+        assert_eq!(p.backoff_after(1, 0.0), Duration::from_millis(400));
+        assert_eq!(p.backoff_after(1, 1.0), Duration::from_millis(600));
+        for _ in 0..100 {
+            let w = p.backoff_after(3, jitter_unit());
+            assert!(w >= Duration::from_millis(400) && w <= Duration::from_millis(600));
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let p = policy(Backoff::Fixed);
+        let retry = HandlerError::retry("flaky");
+        assert_eq!(
+            p.decide(1, &retry, 0.5),
+            Decision::Retry(Duration::from_millis(500))
+        );
+        assert_eq!(p.decide(5, &retry, 0.5), Decision::DeadLetter);
+        assert_eq!(
+            p.decide(1, &HandlerError::permanent("bad"), 0.5),
+            Decision::DeadLetter
+        );
+        let later = HandlerError::retry_after("busy", Duration::from_secs(7));
+        assert_eq!(
+            p.decide(2, &later, 0.5),
+            Decision::Retry(Duration::from_secs(7))
+        );
+        assert!(RetryPolicy::attempts(0).validate().is_err());
+        assert!(RetryPolicy::default().validate().is_ok());
+    }
+}
