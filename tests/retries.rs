@@ -616,3 +616,77 @@ async fn pause_stops_new_handling_and_resume_restarts_it() {
     w.shutdown().await.unwrap();
     assert!(!c.describe_group("jobs", "g").await.unwrap().paused);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_crashing_its_worker_is_dead_lettered() {
+    let c = client("poison").await;
+    c.create_topic(&TopicSpec::new("poison", 1).unwrap())
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let build = || {
+        let calls = calls.clone();
+        Worker::builder(&c, "g")
+            .session_timeout(Duration::from_secs(1))
+            .heartbeat_interval(Duration::from_millis(100))
+            .retry(fixed(2, 10))
+            .handle_raw("poison", move |_m, _c| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                // Never returns: as if it took the process down each time.
+                std::future::pending::<Result<(), HandlerError>>()
+            })
+    };
+    c.publish_record("poison", Record::encode(&1u8).unwrap())
+        .await
+        .unwrap();
+    for crash in 1..=2 {
+        let w = build().start().await.unwrap();
+        until("the handler runs", 10, || {
+            calls.load(Ordering::SeqCst) == crash
+        })
+        .await;
+        w.abort();
+    }
+    let w = build().start().await.unwrap();
+    until("dead-lettered", 10, || w.stats().dead_lettered == 1).await;
+    w.shutdown().await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "not run a third time");
+    let dead = c.dead_letters("poison", None, 10).await.unwrap();
+    assert!(
+        dead[0].error.contains("delivered 3 times"),
+        "{}",
+        dead[0].error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoter_runs_on_its_own() {
+    let c = client("promoter").await;
+    c.create_topic(&TopicSpec::new("later", 3).unwrap())
+        .await
+        .unwrap();
+    for i in 0..30u32 {
+        c.publish_record(
+            "later",
+            Record::encode(&i)
+                .unwrap()
+                .delay(Duration::from_millis(100 + u64::from(i) * 10)),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(c.describe_topic("later").await.unwrap().delayed, 30);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let promoter = tokio::spawn(
+        millrace::consumer::Promoter::new(&c, "later").run(stop.clone().cancelled_owned()),
+    );
+    let c2 = c.clone();
+    support::wait_until(Duration::from_secs(10), "all promoted", || {
+        let c = c2.clone();
+        async move { c.describe_topic("later").await.unwrap().length == 30 }
+    })
+    .await;
+    stop.cancel();
+    promoter.await.unwrap().unwrap();
+    assert_eq!(c.describe_topic("later").await.unwrap().delayed, 0);
+}
