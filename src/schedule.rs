@@ -19,7 +19,8 @@
 //! that falls behind (a slow publish, a paused process): fires never queue
 //! up. A schedule that is added, or replaced with another cron expression or
 //! zone, starts from the time of the add: fires before it are never
-//! published.
+//! published. Replacing it with the same timing (other data, or the same
+//! spec again from a deploy script) keeps `last`, so the catch-up survives.
 //!
 //! # Times
 //!

@@ -229,7 +229,7 @@ pub struct GroupDescribeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
-    /// Add a schedule, or replace the one of that name; it starts from now
+    /// Add a schedule, or replace the one of that name
     Add(ScheduleAddArgs),
     /// List schedules and their next fire times
     List(ScheduleListArgs),
