@@ -169,3 +169,69 @@ async fn every_group_sees_every_message_once_on_a_cluster() {
 async fn keys_keep_their_order_on_a_cluster() {
     support::groups::key_order(&client("order").await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_dead_letters_and_delays_on_a_cluster() {
+    use millrace::retry::{Backoff, RetryPolicy};
+    use millrace::{HandlerError, Worker};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let c = client("failures").await;
+    c.create_topic(&TopicSpec::new("jobs", 6).unwrap())
+        .await
+        .unwrap();
+    let ok = Arc::new(AtomicU32::new(0));
+    let ok2 = ok.clone();
+    let w = Worker::builder(&c, "g")
+        .retry(RetryPolicy {
+            max_attempts: 2,
+            backoff: Backoff::Fixed,
+            delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(20),
+            jitter: 0.0,
+        })
+        .handle_raw("jobs", move |m, _c| {
+            let ok = ok2.clone();
+            async move {
+                let n: u32 = m.decode().map_err(HandlerError::permanent)?;
+                if n % 5 == 0 {
+                    return Err(HandlerError::retry("multiple of five"));
+                }
+                ok.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let recs: Vec<Record> = (1..=50u32)
+        .map(|i| {
+            Record::encode(&i)
+                .unwrap()
+                .key(format!("k{i}"))
+                .delay(Duration::from_millis(50))
+        })
+        .collect();
+    c.publish_batch("jobs", recs).await.unwrap();
+    support::wait_until(Duration::from_secs(20), "all settled", || {
+        let s = w.stats();
+        async move { s.acked == 40 && s.dead_lettered == 10 }
+    })
+    .await;
+    w.shutdown().await.unwrap();
+    assert_eq!(ok.load(Ordering::SeqCst), 40);
+    let dead = c.dead_letters("jobs", Some("g"), 100).await.unwrap();
+    assert_eq!(dead.len(), 10);
+    assert!(dead.iter().all(|d| d.attempts == 2));
+    let n = c
+        .replay_dead_letters(
+            "jobs",
+            &millrace::dlq::Selection::All,
+            None,
+            millrace::dlq::ReplayTo::Topic,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(c.describe_topic("jobs").await.unwrap().dlq_length, 0);
+}
