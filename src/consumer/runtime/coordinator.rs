@@ -146,14 +146,7 @@ impl Rt {
                 {
                     st.owned.insert(
                         p,
-                        Owned {
-                            epoch,
-                            valid_until: sent + ttl - self.lease_margin(),
-                            draining: false,
-                            claimed: false,
-                            in_flight: 0,
-                            reading: 0,
-                        },
+                        Owned::new(epoch, sent + ttl - self.lease_margin(), false),
                     );
                     gained.push(p);
                 }

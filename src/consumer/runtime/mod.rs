@@ -62,6 +62,21 @@ struct Owned {
     reading: usize,
 }
 
+impl Owned {
+    /// A partition just acquired at `epoch` (or, in shared mode, always
+    /// read: `claimed` then, since there is no handover to take over).
+    fn new(epoch: u64, valid_until: Instant, claimed: bool) -> Self {
+        Owned {
+            epoch,
+            valid_until,
+            draining: false,
+            claimed,
+            in_flight: 0,
+            reading: 0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     owned: BTreeMap<u32, Owned>,
@@ -156,17 +171,7 @@ impl TopicRuntime {
         if s.mode == Mode::Shared {
             let forever = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
             for p in 0..spec.partitions {
-                state.owned.insert(
-                    p,
-                    Owned {
-                        epoch: 0,
-                        valid_until: forever,
-                        draining: false,
-                        claimed: true,
-                        in_flight: 0,
-                        reading: 0,
-                    },
-                );
+                state.owned.insert(p, Owned::new(0, forever, true));
             }
         }
         let rate = s
