@@ -690,3 +690,55 @@ async fn a_promoter_runs_on_its_own() {
     promoter.await.unwrap().unwrap();
     assert_eq!(c.describe_topic("later").await.unwrap().delayed, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_can_consume_the_dead_letter_view_to_alert() {
+    let c = client("dlq-view").await;
+    c.create_topic(&TopicSpec::new("orders", 2).unwrap())
+        .await
+        .unwrap();
+    let alerts: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let a = alerts.clone();
+    let alerter = Worker::builder(&c, "pager")
+        .handle_raw("orders.dlq", move |m, _c| {
+            let a = a.clone();
+            async move {
+                a.lock().unwrap().push((
+                    m.headers.get("millrace-group").cloned().unwrap_or_default(),
+                    m.headers.get("millrace-error").cloned().unwrap_or_default(),
+                ));
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let failing = Worker::builder(&c, "billing")
+        .handle_raw("orders", |_m, _c| async {
+            Err(HandlerError::permanent("card declined"))
+        })
+        .start()
+        .await
+        .unwrap();
+    for i in 0..3u32 {
+        c.publish_record("orders", Record::encode(&i).unwrap().key(format!("o{i}")))
+            .await
+            .unwrap();
+    }
+    until("three alerts", 10, || alerts.lock().unwrap().len() == 3).await;
+    failing.shutdown().await.unwrap();
+    alerter.shutdown().await.unwrap();
+    assert!(
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(g, e)| g == "billing" && e == "card declined")
+    );
+    // Publishing into the view is refused.
+    let err = c
+        .publish_record("orders.dlq", Record::encode(&1u8).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+}

@@ -324,7 +324,8 @@ impl WorkerBuilder {
         }
         let mut seen = std::collections::HashSet::new();
         for (topic, _) in &self.handlers {
-            validate_topic(topic)?;
+            // `T.dlq` is T's dead-letter view, which a group may consume.
+            validate_topic(topic.strip_suffix(".dlq").unwrap_or(topic))?;
             if !seen.insert(topic.clone()) {
                 return Err(Error::invalid(
                     "worker",
