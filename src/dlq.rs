@@ -159,7 +159,8 @@ impl Client {
         }
     }
 
-    /// One dead letter by id (`ms-seq` or `P:ms-seq`).
+    /// One dead letter by id (`ms-seq` or `P:ms-seq`; a bare id found in
+    /// several partitions is an error naming each `P:ms-seq`).
     pub async fn dead_letter(&self, topic: &str, id: &str) -> Result<Option<DeadLetter>> {
         Ok(self
             .find_dead_letters(topic, &[id.to_string()])
@@ -182,6 +183,7 @@ impl Client {
                 }
                 None => (0..spec.partitions).collect(),
             };
+            let mut matches = Vec::new();
             for p in parts {
                 let v: redis::Value = redis::cmd("XRANGE")
                     .arg(self.keys().dlq(topic, p))
@@ -189,8 +191,24 @@ impl Client {
                     .arg(sid.to_string())
                     .query_async(&mut self.connection())
                     .await?;
-                out.extend(parse_dead_letters(topic, p, &v)?);
+                matches.extend(parse_dead_letters(topic, p, &v)?);
             }
+            // Each partition's stream makes its own ids, so a bare id can
+            // name entries in two partitions: refuse rather than guess.
+            if partition.is_none() && matches.len() > 1 {
+                let which: Vec<String> = matches
+                    .iter()
+                    .map(|d| format!("{}:{}", d.partition, d.id))
+                    .collect();
+                return Err(Error::invalid(
+                    "dead-letter id",
+                    format!(
+                        "{id} is in several partitions; use one of {}",
+                        which.join(", ")
+                    ),
+                ));
+            }
+            out.extend(matches);
         }
         Ok(out)
     }
@@ -278,7 +296,8 @@ impl Client {
             .collect();
         let mut deleted = 0;
         for v in self.query_grouped(cmds).await?.into_iter().flatten() {
-            deleted += redis::from_redis_value::<usize>(check(v)?).unwrap_or(0);
+            deleted += redis::from_redis_value::<usize>(check(v)?)
+                .map_err(|e| Error::Decode(e.to_string()))?;
         }
         Ok(deleted)
     }

@@ -806,3 +806,474 @@ fn the_scheduler_publishes_and_exits_0_on_sigterm() {
     assert_eq!(out.status.code(), Some(0), "{out:#?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 }
+
+/// Runs a worker of group `pdf` over `m`'s topic until `bad` invoices
+/// (keys `tenant-0`..) are dead-lettered by its handler (a permanent
+/// failure: "bad invoice") and `good` others are acked, then shuts it down.
+fn dead_letters_from_a_worker(m: &Millrace, topic: &str, bad: u32, good: u32) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let config = millrace::Config::new(&m.url)
+            .unwrap()
+            .prefix(&m.prefix)
+            .unwrap();
+        let client = millrace::Client::connect(config).await.unwrap();
+        let worker = millrace::Worker::builder(&client, "pdf")
+            .handle_raw(topic, |msg, _ctx| async move {
+                let v: Value = msg.decode().map_err(millrace::HandlerError::permanent)?;
+                if v["bad"] == json!(true) {
+                    Err(millrace::HandlerError::permanent("bad invoice"))
+                } else {
+                    Ok(())
+                }
+            })
+            .start()
+            .await
+            .unwrap();
+        let records: Vec<millrace::Record> = (0..bad + good)
+            .map(|i| {
+                let data = json!({"invoice": format!("inv-{i}"), "bad": i < bad});
+                millrace::Record::encode(&data)
+                    .unwrap()
+                    .key(format!("tenant-{i}"))
+                    .header("source", "test")
+            })
+            .collect();
+        for r in client.publish_batch(topic, records).await.unwrap() {
+            r.unwrap();
+        }
+        support::wait_until(Duration::from_secs(20), "dead letters", || {
+            let s = worker.stats();
+            async move { s.dead_lettered == u64::from(bad) && s.acked == u64::from(good) }
+        })
+        .await;
+        worker.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn dead_letters_list_as_json_show_and_replay_to_the_topic() {
+    let m = Millrace::new("dlq_list_replay");
+    m.create_topic(TOPIC, 4);
+    dead_letters_from_a_worker(&m, TOPIC, 3, 2);
+
+    let run = m.run(&["dlq", "list", TOPIC, "--json"]).ok();
+    let lines = run.json_lines();
+    assert_eq!(lines.len(), 3, "{run:#?}");
+    for line in &lines {
+        let fields: Vec<&str> = line
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "attempts",
+                "data",
+                "error",
+                "failed_at",
+                "group",
+                "headers",
+                "id",
+                "key",
+                "lane",
+                "origin_id",
+                "partition"
+            ]
+        );
+        assert_is_stream_id(line["id"].as_str().expect("id"));
+        assert_is_stream_id(line["origin_id"].as_str().expect("origin_id"));
+        let at = line["failed_at"].as_str().expect("failed_at");
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339");
+        assert!(at.ends_with('Z') && at.len() == 24, "{at}");
+        let key = line["key"].as_str().expect("key");
+        assert_eq!(
+            line["partition"],
+            millrace::partitioner::partition_for_key(key, 4)
+        );
+        assert_eq!(line["data"]["bad"], true);
+    }
+    let mut first = lines
+        .iter()
+        .find(|l| l["key"] == "tenant-0")
+        .expect("tenant-0 is dead-lettered")
+        .clone();
+    for field in ["id", "origin_id", "failed_at"] {
+        first[field] = json!(format!("[{field}]"));
+    }
+    insta::assert_json_snapshot!("dlq_list_json_line", first);
+
+    // Human: a table addressed by PARTITION:ID.
+    let human = m.run(&["dlq", "list", TOPIC]).ok();
+    let table: Vec<&str> = human.stdout.lines().collect();
+    assert_eq!(table.len(), 4, "{human:#?}");
+    let header: Vec<&str> = table[0].split_whitespace().collect();
+    assert_eq!(header, ["ID", "GROUP", "ATTEMPTS", "FAILED", "AT", "ERROR"]);
+    let address = |l: &Value| format!("{}:{}", l["partition"], l["id"].as_str().unwrap());
+    for (row, line) in table[1..].iter().zip(&lines) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let failed_at = line["failed_at"].as_str().unwrap();
+        assert_eq!(
+            cells,
+            [&address(line), "pdf", "1", failed_at, "bad", "invoice"],
+            "{human:#?}"
+        );
+    }
+
+    // One in full, by PARTITION:ID or by the bare ID.
+    let shown = m
+        .run(&["dlq", "show", TOPIC, &address(&lines[1]), "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown, lines[1]);
+    // A bare id is looked up in every partition (two partitions may hold
+    // the same one: that case has a test of its own).
+    for line in &lines {
+        let id = &line["id"];
+        if lines.iter().filter(|l| &l["id"] == id).count() == 1 {
+            let bare = m
+                .run(&["dlq", "show", TOPIC, id.as_str().unwrap(), "--json"])
+                .ok()
+                .json();
+            assert_eq!(&bare, line);
+        }
+    }
+    let human = m.run(&["dlq", "show", TOPIC, &address(&lines[1])]).ok();
+    assert!(
+        human.stdout.starts_with(&format!(
+            "dead letter  {}\ngroup        pdf\n",
+            address(&lines[1])
+        )),
+        "{human:#?}"
+    );
+    assert!(
+        human.stdout.ends_with("error        bad invoice\n"),
+        "{human:#?}"
+    );
+    let missing = m.run(&["dlq", "show", TOPIC, "0:1-0"]).code(1);
+    assert_one_error_line(&missing);
+    assert_eq!(
+        missing.stderr,
+        format!(
+            "error: dead letter 0:1-0 does not exist on topic {TOPIC}\n\
+             hint: `millrace dlq list {TOPIC}` shows its dead letters\n"
+        )
+    );
+    let bad_id = m.run(&["dlq", "show", TOPIC, "three"]).code(2);
+    assert_one_error_line(&bad_id);
+
+    // Another group has none.
+    let other = m
+        .run(&["dlq", "list", TOPIC, "--group", "other", "--json"])
+        .ok();
+    assert_eq!(other.stdout, "");
+    assert_eq!(
+        m.run(&["dlq", "list", TOPIC, "--group", "other"])
+            .ok()
+            .stdout,
+        "no dead letters\n"
+    );
+    let limited = m.run(&[
+        "dlq", "list", TOPIC, "--group", "pdf", "--limit", "2", "--json",
+    ]);
+    assert_eq!(limited.ok().json_lines(), lines[..2]);
+
+    // --id and --all together, or neither: a usage error, nothing replayed.
+    let id = address(&lines[0]);
+    m.run(&["dlq", "replay", TOPIC, "--id", &id, "--all"])
+        .code(2);
+    m.run(&["dlq", "replay", TOPIC]).code(2);
+    assert_eq!(
+        m.run(&["dlq", "list", TOPIC, "--json"])
+            .ok()
+            .json_lines()
+            .len(),
+        3
+    );
+
+    assert_eq!(m.length(TOPIC), 5);
+    let run = m.run(&["dlq", "replay", TOPIC, "--all", "--to-topic"]).ok();
+    assert_eq!(
+        run.stdout,
+        format!("replayed 3 dead letters to topic {TOPIC}\n")
+    );
+    assert_eq!(
+        m.run(&["dlq", "list", TOPIC]).ok().stdout,
+        "no dead letters\n"
+    );
+    let info = m.run(&["topic", "describe", TOPIC, "--json"]).ok().json();
+    assert_eq!(
+        (&info["length"], &info["dlq_length"]),
+        (&json!(8), &json!(0))
+    );
+    let replayed: Vec<Value> = m
+        .run(&["tail", TOPIC, "--json"])
+        .ok()
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["data"]["bad"] == true)
+        .collect();
+    assert_eq!(replayed.len(), 6, "each bad invoice twice: {replayed:#?}");
+}
+
+#[test]
+fn dead_letters_replay_to_their_group_and_purge_needs_yes() {
+    let m = Millrace::new("dlq_purge");
+    m.create_topic(TOPIC, 2);
+    dead_letters_from_a_worker(&m, TOPIC, 4, 0);
+    let lines = m.run(&["dlq", "list", TOPIC, "--json"]).ok().json_lines();
+    assert_eq!(lines.len(), 4);
+    let address = |l: &Value| format!("{}:{}", l["partition"], l["id"].as_str().unwrap());
+
+    // To the failing group only: the topic does not grow.
+    let run = m
+        .run(&[
+            "dlq",
+            "replay",
+            TOPIC,
+            "--id",
+            &address(&lines[0]),
+            "--group",
+            "pdf",
+        ])
+        .ok();
+    assert_eq!(run.stdout, "replayed 1 dead letter to group pdf\n");
+    assert_eq!(m.length(TOPIC), 4);
+    // An id that matches nothing (here: already replayed) replays nothing.
+    let run = m
+        .run(&["dlq", "replay", TOPIC, "--id", &address(&lines[0])])
+        .ok();
+    assert_eq!(run.stdout, "replayed 0 dead letters to their groups\n");
+
+    let refused = m.run(&["dlq", "purge", TOPIC, "--all"]).code(2);
+    assert_one_error_line(&refused);
+    assert!(
+        refused.stderr.starts_with(&format!(
+            "error: refusing to purge dead letters of topic {TOPIC} without --yes\nhint: "
+        )) && refused.stderr.contains("dlq list"),
+        "{refused:#?}"
+    );
+    m.run(&["dlq", "purge", TOPIC, "--id", "1-0", "--all", "--yes"])
+        .code(2);
+    assert_eq!(
+        m.run(&["dlq", "list", TOPIC, "--json"])
+            .ok()
+            .json_lines()
+            .len(),
+        3
+    );
+
+    let run = m
+        .run(&["dlq", "purge", TOPIC, "--id", &address(&lines[1]), "--yes"])
+        .ok();
+    assert_eq!(run.stdout, "purged 1 dead letter\n");
+    let run = m
+        .run(&["dlq", "purge", TOPIC, "--all", "--group", "other", "--yes"])
+        .ok();
+    assert_eq!(run.stdout, "purged 0 dead letters\n");
+    let run = m.run(&["dlq", "purge", TOPIC, "--all", "--yes"]).ok();
+    assert_eq!(run.stdout, "purged 2 dead letters\n");
+    assert_eq!(m.run(&["dlq", "list", TOPIC, "--json"]).ok().stdout, "");
+    let info = m.run(&["topic", "describe", TOPIC, "--json"]).ok().json();
+    assert_eq!(info["dlq_length"], 0);
+}
+
+/// An `XRANGE` reply: ids and their field-value pairs.
+type StreamEntries = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+/// Copies the dead letter of partition `from` at `id` into the dead-letter
+/// streams of partitions 0 and 1 under the id `copy_id`.
+fn copy_dead_letter(m: &Millrace, topic: &str, from: u32, id: &str, copy_id: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let config = millrace::Config::new(&m.url)
+            .unwrap()
+            .prefix(&m.prefix)
+            .unwrap();
+        let client = millrace::Client::connect(config).await.unwrap();
+        let entries: StreamEntries = redis::cmd("XRANGE")
+            .arg(client.keys().dlq(topic, from))
+            .arg(id)
+            .arg(id)
+            .query_async(&mut client.connection())
+            .await
+            .unwrap();
+        let [(_, fields)] = entries.as_slice() else {
+            panic!("{from}:{id} not found: {entries:?}");
+        };
+        for p in [0, 1] {
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(client.keys().dlq(topic, p)).arg(copy_id);
+            for (name, value) in fields {
+                xadd.arg(name).arg(value);
+            }
+            let _: String = xadd.query_async(&mut client.connection()).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_bare_dlq_id_in_two_partitions_is_refused() {
+    let m = Millrace::new("dlq_ambiguous");
+    m.create_topic(TOPIC, 2);
+    dead_letters_from_a_worker(&m, TOPIC, 1, 0);
+    let lines = m.run(&["dlq", "list", TOPIC, "--json"]).ok().json_lines();
+    let [line] = lines.as_slice() else {
+        panic!("{lines:#?}")
+    };
+    let partition = u32::try_from(line["partition"].as_u64().unwrap()).unwrap();
+    copy_dead_letter(
+        &m,
+        TOPIC,
+        partition,
+        line["id"].as_str().unwrap(),
+        "9999999999999-0",
+    );
+    assert_eq!(
+        m.run(&["dlq", "list", TOPIC, "--json"])
+            .ok()
+            .json_lines()
+            .len(),
+        3
+    );
+
+    let expected = format!(
+        "error: dead-letter id 9999999999999-0 is in 2 partitions of {TOPIC}: \
+         0:9999999999999-0, 1:9999999999999-0\n\
+         hint: give it as PARTITION:ID, as `millrace dlq list` shows it\n"
+    );
+    for args in [
+        &["dlq", "show", TOPIC, "9999999999999-0"][..],
+        &["dlq", "replay", TOPIC, "--id", "9999999999999-0"],
+        &["dlq", "purge", TOPIC, "--id", "9999999999999-0", "--yes"],
+    ] {
+        let run = m.run(args).code(2);
+        assert_eq!(run.stderr, expected, "{run:#?}");
+    }
+    assert_eq!(
+        m.run(&["dlq", "list", TOPIC, "--json"])
+            .ok()
+            .json_lines()
+            .len(),
+        3
+    );
+
+    let shown = m
+        .run(&["dlq", "show", TOPIC, "1:9999999999999-0", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (&shown["partition"], &shown["data"]),
+        (&json!(1), &line["data"])
+    );
+    let run = m
+        .run(&["dlq", "purge", TOPIC, "--id", "1:9999999999999-0", "--yes"])
+        .ok();
+    assert_eq!(run.stdout, "purged 1 dead letter\n");
+    // Now only partition 0 holds it: the bare id is enough.
+    let run = m
+        .run(&["dlq", "purge", TOPIC, "--id", "9999999999999-0", "--yes"])
+        .ok();
+    assert_eq!(run.stdout, "purged 1 dead letter\n");
+    assert_eq!(
+        m.run(&["dlq", "list", TOPIC, "--json"]).ok().json_lines(),
+        lines
+    );
+}
+
+#[test]
+fn dlq_commands_check_names_and_topics() {
+    let mut m = Millrace::new("dlq_invalid");
+    for args in [
+        &["dlq", "list", TOPIC][..],
+        &["dlq", "show", TOPIC, "1-0"],
+        &["dlq", "replay", TOPIC, "--all"],
+        &["dlq", "purge", TOPIC, "--all", "--yes"],
+    ] {
+        let run = m.run(args).code(1);
+        assert_one_error_line(&run);
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: topic {TOPIC} does not exist\n")),
+            "{run:#?}"
+        );
+    }
+    // Nothing listens here: names and ids are checked first.
+    m.url = format!("redis://127.0.0.1:{}", support::free_port());
+    for args in [
+        &["dlq", "list", "Bad Topic"][..],
+        &["dlq", "list", TOPIC, "--group", "PDF"],
+        &["dlq", "list", "erp.v1.invoice.created.dlq"],
+        &["dlq", "show", TOPIC, "p3:1-0"],
+        &["dlq", "replay", TOPIC, "--id", "1-0", "latest"],
+        &["dlq", "purge", TOPIC, "--id", "x", "--yes"],
+        &["group", "pause", TOPIC, "Audit Team"],
+    ] {
+        let run = m.run(args).code(2);
+        assert_one_error_line(&run);
+    }
+}
+
+#[test]
+fn a_group_pauses_and_resumes() {
+    let m = Millrace::new("group_pause");
+    m.create_topic(TOPIC, 2);
+    group_with_lag_and_pending(&m, TOPIC);
+    let paused = |m: &Millrace| {
+        m.run(&["group", "describe", TOPIC, "audit", "--json"])
+            .ok()
+            .json()["paused"]
+            .clone()
+    };
+    assert_eq!(paused(&m), false);
+
+    let run = m.run(&["group", "pause", TOPIC, "audit"]).ok();
+    assert_eq!(
+        run.stdout,
+        format!(
+            "paused group audit on {TOPIC} (members stop taking new messages within a heartbeat)\n"
+        )
+    );
+    assert_eq!(paused(&m), true);
+    let human = m.run(&["group", "describe", TOPIC, "audit"]).ok();
+    assert!(
+        human.stdout.starts_with(&format!(
+            "group audit on topic {TOPIC}: paused, 0 members, lag 6, pending 4\n"
+        )),
+        "{human:#?}"
+    );
+    // Pausing again is fine.
+    m.run(&["group", "pause", TOPIC, "audit"]).ok();
+
+    let run = m.run(&["group", "resume", TOPIC, "audit"]).ok();
+    assert_eq!(run.stdout, format!("resumed group audit on {TOPIC}\n"));
+    assert_eq!(paused(&m), false);
+    let human = m.run(&["group", "describe", TOPIC, "audit"]).ok();
+    assert!(
+        human
+            .stdout
+            .starts_with(&format!("group audit on topic {TOPIC}: 0 members")),
+        "{human:#?}"
+    );
+
+    for cmd in ["pause", "resume"] {
+        let run = m.run(&["group", cmd, TOPIC, "nobody"]).code(1);
+        assert_one_error_line(&run);
+        assert_eq!(
+            run.stderr,
+            format!(
+                "error: group nobody does not exist on topic {TOPIC}\n\
+                 hint: `millrace group list {TOPIC}` shows its groups\n"
+            )
+        );
+    }
+}
+
+#[test]
+fn dlq_help_lists_its_commands() {
+    let run = Millrace::new("dlq_help").run(&["dlq", "--help"]).ok();
+    insta::assert_snapshot!("dlq_help", run.stdout);
+}

@@ -194,7 +194,7 @@ async fn retries_dead_letters_and_delays_on_a_cluster() {
             let ok = ok2.clone();
             async move {
                 let n: u32 = m.decode().map_err(HandlerError::permanent)?;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     return Err(HandlerError::retry("multiple of five"));
                 }
                 ok.fetch_add(1, Ordering::SeqCst);

@@ -5,7 +5,7 @@
 //! uses them, so a bad one is reported as one `error:` line with exit code 2
 //! rather than as clap's multi-line usage error.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// Where Redis is when neither `--redis`, `MILLRACE_REDIS_URL` nor
 /// `REDIS_URL` says.
@@ -72,9 +72,12 @@ pub enum Command {
     Publish(PublishArgs),
     /// Print a topic's messages, without a consumer group
     Tail(TailArgs),
-    /// List consumer groups and show their members, owners, lag and pending
+    /// List consumer groups, show their members, lag and pending, pause and resume them
     #[command(subcommand)]
     Group(GroupCommand),
+    /// List, show, replay and purge dead letters: messages a group gave up on
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Add, list and remove cron schedules that publish messages
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -205,6 +208,10 @@ pub enum GroupCommand {
     List(GroupListArgs),
     /// Show a group's members, and per partition its owner, lag and pending
     Describe(GroupDescribeArgs),
+    /// Pause a group: its members stop taking new messages (in-flight work finishes)
+    Pause(GroupPauseArgs),
+    /// Resume a paused group
+    Resume(GroupPauseArgs),
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +232,91 @@ pub struct GroupDescribeArgs {
     /// Print one JSON object instead of tables
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupPauseArgs {
+    /// Topic name
+    pub topic: String,
+    /// Group name
+    pub group: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first
+    List(DlqListArgs),
+    /// Show one dead letter in full
+    Show(DlqShowArgs),
+    /// Put dead letters back: to the group that gave up on them, or to the whole topic
+    Replay(DlqReplayArgs),
+    /// Delete dead letters
+    Purge(DlqPurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqListArgs {
+    /// Topic name
+    pub topic: String,
+    /// Only the dead letters of this group
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Print at most this many
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    /// Print one JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqShowArgs {
+    /// Topic name
+    pub topic: String,
+    /// Dead-letter id: PARTITION:ID as `dlq list` shows it, or ID (looked up in every partition)
+    pub id: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["ids", "all"])))]
+pub struct DlqReplayArgs {
+    /// Topic name
+    pub topic: String,
+    /// Dead letters to replay: PARTITION:ID or ID (repeatable)
+    #[arg(long = "id", value_name = "ID", num_args = 1..)]
+    pub ids: Vec<String>,
+    /// Replay every dead letter (of --group, if given)
+    #[arg(long)]
+    pub all: bool,
+    /// Only the dead letters of this group
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Replay to the whole topic (every group sees them again) instead of
+    /// only to the group that gave up on each
+    #[arg(long)]
+    pub to_topic: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["ids", "all"])))]
+pub struct DlqPurgeArgs {
+    /// Topic name
+    pub topic: String,
+    /// Dead letters to delete: PARTITION:ID or ID (repeatable)
+    #[arg(long = "id", value_name = "ID", num_args = 1..)]
+    pub ids: Vec<String>,
+    /// Delete every dead letter (of --group, if given)
+    #[arg(long)]
+    pub all: bool,
+    /// Only the dead letters of this group
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Confirm: the dead letters are deleted for good
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,5 +391,20 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn replay_and_purge_need_ids_or_all_but_not_both() {
+        for cmd in ["replay", "purge"] {
+            let parse = |extra: &[&str]| {
+                let mut args = vec!["millrace", "dlq", cmd, "t"];
+                args.extend_from_slice(extra);
+                Cli::try_parse_from(args)
+            };
+            assert!(parse(&[]).is_err());
+            assert!(parse(&["--all", "--id", "1-0"]).is_err());
+            assert!(parse(&["--all"]).is_ok());
+            assert!(parse(&["--id", "0:1-0", "2-0", "--id", "3-0"]).is_ok());
+        }
     }
 }

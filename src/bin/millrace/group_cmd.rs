@@ -1,9 +1,9 @@
-//! `millrace group list|describe`: thin calls to the library's group API,
+//! `millrace group list|describe|pause|resume`: thin calls to the library's group API,
 //! printed as lines, tables or JSON.
 
 use millrace::GroupInfo;
 
-use crate::cli::{Global, GroupCommand, GroupDescribeArgs, GroupListArgs};
+use crate::cli::{Global, GroupCommand, GroupDescribeArgs, GroupListArgs, GroupPauseArgs};
 use crate::error::CliError;
 use crate::output::{Out, rfc3339_ms, table};
 
@@ -11,6 +11,8 @@ pub async fn run(global: &Global, cmd: GroupCommand, out: &mut Out) -> Result<()
     match cmd {
         GroupCommand::List(args) => list(global, args, out).await,
         GroupCommand::Describe(args) => describe(global, args, out).await,
+        GroupCommand::Pause(args) => pause(global, args, true, out).await,
+        GroupCommand::Resume(args) => pause(global, args, false, out).await,
     }
 }
 
@@ -40,15 +42,42 @@ async fn describe(global: &Global, args: GroupDescribeArgs, out: &mut Out) -> Re
     }
 }
 
+/// `pause` (or, with `paused` false, `resume`). Both are idempotent; an
+/// unknown group fails as in `describe`.
+async fn pause(
+    global: &Global,
+    args: GroupPauseArgs,
+    paused: bool,
+    out: &mut Out,
+) -> Result<(), CliError> {
+    millrace::keys::validate_topic(&args.topic)?;
+    millrace::keys::validate_name("group", &args.group)?;
+    let client = crate::connect(global).await?;
+    if paused {
+        client.pause_group(&args.topic, &args.group).await?;
+        out.line(format_args!(
+            "paused group {} on {} (members stop taking new messages within a heartbeat)",
+            args.group, args.topic
+        ))
+    } else {
+        client.resume_group(&args.topic, &args.group).await?;
+        out.line(format_args!(
+            "resumed group {} on {}",
+            args.group, args.topic
+        ))
+    }
+}
+
 /// The human form of `describe`: a line of totals, the members, then owner,
 /// lag and pending per partition.
 fn describe_text(info: &GroupInfo) -> String {
     let none = || "-".to_string();
     let count = info.members.len();
     let header = format!(
-        "group {} on topic {}: {count} member{}, lag {}, pending {}",
+        "group {} on topic {}: {}{count} member{}, lag {}, pending {}",
         info.group,
         info.topic,
+        if info.paused { "paused, " } else { "" },
         if count == 1 { "" } else { "s" },
         info.lag,
         info.pending,
@@ -157,7 +186,7 @@ PARTITION  OWNER     LAG   PENDING
     #[test]
     fn a_group_without_members_says_so() {
         let info = GroupInfo {
-            paused: false,
+            paused: true,
             topic: "t".into(),
             group: "g".into(),
             members: vec![],
@@ -168,7 +197,7 @@ PARTITION  OWNER     LAG   PENDING
         assert_eq!(
             describe_text(&info),
             "\
-group g on topic t: 0 members, lag 1, pending 0
+group g on topic t: paused, 0 members, lag 1, pending 0
 
 no members
 

@@ -9,6 +9,7 @@
 //! The interface is pinned in `CLI.md` and by `tests/cli.rs`.
 
 mod cli;
+mod dlq_cmd;
 mod error;
 mod group_cmd;
 mod jsonl;
@@ -71,6 +72,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Publish(args) => publish_cmd::run(global, args, out).await,
         Command::Tail(args) => tail_cmd::run(global, args, out).await,
         Command::Group(cmd) => group_cmd::run(global, cmd, out).await,
+        Command::Dlq(cmd) => dlq_cmd::run(global, cmd, out).await,
         Command::Schedule(cmd) => schedule_cmd::run(global, cmd, out).await,
         Command::Scheduler => schedule_cmd::scheduler(global).await,
     }

@@ -55,10 +55,7 @@ struct TailLine<'a> {
 
 impl<'a> TailLine<'a> {
     fn new(m: &'a Message) -> Self {
-        let (data, raw_base64) = match payload_json(&m.payload) {
-            Some(v) => (v, None),
-            None => (Value::Null, Some(BASE64.encode(&m.payload))),
-        };
+        let (data, raw_base64) = payload_fields(&m.payload);
         TailLine {
             id: m.id.to_string(),
             partition: m.partition,
@@ -90,6 +87,15 @@ impl<'a> TailLine<'a> {
             None => s.push_str(&format!("  {}", self.data)),
         }
         s
+    }
+}
+
+/// `data` and `raw_base64` of a JSON line: the payload as JSON and no raw
+/// bytes, or null and the bytes in base64 when it is not MessagePack.
+pub fn payload_fields(payload: &[u8]) -> (Value, Option<String>) {
+    match payload_json(payload) {
+        Some(v) => (v, None),
+        None => (Value::Null, Some(BASE64.encode(payload))),
     }
 }
 
