@@ -68,9 +68,52 @@ pub struct WorkerSettings {
     pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
-/// Counters of what a worker did, readable while it runs.
+/// Upper bounds (seconds) of the handler latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Handler run times, in fixed buckets (for Prometheus).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per bucket of [`LATENCY_BUCKETS`], then one for anything longer.
+    counts: [AtomicU64; 14],
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub(crate) fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound (`le`), the total count and the
+    /// sum in seconds, as Prometheus histograms want them.
+    pub fn cumulative(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(LATENCY_BUCKETS.len());
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            total += self.counts[i].load(Ordering::Relaxed);
+            out.push((*bound, total));
+        }
+        total += self.counts[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (out, total, sum)
+    }
+}
+
+/// Counters of what a worker did, readable while it runs (and shared with
+/// the worker: see [`Worker::stats`]).
 #[derive(Debug, Default)]
 pub struct WorkerStats {
+    /// How long handlers ran (every attempt).
+    pub latency: LatencyHistogram,
     /// Messages whose handler succeeded.
     pub handled: AtomicU64,
     /// Handler failures (errors and panics).
@@ -499,5 +542,24 @@ impl WorkerHandle {
         for t in self.topics {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_histogram_is_cumulative() {
+        let h = LatencyHistogram::default();
+        h.record(Duration::from_micros(500));
+        h.record(Duration::from_millis(30));
+        h.record(Duration::from_secs(60));
+        let (buckets, count, sum) = h.cumulative();
+        assert_eq!(buckets[0], (0.001, 1));
+        assert_eq!(buckets[5], (0.05, 2));
+        assert_eq!(buckets.last().copied(), Some((10.0, 2)));
+        assert_eq!(count, 3);
+        assert!((sum - 60.0305).abs() < 1e-6);
     }
 }

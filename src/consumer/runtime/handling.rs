@@ -198,10 +198,12 @@ impl Rt {
             let m = msg.clone();
             let fut =
                 std::panic::AssertUnwindSafe(async move { handler(m, ctx).await }).catch_unwind();
+            let started = std::time::Instant::now();
             let outcome = tokio::select! {
                 r = fut.instrument(span) => r,
                 _ = self.killed.cancelled() => return Outcome::Abandoned,
             };
+            self.stats.latency.record(started.elapsed());
             let error = match outcome {
                 Ok(Ok(())) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
