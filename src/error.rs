@@ -46,6 +46,24 @@ pub enum Error {
         /// The group.
         group: String,
     },
+    /// A group reset was refused: the group has live members, which would
+    /// carry on from the new position with messages already in hand. Stop
+    /// them first, or force the reset. Neither retryable nor
+    /// [`is_invalid_input`](Error::is_invalid_input): the same call succeeds
+    /// once the members are gone (the CLI exits 2 on it, as a refused input).
+    #[error(
+        "group {group} on {topic} has {} live member(s) ({}): stop them first or force the reset",
+        .members.len(),
+        member_list(.members)
+    )]
+    GroupHasMembers {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// The live members, sorted.
+        members: Vec<String>,
+    },
     /// The topic exists with other settings.
     #[error("topic {name} exists with other settings: {differences}")]
     TopicConflict {
@@ -98,6 +116,21 @@ pub enum Error {
     /// The producer was closed while a publish was waiting.
     #[error("producer closed")]
     ProducerClosed,
+}
+
+/// Up to five member ids, then how many more.
+fn member_list(members: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut list = members
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if members.len() > SHOWN {
+        list.push_str(&format!(" and {} more", members.len() - SHOWN));
+    }
+    list
 }
 
 impl Error {

@@ -1277,3 +1277,187 @@ fn dlq_help_lists_its_commands() {
     let run = Millrace::new("dlq_help").run(&["dlq", "--help"]).ok();
     insta::assert_snapshot!("dlq_help", run.stdout);
 }
+
+#[test]
+fn group_reset_is_a_dry_run_unless_executed() {
+    let m = Millrace::new("group_reset");
+    m.create_topic(TOPIC, 2);
+    let p = group_with_lag_and_pending(&m, TOPIC);
+    let lag_pending = |m: &Millrace| {
+        let info = m
+            .run(&["group", "describe", TOPIC, "audit", "--json"])
+            .ok()
+            .json();
+        (info["lag"].clone(), info["pending"].clone())
+    };
+    assert_eq!(lag_pending(&m), (json!(6), json!(4)));
+
+    // The dry run prints the plan and changes nothing.
+    let run = m
+        .run(&["group", "reset", TOPIC, "audit", "--to", "earliest"])
+        .ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let words =
+        |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_string).collect() };
+    assert_eq!(
+        words(lines[0]),
+        ["PARTITION", "LANE", "FROM", "TO", "LAG", "AFTER"],
+        "{run:#?}"
+    );
+    let row = words(lines[1 + p as usize]);
+    assert_eq!((row[0].as_str(), row[1].as_str()), (&*p.to_string(), "0"));
+    assert_ne!(row[2], "0-0", "4 were read: {run:#?}");
+    assert_eq!((row[3].as_str(), row[4].as_str()), ("0-0", "10"));
+    let other = 1 - p;
+    assert_eq!(
+        words(lines[1 + other as usize]),
+        [other.to_string().as_str(), "0", "0-0", "0-0", "0"]
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"dry run: nothing changed; add --execute to apply")
+    );
+    assert!(
+        run.stdout
+            .contains("\nlag after reset: 10 (4 pending stay pending)\n")
+    );
+    assert_eq!(run.stderr, "");
+    let plan = m
+        .run(&[
+            "group", "reset", TOPIC, "audit", "--to", "earliest", "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (&plan["applied"], &plan["lag_after"]),
+        (&json!(false), &json!(10))
+    );
+    let parts = plan["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[p as usize]["to"], "0-0");
+    assert_eq!(parts[p as usize]["lag_before"], 6);
+    assert_eq!(lag_pending(&m), (json!(6), json!(4)));
+
+    // --execute applies; pending entries stay pending.
+    let run = m
+        .run(&[
+            "group",
+            "reset",
+            TOPIC,
+            "audit",
+            "--to",
+            "earliest",
+            "--execute",
+        ])
+        .ok();
+    assert!(
+        run.stdout
+            .ends_with(&format!("\nreset group audit on {TOPIC} to earliest\n")),
+        "{run:#?}"
+    );
+    assert_eq!(lag_pending(&m), (json!(10), json!(4)));
+    let plan = m
+        .run(&[
+            "group",
+            "reset",
+            TOPIC,
+            "audit",
+            "--to",
+            "latest",
+            "--execute",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (&plan["applied"], &plan["lag_after"]),
+        (&json!(true), &json!(0))
+    );
+    assert_eq!(lag_pending(&m), (json!(0), json!(4)));
+
+    // A bad position, or --force without --execute, is bad usage.
+    let run = m
+        .run(&["group", "reset", TOPIC, "audit", "--to", "yesterday"])
+        .code(2);
+    assert_one_error_line(&run);
+    assert!(run.stderr.starts_with("error: invalid --to: "), "{run:#?}");
+    m.run(&[
+        "group", "reset", TOPIC, "audit", "--to", "latest", "--force",
+    ])
+    .code(2);
+    let run = m
+        .run(&["group", "reset", TOPIC, "nobody", "--to", "latest"])
+        .code(1);
+    assert_one_error_line(&run);
+}
+
+#[test]
+fn group_reset_refuses_while_members_are_live_unless_forced() {
+    let m = Millrace::new("group_reset_live");
+    m.create_topic(TOPIC, 2);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let worker = rt.block_on(async {
+        let config = millrace::Config::new(&m.url)
+            .unwrap()
+            .prefix(&m.prefix)
+            .unwrap();
+        let client = millrace::Client::connect(config).await.unwrap();
+        let worker = millrace::Worker::builder(&client, "pdf")
+            .instance_id("worker-a")
+            .handle_raw(TOPIC, |_msg, _ctx| async { Ok(()) })
+            .start()
+            .await
+            .unwrap();
+        support::wait_until(Duration::from_secs(10), "a live member", || {
+            let client = client.clone();
+            async move {
+                let info = client.describe_group(TOPIC, "pdf").await.unwrap();
+                !info.members.is_empty()
+            }
+        })
+        .await;
+        worker
+    });
+
+    let run = m
+        .run(&[
+            "group",
+            "reset",
+            TOPIC,
+            "pdf",
+            "--to",
+            "earliest",
+            "--execute",
+        ])
+        .code(2);
+    assert_one_error_line(&run);
+    assert_eq!(run.stdout, "");
+    insta::assert_snapshot!("group_reset_live_members_stderr", run.stderr);
+
+    // The dry run works, with a warning.
+    let run = m
+        .run(&["group", "reset", TOPIC, "pdf", "--to", "earliest"])
+        .ok();
+    assert_eq!(
+        run.stderr,
+        "warning: the group has 1 live member(s): --execute refuses unless --force\n"
+    );
+    let run = m
+        .run(&[
+            "group",
+            "reset",
+            TOPIC,
+            "pdf",
+            "--to",
+            "earliest",
+            "--execute",
+            "--force",
+        ])
+        .ok();
+    assert!(
+        run.stdout
+            .ends_with(&format!("\nreset group pdf on {TOPIC} to earliest\n")),
+        "{run:#?}"
+    );
+    rt.block_on(worker.shutdown()).unwrap();
+}

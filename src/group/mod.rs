@@ -9,6 +9,7 @@
 //! drives these calls.
 
 pub mod assignment;
+pub mod reset;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::reader::StartAt;
 use crate::topic::TopicSpec;
 
 pub use assignment::Assignment;
+pub use reset::{LaneReset, ResetPlan};
 
 /// The placeholder consumer each group gets on creation (see `lua/trim.lua`).
 pub const CREATED_CONSUMER: &str = "~created";

@@ -49,6 +49,11 @@ pub struct Global {
         default_value = millrace::config::DEFAULT_PREFIX
     )]
     pub prefix: String,
+
+    /// Whether `--prefix` or `MILLRACE_PREFIX` gave the prefix (rather than
+    /// the default); set by `main` from clap's value source.
+    #[arg(skip)]
+    pub prefix_set: bool,
 }
 
 impl Global {
@@ -72,7 +77,7 @@ pub enum Command {
     Publish(PublishArgs),
     /// Print a topic's messages, without a consumer group
     Tail(TailArgs),
-    /// List consumer groups, show their members, lag and pending, pause and resume them
+    /// List consumer groups, show their members, lag and pending, pause, resume and reset them
     #[command(subcommand)]
     Group(GroupCommand),
     /// List, show, replay and purge dead letters: messages a group gave up on
@@ -83,6 +88,26 @@ pub enum Command {
     Schedule(ScheduleCommand),
     /// Publish the schedules' messages at their fire times, until SIGINT or SIGTERM
     Scheduler,
+    /// Run the consumers of a TOML file (handlers: programs or HTTP endpoints) until SIGINT or SIGTERM
+    Worker(WorkerArgs),
+    /// Tell an ERP's story: three groups, dead letters and a replay, a delayed and a cron job
+    ///
+    /// Starts a private redis-server from PATH on a free loopback port and
+    /// stops it at the end, unless --redis, MILLRACE_REDIS_URL or REDIS_URL
+    /// names a Redis: then it works under the prefix `demo` (or --prefix) and
+    /// deletes its topics at the end.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The worker's TOML file: consumers (topic, group, mode, concurrency,
+    /// retry, rate limit, handler), metrics address, instance id
+    #[arg(long, value_name = "FILE")]
+    pub config: std::path::PathBuf,
+    /// Log lines as human text or JSON objects (level from RUST_LOG)
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +237,8 @@ pub enum GroupCommand {
     Pause(GroupPauseArgs),
     /// Resume a paused group
     Resume(GroupPauseArgs),
+    /// Move a group to the start, the end, a time or an id (a dry run unless --execute)
+    Reset(GroupResetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +267,28 @@ pub struct GroupPauseArgs {
     pub topic: String,
     /// Group name
     pub group: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupResetArgs {
+    /// Topic name
+    pub topic: String,
+    /// Group name
+    pub group: String,
+    /// Where the group's next reads start: earliest (replay everything
+    /// retained), latest (skip everything), an RFC 3339 time or a stream id
+    #[arg(long, value_name = "POSITION")]
+    pub to: String,
+    /// Apply the reset; without it, only print what would change
+    #[arg(long)]
+    pub execute: bool,
+    /// Reset even while the group has live members (they carry on from the
+    /// new position)
+    #[arg(long, requires = "execute")]
+    pub force: bool,
+    /// Print the plan as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

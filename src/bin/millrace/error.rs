@@ -73,6 +73,10 @@ impl From<millrace::Error> for CliError {
             EXIT_UNREACHABLE
         } else if e.is_invalid_input() {
             EXIT_USAGE
+        } else if matches!(e, millrace::Error::GroupHasMembers { .. }) {
+            // A refused request (`group reset` without --force), like a
+            // conflicting `topic create`: exit 2.
+            EXIT_USAGE
         } else {
             EXIT_OTHER
         };
@@ -87,6 +91,10 @@ impl From<millrace::Error> for CliError {
             millrace::Error::GroupNotFound { topic, .. } => {
                 err.hint(format!("`millrace group list {topic}` shows its groups"))
             }
+            millrace::Error::GroupHasMembers { topic, group, .. } => err.hint(format!(
+                "`millrace group describe {topic} {group}` shows them; \
+                 --force resets anyway (they carry on from the new position)"
+            )),
             _ if code == EXIT_UNREACHABLE => match unreachable_hint(&e) {
                 Some(h) => err.hint(h),
                 None => err,
@@ -183,6 +191,16 @@ mod tests {
         );
         let bad_group = millrace::keys::validate_name("group", "Audit").unwrap_err();
         assert_eq!(CliError::from(bad_group).code, EXIT_USAGE);
+        let busy = CliError::from(millrace::Error::GroupHasMembers {
+            topic: "a.b".into(),
+            group: "g".into(),
+            members: vec!["m1".into(), "m2".into()],
+        });
+        assert_eq!(busy.code, EXIT_USAGE);
+        assert_eq!(
+            busy.message,
+            "group g on a.b has 2 live member(s) (m1, m2): stop them first or force the reset"
+        );
     }
 
     #[test]

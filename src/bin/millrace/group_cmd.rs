@@ -1,11 +1,14 @@
-//! `millrace group list|describe|pause|resume`: thin calls to the library's group API,
+//! `millrace group list|describe|pause|resume|reset`: thin calls to the library's group API,
 //! printed as lines, tables or JSON.
 
-use millrace::GroupInfo;
+use millrace::group::ResetPlan;
+use millrace::{GroupInfo, StartAt};
 
-use crate::cli::{Global, GroupCommand, GroupDescribeArgs, GroupListArgs, GroupPauseArgs};
+use crate::cli::{
+    Global, GroupCommand, GroupDescribeArgs, GroupListArgs, GroupPauseArgs, GroupResetArgs,
+};
 use crate::error::CliError;
-use crate::output::{Out, rfc3339_ms, table};
+use crate::output::{Out, note, rfc3339_ms, table};
 
 pub async fn run(global: &Global, cmd: GroupCommand, out: &mut Out) -> Result<(), CliError> {
     match cmd {
@@ -13,6 +16,7 @@ pub async fn run(global: &Global, cmd: GroupCommand, out: &mut Out) -> Result<()
         GroupCommand::Describe(args) => describe(global, args, out).await,
         GroupCommand::Pause(args) => pause(global, args, true, out).await,
         GroupCommand::Resume(args) => pause(global, args, false, out).await,
+        GroupCommand::Reset(args) => reset(global, args, out).await,
     }
 }
 
@@ -66,6 +70,77 @@ async fn pause(
             args.group, args.topic
         ))
     }
+}
+
+/// `reset`: a dry run (the plan) unless `--execute`; refused while the group
+/// has live members unless `--force` (exit 2, see `error.rs`).
+async fn reset(global: &Global, args: GroupResetArgs, out: &mut Out) -> Result<(), CliError> {
+    millrace::keys::validate_topic(&args.topic)?;
+    millrace::keys::validate_name("group", &args.group)?;
+    let to: StartAt = args.to.parse().map_err(|e| match e {
+        millrace::Error::InvalidArgument { reason, .. } => {
+            CliError::usage(format!("invalid --to: {reason}"))
+        }
+        other => CliError::from(other),
+    })?;
+    let client = crate::connect(global).await?;
+    let plan = if args.execute {
+        client
+            .reset_group(&args.topic, &args.group, &to, args.force)
+            .await?
+    } else {
+        client
+            .plan_group_reset(&args.topic, &args.group, &to)
+            .await?
+    };
+    if !plan.members.is_empty() {
+        let n = plan.members.len();
+        note(&if plan.applied {
+            format!("warning: {n} live member(s) carry on from the new position")
+        } else {
+            format!("warning: the group has {n} live member(s): --execute refuses unless --force")
+        });
+    }
+    if args.json {
+        out.json_pretty(&plan)
+    } else {
+        out.line(reset_text(&plan))
+    }
+}
+
+/// The human form of `reset`: per partition lane the move and the lag it
+/// leaves, the totals, and whether anything changed.
+fn reset_text(plan: &ResetPlan) -> String {
+    let rows: Vec<Vec<String>> = plan
+        .partitions
+        .iter()
+        .map(|l| {
+            vec![
+                l.partition.to_string(),
+                l.lane.to_string(),
+                l.from.clone().unwrap_or_else(|| "-".to_string()),
+                l.to.clone(),
+                l.lag_after.to_string(),
+            ]
+        })
+        .collect();
+    let pending = match plan.pending {
+        0 => String::new(),
+        n => format!(" ({n} pending stay pending)"),
+    };
+    let last = if plan.applied {
+        format!(
+            "reset group {} on {} to {}",
+            plan.group, plan.topic, plan.to
+        )
+    } else {
+        "dry run: nothing changed; add --execute to apply".to_string()
+    };
+    format!(
+        "{}\n\nlag after reset: {}{pending}\n{last}",
+        table(&["PARTITION", "LANE", "FROM", "TO", "LAG AFTER"], &rows),
+        plan.lag_after,
+    )
 }
 
 /// The human form of `describe`: a line of totals, the members, then owner,
@@ -180,6 +255,56 @@ PARTITION  OWNER     LAG   PENDING
 0          worker-a  12    3
 1          -         0     0
 2          0f3c9e1a  1500  16"
+        );
+    }
+
+    fn reset_plan(applied: bool, pending: u64) -> ResetPlan {
+        use millrace::group::LaneReset;
+        let lane = |partition: u32, lane: u8, from: Option<&str>, lag_after: u64| LaneReset {
+            partition,
+            lane,
+            from: from.map(str::to_string),
+            to: "1764237599999-18446744073709551615".into(),
+            lag_before: Some(0),
+            lag_after,
+            pending,
+        };
+        ResetPlan {
+            topic: "t".into(),
+            group: "g".into(),
+            to: "2025-11-27T10:00:00Z".into(),
+            members: vec![],
+            partitions: vec![
+                lane(0, 0, Some("1764237600500-0"), 12),
+                lane(0, 1, Some("0-0"), 0),
+                lane(1, 0, None, 3),
+            ],
+            lag_after: 15,
+            pending: 3 * pending,
+            applied,
+        }
+    }
+
+    #[test]
+    fn reset_reads_as_a_table_and_says_whether_it_changed_anything() {
+        assert_eq!(
+            reset_text(&reset_plan(false, 0)),
+            "\
+PARTITION  LANE  FROM             TO                                  LAG AFTER
+0          0     1764237600500-0  1764237599999-18446744073709551615  12
+0          1     0-0              1764237599999-18446744073709551615  0
+1          0     -                1764237599999-18446744073709551615  3
+
+lag after reset: 15
+dry run: nothing changed; add --execute to apply"
+        );
+        let applied = reset_text(&reset_plan(true, 2));
+        assert!(
+            applied.ends_with(
+                "\n\nlag after reset: 15 (6 pending stay pending)\n\
+                 reset group g on t to 2025-11-27T10:00:00Z"
+            ),
+            "{applied}"
         );
     }
 

@@ -9,6 +9,7 @@
 //! The interface is pinned in `CLI.md` and by `tests/cli.rs`.
 
 mod cli;
+mod demo;
 mod dlq_cmd;
 mod error;
 mod group_cmd;
@@ -18,10 +19,12 @@ mod publish_cmd;
 mod schedule_cmd;
 mod tail_cmd;
 mod topic_cmd;
+mod worker;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use millrace::config::redact_url;
 use millrace::{Client, Config};
 
@@ -31,8 +34,20 @@ use crate::output::{Out, note};
 
 fn main() -> ExitCode {
     // clap prints help and version itself, and exits 2 on a usage error.
-    let cli = Cli::parse();
-    init_logging();
+    let matches = Cli::command().get_matches();
+    let mut cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    cli.global.prefix_set = matches!(
+        matches.value_source("prefix"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    let json_logs = matches!(&cli.command, Command::Worker(a) if a.log_format == "json");
+    // The demo shows its handlers' failures itself, as part of the story.
+    let default_filter = match cli.command {
+        Command::Demo => demo::LOG_FILTER,
+        _ => "warn",
+    };
+    init_logging(json_logs, default_filter);
     let url = cli.global.redis_url();
     let mut out = Out::new();
     let result = match tokio::runtime::Runtime::new() {
@@ -75,6 +90,8 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Dlq(cmd) => dlq_cmd::run(global, cmd, out).await,
         Command::Schedule(cmd) => schedule_cmd::run(global, cmd, out).await,
         Command::Scheduler => schedule_cmd::scheduler(global).await,
+        Command::Demo => demo::run(global, out).await,
+        Command::Worker(args) => worker::run(global, &args.config).await,
     }
 }
 
@@ -94,12 +111,18 @@ pub async fn connect(global: &Global) -> Result<Client, CliError> {
     })
 }
 
-/// Logs to stderr at the level in `RUST_LOG` (default: warnings).
-fn init_logging() {
+/// Logs to stderr at the level in `RUST_LOG` (default: `default_filter`,
+/// warnings), as text
+/// or, for `worker --log-format json`, one JSON object per line.
+fn init_logging(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        fmt.json().try_init()
+    } else {
+        fmt.try_init()
+    };
 }

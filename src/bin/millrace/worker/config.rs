@@ -1,0 +1,402 @@
+//! The worker's TOML file: parsed and checked before anything connects.
+//!
+//! Every error names the file, the key (`consumers[1].retry.delay`) and what
+//! was expected, on one line. Parsing is two steps: serde reads the shape
+//! (unknown keys are refused), then [`check`] turns strings such as
+//! durations, modes and rate limits into typed settings.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use millrace::Mode;
+use millrace::duration::parse_duration;
+use millrace::rate_limit::RateLimit;
+use millrace::retry::{Backoff, RetryPolicy};
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    redis: Option<String>,
+    prefix: Option<String>,
+    instance_id: Option<String>,
+    drain_timeout: Option<String>,
+    session_timeout: Option<String>,
+    metrics: Option<RawMetrics>,
+    #[serde(default)]
+    consumers: Vec<RawConsumer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsumer {
+    topic: String,
+    group: String,
+    mode: Option<String>,
+    concurrency: Option<usize>,
+    rate_limit: Option<String>,
+    start: Option<String>,
+    retry: Option<RawRetry>,
+    handler: RawHandler,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<u32>,
+    backoff: Option<String>,
+    delay: Option<String>,
+    max_delay: Option<String>,
+    jitter: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandler {
+    exec: Option<Vec<String>>,
+    http: Option<String>,
+    timeout: Option<String>,
+}
+
+/// What a consumer's messages are handed to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HandlerSpec {
+    /// A program, run without a shell, one process per message.
+    Exec {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+    /// An HTTP endpoint to POST to.
+    Http { url: String, timeout: Duration },
+}
+
+/// One `[[consumers]]` entry, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsumerConfig {
+    pub topic: String,
+    pub group: String,
+    pub mode: Mode,
+    pub concurrency: usize,
+    pub rate_limit: Option<RateLimit>,
+    pub start_latest: bool,
+    pub retry: RetryPolicy,
+    pub handler: HandlerSpec,
+}
+
+/// The whole file, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerConfig {
+    pub redis: Option<String>,
+    pub prefix: Option<String>,
+    pub instance_id: Option<String>,
+    pub drain_timeout: Duration,
+    pub session_timeout: Duration,
+    /// Where `/metrics` and `/healthz` listen, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    pub consumers: Vec<ConsumerConfig>,
+}
+
+/// Default address of the metrics endpoints: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default handler timeout.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads and checks the file. The error is one line: `FILE: KEY: problem`.
+pub fn load(path: &Path) -> Result<WorkerConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the worker config: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and checks TOML text (errors without the file name).
+pub fn parse(text: &str) -> Result<WorkerConfig, String> {
+    let line_of = |e: &toml::de::Error| {
+        e.span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+    };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| {
+        let at = line_of(&e)
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
+        format!("{at}{}", e.message().trim().replace('\n', " "))
+    })?;
+    // The path to the bad key (`consumers[0].retry.max_attempts`).
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = line_of(&inner)
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        let what = inner.message().trim().replace('\n', " ");
+        if path == "." || path.is_empty() {
+            format!("{what}{at}")
+        } else {
+            format!("{path}{at}: {what}")
+        }
+    })?;
+    check(raw)
+}
+
+fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v).map_err(|_| {
+            format!("{key}: expected a duration such as 500ms, 30s, 5m, 2h; got {v:?}")
+        }),
+    }
+}
+
+fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
+    if let Some(p) = &raw.prefix {
+        millrace::keys::validate_prefix(p).map_err(|e| format!("prefix: {e}"))?;
+    }
+    if let Some(id) = &raw.instance_id {
+        millrace::keys::validate_name("instance id", id)
+            .map_err(|e| format!("instance_id: {e}"))?;
+    }
+    if let Some(url) = &raw.redis {
+        millrace::Config::new(url).map_err(|e| format!("redis: {e}"))?;
+    }
+    let metrics = match &raw.metrics {
+        None => None,
+        Some(m) => {
+            let listen = m.listen.as_deref().unwrap_or(DEFAULT_METRICS_LISTEN);
+            Some(listen.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "metrics.listen: expected an address such as 127.0.0.1:9464; got {listen:?}"
+                )
+            })?)
+        }
+    };
+    if raw.consumers.is_empty() {
+        return Err("consumers: expected at least one [[consumers]] entry".into());
+    }
+    let mut consumers = Vec::new();
+    for (i, c) in raw.consumers.into_iter().enumerate() {
+        let key = |k: &str| format!("consumers[{i}].{k}");
+        millrace::keys::validate_topic(c.topic.strip_suffix(".dlq").unwrap_or(&c.topic))
+            .map_err(|e| format!("{}: {e}", key("topic")))?;
+        millrace::keys::validate_name("group", &c.group)
+            .map_err(|e| format!("{}: {e}", key("group")))?;
+        let mode = match c.mode.as_deref() {
+            None | Some("ordered") => Mode::Ordered,
+            Some("shared") => Mode::Shared,
+            Some(other) => {
+                return Err(format!(
+                    "{}: expected \"ordered\" or \"shared\"; got {other:?}",
+                    key("mode")
+                ));
+            }
+        };
+        let concurrency = c.concurrency.unwrap_or(16);
+        if concurrency == 0 {
+            return Err(format!("{}: expected at least 1", key("concurrency")));
+        }
+        let rate_limit = c
+            .rate_limit
+            .as_deref()
+            .map(|r| {
+                r.parse::<RateLimit>().map_err(|_| {
+                    format!(
+                        "{}: expected N/DURATION such as \"100/1s\"; got {r:?}",
+                        key("rate_limit")
+                    )
+                })
+            })
+            .transpose()?;
+        let start_latest = match c.start.as_deref() {
+            None | Some("earliest") => false,
+            Some("latest") => true,
+            Some(other) => {
+                return Err(format!(
+                    "{}: expected \"earliest\" or \"latest\"; got {other:?}",
+                    key("start")
+                ));
+            }
+        };
+        let mut retry = RetryPolicy::default();
+        if let Some(r) = &c.retry {
+            if let Some(n) = r.max_attempts {
+                retry.max_attempts = n;
+            }
+            if let Some(b) = &r.backoff {
+                retry.backoff = b.parse::<Backoff>().map_err(|_| {
+                    format!(
+                        "{}: expected \"fixed\" or \"exponential\"; got {b:?}",
+                        key("retry.backoff")
+                    )
+                })?;
+            }
+            retry.delay = duration(&key("retry.delay"), r.delay.as_ref(), retry.delay)?;
+            retry.max_delay = duration(
+                &key("retry.max_delay"),
+                r.max_delay.as_ref(),
+                retry.max_delay.max(retry.delay),
+            )?;
+            if let Some(j) = r.jitter {
+                retry.jitter = j;
+            }
+            retry
+                .validate()
+                .map_err(|e| format!("{}: {e}", key("retry")))?;
+        }
+        let timeout = duration(
+            &key("handler.timeout"),
+            c.handler.timeout.as_ref(),
+            DEFAULT_HANDLER_TIMEOUT,
+        )?;
+        let handler = match (c.handler.exec, c.handler.http) {
+            (Some(argv), None) => {
+                if argv.is_empty() || argv[0].is_empty() {
+                    return Err(format!(
+                        "{}: expected a program and its arguments, e.g. [\"./bin/render\", \"--stdin\"]",
+                        key("handler.exec")
+                    ));
+                }
+                HandlerSpec::Exec { argv, timeout }
+            }
+            (None, Some(url)) => {
+                if !url.starts_with("http://") {
+                    return Err(format!(
+                        "{}: expected an http:// URL (https is not supported yet); got {url:?}",
+                        key("handler.http")
+                    ));
+                }
+                HandlerSpec::Http { url, timeout }
+            }
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{}: expected exec or http, not both",
+                    key("handler")
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{}: expected exec = [...] or http = \"...\"",
+                    key("handler")
+                ));
+            }
+        };
+        if consumers
+            .iter()
+            .any(|o: &ConsumerConfig| o.topic == c.topic && o.group == c.group)
+        {
+            return Err(format!(
+                "{}: topic {} and group {} appear twice",
+                key("group"),
+                c.topic,
+                c.group
+            ));
+        }
+        consumers.push(ConsumerConfig {
+            topic: c.topic,
+            group: c.group,
+            mode,
+            concurrency,
+            rate_limit,
+            start_latest,
+            retry,
+            handler,
+        });
+    }
+    Ok(WorkerConfig {
+        redis: raw.redis,
+        prefix: raw.prefix,
+        instance_id: raw.instance_id,
+        drain_timeout: duration(
+            "drain_timeout",
+            raw.drain_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
+        session_timeout: duration(
+            "session_timeout",
+            raw.session_timeout.as_ref(),
+            Duration::from_secs(10),
+        )?,
+        metrics,
+        consumers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+redis = "redis://127.0.0.1:6379"
+prefix = "mr"
+instance_id = "worker-a"
+
+[metrics]
+listen = "127.0.0.1:9464"
+
+[[consumers]]
+topic = "erp.v1.invoice.created"
+group = "pdf-report"
+mode = "ordered"
+concurrency = 16
+rate_limit = "100/1s"
+
+[consumers.retry]
+max_attempts = 5
+backoff = "exponential"
+delay = "500ms"
+max_delay = "1m"
+jitter = 0.2
+
+[consumers.handler]
+exec = ["./bin/render-pdf", "--stdin"]
+timeout = "30s"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.consumers.len(), 1);
+        let k = &c.consumers[0];
+        assert_eq!(k.retry.max_attempts, 5);
+        assert_eq!(k.retry.delay, Duration::from_millis(500));
+        assert_eq!(k.rate_limit.unwrap().permits, 100);
+        assert_eq!(
+            k.handler,
+            HandlerSpec::Exec {
+                argv: vec!["./bin/render-pdf".into(), "--stdin".into()],
+                timeout: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(c.metrics.unwrap().to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_what_was_expected() {
+        let cases = [
+            EXAMPLE.replace("\"500ms\"", "\"fast\""),
+            EXAMPLE.replace("\"ordered\"", "\"fifo\""),
+            EXAMPLE.replace("\"100/1s\"", "\"lots\""),
+            EXAMPLE.replace(
+                "exec = [\"./bin/render-pdf\", \"--stdin\"]",
+                "http = \"https://x\"",
+            ),
+            EXAMPLE.replace("exec = [\"./bin/render-pdf\", \"--stdin\"]", ""),
+            EXAMPLE.replace("concurrency = 16", "concurency = 16"),
+            EXAMPLE.replace("\"erp.v1.invoice.created\"", "\"Invoices\""),
+            EXAMPLE.replace("listen = \"127.0.0.1:9464\"", "listen = \"everywhere\""),
+            EXAMPLE.replace("max_attempts = 5", "max_attempts = \"five\""),
+            "[[consumers]]\ntopic = \"t\"\n".to_string(),
+            "".to_string(),
+        ];
+        let text: String = cases
+            .iter()
+            .map(|c| format!("{}\n", parse(c).unwrap_err()))
+            .collect();
+        insta::assert_snapshot!(text);
+    }
+}

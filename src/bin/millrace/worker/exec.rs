@@ -1,0 +1,183 @@
+//! `exec` handlers: one process per message, no shell.
+//!
+//! The payload goes to the program's stdin as JSON; metadata in `MILLRACE_*`
+//! environment variables. Exit 0 acks; exit 65 (EX_DATAERR) is a permanent
+//! failure; any other exit, a signal or the timeout is retryable. The last
+//! lines of stderr become the recorded error. The program runs in its own
+//! process group, and the whole group is killed at the timeout; it is also
+//! killed if the worker process dies.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use millrace::{Context, HandlerError, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// Exit code meaning "bad data, do not retry" (sysexits.h).
+pub const EX_DATAERR: i32 = 65;
+/// How much of stderr is kept for the error.
+const STDERR_TAIL: usize = 2048;
+
+/// The payload as JSON text, or a permanent error if it is not MessagePack.
+pub fn payload_json(msg: &Message) -> Result<String, HandlerError> {
+    let value: serde_json::Value = msg.decode().map_err(HandlerError::permanent)?;
+    serde_json::to_string(&value).map_err(HandlerError::permanent)
+}
+
+/// `MILLRACE_HEADER_<NAME>`: the header name upper-cased, other characters
+/// than letters and digits as `_`.
+pub fn header_env_name(name: &str) -> String {
+    let n: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("MILLRACE_HEADER_{n}")
+}
+
+/// The last lines of `stderr` (at most 2 KiB), trimmed, as one string.
+pub fn stderr_tail(stderr: &[u8]) -> String {
+    let start = stderr.len().saturating_sub(STDERR_TAIL);
+    let text = String::from_utf8_lossy(&stderr[start..]);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// Runs `argv` for one message.
+pub async fn run(
+    argv: &[String],
+    timeout: Duration,
+    msg: Message,
+    ctx: Context,
+) -> Result<(), HandlerError> {
+    let input = payload_json(&msg)?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("MILLRACE_TOPIC", &ctx.topic)
+        .env("MILLRACE_GROUP", &ctx.group)
+        .env("MILLRACE_PARTITION", ctx.partition.to_string())
+        .env("MILLRACE_ID", ctx.id.to_string())
+        .env("MILLRACE_ATTEMPT", ctx.attempt.to_string())
+        .env_remove("MILLRACE_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills its children too.
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: prctl in the forked child before exec only sets a signal for
+    // it. A handler must not outlive a worker that died (it would go on
+    // working on a message the new owner handles too).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    if let Some(k) = &ctx.key {
+        cmd.env("MILLRACE_KEY", k);
+    }
+    for (name, value) in &ctx.headers {
+        cmd.env(header_env_name(name), value);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| HandlerError::retry(format!("cannot start {}: {e}", argv[0])))?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take();
+    let mut stderr = child.stderr.take();
+    let io = async {
+        if let Some(mut s) = stdin.take() {
+            // A program that does not read stdin closes it: not an error.
+            let _ = s.write_all(input.as_bytes()).await;
+            drop(s);
+        }
+        let mut err = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut err).await;
+        }
+        let status = child.wait().await;
+        (status, err)
+    };
+    let (status, err) = match tokio::time::timeout(timeout, io).await {
+        Ok(done) => done,
+        Err(_) => {
+            if let Some(pid) = pid {
+                // SAFETY: killpg only sends a signal; the group is the
+                // child's own (process_group(0) made it its leader).
+                unsafe {
+                    libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            return Err(HandlerError::retry(format!(
+                "{} timed out after {:?} and was killed",
+                argv[0], timeout
+            )));
+        }
+    };
+    let status =
+        status.map_err(|e| HandlerError::retry(format!("waiting for {}: {e}", argv[0])))?;
+    let tail = stderr_tail(&err);
+    let describe = |what: String| {
+        if tail.is_empty() {
+            what
+        } else {
+            format!("{what}: {tail}")
+        }
+    };
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(EX_DATAERR) => Err(HandlerError::permanent(describe(format!(
+            "{} exited with 65",
+            argv[0]
+        )))),
+        Some(code) => Err(HandlerError::retry(describe(format!(
+            "{} exited with {code}",
+            argv[0]
+        )))),
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            let sig = status.signal().unwrap_or(0);
+            Err(HandlerError::retry(describe(format!(
+                "{} was killed by signal {sig}",
+                argv[0]
+            ))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_become_environment_names() {
+        assert_eq!(
+            header_env_name("traceparent"),
+            "MILLRACE_HEADER_TRACEPARENT"
+        );
+        assert_eq!(
+            header_env_name("x-tenant.id"),
+            "MILLRACE_HEADER_X_TENANT_ID"
+        );
+    }
+
+    #[test]
+    fn stderr_keeps_the_last_lines() {
+        let text = b"one\ntwo\n\nthree\nfour\nfive\nsix\n";
+        assert_eq!(stderr_tail(text), "two | three | four | five | six");
+        assert_eq!(stderr_tail(b""), "");
+    }
+}

@@ -1,0 +1,183 @@
+//! `millrace demo`: the whole story runs, says what happened and leaves
+//! nothing behind; without a redis-server on PATH it says how to get one.
+
+mod support;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// The binary with no Redis or prefix from the environment.
+fn millrace(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_millrace"));
+    for var in [
+        "MILLRACE_REDIS_URL",
+        "REDIS_URL",
+        "MILLRACE_PREFIX",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `cmd`, killing it if it takes more than a minute.
+fn run(mut cmd: Command) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start millrace");
+    // The demo prints a few kilobytes: the pipes never fill up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).expect("stdout");
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).expect("stderr");
+    }
+    let run = Run {
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+    };
+    assert!(status.is_some(), "the demo took over a minute: {run:#?}");
+    run
+}
+
+/// Checks the story's key moments.
+#[track_caller]
+fn assert_the_story_is_told(run: &Run) {
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    for phrase in [
+        "created topic erp.v1.invoice.created (6 partitions",
+        "pdf-report    2 members sharing the partitions",
+        "published 300 invoices",
+        "0 out of order",
+        "9 invoices failed 3 times in pdf-report (18 retries) and went to the dead-letter queue",
+        "replayed 9 dead letters to pdf-report only",
+        "dead-letter queue: 0 left; pdf-report has now rendered 300 of 300 invoices",
+        "published a payment reminder for inv-acme-1 with a delay of 2 s",
+        "ms after it was due",
+        "added the cron schedule nightly-report",
+        "removed the schedule",
+        "shut down 4 workers gracefully",
+    ] {
+        assert!(
+            run.stdout.contains(phrase),
+            "stdout lacks {phrase:?}: {run:#?}"
+        );
+    }
+    // The scheduler runs for 3 s at one fire a second.
+    let fires: usize = run
+        .stdout
+        .split("the schedule fired ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fire count: {run:#?}"));
+    assert!((2..=4).contains(&fires), "{fires} fires: {run:#?}");
+    let summary = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("pdf-report "))
+        .unwrap_or_else(|| panic!("no summary row for pdf-report: {run:#?}"));
+    let cells: Vec<&str> = summary.split_whitespace().collect();
+    // GROUP MEMBERS HANDLED RETRIED DEAD-LETTERED REPLAYED
+    assert_eq!(cells[1..6], ["2", "300", "18", "9", "9"], "{run:#?}");
+    assert!(
+        !run.stderr.contains("WARN") && !run.stderr.contains("ERROR"),
+        "log noise on stderr: {run:#?}"
+    );
+}
+
+#[test]
+fn the_demo_tells_the_whole_story_on_a_given_redis_and_cleans_up() {
+    let prefix = support::unique_prefix("demo");
+    let url = support::shared_url();
+    let run = run(millrace(&["--redis", &url, "--prefix", &prefix, "demo"]));
+    assert_the_story_is_told(&run);
+    assert!(
+        run.stdout
+            .contains(&format!("using {url} (key prefix \"{prefix}\"")),
+        "{run:#?}"
+    );
+    // Topics, groups, schedules, dead letters and dedup markers are all gone.
+    let left = support::resp_command(
+        support::shared().port(),
+        &[
+            "EVAL",
+            "return #redis.call('KEYS', ARGV[1])",
+            "0",
+            &format!("{prefix}:*"),
+        ],
+    )
+    .expect("count keys");
+    assert_eq!(left, ":0", "the demo left keys behind");
+}
+
+#[test]
+fn the_demo_starts_and_stops_a_private_redis_server() {
+    // Fails early with a clear message if redis-server is not installed.
+    let bin = support::redis_server_bin();
+    let dir = bin.parent().expect("redis-server's directory");
+    let path = std::env::join_paths([dir, Path::new("/usr/bin"), Path::new("/bin")]).expect("PATH");
+    let mut cmd = millrace(&["demo"]);
+    cmd.env("PATH", path);
+    let run = run(cmd);
+    assert_the_story_is_told(&run);
+    let port: u16 = run
+        .stdout
+        .split("started a private redis-server on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port: {run:#?}"));
+    assert!(
+        run.stdout.contains("stopped the private redis-server"),
+        "{run:#?}"
+    );
+    assert!(!support::ping(port), "the private server still runs");
+}
+
+#[test]
+fn without_redis_server_on_path_the_demo_says_how_to_install_it() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let mut cmd = millrace(&["demo"]);
+    cmd.env("PATH", empty.path());
+    let run = run(cmd);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{run:#?}");
+    assert!(
+        lines[0].starts_with("error: redis-server not found on PATH"),
+        "{run:#?}"
+    );
+    assert_eq!(
+        lines[1],
+        "hint: install redis-server (Debian/Ubuntu: apt-get install redis-server)"
+    );
+}

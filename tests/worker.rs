@@ -1,0 +1,489 @@
+//! The `millrace worker` binary against a private Redis: exec and http
+//! handlers, exit codes and status codes, timeouts, signals, metrics.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use millrace::{Client, Config, Record, TopicSpec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_millrace");
+
+struct Setup {
+    dir: tempfile::TempDir,
+    prefix: String,
+    client: Client,
+}
+
+async fn setup(test: &str, topic: &str, partitions: u32) -> Setup {
+    let prefix = support::unique_prefix(test);
+    let client = Client::connect(
+        Config::new(support::shared_url())
+            .unwrap()
+            .prefix(&prefix)
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    client
+        .create_topic(&TopicSpec::new(topic, partitions).unwrap())
+        .await
+        .unwrap();
+    Setup {
+        dir: tempfile::tempdir().unwrap(),
+        prefix,
+        client,
+    }
+}
+
+impl Setup {
+    /// Writes an executable shell script and returns its path.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn config(&self, name: &str, toml: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out.txt")
+    }
+
+    fn worker(&self, config: &Path) -> Child {
+        Command::new(BIN)
+            .args(["--redis", &support::shared_url(), "--prefix", &self.prefix])
+            .arg("worker")
+            .arg("--config")
+            .arg(config)
+            .env("OUT", self.out())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Lines the handler script appended to the output file.
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.out())
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+fn consumer(topic: &str, group: &str, handler: &str, extra: &str) -> String {
+    format!(
+        "[[consumers]]\ntopic = \"{topic}\"\ngroup = \"{group}\"\nconcurrency = 8\n{extra}\n[consumers.handler]\n{handler}\n"
+    )
+}
+
+fn fast_retry(max: u32) -> String {
+    format!(
+        "[consumers.retry]\nmax_attempts = {max}\nbackoff = \"fixed\"\ndelay = \"50ms\"\nmax_delay = \"50ms\"\njitter = 0.0\n"
+    )
+}
+
+async fn until(what: &str, secs: u64, f: impl Fn() -> bool) {
+    support::wait_until(Duration::from_secs(secs), what, || {
+        let ok = f();
+        async move { ok }
+    })
+    .await;
+}
+
+fn term(child: &Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_handler_handles_every_message_once_in_two_groups() {
+    let s = setup("exec-2k", "orders", 4).await;
+    let script = s.script(
+        "record.sh",
+        r#"body=$(cat); echo "$MILLRACE_GROUP|$MILLRACE_KEY|$MILLRACE_ATTEMPT|$body" >> "$OUT""#,
+    );
+    let exec = format!("exec = [\"{}\"]", script.display());
+    let cfg = s.config(
+        "w.toml",
+        &format!(
+            "{}{}",
+            consumer("orders", "billing", &exec, ""),
+            consumer("orders", "audit", &exec, "")
+        ),
+    );
+    let mut w = s.worker(&cfg);
+    let recs: Vec<Record> = (0..2_000u32)
+        .map(|i| {
+            Record::encode(&serde_json::json!({"n": i}))
+                .unwrap()
+                .key(format!("k{}", i % 50))
+        })
+        .collect();
+    s.client.publish_batch("orders", recs).await.unwrap();
+    until("4 000 handlings", 120, || s.lines().len() >= 4_000).await;
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+    let lines = s.lines();
+    assert_eq!(lines.len(), 4_000, "each message exactly once per group");
+    let mut per_group: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut order: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for l in &lines {
+        let parts: Vec<&str> = l.splitn(4, '|').collect();
+        let body: serde_json::Value = serde_json::from_str(parts[3]).unwrap();
+        assert_eq!(parts[2], "1");
+        per_group
+            .entry(parts[0].into())
+            .or_default()
+            .insert(body["n"].to_string());
+        order
+            .entry((parts[0].into(), parts[1].into()))
+            .or_default()
+            .push(body["n"].as_u64().unwrap());
+    }
+    assert_eq!(per_group["billing"].len(), 2_000);
+    assert_eq!(per_group["audit"].len(), 2_000);
+    for ((g, k), ns) in order {
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "{g}/{k} out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_timeouts_decide_what_happens() {
+    let s = setup("exec-codes", "jobs", 2).await;
+    // 65: permanent; 1: retry; "hang": sleeps past the timeout.
+    let script = s.script(
+        "job.sh",
+        r#"body=$(cat); echo "$MILLRACE_ATTEMPT|$body" >> "$OUT"
+case "$body" in
+  *bad*) echo "invoice is malformed" >&2; exit 65;;
+  *flaky*) echo "upstream down" >&2; exit 1;;
+  *hang*) sleep 30; exit 0;;
+esac"#,
+    );
+    let exec = format!("exec = [\"{}\"]\ntimeout = \"500ms\"", script.display());
+    let cfg = s.config("w.toml", &consumer("jobs", "g", &exec, &fast_retry(3)));
+    let mut w = s.worker(&cfg);
+    for body in ["bad", "flaky", "hang", "fine"] {
+        s.client
+            .publish_record("jobs", Record::encode(&body).unwrap().key(body))
+            .await
+            .unwrap();
+    }
+    let c = s.client.clone();
+    support::wait_until(Duration::from_secs(30), "three dead letters", || {
+        let c = c.clone();
+        async move { c.dead_letters("jobs", None, 10).await.unwrap().len() == 3 }
+    })
+    .await;
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+    let lines = s.lines();
+    let count = |b: &str| lines.iter().filter(|l| l.contains(b)).count();
+    assert_eq!(count("bad"), 1, "exit 65: one attempt");
+    assert_eq!(count("flaky"), 3, "exit 1: max_attempts");
+    assert_eq!(count("hang"), 3, "timeout: retried");
+    assert_eq!(count("fine"), 1);
+    let dead = s.client.dead_letters("jobs", None, 10).await.unwrap();
+    let by = |k: &str| {
+        dead.iter()
+            .find(|d| d.key.as_deref() == Some(k))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("bad").attempts, 1);
+    assert!(
+        by("bad").error.contains("invoice is malformed"),
+        "{}",
+        by("bad").error
+    );
+    assert_eq!(by("flaky").attempts, 3);
+    assert!(by("flaky").error.contains("exited with 1: upstream down"));
+    assert!(
+        by("hang").error.contains("timed out"),
+        "{}",
+        by("hang").error
+    );
+    // The hanging scripts were killed, not left behind.
+    let ps = Command::new("pgrep")
+        .args(["-f", &script.display().to_string()])
+        .output();
+    if let Ok(ps) = ps {
+        assert!(
+            ps.stdout.is_empty(),
+            "handler processes left: {}",
+            String::from_utf8_lossy(&ps.stdout)
+        );
+    }
+}
+
+/// A tiny HTTP endpoint: 2xx, 422 or 503 by payload; records what it saw.
+async fn test_server() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let s2 = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let s2 = s2.clone();
+            async move {
+                let attempt = headers
+                    .get("x-millrace-attempt")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                s2.lock().unwrap().push((body.clone(), attempt));
+                if body.contains("reject") {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else if body.contains("busy") {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_handler_acks_dead_letters_and_retries_by_status() {
+    let s = setup("http", "hooks", 2).await;
+    let (url, seen) = test_server().await;
+    let port = support::free_port();
+    let cfg = s.config(
+        "w.toml",
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{}",
+            consumer("hooks", "g", &format!("http = \"{url}\""), &fast_retry(3))
+        ),
+    );
+    let mut w = s.worker(&cfg);
+    for (i, body) in ["ok-1", "reject", "busy", "ok-2"].iter().enumerate() {
+        s.client
+            .publish_record("hooks", Record::encode(body).unwrap().key(format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    let c = s.client.clone();
+    support::wait_until(Duration::from_secs(20), "two dead letters", || {
+        let c = c.clone();
+        async move { c.dead_letters("hooks", None, 10).await.unwrap().len() == 2 }
+    })
+    .await;
+    until("both oks", 10, || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(b, _)| b.contains("ok-"))
+            .count()
+            == 2
+    })
+    .await;
+    let calls = seen.lock().unwrap().clone();
+    let count = |b: &str| calls.iter().filter(|(x, _)| x.contains(b)).count();
+    assert_eq!((count("ok-1"), count("ok-2")), (1, 1));
+    assert_eq!(count("reject"), 1, "422 is permanent");
+    assert_eq!(count("busy"), 3, "503 is retried to max_attempts");
+    assert!(calls.iter().any(|(b, a)| b.contains("busy") && a == "3"));
+    let dead = s.client.dead_letters("hooks", None, 10).await.unwrap();
+    assert!(
+        dead.iter()
+            .any(|d| d.error.contains("422") && d.attempts == 1)
+    );
+
+    // The metrics agree with what happened.
+    let text = scrape(port, "/metrics").await;
+    let metric = |name: &str| -> u64 {
+        let prefix = format!("{name}{{topic=\"hooks\",group=\"g\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric("millrace_handled_total"), 2);
+    assert_eq!(metric("millrace_dead_lettered_total"), 2);
+    assert_eq!(metric("millrace_failed_total"), 4);
+    assert_eq!(metric("millrace_retried_total"), 2);
+    assert_eq!(metric("millrace_handler_duration_seconds_count"), 6);
+    assert!(
+        text.contains("millrace_dlq_depth{topic=\"hooks\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("millrace_owned_partitions{topic=\"hooks\",group=\"g\"} 2"),
+        "{text}"
+    );
+    let health = scrape(port, "/healthz").await;
+    assert!(health.contains("\"redis\":\"ok\""), "{health}");
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+}
+
+async fn scrape(port: u16, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_a_second_worker_takes_over() {
+    let s = setup("sigterm", "work", 4).await;
+    let script = s.script(
+        "slow.sh",
+        r#"body=$(cat); sleep 0.05; echo "$MILLRACE_KEY|$body" >> "$OUT""#,
+    );
+    let exec = format!("exec = [\"{}\"]", script.display());
+    let toml = format!(
+        "session_timeout = \"3s\"\ndrain_timeout = \"10s\"\n{}",
+        consumer("work", "g", &exec, "")
+    );
+    let cfg = s.config("w.toml", &toml);
+    let mut a = s.worker(&cfg);
+    let mut b = s.worker(&cfg);
+    let recs: Vec<Record> = (0..600u32)
+        .map(|i| Record::encode(&i).unwrap().key(format!("k{}", i % 20)))
+        .collect();
+    s.client.publish_batch("work", recs).await.unwrap();
+    until("work under way", 30, || s.lines().len() >= 100).await;
+    let t = Instant::now();
+    term(&a);
+    let status = wait_exit(&mut a, Duration::from_secs(15));
+    assert!(status.success(), "exit {status:?}: {}", stderr_of(&mut a));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "within the drain timeout"
+    );
+    until("all 600 handled", 60, || {
+        s.lines()
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<HashSet<_>>()
+            .len()
+            == 600
+    })
+    .await;
+    term(&b);
+    assert!(wait_exit(&mut b, Duration::from_secs(15)).success());
+    let info = s.client.describe_group("work", "g").await.unwrap();
+    assert_eq!((info.lag, info.pending), (0, 0), "nothing lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_worker_loses_nothing_and_keeps_key_order() {
+    let s = setup("sigkill", "work", 4).await;
+    let script = s.script(
+        "slow.sh",
+        r#"body=$(cat); sleep 0.02; echo "$MILLRACE_KEY|$body" >> "$OUT""#,
+    );
+    let exec = format!("exec = [\"{}\"]", script.display());
+    let toml = format!(
+        "session_timeout = \"2s\"\n{}",
+        consumer("work", "g", &exec, "")
+    );
+    let cfg = s.config("w.toml", &toml);
+    let mut a = s.worker(&cfg);
+    let mut b = s.worker(&cfg);
+    let recs: Vec<Record> = (0..400u32)
+        .map(|i| Record::encode(&i).unwrap().key(format!("k{}", i % 10)))
+        .collect();
+    s.client.publish_batch("work", recs).await.unwrap();
+    until("work under way", 30, || s.lines().len() >= 60).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    until("every message handled at least once", 60, || {
+        s.lines().iter().collect::<HashSet<_>>().len() == 400
+    })
+    .await;
+    term(&b);
+    assert!(wait_exit(&mut b, Duration::from_secs(15)).success());
+    // First-handling order per key is publish order.
+    let mut seen = HashSet::new();
+    let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for l in s.lines() {
+        if seen.insert(l.clone()) {
+            let (k, n) = l.split_once('|').unwrap();
+            per_key
+                .entry(k.into())
+                .or_default()
+                .push(n.parse().unwrap());
+        }
+    }
+    for (k, ns) in per_key {
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "{k}: {ns:?}");
+    }
+}
+
+#[tokio::test]
+async fn config_errors_are_reported_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[consumers]]\ntopic = \"t\"\ngroup = \"g\"\n[consumers.handler]\nexec = [\"true\"]\ntimeout = \"soon\"\n",
+    )
+    .unwrap();
+    let port = support::free_port();
+    let out = Command::new(BIN)
+        .args([
+            "--redis",
+            &format!("redis://127.0.0.1:{port}"),
+            "worker",
+            "--config",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err =
+        String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "DIR");
+    insta::assert_snapshot!(err, @r#"error: DIR/bad.toml: consumers[0].handler.timeout: expected a duration such as 500ms, 30s, 5m, 2h; got "soon""#);
+}
