@@ -150,7 +150,9 @@ impl Record {
         Ok(r)
     }
 
-    /// Replaces the options, keeping a key already set if the options have none.
+    /// Replaces the options (headers, priority, timing, dedup) with
+    /// `options`, keeping a key already set if `options` has none. Call it
+    /// before the single-option setters, which add to what is there.
     pub fn options(mut self, options: PublishOptions) -> Self {
         let key = options.key.clone().or(self.options.key.take());
         self.options = options;

@@ -90,6 +90,8 @@ pub enum Command {
     Scheduler,
     /// Run the consumers of a TOML file (handlers: programs or HTTP endpoints) until SIGINT or SIGTERM
     Worker(WorkerArgs),
+    /// Measure millrace against raw Redis (and BullMQ, when Node is installed) on a private redis-server
+    Bench(BenchArgs),
     /// Tell an ERP's story: three groups, dead letters and a replay, a delayed and a cron job
     ///
     /// Starts a private redis-server from PATH on a free loopback port and
@@ -97,6 +99,25 @@ pub enum Command {
     /// names a Redis: then it works under the prefix `demo` (or --prefix) and
     /// deletes its topics at the end.
     Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Print one JSON object with every figure and ratio
+    #[arg(long)]
+    pub json: bool,
+    /// A smoke run: small counts, one repetition (seconds, not minutes)
+    #[arg(long)]
+    pub quick: bool,
+    /// Messages per throughput run (default 100000; 5000 with --quick)
+    #[arg(long, value_name = "N")]
+    pub n: Option<usize>,
+    /// Repetitions per scenario; the median is reported (default 3)
+    #[arg(long, value_name = "R")]
+    pub reps: Option<usize>,
+    /// Do not run the BullMQ peer
+    #[arg(long)]
+    pub no_bullmq: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //! 0 success, 2 bad usage or input, 3 Redis unreachable, 1 anything else.
 //! The interface is pinned in `CLI.md` and by `tests/cli.rs`.
 
+mod bench_cmd;
 mod cli;
 mod demo;
 mod dlq_cmd;
@@ -92,6 +93,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Scheduler => schedule_cmd::scheduler(global).await,
         Command::Demo => demo::run(global, out).await,
         Command::Worker(args) => worker::run(global, &args.config).await,
+        Command::Bench(args) => bench_cmd::run_cmd(global, args, out).await,
     }
 }
 

@@ -1,0 +1,765 @@
+//! The benchmark scenarios behind `millrace bench` and `cargo bench`: raw
+//! Redis ceilings and millrace on the same server in the same run, each
+//! repeated and reported as a median, with ratios to the ceiling (and to
+//! BullMQ, when the peer script ran).
+//!
+//! Throughputs are messages per second; latencies are milliseconds. The
+//! machine is shared and noisy: compare ratios from one run, not absolute
+//! figures across runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::client::Client;
+use crate::consumer::Worker;
+use crate::error::{Error, Result};
+use crate::group::Mode;
+use crate::producer::{ProducerConfig, Record};
+use crate::reader::StartAt;
+use crate::topic::TopicSpec;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Messages per throughput repetition.
+    pub n: usize,
+    /// Repetitions per scenario (the median is reported).
+    pub reps: usize,
+    /// Latency samples.
+    pub latency_samples: usize,
+    /// Messages for the memory scenario.
+    pub memory_n: usize,
+    /// Partitions of the benchmark topics.
+    pub partitions: u32,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+}
+
+impl BenchOptions {
+    /// The full run (a couple of minutes on 2 cores).
+    pub fn full() -> Self {
+        BenchOptions {
+            n: 100_000,
+            reps: 3,
+            latency_samples: 1_000,
+            memory_n: 100_000,
+            partitions: 8,
+            payload_bytes: 100,
+        }
+    }
+
+    /// A smoke run (seconds).
+    pub fn quick() -> Self {
+        BenchOptions {
+            n: 5_000,
+            reps: 1,
+            latency_samples: 100,
+            memory_n: 5_000,
+            partitions: 8,
+            payload_bytes: 100,
+        }
+    }
+}
+
+/// One measured figure.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    /// Scenario name, e.g. `consume.ordered.c100`.
+    pub name: String,
+    /// The median.
+    pub value: f64,
+    /// `msg/s`, `ms` or `bytes`.
+    pub unit: &'static str,
+    /// Every repetition.
+    pub samples: Vec<f64>,
+    /// Value divided by the raw Redis ceiling of the same kind, if any.
+    pub ratio_to_ceiling: Option<f64>,
+    /// Value divided by BullMQ's figure of the same kind, if measured.
+    pub ratio_to_bullmq: Option<f64>,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// The figures, in run order.
+    pub figures: Vec<Figure>,
+    /// Redis server and version.
+    pub redis: String,
+    /// Cores, OS.
+    pub machine: String,
+    /// BullMQ's raw output, when it ran.
+    pub bullmq: Option<serde_json::Value>,
+    /// Why BullMQ did not run, if it did not.
+    pub bullmq_skipped: Option<String>,
+    /// Options used.
+    pub n: usize,
+    /// Repetitions.
+    pub reps: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn rate(n: usize, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+async fn fresh_topic(client: &Client, name: &str, partitions: u32) -> Result<()> {
+    client.delete_topic(name).await?;
+    client
+        .create_topic(&TopicSpec::new(name, partitions)?)
+        .await?;
+    Ok(())
+}
+
+fn records(n: usize, payload: &[u8]) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record::raw(payload.to_vec()).key(format!("key-{}", i % 1000)))
+        .collect()
+}
+
+/// Raw redis-rs: pipelines of 1 000 `XADD`s over the partitions, 4 in flight.
+async fn raw_xadd(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    let keys: Vec<String> = (0..o.partitions)
+        .map(|p| format!("{}:bench-raw:{{r:{p}}}", client.keys().prefix()))
+        .collect();
+    let mut conn = client.connection();
+    for k in &keys {
+        let _: () = redis::cmd("DEL").arg(k).query_async(&mut conn).await?;
+    }
+    let sem = Arc::new(Semaphore::new(4));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for chunk in 0..o.n.div_ceil(1000) {
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ProducerClosed)?;
+        let mut conn = client.connection();
+        let mut pipe = redis::pipe();
+        for i in 0..1000.min(o.n - chunk * 1000) {
+            pipe.cmd("XADD")
+                .arg(&keys[(chunk * 1000 + i) % keys.len()])
+                .arg("*")
+                .arg("k")
+                .arg("")
+                .arg("h")
+                .arg("")
+                .arg("d")
+                .arg(payload)
+                .ignore();
+        }
+        tasks.push(tokio::spawn(async move {
+            let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+            drop(permit);
+            r
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|_| Error::ProducerClosed)??;
+    }
+    let r = rate(o.n, started.elapsed());
+    for k in &keys {
+        let _: () = redis::cmd("DEL").arg(k).query_async(&mut conn).await?;
+    }
+    Ok(r)
+}
+
+/// Raw redis-rs: per partition, `XREADGROUP COUNT 100` then `XACK`, one task
+/// per partition.
+async fn raw_read_ack(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    fresh_topic(client, "bench.raw", o.partitions).await?;
+    client
+        .publish_batch("bench.raw", records(o.n, payload))
+        .await?;
+    let keys: Vec<String> = (0..o.partitions)
+        .map(|p| client.keys().stream("bench.raw", p, 0))
+        .collect();
+    for k in &keys {
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(k)
+            .arg("raw")
+            .arg("0")
+            .query_async(&mut client.connection())
+            .await?;
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|k| {
+            let mut conn = client.connection();
+            tokio::spawn(async move {
+                let mut done = 0usize;
+                loop {
+                    let v: redis::Value = redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg("raw")
+                        .arg("c")
+                        .arg("COUNT")
+                        .arg(100)
+                        .arg("STREAMS")
+                        .arg(&k)
+                        .arg(">")
+                        .query_async(&mut conn)
+                        .await?;
+                    let ids = entry_ids(&v);
+                    if ids.is_empty() {
+                        return Ok::<usize, redis::RedisError>(done);
+                    }
+                    let _: i64 = redis::cmd("XACK")
+                        .arg(&k)
+                        .arg("raw")
+                        .arg(&ids)
+                        .query_async(&mut conn)
+                        .await?;
+                    done += ids.len();
+                }
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.map_err(|_| Error::ProducerClosed)??;
+    }
+    let r = rate(total, started.elapsed());
+    client.delete_topic("bench.raw").await?;
+    Ok(r)
+}
+
+fn entry_ids(v: &redis::Value) -> Vec<String> {
+    use redis::Value;
+    let mut out = Vec::new();
+    if let Value::Array(streams) = v {
+        for s in streams {
+            if let Value::Array(kv) = s
+                && let Some(Value::Array(entries)) = kv.get(1)
+            {
+                for e in entries {
+                    if let Value::Array(parts) = e
+                        && let Some(Ok(id)) =
+                            parts.first().map(|p| redis::from_redis_value(p.clone()))
+                    {
+                        out.push(id);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// millrace `publish` from many concurrent callers (auto-batched).
+async fn produce_concurrent(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    fresh_topic(client, "bench.produce", o.partitions).await?;
+    let producer = client.producer_with(ProducerConfig::default());
+    let callers = 1000.min(o.n);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let producer = producer.clone();
+            let payload = payload.to_vec();
+            let n = o.n;
+            tokio::spawn(async move {
+                for i in (c..n).step_by(callers) {
+                    let r = Record::raw(payload.clone()).key(format!("key-{}", i % 1000));
+                    producer.publish("bench.produce", r).await?;
+                }
+                Ok::<(), Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|_| Error::ProducerClosed)??;
+    }
+    Ok(rate(o.n, started.elapsed()))
+}
+
+/// millrace `publish_batch` of the whole set.
+async fn produce_batch(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    fresh_topic(client, "bench.produce", o.partitions).await?;
+    let recs = records(o.n, payload);
+    let started = Instant::now();
+    let results = client.publish_batch("bench.produce", recs).await?;
+    if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+        return Err(e);
+    }
+    Ok(rate(o.n, started.elapsed()))
+}
+
+/// A worker with a no-op handler over a pre-filled topic, per group.
+async fn consume(
+    client: &Client,
+    o: &BenchOptions,
+    payload: &[u8],
+    mode: Mode,
+    concurrency: usize,
+    groups: usize,
+    n: usize,
+) -> Result<f64> {
+    fresh_topic(client, "bench.consume", o.partitions).await?;
+    client
+        .publish_batch("bench.consume", records(n, payload))
+        .await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for g in 0..groups {
+        let d = done.clone();
+        handles.push(
+            Worker::builder(client, &format!("bench-{g}"))
+                .mode(mode)
+                .start_at(StartAt::Earliest)
+                .concurrency(concurrency)
+                .heartbeat_interval(Duration::from_millis(200))
+                .handle_raw("bench.consume", move |_m, _c| {
+                    d.fetch_add(1, Ordering::Relaxed);
+                    async { Ok(()) }
+                })
+                .start()
+                .await?,
+        );
+    }
+    let total = n * groups;
+    while done.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let r = rate(total, started.elapsed());
+    for h in handles {
+        h.shutdown().await?;
+    }
+    Ok(r)
+}
+
+/// Producer and worker at once: publish in batches while one worker drains.
+async fn end_to_end(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    fresh_topic(client, "bench.e2e", o.partitions).await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let w = Worker::builder(client, "bench")
+        .start_at(StartAt::Earliest)
+        .concurrency(100)
+        .handle_raw("bench.e2e", move |_m, _c| {
+            d.fetch_add(1, Ordering::Relaxed);
+            async { Ok(()) }
+        })
+        .start()
+        .await?;
+    let started = Instant::now();
+    for chunk in records(o.n, payload).chunks(5_000) {
+        client.publish_batch("bench.e2e", chunk.to_vec()).await?;
+    }
+    while done.load(Ordering::Relaxed) < o.n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let r = rate(o.n, started.elapsed());
+    w.shutdown().await?;
+    Ok(r)
+}
+
+/// Idle worker, one publish at a time: publish call → handler start.
+async fn latency(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<Vec<f64>> {
+    fresh_topic(client, "bench.latency", o.partitions).await?;
+    let seen: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let (s2, n2) = (seen.clone(), notify.clone());
+    let w = Worker::builder(client, "bench")
+        .start_at(StartAt::Latest)
+        .concurrency(1)
+        .block(Duration::from_secs(1))
+        .handle_raw("bench.latency", move |m, _c| {
+            let at = Instant::now();
+            let seq = m
+                .headers
+                .get("seq")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if let Ok(mut s) = s2.lock() {
+                s.insert(seq, at);
+            }
+            n2.notify_one();
+            async { Ok(()) }
+        })
+        .start()
+        .await?;
+    // Let the worker settle into its idle blocking read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut samples = Vec::with_capacity(o.latency_samples);
+    for seq in 0..o.latency_samples as u64 {
+        let wait = notify.notified();
+        let sent = Instant::now();
+        client
+            .publish_record(
+                "bench.latency",
+                Record::raw(payload.to_vec()).header("seq", seq.to_string()),
+            )
+            .await?;
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .map_err(|_| Error::Timeout(Duration::from_secs(5)))?;
+        let at = seen.lock().ok().and_then(|s| s.get(&seq).copied());
+        if let Some(at) = at {
+            samples.push(at.duration_since(sent).as_secs_f64() * 1e3);
+        }
+    }
+    w.shutdown().await?;
+    samples.sort_by(|a, b| a.total_cmp(b));
+    Ok(samples)
+}
+
+/// Delayed messages: lateness after their due time.
+async fn delayed(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<Vec<f64>> {
+    fresh_topic(client, "bench.delayed", o.partitions).await?;
+    let seen: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let s2 = seen.clone();
+    let w = Worker::builder(client, "bench")
+        .start_at(StartAt::Earliest)
+        .concurrency(64)
+        .handle_raw("bench.delayed", move |m, _c| {
+            let due: u64 = m
+                .headers
+                .get("due")
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            if let Ok(mut s) = s2.lock() {
+                s.push((due, now));
+            }
+            async { Ok(()) }
+        })
+        .start()
+        .await?;
+    let n = o.latency_samples;
+    let base = client.redis_time_ms().await?;
+    let recs: Vec<Record> = (0..n as u64)
+        .map(|i| {
+            let due = base + 200 + (i * 797) % 800;
+            Record::raw(payload.to_vec())
+                .key(format!("k{i}"))
+                .header("due", due.to_string())
+                .at(std::time::UNIX_EPOCH + Duration::from_millis(due))
+        })
+        .collect();
+    client.publish_batch("bench.delayed", recs).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().map(|s| s.len()).unwrap_or(0) < n {
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(Duration::from_secs(30)));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    w.shutdown().await?;
+    let mut late: Vec<f64> = seen
+        .lock()
+        .map(|s| s.iter().map(|(due, at)| *at as f64 - *due as f64).collect())
+        .unwrap_or_default();
+    late.sort_by(|a, b| a.total_cmp(b));
+    Ok(late)
+}
+
+async fn used_memory(client: &Client) -> Result<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut client.connection())
+        .await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::Decode("INFO memory has no used_memory".into()))
+}
+
+/// Redis memory per waiting message.
+async fn memory(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    fresh_topic(client, "bench.memory", o.partitions).await?;
+    let before = used_memory(client).await?;
+    client
+        .publish_batch("bench.memory", records(o.memory_n, payload))
+        .await?;
+    let after = used_memory(client).await?;
+    client.delete_topic("bench.memory").await?;
+    Ok(after.saturating_sub(before) as f64 / o.memory_n as f64)
+}
+
+async fn reps<F, Fut>(o: &BenchOptions, mut f: F) -> Result<Vec<f64>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<f64>>,
+{
+    let mut v = Vec::with_capacity(o.reps);
+    for _ in 0..o.reps.max(1) {
+        v.push(f().await?);
+    }
+    Ok(v)
+}
+
+/// Runs every scenario on `client`'s server (under its prefix).
+pub async fn run(
+    client: &Client,
+    o: &BenchOptions,
+    bullmq: Option<serde_json::Value>,
+    bullmq_skipped: Option<String>,
+) -> Result<BenchReport> {
+    let payload = vec![b'x'; o.payload_bytes];
+    let p = &payload;
+    let mut figures = Vec::new();
+    let mut push = |name: &str, unit: &'static str, samples: Vec<f64>| {
+        figures.push(Figure {
+            name: name.to_string(),
+            value: median(samples.clone()),
+            unit,
+            samples,
+            ratio_to_ceiling: None,
+            ratio_to_bullmq: None,
+        });
+    };
+    tracing::info!("bench: ceilings");
+    push(
+        "ceiling.xadd",
+        "msg/s",
+        reps(o, || raw_xadd(client, o, p)).await?,
+    );
+    push(
+        "ceiling.read_ack",
+        "msg/s",
+        reps(o, || raw_read_ack(client, o, p)).await?,
+    );
+    tracing::info!("bench: produce");
+    push(
+        "produce.concurrent",
+        "msg/s",
+        reps(o, || produce_concurrent(client, o, p)).await?,
+    );
+    push(
+        "produce.batch",
+        "msg/s",
+        reps(o, || produce_batch(client, o, p)).await?,
+    );
+    tracing::info!("bench: consume");
+    push(
+        "consume.ordered.c100",
+        "msg/s",
+        reps(o, || consume(client, o, p, Mode::Ordered, 100, 1, o.n)).await?,
+    );
+    push(
+        "consume.ordered.c1",
+        "msg/s",
+        reps(o, || consume(client, o, p, Mode::Ordered, 1, 1, o.n / 4)).await?,
+    );
+    push(
+        "consume.shared.c100",
+        "msg/s",
+        reps(o, || consume(client, o, p, Mode::Shared, 100, 1, o.n)).await?,
+    );
+    push(
+        "consume.shared.c1",
+        "msg/s",
+        reps(o, || consume(client, o, p, Mode::Shared, 1, 1, o.n / 4)).await?,
+    );
+    tracing::info!("bench: end to end");
+    push(
+        "end_to_end",
+        "msg/s",
+        reps(o, || end_to_end(client, o, p)).await?,
+    );
+    tracing::info!("bench: latency");
+    let lat = latency(client, o, p).await?;
+    push("latency.p50", "ms", vec![percentile(&lat, 0.5)]);
+    push("latency.p99", "ms", vec![percentile(&lat, 0.99)]);
+    push("latency.p999", "ms", vec![percentile(&lat, 0.999)]);
+    tracing::info!("bench: delayed");
+    let late = delayed(client, o, p).await?;
+    push("delayed.lateness.p50", "ms", vec![percentile(&late, 0.5)]);
+    push("delayed.lateness.p99", "ms", vec![percentile(&late, 0.99)]);
+    tracing::info!("bench: memory");
+    push(
+        "memory.per_waiting_message",
+        "bytes",
+        vec![memory(client, o, p).await?],
+    );
+    tracing::info!("bench: fan-out");
+    for groups in [1usize, 2, 4] {
+        let n = o.n / groups;
+        push(
+            &format!("fanout.groups{groups}"),
+            "msg/s",
+            reps(o, || consume(client, o, p, Mode::Ordered, 100, groups, n)).await?,
+        );
+    }
+    // Ratios to the ceilings and to BullMQ.
+    let get = |figs: &[Figure], name: &str| figs.iter().find(|f| f.name == name).map(|f| f.value);
+    let xadd = get(&figures, "ceiling.xadd");
+    let read = get(&figures, "ceiling.read_ack");
+    let bull = |key: &str| -> Option<f64> {
+        let v = bullmq.as_ref()?;
+        let mut cur = v;
+        for part in key.split('.') {
+            cur = cur.get(part)?;
+        }
+        cur.as_f64()
+    };
+    for f in &mut figures {
+        let ceiling = match f.name.as_str() {
+            n if n.starts_with("produce.") => xadd,
+            n if n.starts_with("consume.")
+                || n.starts_with("end_to_end")
+                || n.starts_with("fanout.") =>
+            {
+                read
+            }
+            _ => None,
+        };
+        f.ratio_to_ceiling = ceiling.map(|c| f.value / c);
+        let peer = match f.name.as_str() {
+            "produce.concurrent" | "produce.batch" => bull("add_per_s"),
+            "consume.ordered.c100" | "consume.shared.c100" => bull("worker_c100_per_s"),
+            "consume.ordered.c1" | "consume.shared.c1" => bull("worker_c1_per_s"),
+            "latency.p50" => bull("latency_ms.p50"),
+            "latency.p99" => bull("latency_ms.p99"),
+            "latency.p999" => bull("latency_ms.p999"),
+            "memory.per_waiting_message" => bull("memory_bytes_per_job"),
+            _ => None,
+        };
+        f.ratio_to_bullmq = peer.filter(|p| *p > 0.0).map(|p| f.value / p);
+    }
+    let info = client.server_info();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    Ok(BenchReport {
+        figures,
+        redis: format!("{} {}", info.server, info.version),
+        machine: format!(
+            "{cores} cores, {} {}",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ),
+        bullmq,
+        bullmq_skipped,
+        n: o.n,
+        reps: o.reps,
+    })
+}
+
+/// The report as a human table.
+pub fn table(r: &BenchReport) -> String {
+    let mut out = format!(
+        "millrace bench: {} messages per run, median of {}; {} on {}\n\n",
+        r.n, r.reps, r.redis, r.machine
+    );
+    out.push_str(&format!(
+        "{:<30} {:>14} {:<6} {:>10} {:>10}\n",
+        "SCENARIO", "VALUE", "UNIT", "/CEILING", "/BULLMQ"
+    ));
+    for f in &r.figures {
+        let ratio = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+        let value = if f.unit == "msg/s" || f.unit == "bytes" {
+            format!("{:.0}", f.value)
+        } else {
+            format!("{:.3}", f.value)
+        };
+        out.push_str(&format!(
+            "{:<30} {:>14} {:<6} {:>10} {:>10}\n",
+            f.name,
+            value,
+            f.unit,
+            ratio(f.ratio_to_ceiling),
+            ratio(f.ratio_to_bullmq)
+        ));
+    }
+    match (&r.bullmq, &r.bullmq_skipped) {
+        (Some(b), _) => out.push_str(&format!("\nBullMQ (same Redis, same run): {b}\n")),
+        (None, Some(why)) => out.push_str(&format!("\nBullMQ skipped: {why}\n")),
+        _ => {}
+    }
+    out
+}
+
+/// Where the BullMQ peer script lives in this source tree.
+pub const BULLMQ_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/bullmq");
+
+/// Runs the BullMQ peer script against `url` (installing its pinned
+/// packages with `npm ci` first). `Err` says why it could not run.
+pub async fn run_bullmq(
+    dir: &std::path::Path,
+    url: &str,
+    quick: bool,
+) -> std::result::Result<serde_json::Value, String> {
+    use tokio::process::Command;
+    let found = |bin: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+    };
+    if !found("node") || !found("npm") {
+        return Err("node or npm is not installed".into());
+    }
+    if !dir.join("bench.mjs").is_file() {
+        return Err(format!("{} has no bench.mjs", dir.display()));
+    }
+    if !dir.join("node_modules").is_dir() {
+        let install = Command::new("npm")
+            .args(["ci", "--silent", "--no-audit", "--no-fund"])
+            .current_dir(dir)
+            .output()
+            .await
+            .map_err(|e| format!("npm ci: {e}"))?;
+        if !install.status.success() {
+            return Err(format!(
+                "npm ci failed: {}",
+                String::from_utf8_lossy(&install.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ));
+        }
+    }
+    let mut cmd = Command::new("node");
+    cmd.arg("bench.mjs")
+        .arg("--redis")
+        .arg(url)
+        .current_dir(dir);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd.output().await.map_err(|e| format!("node: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "bench.mjs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bench.mjs printed no JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_percentiles() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        let s: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&s, 0.5), 51.0);
+        assert_eq!(percentile(&s, 0.99), 99.0);
+    }
+}

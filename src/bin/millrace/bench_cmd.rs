@@ -1,0 +1,66 @@
+//! `millrace bench`: the benchmark scenarios of `millrace::bench` against a
+//! private redis-server (or `--redis`), with BullMQ on the same server when
+//! Node is installed; a table, or `--json`.
+
+use millrace::bench::{BULLMQ_DIR, BenchOptions, run, run_bullmq, table};
+use millrace::local::PrivateRedis;
+
+use crate::cli::{BenchArgs, Global};
+use crate::error::CliError;
+use crate::output::{Out, note};
+
+pub async fn run_cmd(global: &Global, args: BenchArgs, out: &mut Out) -> Result<(), CliError> {
+    let explicit = global.redis.is_some() || std::env::var("REDIS_URL").is_ok();
+    let (_server, url) = if explicit {
+        (None, global.redis_url())
+    } else {
+        let s = PrivateRedis::start().map_err(|e| {
+            CliError::other(e.to_string()).hint("install redis-server (Debian/Ubuntu: apt-get install redis-server) or pass --redis URL")
+        })?;
+        let url = s.url();
+        (Some(s), url)
+    };
+    let mut opts = if args.quick {
+        BenchOptions::quick()
+    } else {
+        BenchOptions::full()
+    };
+    if let Some(n) = args.n {
+        opts.n = n.max(100);
+        opts.memory_n = n.max(100);
+    }
+    if let Some(r) = args.reps {
+        opts.reps = r.max(1);
+    }
+    let prefix = if global.prefix_set {
+        global.prefix.clone()
+    } else {
+        "bench".to_string()
+    };
+    let client = crate::connect(&Global {
+        redis: Some(url.clone()),
+        prefix,
+        prefix_set: true,
+    })
+    .await?;
+    let (bullmq, skipped) = if args.no_bullmq {
+        (None, Some("--no-bullmq".to_string()))
+    } else {
+        if !args.json {
+            note("running BullMQ on the same Redis (benches/peers/bullmq)...");
+        }
+        match run_bullmq(std::path::Path::new(BULLMQ_DIR), &url, args.quick).await {
+            Ok(v) => (Some(v), None),
+            Err(why) => (None, Some(why)),
+        }
+    };
+    if !args.json {
+        note("running millrace scenarios...");
+    }
+    let report = run(&client, &opts, bullmq, skipped).await?;
+    if args.json {
+        out.json_line(&report)
+    } else {
+        out.line(&table(&report))
+    }
+}
