@@ -61,6 +61,6 @@ pub async fn run_cmd(global: &Global, args: BenchArgs, out: &mut Out) -> Result<
     if args.json {
         out.json_line(&report)
     } else {
-        out.line(&table(&report))
+        out.line(table(&report))
     }
 }
