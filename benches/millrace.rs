@@ -9,6 +9,9 @@ use millrace::bench::{BULLMQ_DIR, BenchOptions, run, run_bullmq, table};
 use millrace::local::PrivateRedis;
 use millrace::{Client, Config};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().any(|a| a == "--list") {

@@ -33,6 +33,12 @@ use crate::cli::{Cli, Command, Global};
 use crate::error::{CliError, scrub_password};
 use crate::output::{Out, note};
 
+// The worker and the benchmarks allocate per message on several threads;
+// glibc's malloc spent about a quarter of the client's time there (perf,
+// see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // clap prints help and version itself, and exits 2 on a usage error.
     let matches = Cli::command().get_matches();
