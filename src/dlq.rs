@@ -65,7 +65,7 @@ fn take(headers: &mut Headers, name: &str) -> String {
     headers.remove(name).unwrap_or_default()
 }
 
-fn parse_dead_letters(topic: &str, partition: u32, v: &redis::Value) -> Result<Vec<DeadLetter>> {
+fn parse_dead_letters(topic: &str, partition: u32, v: redis::Value) -> Result<Vec<DeadLetter>> {
     Ok(parse_entries(topic, partition, 0, v)?
         .into_iter()
         .map(|m| {
@@ -82,7 +82,7 @@ fn parse_dead_letters(topic: &str, partition: u32, v: &redis::Value) -> Result<V
                     .parse()
                     .unwrap_or(0),
                 key: m.key,
-                payload: m.payload,
+                payload: m.payload.to_vec(),
                 headers: {
                     headers.remove("millrace-partition");
                     headers
@@ -143,7 +143,7 @@ impl Client {
                 .arg(500)
                 .query_async(&mut self.connection())
                 .await?;
-            let batch = parse_dead_letters(topic, p, &v)?;
+            let batch = parse_dead_letters(topic, p, v)?;
             let n = batch.len();
             if let Some(last) = batch.last() {
                 start = format!("({}", last.id);
@@ -191,7 +191,7 @@ impl Client {
                     .arg(sid.to_string())
                     .query_async(&mut self.connection())
                     .await?;
-                matches.extend(parse_dead_letters(topic, p, &v)?);
+                matches.extend(parse_dead_letters(topic, p, v)?);
             }
             // Each partition's stream makes its own ids, so a bare id can
             // name entries in two partitions: refuse rather than guess.

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -162,8 +163,8 @@ pub struct Message {
     pub key: Option<String>,
     /// Headers.
     pub headers: Headers,
-    /// Payload bytes (MessagePack for typed events).
-    pub payload: Vec<u8>,
+    /// Payload bytes (MessagePack for typed events); cloning shares them.
+    pub payload: Bytes,
 }
 
 impl Message {
@@ -294,58 +295,64 @@ fn bytes_of(v: &Value) -> Option<&[u8]> {
     }
 }
 
-/// Parses one `[id, [field, value, ...]]` entry of an XRANGE/XREAD reply.
-pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: &Value) -> Result<Message> {
+/// Takes the bytes out of a bulk or simple string reply.
+fn into_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+/// Parses one `[id, [field, value, ...]]` entry of an XRANGE/XREAD reply,
+/// moving the payload out of the reply rather than copying it.
+pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: Value) -> Result<Message> {
     let Value::Array(parts) = v else {
         return Err(Error::Decode(format!(
             "stream entry is not an array: {v:?}"
         )));
     };
-    let [id, fields] = parts.as_slice() else {
+    let mut parts = parts.into_iter();
+    let (Some(id), Some(fields), None) = (parts.next(), parts.next(), parts.next()) else {
         return Err(Error::Decode("stream entry is not [id, fields]".into()));
     };
-    let id = bytes_of(id)
+    let id = bytes_of(&id)
         .and_then(|b| std::str::from_utf8(b).ok())
         .ok_or_else(|| Error::Decode("stream id is not text".into()))?;
     let id = StreamId::parse(id).map_err(|e| Error::Decode(e.to_string()))?;
+    let pairs: Vec<(Value, Value)> = match fields {
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            let mut out = Vec::with_capacity(3);
+            while let (Some(f), Some(v)) = (items.next(), items.next()) {
+                out.push((f, v));
+            }
+            out
+        }
+        Value::Map(items) => items,
+        other => return Err(Error::Decode(format!("entry {id}: fields are {other:?}"))),
+    };
     let mut key = None;
     let mut headers = Headers::new();
     let mut payload = None;
-    let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(3);
-    match fields {
-        Value::Array(items) => {
-            for pair in items.chunks(2) {
-                if let [f, v] = pair
-                    && let (Some(f), Some(v)) = (bytes_of(f), bytes_of(v))
-                {
-                    pairs.push((f, v));
-                }
-            }
-        }
-        Value::Map(items) => {
-            for (f, v) in items {
-                if let (Some(f), Some(v)) = (bytes_of(f), bytes_of(v)) {
-                    pairs.push((f, v));
-                }
-            }
-        }
-        other => return Err(Error::Decode(format!("entry {id}: fields are {other:?}"))),
-    }
     let mut meta = Vec::new();
     for (f, v) in pairs {
-        match f {
+        let (Some(f), Some(v)) = (bytes_of(&f).map(<[u8]>::to_vec), into_bytes(v)) else {
+            continue;
+        };
+        match f.as_slice() {
             b"k" if !v.is_empty() => {
                 key = Some(
-                    String::from_utf8(v.to_vec())
+                    String::from_utf8(v)
                         .map_err(|_| Error::Decode(format!("entry {id}: key is not UTF-8")))?,
                 );
             }
             b"k" => {}
-            b"h" => headers = decode_headers(v)?,
-            b"d" => payload = Some(v.to_vec()),
+            b"h" => headers = decode_headers(&v)?,
+            b"d" => payload = Some(Bytes::from(v)),
             other => {
                 if let Some(name) = meta_header(other) {
-                    meta.push((name, String::from_utf8_lossy(v).into_owned()));
+                    meta.push((name, String::from_utf8_lossy(&v).into_owned()));
                 }
             }
         }
@@ -411,11 +418,11 @@ pub(crate) fn parse_entries(
     topic: &str,
     partition: u32,
     lane: u8,
-    v: &Value,
+    v: Value,
 ) -> Result<Vec<Message>> {
     match v {
         Value::Array(entries) => entries
-            .iter()
+            .into_iter()
             .map(|e| parse_entry(topic, partition, lane, e))
             .collect(),
         Value::Nil => Ok(Vec::new()),
@@ -488,18 +495,15 @@ mod tests {
             Value::BulkString(b"12-3".to_vec()),
             Value::Array(f.iter().map(|b| Value::BulkString(b.to_vec())).collect()),
         ]);
-        let m = parse_entry("t", 2, 1, &v).unwrap();
+        let m = parse_entry("t", 2, 1, v).unwrap();
         assert_eq!(m.key.as_deref(), Some("tenant-7"));
         assert_eq!(m.headers, h);
         assert_eq!(m.id, StreamId { ms: 12, seq: 3 });
-        assert_eq!(m.payload, b"\x81\xa1a\x01");
+        assert_eq!(&m.payload[..], b"\x81\xa1a\x01");
         let bad = Value::Array(vec![
             Value::BulkString(b"1-1".to_vec()),
             Value::Array(vec![]),
         ]);
-        assert!(matches!(
-            parse_entry("t", 0, 0, &bad),
-            Err(Error::Decode(_))
-        ));
+        assert!(matches!(parse_entry("t", 0, 0, bad), Err(Error::Decode(_))));
     }
 }

@@ -123,7 +123,7 @@ impl Reader {
                 let replies = client.query_grouped(groups.cmds).await?;
                 for (i, v) in groups.order.iter().zip(replies.into_iter().flatten()) {
                     let l = &mut lanes[*i];
-                    if let Some(m) = parse_entries(topic, l.partition, l.lane, &check(v)?)?.pop() {
+                    if let Some(m) = parse_entries(topic, l.partition, l.lane, check(v)?)?.pop() {
                         l.after = m.id;
                     }
                 }
@@ -200,7 +200,7 @@ impl Reader {
         for (j, v) in groups.order.iter().zip(replies.into_iter().flatten()) {
             let i = need[*j];
             let l = &mut self.lanes[i];
-            let msgs = parse_entries(&self.spec.name, l.partition, l.lane, &check(v)?)?;
+            let msgs = parse_entries(&self.spec.name, l.partition, l.lane, check(v)?)?;
             l.drained = msgs.len() < count;
             l.buffer.extend(msgs);
         }
@@ -257,7 +257,7 @@ impl Reader {
                 let Some(&i) = by_key.get(&key) else { continue };
                 let l = &mut self.lanes[i];
                 if let Value::Array(items) = entries {
-                    for e in &items {
+                    for e in items {
                         let m = parse_entry(&self.spec.name, l.partition, l.lane, e)?;
                         if m.id > l.after && l.buffer.back().is_none_or(|b| m.id > b.id) {
                             l.buffer.push_back(m);

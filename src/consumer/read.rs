@@ -64,7 +64,7 @@ fn parse_read(topic: &str, by_key: &HashMap<&str, &Source>, v: Value) -> Result<
             continue;
         };
         out.extend(
-            parse_entries(topic, s.partition, s.lane, &entries)?
+            parse_entries(topic, s.partition, s.lane, entries)?
                 .into_iter()
                 .map(|msg| Fetched {
                     msg,
@@ -179,7 +179,7 @@ pub(crate) async fn claim(
             .map_err(|e| Error::Decode(e.to_string()))?
             .unwrap_or_else(|| "0-0".into());
         if let Some(Value::Array(entries)) = parts.next() {
-            for e in &entries {
+            for e in entries {
                 // A claimed id whose entry was deleted comes back with nil fields.
                 match parse_entry(topic, source.partition, source.lane, e) {
                     Ok(msg) => out.messages.push(Fetched {

@@ -137,7 +137,7 @@ mod tests {
             lane: 0,
             key: key.map(String::from),
             headers,
-            payload: payload.to_vec(),
+            payload: payload.to_vec().into(),
         }
     }
 
