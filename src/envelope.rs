@@ -337,10 +337,9 @@ pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: Value) -> Re
     let mut payload = None;
     let mut meta = Vec::new();
     for (f, v) in pairs {
-        let (Some(f), Some(v)) = (bytes_of(&f).map(<[u8]>::to_vec), into_bytes(v)) else {
-            continue;
-        };
-        match f.as_slice() {
+        let Some(f) = bytes_of(&f) else { continue };
+        let Some(v) = into_bytes(v) else { continue };
+        match f {
             b"k" if !v.is_empty() => {
                 key = Some(
                     String::from_utf8(v)

@@ -3,12 +3,19 @@
 //! keyless ones may start at once.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 
 /// Tracks which keys have a message running and queues the rest.
+///
+/// Keys are tracked by a 64-bit hash (no allocation per message): two keys
+/// whose hashes collide are merely run one after the other, which keeps
+/// every guarantee.
 #[derive(Debug)]
 pub(crate) struct KeyOrder<T> {
-    /// (partition, key) of each running message, with what waits behind it.
-    busy: HashMap<(u32, String), VecDeque<T>>,
+    /// (partition, key hash) of each running message, with what waits
+    /// behind it.
+    busy: HashMap<(u32, u64), VecDeque<T>>,
+    hasher: std::collections::hash_map::RandomState,
     queued: usize,
 }
 
@@ -16,24 +23,31 @@ impl<T> Default for KeyOrder<T> {
     fn default() -> Self {
         KeyOrder {
             busy: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
             queued: 0,
         }
     }
 }
 
 impl<T> KeyOrder<T> {
+    fn slot(&self, partition: u32, key: &str) -> (u32, u64) {
+        let mut h = self.hasher.build_hasher();
+        h.write(key.as_bytes());
+        (partition, h.finish())
+    }
+
     /// Returns the item if it may start now, or queues it behind its key.
     pub fn offer(&mut self, partition: u32, key: Option<&str>, item: T) -> Option<T> {
         let Some(key) = key else { return Some(item) };
-        match self.busy.get_mut(&(partition, key.to_string())) {
+        let slot = self.slot(partition, key);
+        match self.busy.get_mut(&slot) {
             Some(waiting) => {
                 waiting.push_back(item);
                 self.queued += 1;
                 None
             }
             None => {
-                self.busy
-                    .insert((partition, key.to_string()), VecDeque::new());
+                self.busy.insert(slot, VecDeque::new());
                 Some(item)
             }
         }
@@ -42,7 +56,7 @@ impl<T> KeyOrder<T> {
     /// The running message of this key finished: the next one of the key,
     /// which is now running, if any.
     pub fn finish(&mut self, partition: u32, key: Option<&str>) -> Option<T> {
-        let key = (partition, key?.to_string());
+        let key = self.slot(partition, key?);
         let waiting = self.busy.get_mut(&key)?;
         match waiting.pop_front() {
             Some(next) => {

@@ -10,14 +10,17 @@ use std::time::Duration;
 use crate::envelope::{Headers, Message, StreamId};
 
 /// Where a message came from and how often it was tried.
+///
+/// The names are shared (`Arc<str>`), so building a context per message
+/// costs no allocation for them.
 #[derive(Clone, Debug)]
 pub struct Context {
     /// The topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The consumer group handling it.
-    pub group: String,
+    pub group: Arc<str>,
     /// This member's id.
-    pub member: String,
+    pub member: Arc<str>,
     /// The partition.
     pub partition: u32,
     /// The lane (priority).

@@ -180,9 +180,9 @@ impl Rt {
                 }
             }
             let ctx = Context {
-                topic: self.spec.name.clone(),
-                group: self.s.group.clone(),
-                member: self.s.member.clone(),
+                topic: self.names.0.clone(),
+                group: self.names.1.clone(),
+                member: self.names.2.clone(),
                 partition: msg.partition,
                 lane: msg.lane,
                 id: msg.id,

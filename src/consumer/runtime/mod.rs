@@ -122,6 +122,8 @@ struct AckReq {
 }
 
 struct Rt {
+    /// Topic, group and member names, shared by every message's `Context`.
+    names: (Arc<str>, Arc<str>, Arc<str>),
     client: Client,
     spec: Arc<TopicSpec>,
     s: Arc<WorkerSettings>,
@@ -178,6 +180,11 @@ impl TopicRuntime {
             .rate_limit
             .map(|l| RateGate::new(l, client.keys().rate(&spec.name, &s.group)));
         let rt = Arc::new(Rt {
+            names: (
+                Arc::from(spec.name.as_str()),
+                Arc::from(s.group.as_str()),
+                Arc::from(s.member.as_str()),
+            ),
             client,
             spec,
             s,

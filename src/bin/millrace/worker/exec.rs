@@ -63,8 +63,8 @@ pub async fn run(
     let input = payload_json(&msg)?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .env("MILLRACE_TOPIC", &ctx.topic)
-        .env("MILLRACE_GROUP", &ctx.group)
+        .env("MILLRACE_TOPIC", &*ctx.topic)
+        .env("MILLRACE_GROUP", &*ctx.group)
         .env("MILLRACE_PARTITION", ctx.partition.to_string())
         .env("MILLRACE_ID", ctx.id.to_string())
         .env("MILLRACE_ATTEMPT", ctx.attempt.to_string())

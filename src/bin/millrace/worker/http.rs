@@ -45,8 +45,8 @@ pub async fn run(
         .post(url)
         .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("x-millrace-topic", &ctx.topic)
-        .header("x-millrace-group", &ctx.group)
+        .header("x-millrace-topic", &*ctx.topic)
+        .header("x-millrace-group", &*ctx.group)
         .header("x-millrace-partition", ctx.partition.to_string())
         .header("x-millrace-id", ctx.id.to_string())
         .header("x-millrace-attempt", ctx.attempt.to_string());
