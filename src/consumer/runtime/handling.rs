@@ -42,11 +42,27 @@ impl Rt {
         let mut open = true;
         let ordered = self.s.mode == Mode::Ordered;
         loop {
-            if !open && running == 0 && ready.is_empty() {
-                return;
+            // Fast path, without awaiting: take every finished handler, then
+            // start as many ready messages as there are free permits. Only
+            // when nothing can move does the loop wait below.
+            while let Ok(done) = done_rx.try_recv() {
+                running -= 1;
+                self.next_of_key(&mut order, &mut ready, done);
             }
             // A paused group starts nothing new (what runs finishes).
             let paused = self.paused.load(Ordering::SeqCst) && !self.stop_reading.is_cancelled();
+            while !paused && !ready.is_empty() {
+                let Ok(permit) = self.workers.clone().try_acquire_owned() else {
+                    break;
+                };
+                if let Some(d) = ready.pop_front() {
+                    running += 1;
+                    self.start(d, permit, ordered, &done_tx, &ack_tx);
+                }
+            }
+            if !open && running == 0 && ready.is_empty() {
+                return;
+            }
             tokio::select! {
                 batch = rx.recv(), if open => match batch {
                     Some(batch) => {
@@ -61,31 +77,60 @@ impl Rt {
                 },
                 Some(done) = done_rx.recv() => {
                     running -= 1;
-                    // Start the next of this key, dropping any whose
-                    // partition is no longer ours (it stays pending).
-                    while let Some(next) = order.finish(done.partition, done.key.as_deref()) {
-                        if self.may_start(&next) {
-                            ready.push_back(next);
-                            break;
-                        }
-                        self.abandon(&next);
-                    }
+                    self.next_of_key(&mut order, &mut ready, done);
                 },
                 _ = self.changed.notified(), if paused => {}
                 permit = self.workers.clone().acquire_owned(), if !ready.is_empty() && !paused => {
                     let Ok(permit) = permit else { return };
-                    let Some(d) = ready.pop_front() else { continue };
-                    running += 1;
-                    if !self.may_start(&d) {
-                        self.abandon(&d);
-                        let key = if ordered { d.msg.key.clone() } else { None };
-                        let _ = done_tx.send(Done { partition: d.msg.partition, key });
-                        continue;
+                    if let Some(d) = ready.pop_front() {
+                        running += 1;
+                        self.start(d, permit, ordered, &done_tx, &ack_tx);
                     }
-                    tokio::spawn(self.clone().handle(d, permit, done_tx.clone(), ack_tx.clone()));
                 },
             }
         }
+    }
+
+    /// A message of a key finished: queue the key's next one, dropping any
+    /// whose partition is no longer ours (it stays pending).
+    fn next_of_key(
+        &self,
+        order: &mut KeyOrder<Delivery>,
+        ready: &mut VecDeque<Delivery>,
+        done: Done,
+    ) {
+        while let Some(next) = order.finish(done.partition, done.key.as_deref()) {
+            if self.may_start(&next) {
+                ready.push_back(next);
+                break;
+            }
+            self.abandon(&next);
+        }
+    }
+
+    /// Spawns the handling of `d`, or, if it may no longer start, leaves it
+    /// pending and reports it done at once.
+    fn start(
+        self: &Arc<Self>,
+        d: Delivery,
+        permit: OwnedSemaphorePermit,
+        ordered: bool,
+        done_tx: &mpsc::UnboundedSender<Done>,
+        ack_tx: &mpsc::UnboundedSender<AckReq>,
+    ) {
+        if !self.may_start(&d) {
+            self.abandon(&d);
+            let key = if ordered { d.msg.key.clone() } else { None };
+            let _ = done_tx.send(Done {
+                partition: d.msg.partition,
+                key,
+            });
+            return;
+        }
+        tokio::spawn(
+            self.clone()
+                .handle(d, permit, done_tx.clone(), ack_tx.clone()),
+        );
     }
 
     /// Whether a delivery may start now: its partition is still ours at its
