@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// A `redis-server` child process, killed on drop.
+/// A `redis-server` child process, killed on drop, and also when the thread
+/// that started it ends (Linux `PR_SET_PDEATHSIG`), so a killed demo or
+/// benchmark leaves no server behind. Start it from a long-lived thread
+/// (such as the one running `main`).
 #[derive(Debug)]
 pub struct PrivateRedis {
     child: Child,
@@ -48,7 +51,18 @@ impl PrivateRedis {
             .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
         let log = std::fs::File::create(dir.join("redis.log"))
             .map_err(|e| Error::Config(format!("cannot create log: {e}")))?;
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        // SAFETY: prctl in the forked child before exec only sets a signal
+        // for it: the server dies with the process that started it, even
+        // when that process is killed and cannot drop this value.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
