@@ -8,15 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use millrace::{Client, Config, HandlerError, Mode, Record, StartAt, TopicSpec, Worker};
+use millrace::{Client, HandlerError, Mode, Record, StartAt, TopicSpec, Worker};
 
 async fn client(test: &str) -> Client {
-    support::init_tracing();
-    let config = Config::new(support::shared_url())
-        .unwrap()
-        .prefix(support::unique_prefix(test))
-        .unwrap();
-    Client::connect(config).await.unwrap()
+    support::client(test).await
 }
 
 use support::groups::*;

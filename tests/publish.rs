@@ -17,11 +17,7 @@ async fn client(test: &str) -> Client {
 }
 
 async fn client_with(test: &str, f: impl FnOnce(Config) -> Config) -> Client {
-    let config = Config::new(support::shared_url())
-        .unwrap()
-        .prefix(support::unique_prefix(test))
-        .unwrap();
-    Client::connect(f(config)).await.unwrap()
+    Client::connect(f(support::config(test))).await.unwrap()
 }
 
 async fn topic(c: &Client, name: &str, partitions: u32) -> TopicSpec {

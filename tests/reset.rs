@@ -8,18 +8,13 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use millrace::{Client, Config, Error, Record, StartAt, StreamId, TopicSpec, Worker, WorkerHandle};
+use millrace::{Client, Error, Record, StartAt, StreamId, TopicSpec, Worker, WorkerHandle};
 
 const TOPIC: &str = "erp.v1.invoice.created";
 const GROUP: &str = "pdf-report";
 
 async fn client(test: &str) -> Client {
-    support::init_tracing();
-    let config = Config::new(support::shared_url())
-        .unwrap()
-        .prefix(support::unique_prefix(test))
-        .unwrap();
-    Client::connect(config).await.unwrap()
+    support::client(test).await
 }
 
 /// Publishes the numbers `range` (keys `k0`..`k9`, so both partitions get

@@ -11,15 +11,10 @@ use std::time::{Duration, Instant};
 
 use millrace::dlq::{ReplayTo, Selection};
 use millrace::retry::{Backoff, RetryPolicy};
-use millrace::{Client, Config, HandlerError, Mode, Record, TopicSpec, Worker};
+use millrace::{Client, HandlerError, Mode, Record, TopicSpec, Worker};
 
 async fn client(test: &str) -> Client {
-    support::init_tracing();
-    let config = Config::new(support::shared_url())
-        .unwrap()
-        .prefix(support::unique_prefix(test))
-        .unwrap();
-    Client::connect(config).await.unwrap()
+    support::client(test).await
 }
 
 fn fixed(attempts: u32, delay_ms: u64) -> RetryPolicy {

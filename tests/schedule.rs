@@ -16,12 +16,7 @@ use tokio::task::JoinHandle;
 const TOPIC: &str = "erp.v1.report.due";
 
 async fn client(test: &str) -> Client {
-    support::init_tracing();
-    let config = Config::new(support::shared_url())
-        .unwrap()
-        .prefix(support::unique_prefix(test))
-        .unwrap();
-    let c = Client::connect(config).await.unwrap();
+    let c = support::client(test).await;
     c.create_topic(&TopicSpec::new(TOPIC, 2).unwrap())
         .await
         .unwrap();

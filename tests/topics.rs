@@ -5,14 +5,10 @@ mod support;
 use std::time::Duration;
 
 use millrace::keys::KeySpace;
-use millrace::{Client, Config, Created, Error, TopicSpec};
+use millrace::{Client, Created, Error, TopicSpec};
 
 async fn client(test: &str) -> Client {
-    let config = Config::new(support::shared_url())
-        .unwrap()
-        .prefix(support::unique_prefix(test))
-        .unwrap();
-    Client::connect(config).await.unwrap()
+    support::client(test).await
 }
 
 #[test]

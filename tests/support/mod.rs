@@ -704,3 +704,20 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A config for the shared private server under a fresh prefix for `test`.
+pub fn config(test: &str) -> millrace::Config {
+    millrace::Config::new(shared_url())
+        .expect("the shared server's URL is valid")
+        .prefix(unique_prefix(test))
+        .expect("unique prefixes are valid")
+}
+
+/// A client of the shared private server under a fresh prefix for `test`
+/// (with `RUST_LOG` output in the test's captured output).
+pub async fn client(test: &str) -> millrace::Client {
+    init_tracing();
+    millrace::Client::connect(config(test))
+        .await
+        .expect("the shared server accepts connections")
+}
