@@ -2,7 +2,7 @@
 -- shared by all members of the group).
 -- KEYS[1] the group's rate state (hash: window, used)
 -- ARGV[1] permits per window  ARGV[2] window ms  ARGV[3] permits wanted
--- Returns {granted, ms until the current window ends}.
+-- Returns {granted, ms until the current window ends, the window's number}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
@@ -16,4 +16,4 @@ local granted = math.min(tonumber(ARGV[3]), limit - used)
 if granted < 0 then granted = 0 end
 redis.call('HSET', KEYS[1], 'window', window, 'used', used + granted)
 redis.call('PEXPIRE', KEYS[1], window_ms * 2)
-return {granted, (window + 1) * window_ms - now}
+return {granted, (window + 1) * window_ms - now, window}
