@@ -106,7 +106,14 @@ pub enum Error {
     },
     /// Redis could not be reached, refused us, or failed a command.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+    /// Redis refused a write because it reached `maxmemory` and evicts
+    /// nothing. The refused command (or script) wrote nothing; trying again
+    /// once memory frees succeeds.
+    #[error(
+        "Redis is out of memory (maxmemory reached, no eviction): the write was refused and nothing was written; free memory or raise maxmemory ({0})"
+    )]
+    OutOfMemory(redis::RedisError),
     /// A blocking-connection pool could not hand out a connection.
     #[error("redis connection pool: {0}")]
     Pool(String),
@@ -116,6 +123,16 @@ pub enum Error {
     /// The producer was closed while a publish was waiting.
     #[error("producer closed")]
     ProducerClosed,
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        if e.code() == Some("OOM") {
+            Error::OutOfMemory(e)
+        } else {
+            Error::Redis(e)
+        }
+    }
 }
 
 /// Up to five member ids, then how many more.
@@ -155,7 +172,7 @@ impl Error {
                         Some("TRYAGAIN" | "LOADING" | "CLUSTERDOWN" | "MASTERDOWN" | "BUSY")
                     )
             }
-            Error::Pool(_) | Error::Timeout(_) => true,
+            Error::Pool(_) | Error::Timeout(_) | Error::OutOfMemory(_) => true,
             _ => false,
         }
     }
