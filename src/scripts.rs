@@ -76,6 +76,7 @@ scripts! {
     lease_renew => "lease_renew",
     lease_release => "lease_release",
     ack => "ack",
+    read_fenced => "read_fenced",
     trim => "trim",
     schedule_mark => "schedule_mark",
     fail => "fail",

@@ -134,6 +134,139 @@ pub(crate) async fn read_new(
     Ok(out)
 }
 
+/// One owned partition to read with [`read_fenced`]: the lease it is held
+/// by, at which epoch, and its streams in priority order.
+pub(crate) struct FencedPart<'a> {
+    pub partition: u32,
+    pub epoch: u64,
+    pub lease: String,
+    pub sources: Vec<&'a Source>,
+}
+
+/// What [`read_fenced`] found.
+#[derive(Debug, Default)]
+pub(crate) struct FencedRead {
+    pub messages: Vec<Fetched>,
+    /// Partitions whose lease is no longer ours at that epoch.
+    pub lost: Vec<u32>,
+    /// When nothing at all was read: each stream with its newest entry id,
+    /// to wait for anything newer ([`wait_for_new`]).
+    pub idle: Vec<(String, String)>,
+}
+
+/// Reads new messages of owned partitions (ordered mode) with
+/// `lua/read_fenced.lua`: one script per partition, all in one pipeline (one
+/// per slot on a cluster), each reading only while the lease is ours.
+pub(crate) async fn read_fenced(
+    client: &Client,
+    topic: &str,
+    group: &str,
+    member: &str,
+    parts: &[FencedPart<'_>],
+    count: usize,
+) -> Result<FencedRead> {
+    let script = &client.inner.scripts.read_fenced;
+    let count = count.max(1).to_string();
+    let groups: Vec<Vec<redis::Cmd>> = parts
+        .iter()
+        .map(|p| {
+            let epoch = p.epoch.to_string();
+            let mut keys: Vec<&str> = vec![&p.lease];
+            keys.extend(p.sources.iter().map(|s| s.key.as_str()));
+            let argv: [&[u8]; 4] = [
+                group.as_bytes(),
+                member.as_bytes(),
+                epoch.as_bytes(),
+                count.as_bytes(),
+            ];
+            vec![script.cmd(&keys, &argv[..])]
+        })
+        .collect();
+    let replies = client.query_grouped(groups).await?;
+    let mut out = FencedRead::default();
+    let mut idle = Vec::new();
+    for (p, v) in parts.iter().zip(replies.into_iter().flatten()) {
+        match check(v)? {
+            Value::Int(_) => out.lost.push(p.partition),
+            Value::Array(mut two) if two.len() == 2 => {
+                let last = two.pop().unwrap_or(Value::Nil);
+                let reads = two.pop().unwrap_or(Value::Nil);
+                let by_key: HashMap<&str, &Source> =
+                    p.sources.iter().map(|s| (s.key.as_str(), *s)).collect();
+                out.messages.extend(parse_read(topic, &by_key, reads)?);
+                if let Value::Array(ids) = last {
+                    for (src, id) in p.sources.iter().zip(ids) {
+                        let id: String = redis::from_redis_value(id)
+                            .map_err(|e| Error::Decode(e.to_string()))?;
+                        idle.push((src.key.clone(), id));
+                    }
+                }
+            }
+            other => {
+                return Err(Error::Decode(format!(
+                    "unexpected read_fenced reply: {other:?}"
+                )));
+            }
+        }
+    }
+    if out.messages.is_empty() && out.lost.is_empty() {
+        out.idle = idle;
+    }
+    Ok(out)
+}
+
+/// Waits up to `block` for an entry newer than the given id in any of the
+/// streams (`XREAD`, no group: it delivers nothing, so it cannot strand
+/// anything), on dedicated pooled connections, one per partition on a
+/// cluster. The caller then reads with [`read_fenced`].
+pub(crate) async fn wait_for_new(
+    client: &Client,
+    streams: &[(String, String)],
+    partition_of: impl Fn(&str) -> u32,
+    block: Duration,
+) -> Result<()> {
+    if streams.is_empty() {
+        return Ok(());
+    }
+    let slots: Vec<Vec<&(String, String)>> = if client.connection().is_cluster() {
+        let mut per: Vec<(u32, Vec<&(String, String)>)> = Vec::new();
+        for s in streams {
+            let p = partition_of(&s.0);
+            match per.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, v)) => v.push(s),
+                None => per.push((p, vec![s])),
+            }
+        }
+        per.into_iter().map(|(_, v)| v).collect()
+    } else {
+        vec![streams.iter().collect()]
+    };
+    let futs = slots.iter().map(|streams| {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS");
+        for (k, _) in streams {
+            cmd.arg(k);
+        }
+        for (_, id) in streams {
+            cmd.arg(id);
+        }
+        async move {
+            let mut guard = ReadGuard::new(client.blocking_connection().await?);
+            let _: Value = cmd.query_async(guard.conn()).await?;
+            guard.done();
+            Ok::<(), Error>(())
+        }
+    });
+    for r in futures_util::future::join_all(futs).await {
+        r?;
+    }
+    Ok(())
+}
+
 /// What `claim` took over.
 #[derive(Debug, Default)]
 pub(crate) struct Claimed {
@@ -225,4 +358,75 @@ pub(crate) async fn deliveries(
         .into_iter()
         .filter_map(|(id, _, _, n)| Some((crate::envelope::StreamId::parse(&id).ok()?, n)))
         .collect())
+}
+
+/// Entries pending for `member` itself in `source` whose ids `skip` does not
+/// reject, with their bodies and delivery counts (`XPENDING` for the member,
+/// then `XRANGE` per id). Unlike `XAUTOCLAIM` or a history read, neither
+/// command counts as a delivery. Used after a read whose reply was lost: the
+/// entries it delivered are pending for us, but no handler saw them.
+pub(crate) async fn own_pending(
+    client: &Client,
+    topic: &str,
+    group: &str,
+    member: &str,
+    source: &Source,
+    skip: impl Fn(crate::envelope::StreamId) -> bool,
+) -> Result<(Vec<(Fetched, u64)>, usize)> {
+    let mut wanted: Vec<(String, u64)> = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&source.key)
+            .arg(group)
+            .arg(&start)
+            .arg("+")
+            .arg(500)
+            .arg(member)
+            .query_async(&mut client.connection())
+            .await?;
+        let full = rows.len() == 500;
+        if let Some((last, ..)) = rows.last() {
+            start = format!("({last}");
+        }
+        for (id, _, _, n) in rows {
+            match crate::envelope::StreamId::parse(&id) {
+                Ok(sid) if !skip(sid) => wanted.push((id, n)),
+                _ => {}
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    if wanted.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let cmds: Vec<redis::Cmd> = wanted
+        .iter()
+        .map(|(id, _)| {
+            redis::cmd("XRANGE")
+                .arg(&source.key)
+                .arg(id)
+                .arg(id)
+                .clone()
+        })
+        .collect();
+    let replies = client.query_grouped(vec![cmds]).await?;
+    let mut out = Vec::new();
+    let mut trimmed = 0;
+    for ((_, n), v) in wanted.iter().zip(replies.into_iter().flatten()) {
+        let entries = parse_entries(topic, source.partition, source.lane, check(v)?)?;
+        match entries.into_iter().next() {
+            Some(msg) => out.push((
+                Fetched {
+                    msg,
+                    retry: source.retry,
+                },
+                *n,
+            )),
+            None => trimmed += 1,
+        }
+    }
+    Ok((out, trimmed))
 }

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{Delivery, Held, RETRY_SRC, Rt};
-use crate::consumer::read::{Fetched, Source, claim, deliveries, read_new};
+use crate::consumer::read::{
+    FencedPart, Fetched, Source, claim, deliveries, own_pending, read_fenced, read_new,
+    wait_for_new,
+};
 use crate::envelope::StreamId;
 use crate::error::Result;
 use crate::group::Mode;
@@ -61,25 +64,43 @@ impl Rt {
         out
     }
 
-    /// Marks partitions as being read; returns readable ones and those whose
-    /// pending entries must be claimed first.
-    fn begin_read(&self) -> (Vec<Held>, Vec<Held>) {
+    /// Marks partitions as being read; returns readable ones, those whose
+    /// pending entries must be claimed first, and those (among the readable)
+    /// whose own pending entries must be read again first.
+    fn begin_read(&self) -> (Vec<Held>, Vec<Held>, Vec<Held>) {
         let now = Instant::now();
         let mut st = self.lock();
         let mut read = Vec::new();
         let mut to_claim = Vec::new();
+        let mut to_resync = Vec::new();
         for (p, o) in st.owned.iter_mut() {
             if o.draining || o.valid_until <= now {
                 continue;
             }
             o.reading += 1;
-            if o.claimed {
-                read.push((*p, o.epoch));
-            } else {
+            if !o.claimed {
                 to_claim.push((*p, o.epoch));
+                continue;
+            }
+            if o.resync {
+                to_resync.push((*p, o.epoch));
+            }
+            read.push((*p, o.epoch));
+        }
+        (read, to_claim, to_resync)
+    }
+
+    /// After a failed read: the partitions it covered must re-read their own
+    /// pending entries before reading new ones.
+    fn mark_resync(&self, parts: &[Held]) {
+        let mut st = self.lock();
+        for (p, epoch) in parts {
+            if let Some(o) = st.owned.get_mut(p)
+                && o.epoch == *epoch
+            {
+                o.resync = true;
             }
         }
-        (read, to_claim)
     }
 
     fn end_read(&self, parts: &[Held]) {
@@ -126,7 +147,7 @@ impl Rt {
                 }
                 continue;
             }
-            let (read, to_claim) = self.begin_read();
+            let (read, to_claim, to_resync) = self.begin_read();
             let all: Vec<Held> = read.iter().chain(&to_claim).copied().collect();
             if all.is_empty() {
                 tokio::select! {
@@ -137,7 +158,9 @@ impl Rt {
                 continue;
             }
             let sweep = last_sweep.elapsed() >= sweep_every;
-            let result = self.fetch_once(&tx, &read, &to_claim, sweep).await;
+            let result = self
+                .fetch_once(&tx, &read, &to_claim, &to_resync, sweep)
+                .await;
             self.end_read(&all);
             match result {
                 Ok(()) => {
@@ -149,6 +172,8 @@ impl Rt {
                 Err(e) => {
                     tracing::warn!(topic = %self.spec.name, group = %self.s.group, error = %e,
                         "read failed; retrying");
+                    // Redis may have delivered entries whose reply never came.
+                    self.mark_resync(&read);
                     tokio::select! {
                         _ = self.stop_reading.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -164,6 +189,7 @@ impl Rt {
         tx: &mpsc::Sender<Vec<Delivery>>,
         read: &[Held],
         to_claim: &[Held],
+        to_resync: &[Held],
         sweep: bool,
     ) -> Result<()> {
         // A new owner first takes over the partition's pending entries.
@@ -178,6 +204,25 @@ impl Rt {
                     Some(o) if o.epoch == epoch => o.claimed = true,
                     _ => continue,
                 }
+            }
+            self.send(tx, got, &[(p, epoch)]).await;
+        }
+        // After a lost reply, what we were delivered unseen comes first.
+        for &(p, epoch) in to_resync {
+            let mut got = Vec::new();
+            for src in self.sources(&[p]) {
+                got.extend(self.recover_own(&src, epoch).await?);
+            }
+            {
+                let mut st = self.lock();
+                match st.owned.get_mut(&p) {
+                    Some(o) if o.epoch == epoch => o.resync = false,
+                    _ => continue,
+                }
+            }
+            if !got.is_empty() {
+                tracing::info!(topic = %self.spec.name, group = %self.s.group, partition = p,
+                    count = got.len(), "re-read entries delivered by a read whose reply was lost");
             }
             self.send(tx, got, &[(p, epoch)]).await;
         }
@@ -200,9 +245,78 @@ impl Rt {
                 }
             }
         }
+        match self.s.mode {
+            Mode::Ordered => self.read_owned(tx, read).await,
+            Mode::Shared => self.read_shared(tx, read, &parts).await,
+        }
+    }
+
+    /// Ordered mode: new messages of the partitions we own, each read fenced
+    /// by its lease; when there is nothing, a wait for anything newer.
+    async fn read_owned(&self, tx: &mpsc::Sender<Vec<Delivery>>, read: &[Held]) -> Result<()> {
+        let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
+        let keys = self.client.keys();
+        let sources: Vec<Vec<Source>> = read.iter().map(|(p, _)| self.sources(&[*p])).collect();
+        let parts: Vec<FencedPart<'_>> = read
+            .iter()
+            .zip(&sources)
+            .map(|((p, epoch), srcs)| FencedPart {
+                partition: *p,
+                epoch: *epoch,
+                lease: keys.lease(topic, *p, group),
+                sources: srcs.iter().collect(),
+            })
+            .collect();
+        let got = read_fenced(&self.client, topic, group, me, &parts, self.s.batch).await?;
+        if !got.lost.is_empty() {
+            self.lease_lost(&got.lost);
+        }
+        if !got.messages.is_empty() {
+            let got = got
+                .messages
+                .into_iter()
+                .map(|f| (f, Resumed::default()))
+                .collect();
+            self.send(tx, got, read).await;
+        } else if !got.idle.is_empty() {
+            let partition_of = |key: &str| {
+                sources
+                    .iter()
+                    .flatten()
+                    .find(|s| s.key == key)
+                    .map_or(0, |s| s.partition)
+            };
+            wait_for_new(&self.client, &got.idle, partition_of, self.s.block).await?;
+        }
+        Ok(())
+    }
+
+    /// The lease of `partitions` moved on without us noticing: stop handling
+    /// them now; the coordinator sorts out the rest at its next heartbeat.
+    fn lease_lost(&self, partitions: &[u32]) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        for p in partitions {
+            if let Some(o) = st.owned.get_mut(p) {
+                o.valid_until = o.valid_until.min(now);
+            }
+        }
+        drop(st);
+        tracing::warn!(topic = %self.spec.name, group = %self.s.group, ?partitions,
+            "a read was refused: the partition's lease moved on");
+        self.changed.notify_waiters();
+    }
+
+    /// Shared mode: every member reads every partition; no lease to fence by.
+    async fn read_shared(
+        &self,
+        tx: &mpsc::Sender<Vec<Delivery>>,
+        read: &[Held],
+        parts: &[u32],
+    ) -> Result<()> {
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let count = self.s.batch;
-        let sources = self.sources(&parts);
+        let sources = self.sources(parts);
         // New messages: lane 0 first, then the next lanes, then retries.
         let mut got = Vec::new();
         for lane in 0..self.spec.lanes {
@@ -255,20 +369,7 @@ impl Rt {
         }
         let ids: Vec<StreamId> = claimed.messages.iter().map(|f| f.msg.id).collect();
         let delivered = deliveries(&self.client, group, me, src, &ids).await?;
-        let recorded: HashMap<StreamId, Recorded> = if self.s.mode == Mode::Ordered && !src.retry {
-            let key = self.client.keys().attempts(topic, src.partition, group);
-            let raw: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(&key)
-                .arg(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
-                .query_async(&mut self.client.connection())
-                .await?;
-            ids.iter()
-                .zip(raw)
-                .filter_map(|(id, r)| Some((*id, serde_json::from_str(&r?).ok()?)))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+        let recorded = self.recorded_failures(src, &ids).await?;
         Ok(claimed
             .messages
             .into_iter()
@@ -289,6 +390,75 @@ impl Rt {
                 };
                 (f, resumed)
             })
+            .collect())
+    }
+
+    /// Our own pending entries of `src` not in flight here at `epoch`: ones a
+    /// read delivered whose reply was lost. Reading them does not count as a
+    /// delivery, so their attempt is what it was.
+    async fn recover_own(&self, src: &Source, epoch: u64) -> Result<Vec<(Fetched, Resumed)>> {
+        let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
+        let code = if src.retry { RETRY_SRC } else { src.lane };
+        let known: std::collections::HashSet<StreamId> = self
+            .lock()
+            .in_flight_ids
+            .iter()
+            .filter(|(p, s, _, e)| *p == src.partition && *s == code && *e == epoch)
+            .map(|(_, _, id, _)| *id)
+            .collect();
+        let (got, trimmed) = own_pending(&self.client, topic, group, me, src, |id| {
+            known.contains(&id)
+        })
+        .await?;
+        self.note_trimmed(trimmed, src.partition);
+        if got.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<StreamId> = got.iter().map(|(f, _)| f.msg.id).collect();
+        let recorded = self.recorded_failures(src, &ids).await?;
+        Ok(got
+            .into_iter()
+            .map(|(f, times)| {
+                let resumed = match recorded.get(&f.msg.id) {
+                    Some(r) => Resumed {
+                        attempt: r.n + 1,
+                        due_ms: Some(r.due),
+                        last_error: Some(r.err.clone()),
+                    },
+                    None => Resumed {
+                        attempt: (times as u32).max(1),
+                        due_ms: None,
+                        last_error: None,
+                    },
+                };
+                (f, resumed)
+            })
+            .collect())
+    }
+
+    /// Failures recorded for `ids` in the group's attempts hash (ordered
+    /// mode, partition streams only).
+    async fn recorded_failures(
+        &self,
+        src: &Source,
+        ids: &[StreamId],
+    ) -> Result<HashMap<StreamId, Recorded>> {
+        if self.s.mode != Mode::Ordered || src.retry || ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let key = self
+            .client
+            .keys()
+            .attempts(&self.spec.name, src.partition, &self.s.group);
+        let raw: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&key)
+            .arg(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .query_async(&mut self.client.connection())
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(raw)
+            .filter_map(|(id, r)| Some((*id, serde_json::from_str(&r?).ok()?)))
             .collect())
     }
 

@@ -56,6 +56,10 @@ struct Owned {
     draining: bool,
     /// Pending entries taken over since the lease was acquired.
     claimed: bool,
+    /// A read's outcome is unknown (its reply was lost): entries it may have
+    /// delivered are pending for us unseen, so read our own pending entries
+    /// again before anything new (key order depends on it).
+    resync: bool,
     /// Messages delivered and not yet acked or abandoned.
     in_flight: usize,
     /// Reads in progress that include this partition.
@@ -71,6 +75,7 @@ impl Owned {
             valid_until,
             draining: false,
             claimed,
+            resync: false,
             in_flight: 0,
             reading: 0,
         }
