@@ -1,0 +1,337 @@
+//! The fault suite: real `millrace worker` processes, a real `redis-server`,
+//! steady traffic, one kind of fault per scenario (and a mixed one), then a
+//! check of the promises in DESIGN.md from the ledger of what handlers saw:
+//! nothing acknowledged to a publisher is lost in any group, never two
+//! workers on one partition of a group at once, per-key first-handling order
+//! kept; duplicates and recovery times are reported.
+//!
+//! Each scenario's fault phase lasts `MILLRACE_CHAOS_SECS` seconds (default
+//! 8, the CI size); `scripts/chaos` runs them longer, and the soak.
+
+mod fleet;
+mod ledger;
+mod proxy;
+mod rig;
+#[path = "../support/mod.rs"]
+mod support;
+mod traffic;
+
+use std::time::{Duration, Instant};
+
+use ledger::Behaviour;
+use rig::{Rig, RigOptions, Rng};
+
+/// One scenario at a time: they measure recovery times on 2 cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn fault_phase() -> Duration {
+    let secs = std::env::var("MILLRACE_CHAOS_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(8.0);
+    Duration::from_secs_f64(secs)
+}
+
+async fn pause(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_workers_while_messages_flow() {
+    let _one = SERIAL.lock().await;
+    let mut rig = Rig::new("kill", RigOptions::default()).await;
+    let traffic = rig.traffic(400);
+    let mut rng = Rng::seeded();
+    let end = Instant::now() + fault_phase();
+    while Instant::now() < end {
+        pause(Duration::from_millis(1500)).await;
+        let slot = rng.below(rig.fleet.slots());
+        rig.fleet.kill(slot);
+        rig.fault(format!("kill slot {slot}"));
+        pause(Duration::from_millis(300)).await;
+        rig.fleet.start(slot);
+    }
+    rig.finish(traffic).await.assert_held();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_storm_members_join_and_leave_every_second() {
+    let _one = SERIAL.lock().await;
+    let mut rig = Rig::new(
+        "storm",
+        RigOptions {
+            slots: 4,
+            running: 2,
+            ..RigOptions::default()
+        },
+    )
+    .await;
+    let traffic = rig.traffic(400);
+    let mut rng = Rng::seeded();
+    let end = Instant::now() + fault_phase();
+    while Instant::now() < end {
+        pause(Duration::from_secs(1)).await;
+        let slot = rng.below(rig.fleet.slots());
+        let running = (0..rig.fleet.slots())
+            .filter(|s| rig.fleet.is_running(*s))
+            .count();
+        if !rig.fleet.is_running(slot) {
+            rig.fleet.start(slot);
+            rig.fault(format!("join slot {slot}"));
+        } else if running > 1 {
+            if rng.below(2) == 0 {
+                rig.stop_worker(slot);
+                rig.fault(format!("leave slot {slot}"));
+            } else {
+                rig.fleet.kill(slot);
+                rig.fault(format!("kill slot {slot}"));
+            }
+        }
+    }
+    rig.finish(traffic).await.assert_held();
+}
+
+async fn redis_restarts(fsync: &'static str) -> rig::Report {
+    let mut rig = Rig::new(
+        &format!("redis-restart-{fsync}"),
+        RigOptions {
+            redis_args: vec!["--appendonly", "yes", "--appendfsync", fsync],
+            ..RigOptions::default()
+        },
+    )
+    .await;
+    let traffic = rig.traffic(400);
+    let end = Instant::now() + fault_phase();
+    while Instant::now() < end {
+        pause(Duration::from_secs(2)).await;
+        rig.restart_redis(Duration::from_millis(700));
+    }
+    rig.finish(traffic).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_aof_always_loses_nothing_acknowledged() {
+    let _one = SERIAL.lock().await;
+    redis_restarts("always").await.assert_held();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_aof_everysec_is_measured() {
+    let _one = SERIAL.lock().await;
+    let report = redis_restarts("everysec").await;
+    // A SIGKILL of redis-server keeps what it wrote to the OS; everysec's
+    // window (about a second of writes) opens only when the machine itself
+    // goes down. The figure is reported; the other promises still hold.
+    report.assert_held_except_loss();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cuts_and_stalls_between_millrace_and_redis() {
+    let _one = SERIAL.lock().await;
+    let mut rig = Rig::new(
+        "cuts",
+        RigOptions {
+            proxy: true,
+            ..RigOptions::default()
+        },
+    )
+    .await;
+    let traffic = rig.traffic(400);
+    let end = Instant::now() + fault_phase();
+    let mut round = 0;
+    while Instant::now() < end {
+        pause(Duration::from_millis(1500)).await;
+        let proxy = rig.proxy.as_ref().expect("proxy");
+        match round % 4 {
+            0 => {
+                proxy.cut_all();
+                rig.fault("cut every connection");
+            }
+            1 => {
+                // Longer than the session timeout: leases run out meanwhile.
+                proxy.set_stalled(true);
+                pause(Duration::from_millis(2500)).await;
+                proxy.set_stalled(false);
+                rig.fault("stall 2.5 s");
+            }
+            2 => {
+                proxy.set_stalled(true);
+                pause(Duration::from_millis(1000)).await;
+                proxy.cut_all();
+                proxy.set_stalled(false);
+                rig.fault("stall 1 s then cut");
+            }
+            _ => {
+                proxy.set_refusing(true);
+                proxy.cut_all();
+                pause(Duration::from_millis(1000)).await;
+                proxy.set_refusing(false);
+                rig.fault("refuse connections 1 s");
+            }
+        }
+        round += 1;
+    }
+    rig.finish(traffic).await.assert_held();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_is_fenced_off() {
+    let _one = SERIAL.lock().await;
+    let mut rig = Rig::new("pause", RigOptions::default()).await;
+    let slow = (3u32, 5u32);
+    rig.ledger.set_behaviour(Behaviour {
+        work: Duration::from_millis(1),
+        slow: Some((slow, Duration::from_millis(400))),
+        ..Behaviour::default()
+    });
+    let traffic = rig.traffic(300);
+    let group = rig.groups[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (worker, partition) = loop {
+        if let Some(found) = rig.ledger.handling_now(&group, slow.0, slow.1) {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow message never reached a handler"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let slot = rig.fleet.slot_of(worker).expect("the worker runs");
+    rig.fleet.pause(slot, true);
+    // Three session timeouts: the lease runs out and moves on.
+    pause(rig.session * 3).await;
+    rig.fleet.pause(slot, false);
+    rig.fault(format!("SIGSTOP of worker {worker} for 3 session timeouts"));
+    let metrics_port = rig.fleet.metrics_port(slot).expect("metrics");
+    support::wait_until(
+        Duration::from_secs(20),
+        "the paused worker to have its ack refused",
+        || async move { rig::scrape_counter(metrics_port, "millrace_stale_acks_total").await > 0 },
+    )
+    .await;
+    let report = rig.finish(traffic).await;
+    report.assert_held();
+    let by: Vec<usize> = report
+        .handlings
+        .iter()
+        .filter(|h| h.group == group && (h.key, h.seq) == slow)
+        .map(|h| h.worker)
+        .collect();
+    println!("slow message {slow:?} on partition {partition} handled by workers {by:?}");
+    assert!(
+        by.contains(&worker) && by.iter().any(|w| *w != worker),
+        "the slow message was not handled again by the new owner: {by:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_refuses_publishes_and_recovers() {
+    let _one = SERIAL.lock().await;
+    let mut rig = Rig::new(
+        "oom",
+        RigOptions {
+            redis_args: vec!["--maxmemory", "32mb", "--maxmemory-policy", "noeviction"],
+            ..RigOptions::default()
+        },
+    )
+    .await;
+    let traffic = rig.traffic(300);
+    pause(Duration::from_secs(1)).await;
+    rig.fill_memory();
+    let oom = rig.check_nothing_half_written().await;
+    pause(fault_phase() / 2).await;
+    rig.free_memory();
+    rig.fault("memory freed");
+    rig.check_publish_after_oom().await;
+    let report = rig.finish(traffic).await;
+    println!("publish error while out of memory: {oom}");
+    assert!(
+        report.publish_errors > 0,
+        "no publish failed while Redis was out of memory"
+    );
+    report.assert_held();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_faults() {
+    let _one = SERIAL.lock().await;
+    let report = mixed("mixed", fault_phase(), false).await;
+    report.assert_held();
+}
+
+/// Long run: `MILLRACE_CHAOS_SECS=600 cargo test --release --test faults -- --ignored soak`
+/// (see `scripts/chaos`). Reports worker and Redis memory over time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes long; run by scripts/chaos"]
+async fn soak() {
+    let _one = SERIAL.lock().await;
+    let report = mixed("soak", fault_phase(), true).await;
+    report.assert_held();
+}
+
+async fn mixed(name: &str, phase: Duration, sample_memory: bool) -> rig::Report {
+    let mut rig = Rig::new(
+        name,
+        RigOptions {
+            slots: 4,
+            running: 3,
+            proxy: true,
+            redis_args: vec!["--appendonly", "yes", "--appendfsync", "always"],
+            ..RigOptions::default()
+        },
+    )
+    .await;
+    rig.ledger.set_behaviour(Behaviour {
+        work: Duration::from_millis(1),
+        fail_first_attempt_every: Some(50),
+        ..Behaviour::default()
+    });
+    let traffic = rig.traffic(400);
+    let mut rng = Rng::seeded();
+    let started = Instant::now();
+    let end = started + phase;
+    let mut next_sample = started;
+    while Instant::now() < end {
+        if sample_memory && Instant::now() >= next_sample {
+            rig.sample_memory(started.elapsed());
+            next_sample += Duration::from_secs(10);
+        }
+        pause(Duration::from_millis(1500)).await;
+        let slot = rng.below(rig.fleet.slots());
+        match rng.below(6) {
+            0 => {
+                rig.fleet.kill(slot);
+                rig.fault(format!("kill slot {slot}"));
+                pause(Duration::from_millis(300)).await;
+                rig.fleet.start(slot);
+            }
+            1 if rig.fleet.is_running(slot) => {
+                rig.stop_worker(slot);
+                rig.fault(format!("leave slot {slot}"));
+            }
+            1 => {
+                rig.fleet.start(slot);
+                rig.fault(format!("join slot {slot}"));
+            }
+            2 => {
+                rig.proxy.as_ref().expect("proxy").cut_all();
+                rig.fault("cut every connection");
+            }
+            3 => {
+                let proxy = rig.proxy.as_ref().expect("proxy");
+                proxy.set_stalled(true);
+                pause(Duration::from_millis(1200)).await;
+                proxy.set_stalled(false);
+                rig.fault("stall 1.2 s");
+            }
+            4 => rig.restart_redis(Duration::from_millis(500)),
+            _ => {}
+        }
+        rig.ensure_running(1);
+    }
+    if sample_memory {
+        rig.sample_memory(started.elapsed());
+    }
+    rig.finish(traffic).await
+}
