@@ -179,7 +179,7 @@ impl Client {
 /// Turns a `Value::ServerError` into an error, leaving other values alone.
 pub(crate) fn check(v: Value) -> Result<Value> {
     match v {
-        Value::ServerError(e) => Err(Error::Redis(e.into())),
+        Value::ServerError(e) => Err(Error::from(redis::RedisError::from(e))),
         other => Ok(other),
     }
 }

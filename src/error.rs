@@ -5,6 +5,7 @@
 //! payload) rather than in terms of Redis, so callers can match on them; Redis
 //! failures keep the underlying [`redis::RedisError`] for its predicates.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A `Result` with millrace's [`Error`].
@@ -15,7 +16,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A topic or group name breaks the naming rules.
-    #[error("invalid {what} name {name:?}: {reason}")]
+    #[error("invalid {what} name {}: {reason}", shown_name(.name))]
     InvalidName {
         /// `"topic"` or `"group"`.
         what: &'static str,
@@ -104,9 +105,49 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
-    /// Redis could not be reached, refused us, or failed a command.
+    /// Redis could not be reached, or failed a command.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+    /// Redis refused the login: a wrong user or password (`WRONGPASS`), a
+    /// disabled user, or a password required but not given (`NOAUTH`).
+    #[error("redis refused the login: {0}")]
+    AuthFailed(redis::RedisError),
+    /// The Redis user may not run a command millrace needs, or may not
+    /// touch a key it needs (`NOPERM`, an ACL rule).
+    #[error("redis denied permission (ACL): {0}")]
+    PermissionDenied(redis::RedisError),
+    /// The TLS handshake failed: the server's certificate is not trusted
+    /// (set a CA), or the server refused the client certificate or its
+    /// absence.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    TlsHandshake {
+        /// `host:port` (never the URL, which may hold a password).
+        addr: String,
+        /// What rustls reported.
+        reason: String,
+    },
+    /// A TLS certificate or key file could not be read.
+    #[error("cannot read the TLS {what} {}: {source}", .path.display())]
+    TlsFile {
+        /// `"CA certificate"`, `"client certificate"` or `"client key"`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS certificate or key does not parse, or a key does not belong to
+    /// its certificate.
+    #[error("invalid TLS {what}{}: {reason}", crate::tls::origin_suffix(.path))]
+    TlsPem {
+        /// `"CA certificate"`, `"client certificate"` or `"client key"`.
+        what: &'static str,
+        /// The file, or `None` for PEM given in memory.
+        path: Option<PathBuf>,
+        /// What is wrong with it (never its contents).
+        reason: String,
+    },
     /// A blocking-connection pool could not hand out a connection.
     #[error("redis connection pool: {0}")]
     Pool(String),
@@ -116,6 +157,17 @@ pub enum Error {
     /// The producer was closed while a publish was waiting.
     #[error("producer closed")]
     ProducerClosed,
+}
+
+/// A name as quoted in an error: escaped (control characters cannot reach
+/// a terminal), and cut after 64 characters so a 10 000-character name does
+/// not flood a log line.
+pub(crate) fn shown_name(name: &str) -> String {
+    const SHOWN: usize = 64;
+    match name.char_indices().nth(SHOWN) {
+        None => format!("{name:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
+    }
 }
 
 /// Up to five member ids, then how many more.
@@ -131,6 +183,30 @@ fn member_list(members: &[String]) -> String {
         list.push_str(&format!(" and {} more", members.len() - SHOWN));
     }
     list
+}
+
+impl From<redis::RedisError> for Error {
+    /// Sorts Redis's refusals (`WRONGPASS`, `NOAUTH`, `NOPERM`) and TLS
+    /// handshake failures into their own variants; everything else is
+    /// [`Error::Redis`].
+    fn from(e: redis::RedisError) -> Self {
+        if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+        {
+            return Error::AuthFailed(e);
+        }
+        if e.code() == Some("NOPERM") || is_script_noperm(&e) {
+            return Error::PermissionDenied(e);
+        }
+        Error::Redis(e)
+    }
+}
+
+/// A script whose `redis.call` was refused by an ACL reports the refusal
+/// inside a script error (`ERR ... NOPERM ...`, the wording varies between
+/// versions).
+fn is_script_noperm(e: &redis::RedisError) -> bool {
+    e.code().is_some() && e.to_string().contains("NOPERM")
 }
 
 impl Error {
@@ -160,8 +236,9 @@ impl Error {
         }
     }
 
-    /// True when Redis could not be reached or dropped the connection
-    /// (the CLI's exit code 3).
+    /// True when Redis could not be reached, dropped the connection, or
+    /// refused us (login, ACL permission, TLS handshake): the CLI's exit
+    /// code 3.
     pub fn is_unreachable(&self) -> bool {
         match self {
             Error::Redis(e) => {
@@ -173,7 +250,12 @@ impl Error {
                     || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
                     || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
             }
-            Error::Pool(_) | Error::Timeout(_) | Error::UnsupportedServer { .. } => true,
+            Error::Pool(_)
+            | Error::Timeout(_)
+            | Error::UnsupportedServer { .. }
+            | Error::AuthFailed(_)
+            | Error::PermissionDenied(_)
+            | Error::TlsHandshake { .. } => true,
             _ => false,
         }
     }
@@ -190,6 +272,8 @@ impl Error {
                 | Error::LaneOutOfRange { .. }
                 | Error::PayloadTooLarge { .. }
                 | Error::Encode(_)
+                | Error::TlsFile { .. }
+                | Error::TlsPem { .. }
         )
     }
 }

@@ -420,7 +420,7 @@ fn prepare(
 fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt> {
     let bad = |v: &Value| Error::Decode(format!("unexpected publish reply {v:?}"));
     match (kind, v) {
-        (_, Value::ServerError(e)) => Err(Error::Redis(e.into())),
+        (_, Value::ServerError(e)) => Err(Error::from(redis::RedisError::from(e))),
         (Kind::Add, v) => Ok(Receipt {
             partition,
             lane,
@@ -541,7 +541,7 @@ async fn send(
             }
             Err(e) => {
                 for i in idx {
-                    results[i] = Some(Err(Error::Redis(e.clone())));
+                    results[i] = Some(Err(Error::from(e.clone())));
                 }
             }
         }
