@@ -113,9 +113,17 @@ pub enum Error {
     #[error("redis refused the login: {0}")]
     AuthFailed(redis::RedisError),
     /// The Redis user may not run a command millrace needs, or may not
-    /// touch a key it needs (`NOPERM`, an ACL rule).
-    #[error("redis denied permission (ACL): {0}")]
-    PermissionDenied(redis::RedisError),
+    /// touch a key it needs (`NOPERM`, or the same refusal inside one of
+    /// millrace's scripts, which then names the script's command).
+    #[error("redis denied permission (ACL): {message}")]
+    PermissionDenied {
+        /// What was refused, as Redis said it (plus, for a script, which
+        /// command of which script).
+        message: String,
+        /// Redis's error.
+        #[source]
+        source: redis::RedisError,
+    },
     /// The TLS handshake failed: the server's certificate is not trusted
     /// (set a CA), or the server refused the client certificate or its
     /// absence.
@@ -186,27 +194,56 @@ fn member_list(members: &[String]) -> String {
 }
 
 impl From<redis::RedisError> for Error {
-    /// Sorts Redis's refusals (`WRONGPASS`, `NOAUTH`, `NOPERM`) and TLS
-    /// handshake failures into their own variants; everything else is
-    /// [`Error::Redis`].
+    /// Sorts Redis's refusals (`WRONGPASS`, `NOAUTH`, `NOPERM`) into their
+    /// own variants; everything else is [`Error::Redis`].
     fn from(e: redis::RedisError) -> Self {
+        let (code, detail) = first_server_error(&e);
         if e.kind() == redis::ErrorKind::AuthenticationFailed
-            || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+            || matches!(code.as_deref(), Some("WRONGPASS" | "NOAUTH"))
         {
             return Error::AuthFailed(e);
         }
-        if e.code() == Some("NOPERM") || is_script_noperm(&e) {
-            return Error::PermissionDenied(e);
+        if let Some(message) = permission_denied(code.as_deref(), &detail) {
+            return Error::PermissionDenied { message, source: e };
         }
         Error::Redis(e)
     }
 }
 
-/// A script whose `redis.call` was refused by an ACL reports the refusal
-/// inside a script error (`ERR ... NOPERM ...`, the wording varies between
-/// versions).
-fn is_script_noperm(e: &redis::RedisError) -> bool {
-    e.code().is_some() && e.to_string().contains("NOPERM")
+/// The code and text of the server error behind `e` (the first one, for a
+/// pipeline whose commands failed), or no code and `e`'s text.
+fn first_server_error(e: &redis::RedisError) -> (Option<String>, String) {
+    let first = e
+        .clone()
+        .into_server_errors()
+        .and_then(|errors| errors.first().map(|(_, s)| s.clone()));
+    match first {
+        Some(s) => (
+            Some(s.code().to_string()),
+            s.details().unwrap_or_default().trim().to_string(),
+        ),
+        None => (e.code().map(String::from), e.to_string()),
+    }
+}
+
+/// What an ACL refused, if the server error `code`/`detail` is such a
+/// refusal: `NOPERM` for a command sent directly, or an error from inside a
+/// script (Redis 7.0 says "The user executing the script can't ..."), which
+/// then names the script and the command at the line Redis reports.
+fn permission_denied(code: Option<&str>, detail: &str) -> Option<String> {
+    match code {
+        Some("NOPERM") => Some(format!("NOPERM {detail}")),
+        Some(_)
+            if detail.starts_with("The user executing the script can't")
+                || detail.contains("NOPERM") =>
+        {
+            Some(match crate::scripts::denied_call(detail) {
+                Some(call) => format!("{call}: {detail}"),
+                None => detail.to_string(),
+            })
+        }
+        _ => None,
+    }
 }
 
 impl Error {
@@ -254,7 +291,7 @@ impl Error {
             | Error::Timeout(_)
             | Error::UnsupportedServer { .. }
             | Error::AuthFailed(_)
-            | Error::PermissionDenied(_)
+            | Error::PermissionDenied { .. }
             | Error::TlsHandshake { .. } => true,
             _ => false,
         }

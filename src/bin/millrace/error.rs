@@ -108,7 +108,7 @@ fn unreachable_hint(e: &millrace::Error) -> Option<&'static str> {
     match e {
         millrace::Error::UnsupportedServer { .. } => None,
         millrace::Error::AuthFailed(_) => Some("check the user and password in the Redis URL"),
-        millrace::Error::PermissionDenied(_) => Some(
+        millrace::Error::PermissionDenied { .. } => Some(
             "the Redis user lacks a permission millrace needs: see the ACL rule in docs/security.md",
         ),
         millrace::Error::TlsHandshake { reason, .. } => Some(tls_hint(reason)),
