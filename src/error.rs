@@ -110,8 +110,14 @@ pub enum Error {
     Redis(redis::RedisError),
     /// Redis refused the login: a wrong user or password (`WRONGPASS`), a
     /// disabled user, or a password required but not given (`NOAUTH`).
-    #[error("redis refused the login: {0}")]
-    AuthFailed(redis::RedisError),
+    #[error("redis refused the login: {message}")]
+    AuthFailed {
+        /// Why, in Redis's words where it gave some.
+        message: String,
+        /// Redis's error.
+        #[source]
+        source: redis::RedisError,
+    },
     /// The Redis user may not run a command millrace needs, or may not
     /// touch a key it needs (`NOPERM`, or the same refusal inside one of
     /// millrace's scripts, which then names the script's command).
@@ -198,10 +204,8 @@ impl From<redis::RedisError> for Error {
     /// own variants; everything else is [`Error::Redis`].
     fn from(e: redis::RedisError) -> Self {
         let (code, detail) = first_server_error(&e);
-        if e.kind() == redis::ErrorKind::AuthenticationFailed
-            || matches!(code.as_deref(), Some("WRONGPASS" | "NOAUTH"))
-        {
-            return Error::AuthFailed(e);
+        if let Some(message) = login_refused(e.kind(), code.as_deref(), &detail) {
+            return Error::AuthFailed { message, source: e };
         }
         if let Some(message) = permission_denied(code.as_deref(), &detail) {
             return Error::PermissionDenied { message, source: e };
@@ -223,6 +227,18 @@ fn first_server_error(e: &redis::RedisError) -> (Option<String>, String) {
             s.details().unwrap_or_default().trim().to_string(),
         ),
         None => (e.code().map(String::from), e.to_string()),
+    }
+}
+
+/// Why Redis refused the login, if it did.
+fn login_refused(kind: redis::ErrorKind, code: Option<&str>, detail: &str) -> Option<String> {
+    match code {
+        Some(code @ ("WRONGPASS" | "NOAUTH")) => Some(format!("{code} {detail}")),
+        // redis-rs's own verdict on a refused AUTH while connecting.
+        _ if kind == redis::ErrorKind::AuthenticationFailed => {
+            Some("wrong user or password, or the user is disabled".to_string())
+        }
+        _ => None,
     }
 }
 
@@ -290,7 +306,7 @@ impl Error {
             Error::Pool(_)
             | Error::Timeout(_)
             | Error::UnsupportedServer { .. }
-            | Error::AuthFailed(_)
+            | Error::AuthFailed { .. }
             | Error::PermissionDenied { .. }
             | Error::TlsHandshake { .. } => true,
             _ => false,

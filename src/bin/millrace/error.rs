@@ -107,7 +107,7 @@ impl From<millrace::Error> for CliError {
 fn unreachable_hint(e: &millrace::Error) -> Option<&'static str> {
     match e {
         millrace::Error::UnsupportedServer { .. } => None,
-        millrace::Error::AuthFailed(_) => Some("check the user and password in the Redis URL"),
+        millrace::Error::AuthFailed { .. } => Some("check the user and password in the Redis URL"),
         millrace::Error::PermissionDenied { .. } => Some(
             "the Redis user lacks a permission millrace needs: see the ACL rule in docs/security.md",
         ),
