@@ -161,11 +161,15 @@ impl Config {
         Ok(self)
     }
 
+    /// Whether any URL is `rediss://` (in any letter case).
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.urls.iter().any(|u| is_tls_url(u))
+    }
+
     /// Certificates only apply to `rediss://`: refuse them for a plain URL
     /// rather than connecting without the TLS the caller asked for.
     fn require_tls_urls(&self) -> Result<()> {
-        let is_tls = |u: &String| url::Url::parse(u).is_ok_and(|p| p.scheme() == "rediss");
-        match self.urls.iter().find(|u| !is_tls(u)) {
+        match self.urls.iter().find(|u| !is_tls_url(u)) {
             Some(u) => Err(Error::Config(format!(
                 "TLS certificates need a rediss:// URL; {} is not one",
                 redact_url(u)
@@ -208,6 +212,10 @@ impl fmt::Debug for Config {
             .field("tls", &self.tls)
             .finish()
     }
+}
+
+fn is_tls_url(u: &str) -> bool {
+    url::Url::parse(u).is_ok_and(|p| p.scheme() == "rediss")
 }
 
 fn check_url(u: &str) -> Result<()> {
@@ -264,6 +272,17 @@ mod tests {
             "rediss://:***@h:1".to_string()
         );
         assert!(!redact_url("redis://u:pw@[bad").contains("pw"));
+    }
+
+    #[test]
+    fn tls_is_seen_in_any_letter_case() {
+        assert!(Config::new("REDISS://h:1").unwrap().uses_tls());
+        assert!(!Config::new("redis://h:1").unwrap().uses_tls());
+        let e = Config::new("Redis://h:1")
+            .unwrap()
+            .tls_ca_pem(b"x".to_vec())
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
     }
 
     #[test]

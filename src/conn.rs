@@ -349,7 +349,7 @@ pub(crate) struct Connected {
 pub(crate) async fn connect(config: &Config) -> Result<Connected> {
     let first = &config.urls[0];
     let certs = config.tls.certificates();
-    if config.urls.iter().any(|u| u.starts_with("rediss:")) {
+    if config.uses_tls() {
         tls::install_crypto_provider();
     }
     let client = match &certs {
