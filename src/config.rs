@@ -2,13 +2,16 @@
 //!
 //! A [`Config`] is plain data, built before anything connects and handed to
 //! [`Client::connect`](crate::Client::connect). Its `Debug` output and every
-//! URL it shows go through [`redact_url`], so a password never reaches a log.
+//! URL it shows go through [`redact_url`], so a password never reaches a log;
+//! TLS certificates and keys are shown by file name only.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::keys::validate_prefix;
+use crate::tls::{Pem, TlsSettings};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "mr";
@@ -26,6 +29,7 @@ pub struct Config {
     pub(crate) block_timeout: Duration,
     pub(crate) blocking_pool_size: usize,
     pub(crate) max_message_bytes: usize,
+    pub(crate) tls: TlsSettings,
 }
 
 impl Config {
@@ -57,6 +61,7 @@ impl Config {
             block_timeout: Duration::from_secs(2),
             blocking_pool_size: 16,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            tls: TlsSettings::default(),
         })
     }
 
@@ -106,6 +111,78 @@ impl Config {
         self
     }
 
+    /// Trusts the CA certificate(s) in a PEM file for `rediss://`
+    /// connections, instead of the public (webpki) roots. The file is read
+    /// and checked now: an unreadable file is [`Error::TlsFile`], one without
+    /// a usable certificate [`Error::TlsPem`], both naming the file.
+    pub fn tls_ca_file(self, path: impl AsRef<Path>) -> Result<Self> {
+        let pem = Pem::read("CA certificate", path.as_ref())?;
+        self.with_ca(pem)
+    }
+
+    /// Trusts the CA certificate(s) in PEM bytes, as [`Config::tls_ca_file`].
+    pub fn tls_ca_pem(self, pem: impl Into<Vec<u8>>) -> Result<Self> {
+        self.with_ca(Pem::bytes(pem.into()))
+    }
+
+    /// Presents a client certificate (PEM, optionally followed by its chain)
+    /// and its private key (PEM: PKCS#8, PKCS#1 or SEC1) for mutual TLS.
+    /// Both files are read and checked now, including that the key belongs
+    /// to the certificate.
+    pub fn tls_client_cert_files(
+        self,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self> {
+        let cert = Pem::read("client certificate", cert.as_ref())?;
+        let key = Pem::read("client key", key.as_ref())?;
+        self.with_client(cert, key)
+    }
+
+    /// Presents a client certificate and key given as PEM bytes, as
+    /// [`Config::tls_client_cert_files`].
+    pub fn tls_client_cert_pem(
+        self,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Result<Self> {
+        self.with_client(Pem::bytes(cert.into()), Pem::bytes(key.into()))
+    }
+
+    fn with_ca(mut self, pem: Pem) -> Result<Self> {
+        self.require_tls_urls()?;
+        self.tls.set_ca(pem)?;
+        Ok(self)
+    }
+
+    fn with_client(mut self, cert: Pem, key: Pem) -> Result<Self> {
+        self.require_tls_urls()?;
+        self.tls.set_client(cert, key)?;
+        Ok(self)
+    }
+
+    /// Whether any URL is `rediss://` (in any letter case).
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.urls.iter().any(|u| is_tls_url(u))
+    }
+
+    /// Certificates only apply to `rediss://`: refuse them for a plain URL
+    /// rather than connecting without the TLS the caller asked for.
+    fn require_tls_urls(&self) -> Result<()> {
+        match self.urls.iter().find(|u| !is_tls_url(u)) {
+            Some(u) => Err(Error::Config(format!(
+                "TLS certificates need a rediss:// URL; {} is not one",
+                redact_url(u)
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a CA or a client certificate was set.
+    pub fn has_tls_certificates(&self) -> bool {
+        !self.tls.is_empty()
+    }
+
     /// The largest message accepted by publish, in bytes.
     pub fn message_limit(&self) -> usize {
         self.max_message_bytes
@@ -132,8 +209,13 @@ impl fmt::Debug for Config {
             .field("block_timeout", &self.block_timeout)
             .field("blocking_pool_size", &self.blocking_pool_size)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("tls", &self.tls)
             .finish()
     }
+}
+
+fn is_tls_url(u: &str) -> bool {
+    url::Url::parse(u).is_ok_and(|p| p.scheme() == "rediss")
 }
 
 fn check_url(u: &str) -> Result<()> {
@@ -190,6 +272,17 @@ mod tests {
             "rediss://:***@h:1".to_string()
         );
         assert!(!redact_url("redis://u:pw@[bad").contains("pw"));
+    }
+
+    #[test]
+    fn tls_is_seen_in_any_letter_case() {
+        assert!(Config::new("REDISS://h:1").unwrap().uses_tls());
+        assert!(!Config::new("redis://h:1").unwrap().uses_tls());
+        let e = Config::new("Redis://h:1")
+            .unwrap()
+            .tls_ca_pem(b"x".to_vec())
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
     }
 
     #[test]

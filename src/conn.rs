@@ -7,6 +7,7 @@
 //! one it talks to, except that pipelines must stay within one slot: callers
 //! group commands per partition (see [`Conn::is_cluster`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool::managed;
@@ -18,6 +19,7 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use crate::config::{Config, redact_url};
 use crate::error::{Error, Result};
 use crate::scripts::{Script, Scripts};
+use crate::tls;
 
 /// What the server said about itself on connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +52,40 @@ pub(crate) fn parse_server_info(info: &str) -> Result<ServerInfo> {
     };
     // Compatible servers report the Redis version they implement here.
     let compat = redis_version.as_deref().unwrap_or(&version);
+    check_version(&server, &version, compat)?;
+    Ok(ServerInfo {
+        server,
+        version,
+        cluster: field("cluster_enabled").as_deref() == Some("1"),
+    })
+}
+
+/// Parses the reply of a bare `HELLO` (`server`, `version`, `mode`, ...),
+/// which a user without the `INFO` permission may still send: Redis lets
+/// every user run `HELLO` and `AUTH`.
+pub(crate) fn parse_hello(fields: &HashMap<String, Value>) -> Result<ServerInfo> {
+    let text = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+    };
+    let Some(version) = text("version") else {
+        return Err(Error::UnsupportedServer {
+            server: "unknown".into(),
+            reason: "HELLO does not report a version (and INFO was refused)".into(),
+        });
+    };
+    let server = text("server").unwrap_or_else(|| "redis".to_string());
+    check_version(&server, &version, &version)?;
+    Ok(ServerInfo {
+        server,
+        version,
+        cluster: text("mode").as_deref() == Some("cluster"),
+    })
+}
+
+/// Refuses servers implementing a Redis older than 7.0.
+fn check_version(server: &str, version: &str, compat: &str) -> Result<()> {
     let major: u32 = compat
         .split('.')
         .next()
@@ -61,11 +97,7 @@ pub(crate) fn parse_server_info(info: &str) -> Result<ServerInfo> {
             reason: "millrace needs Redis 7.0 or later (or a compatible server)".into(),
         });
     }
-    Ok(ServerInfo {
-        server,
-        version,
-        cluster: field("cluster_enabled").as_deref() == Some("1"),
-    })
+    Ok(())
 }
 
 /// The multiplexed connection: cheap to clone, reconnects by itself.
@@ -227,9 +259,12 @@ impl BlockingPool {
     }
 }
 
-fn pool_error<E: std::fmt::Display>(e: managed::PoolError<E>) -> Error {
+/// A connection the pool could not make is reported like any other (a
+/// refused login stays [`Error::AuthFailed`]); the pool's own failures
+/// (timeouts, closed) are [`Error::Pool`].
+fn pool_error(e: managed::PoolError<redis::RedisError>) -> Error {
     match e {
-        managed::PoolError::Backend(b) => Error::Pool(b.to_string()),
+        managed::PoolError::Backend(b) => Error::from(b),
         other => Error::Pool(other.to_string()),
     }
 }
@@ -313,28 +348,45 @@ pub(crate) struct Connected {
 /// Connects, checks the server, picks single or cluster, and builds the pool.
 pub(crate) async fn connect(config: &Config) -> Result<Connected> {
     let first = &config.urls[0];
-    let client = redis::Client::open(first.as_str())
-        .map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(first))))?;
+    let certs = config.tls.certificates();
+    if config.uses_tls() {
+        tls::install_crypto_provider();
+    }
+    let client = match &certs {
+        Some(certs) => redis::Client::build_with_tls(first.as_str(), certs.clone()),
+        None => redis::Client::open(first.as_str()),
+    }
+    .map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(first))))?;
+    let addr = client.get_connection_info().addr().to_string();
     let probe_cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.response_timeout));
     let mut probe = client
         .get_multiplexed_async_connection_with_config(&probe_cfg)
-        .await?;
-    let info_text: String = redis::cmd("INFO").query_async(&mut probe).await?;
-    let info = parse_server_info(&info_text)?;
+        .await
+        .map_err(|e| connect_error(&addr, e))?;
+    let info = server_info(&mut probe)
+        .await
+        .map_err(|e| connect_error(&addr, e))??;
     drop(probe);
 
     let blocking_response = config.block_timeout + config.response_timeout;
     if info.cluster {
         let build = |response: Duration| {
-            ClusterClient::builder(config.urls.iter().map(String::as_str))
+            let mut builder = ClusterClient::builder(config.urls.iter().map(String::as_str))
                 .connection_timeout(config.connect_timeout)
-                .response_timeout(response)
-                .build()
+                .response_timeout(response);
+            if let Some(certs) = &certs {
+                builder = builder.certs(certs.clone());
+            }
+            builder.build()
         };
         let main = build(config.response_timeout)?;
-        let conn = Conn::Cluster(main.get_async_connection().await?);
+        let conn = Conn::Cluster(
+            main.get_async_connection()
+                .await
+                .map_err(|e| connect_error(&addr, e))?,
+        );
         let manager = ClusterManager {
             client: build(blocking_response)?,
         };
@@ -358,12 +410,18 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
         let conn = Conn::Single(
             client
                 .get_connection_manager_with_config(manager_cfg)
-                .await?,
+                .await
+                .map_err(|e| connect_error(&addr, e))?,
         );
         let blocking_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(blocking_response));
-        let manager = deadpool_redis::Manager::new_with_config(first.as_str(), blocking_cfg)?;
+        // The client's connection info carries the TLS certificates, so the
+        // pool's connections present and trust the same ones.
+        let manager = deadpool_redis::Manager::new_with_config(
+            client.get_connection_info().clone(),
+            blocking_cfg,
+        )?;
         let pool = deadpool_redis::Pool::builder(manager)
             .max_size(config.blocking_pool_size)
             .runtime(deadpool::Runtime::Tokio1)
@@ -374,6 +432,34 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             pool: BlockingPool::Single(pool),
             info,
         })
+    }
+}
+
+/// Asks the server what it is: `INFO`, or `HELLO` when the user may not run
+/// `INFO` (it is in the `@dangerous` ACL category). The outer error is the
+/// command's, the inner one the verdict on the server.
+async fn server_info(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> redis::RedisResult<Result<ServerInfo>> {
+    match redis::cmd("INFO").query_async::<String>(conn).await {
+        Ok(text) => Ok(parse_server_info(&text)),
+        Err(e) if e.code() == Some("NOPERM") => {
+            let fields: HashMap<String, Value> = redis::cmd("HELLO").query_async(conn).await?;
+            Ok(parse_hello(&fields))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A failed connect: a TLS handshake failure gets its own error naming the
+/// address; anything else is sorted by [`Error::from`].
+fn connect_error(addr: &str, e: redis::RedisError) -> Error {
+    match tls::handshake_failure(&e) {
+        Some(reason) => Error::TlsHandshake {
+            addr: addr.to_string(),
+            reason,
+        },
+        None => Error::from(e),
     }
 }
 
@@ -393,5 +479,32 @@ mod tests {
         let valkey = parse_server_info("redis_version:7.2.4\r\nvalkey_version:8.0.1\r\n").unwrap();
         assert_eq!(valkey.server, "valkey");
         assert!(parse_server_info("nothing").is_err());
+    }
+
+    #[test]
+    fn hello_stands_in_for_info() {
+        let hello = |pairs: &[(&str, &str)]| -> HashMap<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect()
+        };
+        let single = parse_hello(&hello(&[
+            ("server", "redis"),
+            ("version", "7.0.15"),
+            ("mode", "standalone"),
+        ]))
+        .unwrap();
+        assert_eq!((single.server.as_str(), single.cluster), ("redis", false));
+        let cluster = parse_hello(&hello(&[
+            ("server", "valkey"),
+            ("version", "8.0.1"),
+            ("mode", "cluster"),
+        ]))
+        .unwrap();
+        assert!(cluster.cluster);
+        let old = parse_hello(&hello(&[("server", "redis"), ("version", "6.2.6")])).unwrap_err();
+        assert!(matches!(old, Error::UnsupportedServer { .. }), "{old}");
+        assert!(parse_hello(&HashMap::new()).is_err());
     }
 }

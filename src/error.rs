@@ -5,6 +5,7 @@
 //! payload) rather than in terms of Redis, so callers can match on them; Redis
 //! failures keep the underlying [`redis::RedisError`] for its predicates.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A `Result` with millrace's [`Error`].
@@ -15,7 +16,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A topic or group name breaks the naming rules.
-    #[error("invalid {what} name {name:?}: {reason}")]
+    #[error("invalid {what} name {}: {reason}", shown_name(.name))]
     InvalidName {
         /// `"topic"` or `"group"`.
         what: &'static str,
@@ -104,7 +105,7 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
-    /// Redis could not be reached, refused us, or failed a command.
+    /// Redis could not be reached, or failed a command.
     #[error("redis: {0}")]
     Redis(redis::RedisError),
     /// Redis refused a write because it reached `maxmemory` and evicts
@@ -114,6 +115,60 @@ pub enum Error {
         "Redis is out of memory (maxmemory reached, no eviction): the write was refused and nothing was written; free memory or raise maxmemory ({0})"
     )]
     OutOfMemory(redis::RedisError),
+    /// Redis refused the login: a wrong user or password (`WRONGPASS`), a
+    /// disabled user, or a password required but not given (`NOAUTH`).
+    #[error("redis refused the login: {message}")]
+    AuthFailed {
+        /// Why, in Redis's words where it gave some.
+        message: String,
+        /// Redis's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The Redis user may not run a command millrace needs, or may not
+    /// touch a key it needs (`NOPERM`, or the same refusal inside one of
+    /// millrace's scripts, which then names the script's command).
+    #[error("redis denied permission (ACL): {message}")]
+    PermissionDenied {
+        /// What was refused, as Redis said it (plus, for a script, which
+        /// command of which script).
+        message: String,
+        /// Redis's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The TLS handshake failed: the server's certificate is not trusted
+    /// (set a CA), or the server refused the client certificate or its
+    /// absence.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    TlsHandshake {
+        /// `host:port` (never the URL, which may hold a password).
+        addr: String,
+        /// What rustls reported.
+        reason: String,
+    },
+    /// A TLS certificate or key file could not be read.
+    #[error("cannot read the TLS {what} {}: {source}", .path.display())]
+    TlsFile {
+        /// `"CA certificate"`, `"client certificate"` or `"client key"`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS certificate or key does not parse, or a key does not belong to
+    /// its certificate.
+    #[error("invalid TLS {what}{}: {reason}", crate::tls::origin_suffix(.path))]
+    TlsPem {
+        /// `"CA certificate"`, `"client certificate"` or `"client key"`.
+        what: &'static str,
+        /// The file, or `None` for PEM given in memory.
+        path: Option<PathBuf>,
+        /// What is wrong with it (never its contents).
+        reason: String,
+    },
     /// A blocking-connection pool could not hand out a connection.
     #[error("redis connection pool: {0}")]
     Pool(String),
@@ -125,13 +180,14 @@ pub enum Error {
     ProducerClosed,
 }
 
-impl From<redis::RedisError> for Error {
-    fn from(e: redis::RedisError) -> Self {
-        if e.code() == Some("OOM") {
-            Error::OutOfMemory(e)
-        } else {
-            Error::Redis(e)
-        }
+/// A name as quoted in an error: escaped (control characters cannot reach
+/// a terminal), and cut after 64 characters so a 10 000-character name does
+/// not flood a log line.
+pub(crate) fn shown_name(name: &str) -> String {
+    const SHOWN: usize = 64;
+    match name.char_indices().nth(SHOWN) {
+        None => format!("{name:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
     }
 }
 
@@ -148,6 +204,72 @@ fn member_list(members: &[String]) -> String {
         list.push_str(&format!(" and {} more", members.len() - SHOWN));
     }
     list
+}
+
+impl From<redis::RedisError> for Error {
+    /// Sorts Redis's refusals (`WRONGPASS`, `NOAUTH`, `NOPERM`, `OOM`) into
+    /// their own variants; everything else is [`Error::Redis`].
+    fn from(e: redis::RedisError) -> Self {
+        let (code, detail) = first_server_error(&e);
+        if let Some(message) = login_refused(e.kind(), code.as_deref(), &detail) {
+            return Error::AuthFailed { message, source: e };
+        }
+        if let Some(message) = permission_denied(code.as_deref(), &detail) {
+            return Error::PermissionDenied { message, source: e };
+        }
+        if code.as_deref() == Some("OOM") {
+            return Error::OutOfMemory(e);
+        }
+        Error::Redis(e)
+    }
+}
+
+/// The code and text of the server error behind `e` (the first one, for a
+/// pipeline whose commands failed), or no code and `e`'s text.
+fn first_server_error(e: &redis::RedisError) -> (Option<String>, String) {
+    let first = e
+        .clone()
+        .into_server_errors()
+        .and_then(|errors| errors.first().map(|(_, s)| s.clone()));
+    match first {
+        Some(s) => (
+            Some(s.code().to_string()),
+            s.details().unwrap_or_default().trim().to_string(),
+        ),
+        None => (e.code().map(String::from), e.to_string()),
+    }
+}
+
+/// Why Redis refused the login, if it did.
+fn login_refused(kind: redis::ErrorKind, code: Option<&str>, detail: &str) -> Option<String> {
+    match code {
+        Some(code @ ("WRONGPASS" | "NOAUTH")) => Some(format!("{code} {detail}")),
+        // redis-rs's own verdict on a refused AUTH while connecting.
+        _ if kind == redis::ErrorKind::AuthenticationFailed => {
+            Some("wrong user or password, or the user is disabled".to_string())
+        }
+        _ => None,
+    }
+}
+
+/// What an ACL refused, if the server error `code`/`detail` is such a
+/// refusal: `NOPERM` for a command sent directly, or an error from inside a
+/// script (Redis 7.0 says "The user executing the script can't ..."), which
+/// then names the script and the command at the line Redis reports.
+fn permission_denied(code: Option<&str>, detail: &str) -> Option<String> {
+    match code {
+        Some("NOPERM") => Some(format!("NOPERM {detail}")),
+        Some(_)
+            if detail.starts_with("The user executing the script can't")
+                || detail.contains("NOPERM") =>
+        {
+            Some(match crate::scripts::denied_call(detail) {
+                Some(call) => format!("{call}: {detail}"),
+                None => detail.to_string(),
+            })
+        }
+        _ => None,
+    }
 }
 
 impl Error {
@@ -177,8 +299,9 @@ impl Error {
         }
     }
 
-    /// True when Redis could not be reached or dropped the connection
-    /// (the CLI's exit code 3).
+    /// True when Redis could not be reached, dropped the connection, or
+    /// refused us (login, ACL permission, TLS handshake): the CLI's exit
+    /// code 3.
     pub fn is_unreachable(&self) -> bool {
         match self {
             Error::Redis(e) => {
@@ -190,7 +313,12 @@ impl Error {
                     || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
                     || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
             }
-            Error::Pool(_) | Error::Timeout(_) | Error::UnsupportedServer { .. } => true,
+            Error::Pool(_)
+            | Error::Timeout(_)
+            | Error::UnsupportedServer { .. }
+            | Error::AuthFailed { .. }
+            | Error::PermissionDenied { .. }
+            | Error::TlsHandshake { .. } => true,
             _ => false,
         }
     }
@@ -207,6 +335,8 @@ impl Error {
                 | Error::LaneOutOfRange { .. }
                 | Error::PayloadTooLarge { .. }
                 | Error::Encode(_)
+                | Error::TlsFile { .. }
+                | Error::TlsPem { .. }
         )
     }
 }

@@ -8,7 +8,7 @@
 //! forbid `{`, `}`, `:`, `|` and glob characters, so no name can move a key into
 //! another tag or match another tenant's keys.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown_name};
 
 /// Longest topic or group name accepted.
 pub const MAX_NAME_LEN: usize = 200;
@@ -69,7 +69,8 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Config(format!(
-            "invalid key prefix {prefix:?}: use 1 to 64 letters, digits, '.', '-' or '_'"
+            "invalid key prefix {}: use 1 to 64 letters, digits, '.', '-' or '_'",
+            shown_name(prefix)
         )))
     }
 }
@@ -79,7 +80,10 @@ pub fn validate_dedup_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_DEDUP_ID_LEN || id.chars().any(char::is_control) {
         return Err(Error::invalid(
             "dedup id",
-            format!("{id:?} must be 1 to 256 bytes without control characters"),
+            format!(
+                "{} must be 1 to 256 bytes without control characters",
+                shown_name(id)
+            ),
         ));
     }
     Ok(())

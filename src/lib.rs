@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod bench;
 pub mod client;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod reader;
 pub mod retry;
 pub mod schedule;
 pub mod scripts;
+mod tls;
 pub mod topic;
 
 pub use client::Client;

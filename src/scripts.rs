@@ -88,6 +88,38 @@ scripts! {
     rate_take => "rate_take",
 }
 
+/// Which of millrace's scripts, at which line, ran the command an ACL
+/// refused: `script topic_create.lua, line 28, HSET`. `detail` is Redis's
+/// error text, which ends `script: <sha>, on @user_script:<line>.`
+pub(crate) fn denied_call(detail: &str) -> Option<String> {
+    static ALL: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    let (_, tail) = detail.split_once("script: ")?;
+    let (sha, tail) = tail.split_once(',')?;
+    let line: usize = tail
+        .split_once("@user_script:")?
+        .1
+        .trim_end_matches(['.', ' '])
+        .parse()
+        .ok()?;
+    let script = ALL
+        .get_or_init(Scripts::new)
+        .all()
+        .into_iter()
+        .find(|s| s.sha() == sha.trim())?;
+    let text = script.source().lines().nth(line.checked_sub(1)?)?;
+    let command = text
+        .split_once("redis.call(")?
+        .1
+        .trim_start_matches(['\'', '"'])
+        .split(['\'', '"'])
+        .next()?;
+    Some(format!(
+        "script {}.lua, line {line}, {}",
+        script.name,
+        command.to_ascii_uppercase()
+    ))
+}
+
 impl Scripts {
     /// Loads every script (on a cluster, into every primary).
     pub(crate) async fn load_all(&self, conn: &mut Conn) -> Result<()> {
@@ -117,6 +149,25 @@ impl Scripts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_call_is_found_in_its_script() {
+        let s = Scripts::new();
+        let detail = format!(
+            "The user executing the script can't run this command or subcommand script: {}, on @user_script:28.",
+            s.topic_create.sha()
+        );
+        assert_eq!(
+            denied_call(&detail).as_deref(),
+            Some("script topic_create.lua, line 28, HSET")
+        );
+        assert_eq!(denied_call("no script here"), None);
+        assert_eq!(
+            denied_call("x script: 0000, on @user_script:1."),
+            None,
+            "unknown sha"
+        );
+    }
 
     #[test]
     fn every_script_documents_its_keys_and_args() {

@@ -271,6 +271,13 @@ impl Client {
         }
         // The dead-letter view `T.dlq`: T's partitions, one lane.
         if let Some(base) = name.strip_suffix(".dlq") {
+            if base.ends_with(".dlq") {
+                return Err(Error::InvalidName {
+                    what: "topic",
+                    name: name.to_string(),
+                    reason: "a dead-letter view has no dead-letter view of its own",
+                });
+            }
             let base = Box::pin(self.topic_cached(base)).await?;
             let view = TopicSpec {
                 name: name.to_string(),

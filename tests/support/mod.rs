@@ -3,7 +3,8 @@
 //! Use from an integration test with `mod support;`.
 //!
 //! * [`RedisServer`] — an owned server on a free loopback port, killed on drop;
-//!   can be stopped and restarted on the same port.
+//!   can be stopped and restarted on the same port. [`RedisServer::start_tls`]
+//!   starts one that speaks only TLS, with certificates from [`tls::Pki`].
 //! * [`shared`] — one server per test binary, started lazily; isolate tests
 //!   with [`unique_prefix`].
 //! * [`RedisCluster`] / [`shared_cluster`] — a three-master Redis Cluster.
@@ -17,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod groups;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
@@ -306,6 +308,9 @@ enum LaunchError {
 /// SIGKILLed (and reaped) on drop.
 pub struct RedisServer {
     port: u16,
+    /// TLS only: `--port 0 --tls-port port` (readiness is then seen in the
+    /// log and by a TCP connect, since a plain PING gets no answer).
+    tls: bool,
     args: Vec<String>,
     dir: TempDir,
     log_path: PathBuf,
@@ -322,8 +327,22 @@ impl RedisServer {
     /// `&["--appendonly", "yes"]` (later arguments override earlier ones).
     pub fn start_with(args: &[&str]) -> RedisServer {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Self::start_any_port(args, false)
+    }
+
+    /// Starts a server that accepts only TLS connections (`--port 0
+    /// --tls-port P`), with the server certificate and CA of `pki`;
+    /// `auth_clients` requires client certificates signed by its CA.
+    /// `extra` arguments follow (e.g. `--requirepass`).
+    pub fn start_tls(pki: &tls::Pki, auth_clients: bool, extra: &[&str]) -> RedisServer {
+        let mut args = pki.server_args(auth_clients);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::start_any_port(args, true)
+    }
+
+    fn start_any_port(args: Vec<String>, tls: bool) -> RedisServer {
         for _ in 0..5 {
-            match Self::try_start_on(free_port(), args.clone()) {
+            match Self::try_start_on(free_port(), args.clone(), tls) {
                 Ok(server) => return server,
                 Err(LaunchError::AddrInUse) => continue,
                 Err(LaunchError::Failed(msg)) => panic!("{msg}"),
@@ -332,7 +351,7 @@ impl RedisServer {
         panic!("redis-server: every port tried was already in use");
     }
 
-    fn try_start_on(port: u16, args: Vec<String>) -> Result<RedisServer, LaunchError> {
+    fn try_start_on(port: u16, args: Vec<String>, tls: bool) -> Result<RedisServer, LaunchError> {
         let dir = tempfile::Builder::new()
             .prefix("millrace-redis-")
             .tempdir()
@@ -340,6 +359,7 @@ impl RedisServer {
         let log_path = dir.path().join("redis.log");
         let mut server = RedisServer {
             port,
+            tls,
             args,
             dir,
             log_path,
@@ -359,10 +379,16 @@ impl RedisServer {
             .open(&self.log_path)
             .expect("cannot open the redis-server log file");
         let mut cmd = Command::new(redis_server_bin());
+        let port = self.port.to_string();
+        let ports: &[&str] = if self.tls {
+            &["--port", "0", "--tls-port", &port]
+        } else {
+            &["--port", &port]
+        };
         cmd.arg("--save")
             .arg("")
             .args(["--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", &self.port.to_string()])
+            .args(ports)
             .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -393,7 +419,14 @@ impl RedisServer {
                     self.port
                 )));
             }
-            if ping(self.port) {
+            let ready = if self.tls {
+                self.log_since(log_start)
+                    .contains("Ready to accept connections")
+                    && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                ping(self.port)
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -425,9 +458,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`
+    /// `redis://127.0.0.1:PORT`, or `rediss://127.0.0.1:PORT` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The server's working directory (`--dir`), e.g. to inspect AOF files.
@@ -622,7 +656,7 @@ impl RedisCluster {
         for _ in 0..5 {
             let mut nodes = Vec::new();
             for port in free_cluster_ports(count) {
-                match RedisServer::try_start_on(port, args.clone()) {
+                match RedisServer::try_start_on(port, args.clone(), false) {
                     Ok(node) => nodes.push(node),
                     Err(LaunchError::AddrInUse) => break,
                     Err(LaunchError::Failed(msg)) => panic!("{msg}"),

@@ -41,6 +41,7 @@ pub async fn run_cmd(global: &Global, args: BenchArgs, out: &mut Out) -> Result<
         redis: Some(url.clone()),
         prefix,
         prefix_set: true,
+        ..global.clone()
     })
     .await?;
     let (bullmq, skipped) = if args.no_bullmq {

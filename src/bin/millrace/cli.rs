@@ -5,6 +5,8 @@
 //! uses them, so a bad one is reported as one `error:` line with exit code 2
 //! rather than as clap's multi-line usage error.
 
+use std::path::PathBuf;
+
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// Where Redis is when neither `--redis`, `MILLRACE_REDIS_URL` nor
@@ -23,7 +25,7 @@ pub struct Cli {
 }
 
 /// Flags every subcommand takes.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Redis URL, redis://[user:password@]host[:port][/db] or rediss:// (TLS)
@@ -54,9 +56,68 @@ pub struct Global {
     /// the default); set by `main` from clap's value source.
     #[arg(skip)]
     pub prefix_set: bool,
+
+    /// CA certificate (PEM) to trust for rediss:// instead of the public roots
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MILLRACE_TLS_CA",
+        hide_env_values = true
+    )]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS; goes with --tls-key
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MILLRACE_TLS_CERT",
+        hide_env_values = true
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the client certificate
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MILLRACE_TLS_KEY",
+        hide_env_values = true
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// TLS files for `rediss://`: a CA to trust, a client certificate and key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Each file of `self`, else of `fallback` (flags win over a file's `[tls]`).
+    pub fn or(self, fallback: TlsFiles) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.or(fallback.ca),
+            cert: self.cert.or(fallback.cert),
+            key: self.key.or(fallback.key),
+        }
+    }
 }
 
 impl Global {
+    /// The TLS files given by flags or environment (an empty value is unset).
+    pub fn tls(&self) -> TlsFiles {
+        let given = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        TlsFiles {
+            ca: given(&self.tls_ca),
+            cert: given(&self.tls_cert),
+            key: given(&self.tls_key),
+        }
+    }
+
     /// The Redis URL to use: the flag or `MILLRACE_REDIS_URL`, then
     /// `REDIS_URL`, then the local default.
     pub fn redis_url(&self) -> String {

@@ -189,14 +189,19 @@ async fn run_with(
             redis: Some(global.redis_url()),
             prefix,
             prefix_set: true,
+            ..global.clone()
         };
         (None, target)
     } else {
         let server = PrivateRedis::start().map_err(start_error)?;
+        // The private server speaks plain TCP: no TLS files.
         let target = Global {
             redis: Some(server.url()),
             prefix: global.prefix.clone(),
             prefix_set: global.prefix_set,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         };
         (Some(server), target)
     };
@@ -343,7 +348,7 @@ impl Demo<'_> {
                 .arg(key)
                 .query_async::<()>(&mut self.client.connection())
                 .await
-                .map_err(millrace::Error::Redis)?;
+                .map_err(millrace::Error::from)?;
         }
         for topic in [INVOICES, REMINDERS] {
             self.client.delete_topic(topic).await?;

@@ -107,16 +107,34 @@ impl From<millrace::Error> for CliError {
 fn unreachable_hint(e: &millrace::Error) -> Option<&'static str> {
     match e {
         millrace::Error::UnsupportedServer { .. } => None,
+        millrace::Error::AuthFailed { .. } => Some("check the user and password in the Redis URL"),
+        millrace::Error::PermissionDenied { .. } => Some(
+            "the Redis user lacks a permission millrace needs: see the ACL rule in docs/security.md",
+        ),
+        millrace::Error::TlsHandshake { reason, .. } => Some(tls_hint(reason)),
         millrace::Error::Redis(r)
             if r.kind() == redis::ErrorKind::AuthenticationFailed
                 || matches!(r.code(), Some("NOAUTH" | "WRONGPASS")) =>
         {
             Some("check the user and password in the Redis URL")
         }
-        millrace::Error::Redis(r) if r.code() == Some("NOPERM") => {
-            Some("the Redis user lacks a permission millrace needs (see its ACL)")
-        }
+        millrace::Error::Redis(r) if r.code() == Some("NOPERM") => Some(
+            "the Redis user lacks a permission millrace needs: see the ACL rule in docs/security.md",
+        ),
         _ => Some("is redis-server running? set --redis or MILLRACE_REDIS_URL"),
+    }
+}
+
+/// What to do about a failed TLS handshake, from rustls's reason.
+fn tls_hint(reason: &str) -> &'static str {
+    if reason.contains("CertificateRequired") {
+        "the server requires a client certificate: set --tls-cert and --tls-key"
+    } else if reason.contains("invalid peer certificate") {
+        "the server's certificate is not trusted: give the CA that signed it with --tls-ca"
+    } else if reason.contains("alert") {
+        "the server refused the client certificate: is it signed by a CA the server trusts?"
+    } else {
+        "check --tls-ca, --tls-cert and --tls-key against the server's TLS settings"
     }
 }
 

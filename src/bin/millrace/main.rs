@@ -29,7 +29,7 @@ use clap::{CommandFactory, FromArgMatches};
 use millrace::config::redact_url;
 use millrace::{Client, Config};
 
-use crate::cli::{Cli, Command, Global};
+use crate::cli::{Cli, Command, Global, TlsFiles};
 use crate::error::{CliError, scrub_password};
 use crate::output::{Out, note};
 
@@ -106,9 +106,15 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
 /// Connects with the global flags. An unreachable server is reported with
 /// its (password-free) URL.
 pub async fn connect(global: &Global) -> Result<Client, CliError> {
+    connect_with_tls(global, global.tls()).await
+}
+
+/// Connects with the global flags' URL and prefix and the given TLS files.
+pub async fn connect_with_tls(global: &Global, tls: TlsFiles) -> Result<Client, CliError> {
     let url = global.redis_url();
-    // Config errors name the bad URL (redacted) or prefix themselves.
+    // Config errors name the bad URL (redacted), prefix or TLS file themselves.
     let config = Config::new(&url).and_then(|c| c.prefix(&global.prefix))?;
+    let config = with_tls(config, &tls)?;
     Client::connect(config).await.map_err(|e| {
         let err = CliError::from(e);
         if err.code == error::EXIT_UNREACHABLE {
@@ -117,6 +123,24 @@ pub async fn connect(global: &Global) -> Result<Client, CliError> {
             err
         }
     })
+}
+
+/// Adds the TLS files to `config`; a certificate without its key (or the
+/// other way round) is a usage error.
+fn with_tls(mut config: Config, tls: &TlsFiles) -> Result<Config, CliError> {
+    if let Some(ca) = &tls.ca {
+        config = config.tls_ca_file(ca)?;
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Ok(config.tls_client_cert_files(cert, key)?),
+        (None, None) => Ok(config),
+        (Some(_), None) => Err(CliError::usage(
+            "a TLS client certificate needs its key: add --tls-key (MILLRACE_TLS_KEY)",
+        )),
+        (None, Some(_)) => Err(CliError::usage(
+            "a TLS client key needs its certificate: add --tls-cert (MILLRACE_TLS_CERT)",
+        )),
+    }
 }
 
 /// Logs to stderr at the level in `RUST_LOG` (default: `default_filter`,

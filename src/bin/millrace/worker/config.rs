@@ -6,7 +6,7 @@
 //! durations, modes and rate limits into typed settings.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use millrace::Mode;
@@ -14,6 +14,8 @@ use millrace::duration::parse_duration;
 use millrace::rate_limit::RateLimit;
 use millrace::retry::{Backoff, RetryPolicy};
 use serde::Deserialize;
+
+use crate::cli::TlsFiles;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -25,8 +27,17 @@ struct RawConfig {
     drain_timeout: Option<String>,
     session_timeout: Option<String>,
     metrics: Option<RawMetrics>,
+    tls: Option<RawTls>,
     #[serde(default)]
     consumers: Vec<RawConsumer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +112,9 @@ pub struct WorkerConfig {
     pub session_timeout: Duration,
     /// Where `/metrics` and `/healthz` listen, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// `[tls]`: CA, client certificate and key (relative paths are relative
+    /// to the file's directory once [`load`] has read it).
+    pub tls: TlsFiles,
     pub consumers: Vec<ConsumerConfig>,
 }
 
@@ -113,7 +127,15 @@ pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn load(path: &Path) -> Result<WorkerConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read the worker config: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let mut config = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let resolve = |p: Option<PathBuf>| p.map(|p| dir.join(p));
+    config.tls = TlsFiles {
+        ca: resolve(config.tls.ca.take()),
+        cert: resolve(config.tls.cert.take()),
+        key: resolve(config.tls.key.take()),
+    };
+    Ok(config)
 }
 
 /// Parses and checks TOML text (errors without the file name).
@@ -174,6 +196,22 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
                     "metrics.listen: expected an address such as 127.0.0.1:9464; got {listen:?}"
                 )
             })?)
+        }
+    };
+    let tls = match raw.tls {
+        None => TlsFiles::default(),
+        Some(t) => {
+            if t.cert.is_some() != t.key.is_some() {
+                return Err(
+                    "tls: expected cert and key together (the client certificate and its key)"
+                        .into(),
+                );
+            }
+            TlsFiles {
+                ca: t.ca,
+                cert: t.cert,
+                key: t.key,
+            }
         }
     };
     if raw.consumers.is_empty() {
@@ -322,6 +360,7 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             Duration::from_secs(10),
         )?,
         metrics,
+        tls,
         consumers,
     })
 }
@@ -373,6 +412,41 @@ timeout = "30s"
             }
         );
         assert_eq!(c.metrics.unwrap().to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn metrics_listen_on_loopback_unless_told_otherwise() {
+        let bare = EXAMPLE.replace("listen = \"127.0.0.1:9464\"", "");
+        let addr = parse(&bare).unwrap().metrics.unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(addr.to_string(), DEFAULT_METRICS_LISTEN);
+        assert_eq!(parse(&bare.replace("[metrics]", "")).unwrap().metrics, None);
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        let text = EXAMPLE.replace(
+            "[metrics]",
+            "[tls]\nca = \"certs/ca.pem\"\ncert = \"/abs/client.pem\"\nkey = \"client.key\"\n\n[metrics]",
+        );
+        std::fs::write(&path, text).unwrap();
+        let tls = load(&path).unwrap().tls;
+        assert_eq!(tls.ca, Some(dir.path().join("certs/ca.pem")));
+        assert_eq!(tls.cert, Some(PathBuf::from("/abs/client.pem")));
+        assert_eq!(tls.key, Some(dir.path().join("client.key")));
+        let half = EXAMPLE.replace("[metrics]", "[tls]\ncert = \"c.pem\"\n\n[metrics]");
+        assert_eq!(
+            parse(&half).unwrap_err(),
+            "tls: expected cert and key together (the client certificate and its key)"
+        );
+        let typo = EXAMPLE.replace("[metrics]", "[tls]\ncacert = \"c.pem\"\n\n[metrics]");
+        assert!(
+            parse(&typo).unwrap_err().starts_with("tls.cacert"),
+            "{}",
+            parse(&typo).unwrap_err()
+        );
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub async fn run(
         .env("MILLRACE_ID", ctx.id.to_string())
         .env("MILLRACE_ATTEMPT", ctx.attempt.to_string())
         .env_remove("MILLRACE_KEY")
+        // The worker's own Redis URL may hold its password: a handler gets
+        // the message, not the worker's credentials.
+        .env_remove("MILLRACE_REDIS_URL")
+        .env_remove("REDIS_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

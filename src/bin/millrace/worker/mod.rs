@@ -33,11 +33,17 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
         (Some(p), false) => p.clone(),
         _ => global.prefix.clone(),
     };
-    let client = crate::connect(&Global {
-        redis: Some(url),
-        prefix,
-        prefix_set: true,
-    })
+    // Flags and environment win over the file's [tls], file by file.
+    let tls = global.tls().or(cfg.tls.clone());
+    let client = crate::connect_with_tls(
+        &Global {
+            redis: Some(url),
+            prefix,
+            prefix_set: true,
+            ..global.clone()
+        },
+        tls,
+    )
     .await?;
     let http_client = reqwest::Client::builder()
         .pool_idle_timeout(std::time::Duration::from_secs(60))
