@@ -65,7 +65,11 @@ fn take(headers: &mut Headers, name: &str) -> String {
     headers.remove(name).unwrap_or_default()
 }
 
-fn parse_dead_letters(topic: &str, partition: u32, v: redis::Value) -> Result<Vec<DeadLetter>> {
+pub(crate) fn parse_dead_letters(
+    topic: &str,
+    partition: u32,
+    v: redis::Value,
+) -> Result<Vec<DeadLetter>> {
     Ok(parse_entries(topic, partition, 0, v)?
         .into_iter()
         .map(|m| {
@@ -93,7 +97,7 @@ fn parse_dead_letters(topic: &str, partition: u32, v: redis::Value) -> Result<Ve
 }
 
 /// Splits `P:ms-seq` into its partition and id; a bare id has no partition.
-fn parse_id(id: &str) -> Result<(Option<u32>, StreamId)> {
+pub(crate) fn parse_id(id: &str) -> Result<(Option<u32>, StreamId)> {
     match id.split_once(':') {
         Some((p, rest)) => {
             let p = p.parse().map_err(|_| {

@@ -53,6 +53,13 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync {
     }
 }
 
+/// Deepest nesting of arrays and maps a payload or headers field may have,
+/// as serde_json allows in JSON. rmp_serde's own limit (1024) is too deep:
+/// decoding 1000 nested arrays into `serde_json::Value` overflows the 2 MiB
+/// stack of a tokio worker and aborts the process, so one small message
+/// could take down every worker that reads it.
+pub const MAX_NESTING: usize = 128;
+
 /// Encodes a value as MessagePack with field names.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))
@@ -61,10 +68,9 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 /// Decodes a MessagePack payload into `T`. The whole payload must be one
 /// value: trailing bytes are an error, so raw bytes that merely start like
 /// MessagePack (`hello` starts with the integer 104) are not mistaken for it.
+/// Payloads nested deeper than [`MAX_NESTING`] are refused.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
-    let mut de = rmp_serde::Deserializer::new(payload);
-    let value = T::deserialize(&mut de).map_err(|e| Error::Decode(e.to_string()))?;
-    let rest = de.into_inner();
+    let (value, rest) = decode_prefix(payload).map_err(Error::Decode)?;
     if !rest.is_empty() {
         return Err(Error::Decode(format!(
             "{} trailing bytes after the MessagePack value",
@@ -72,6 +78,21 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
         )));
     }
     Ok(value)
+}
+
+/// Decodes one MessagePack value from the front of `bytes`, at most
+/// [`MAX_NESTING`] levels deep; returns it and the bytes after it.
+fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<(T, &[u8]), String> {
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    // rmp_serde counts down on entering each array or map and fails at 0.
+    de.set_max_depth(MAX_NESTING + 1);
+    match T::deserialize(&mut de) {
+        Ok(value) => Ok((value, de.into_inner())),
+        Err(rmp_serde::decode::Error::DepthLimitExceeded) => Err(format!(
+            "nested deeper than {MAX_NESTING} levels of arrays and maps"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Encodes headers for the `h` field: empty bytes when there are none.
@@ -88,7 +109,14 @@ pub fn decode_headers(bytes: &[u8]) -> Result<Headers> {
     if bytes.is_empty() {
         Ok(Headers::new())
     } else {
-        rmp_serde::from_slice(bytes).map_err(|e| Error::Decode(format!("headers: {e}")))
+        match decode_prefix(bytes) {
+            Ok((headers, [])) => Ok(headers),
+            Ok((_, rest)) => Err(Error::Decode(format!(
+                "headers: {} trailing bytes after the MessagePack map",
+                rest.len()
+            ))),
+            Err(e) => Err(Error::Decode(format!("headers: {e}"))),
+        }
     }
 }
 

@@ -11,6 +11,9 @@ pub mod dlq;
 pub mod duration;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod group;
 pub mod keys;
 pub mod local;

@@ -411,7 +411,7 @@ impl Client {
     }
 }
 
-fn decode_spec(name: &str, json: &str) -> Result<ScheduleSpec> {
+pub(crate) fn decode_spec(name: &str, json: &str) -> Result<ScheduleSpec> {
     serde_json::from_str(json).map_err(|e| Error::Decode(format!("schedule {name}: {e}")))
 }
 

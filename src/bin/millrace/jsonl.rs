@@ -1,15 +1,24 @@
-//! The lines of `publish --jsonl`: parsing and checking, without Redis.
+//! The JSON input of `publish` and `schedule add`, parsed without Redis:
+//! the lines of `publish --jsonl`, the DATA argument, `--header` and `--at`.
 //!
-//! Each line is one JSON object `{"data": ..., "key"?, "headers"?, "delay"?,
-//! "priority"?, "dedup_id"?}`. This module checks the JSON shape; the caller
-//! then runs the library's `check_record` on every record before publishing
-//! any, because a batch publish sends the good records of a batch even when
-//! others fail, and the CLI promises all or nothing for a bad input.
+//! Each `--jsonl` line is one JSON object `{"data": ..., "key"?, "headers"?,
+//! "delay"?, "priority"?, "dedup_id"?}`. This module checks the JSON shape;
+//! the caller then runs the library's `check_record` on every record before
+//! publishing any, because a batch publish sends the good records of a batch
+//! even when others fail, and the CLI promises all or nothing for a bad input.
+//!
+//! The module depends on nothing else in the binary, so the fuzz target
+//! `fuzz/fuzz_targets/jsonl.rs` and `tests/bad_input.rs` compile this very
+//! file (`#[path]`) and feed it arbitrary input.
+
+use std::time::SystemTime;
 
 use millrace::envelope::{self, Headers, validate_key};
 use millrace::keys::validate_dedup_id;
 use millrace::{PublishOptions, Record};
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 const FIELDS: &str = "data, key, headers, delay, priority, dedup_id";
 
@@ -112,6 +121,30 @@ fn kind(v: &Value) -> String {
     name.to_string()
 }
 
+/// Parses the DATA argument (JSON text), or says what is wrong with it.
+pub fn parse_data(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("DATA: {}", json_error(&e)))
+}
+
+/// What to suggest when DATA is not JSON.
+pub const DATA_HINT: &str = r#"DATA is JSON: a string needs quotes, e.g. '"hello"'"#;
+
+/// Splits a `--header` argument `name=value` (the value may be empty and
+/// may contain `=`; the name may not be empty).
+pub fn parse_header(arg: &str) -> Result<(&str, &str), String> {
+    arg.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| format!("--header {arg:?}: write it as name=value"))
+}
+
+/// Parses `--at`: an RFC 3339 time.
+pub fn parse_at(text: &str) -> Result<SystemTime, String> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+        format!("--at {text:?} is not an RFC 3339 time (e.g. 2026-11-27T10:00:00Z): {e}")
+    })?;
+    Ok(SystemTime::from(t))
+}
+
 /// serde_json's message with the column but without "line 1", which would
 /// be confused with the input's line number.
 pub fn json_error(e: &serde_json::Error) -> String {
@@ -178,5 +211,27 @@ mod tests {
             r#""priority" must be an integer, found 1.5"#
         );
         assert!(err(r#"{"data": 1, "dedup_id": ""}"#).contains("dedup"));
+    }
+
+    #[test]
+    fn arguments_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_header("a=b=c"), Ok(("a", "b=c")));
+        assert_eq!(parse_header("a="), Ok(("a", "")));
+        assert_eq!(
+            parse_header("=b"),
+            Err(r#"--header "=b": write it as name=value"#.to_string())
+        );
+        assert!(parse_header("ab").is_err());
+        assert_eq!(parse_data("[1]"), Ok(serde_json::json!([1])));
+        assert_eq!(
+            parse_data("hello").unwrap_err(),
+            "DATA: invalid JSON at column 1: expected value"
+        );
+        assert!(parse_at("2026-11-27T10:00:00Z").is_ok());
+        assert!(
+            parse_at("tomorrow")
+                .unwrap_err()
+                .starts_with("--at \"tomorrow\" is not an RFC 3339 time")
+        );
     }
 }

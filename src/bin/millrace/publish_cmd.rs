@@ -1,19 +1,15 @@
 //! `millrace publish`: one message from flags and a JSON argument, or many
 //! from stdin with `--jsonl` (checked in full, then published in batches).
 
-use std::time::SystemTime;
-
 use millrace::duration::parse_duration;
 use millrace::producer::check_record;
 use millrace::{Error, PublishOptions, Receipt, Record};
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::io::AsyncReadExt;
 
 use crate::cli::{Global, PublishArgs};
 use crate::error::CliError;
-use crate::jsonl::{json_error, parse_line};
+use crate::jsonl::{DATA_HINT, parse_at, parse_data, parse_header, parse_line};
 use crate::output::{Out, note};
 
 /// Records handed to one `publish_batch` call. The producer pipelines within
@@ -42,10 +38,7 @@ async fn single(global: &Global, args: PublishArgs, out: &mut Out) -> Result<(),
             ));
         }
     };
-    let data: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        CliError::usage(format!("DATA: {}", json_error(&e)))
-            .hint(r#"DATA is JSON: a string needs quotes, e.g. '"hello"'"#)
-    })?;
+    let data = parse_data(&text).map_err(|e| CliError::usage(e).hint(DATA_HINT))?;
     let options = options(&args)?;
     let record = Record::encode(&data)?.options(options);
 
@@ -72,22 +65,14 @@ fn options(args: &PublishArgs) -> Result<PublishOptions, CliError> {
         o = o.key(k);
     }
     for h in &args.headers {
-        let (name, value) = h
-            .split_once('=')
-            .filter(|(name, _)| !name.is_empty())
-            .ok_or_else(|| CliError::usage(format!("--header {h:?}: write it as name=value")))?;
+        let (name, value) = parse_header(h).map_err(CliError::usage)?;
         o = o.header(name, value);
     }
     if let Some(d) = &args.delay {
         o = o.delay(parse_duration(d).map_err(|e| CliError::from(e).context("--delay"))?);
     }
     if let Some(at) = &args.at {
-        let t = OffsetDateTime::parse(at, &Rfc3339).map_err(|e| {
-            CliError::usage(format!(
-                "--at {at:?} is not an RFC 3339 time (e.g. 2026-11-27T10:00:00Z): {e}"
-            ))
-        })?;
-        o = o.at(SystemTime::from(t));
+        o = o.at(parse_at(at).map_err(CliError::usage)?);
     }
     if let Some(p) = args.priority {
         o = o.priority(p);

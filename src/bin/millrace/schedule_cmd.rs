@@ -8,7 +8,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::cli::{Global, ScheduleAddArgs, ScheduleCommand, ScheduleListArgs, ScheduleRemoveArgs};
 use crate::error::CliError;
-use crate::jsonl::json_error;
+use crate::jsonl::{DATA_HINT, parse_data, parse_header};
 use crate::output::{Out, table};
 
 pub async fn run(global: &Global, cmd: ScheduleCommand, out: &mut Out) -> Result<(), CliError> {
@@ -30,10 +30,7 @@ async fn add(global: &Global, args: ScheduleAddArgs, out: &mut Out) -> Result<()
         spec = spec.key(k);
     }
     for h in &args.headers {
-        let (name, value) = h
-            .split_once('=')
-            .filter(|(name, _)| !name.is_empty())
-            .ok_or_else(|| CliError::usage(format!("--header {h:?}: write it as name=value")))?;
+        let (name, value) = parse_header(h).map_err(CliError::usage)?;
         spec = spec.header(name, value);
     }
     spec.validate()?;
@@ -47,10 +44,7 @@ async fn add(global: &Global, args: ScheduleAddArgs, out: &mut Out) -> Result<()
     } else {
         args.data.clone()
     };
-    spec.data = serde_json::from_str(&text).map_err(|e| {
-        CliError::usage(format!("DATA: {}", json_error(&e)))
-            .hint(r#"DATA is JSON: a string needs quotes, e.g. '"hello"'"#)
-    })?;
+    spec.data = parse_data(&text).map_err(|e| CliError::usage(e).hint(DATA_HINT))?;
 
     let client = crate::connect(global).await?;
     client.add_schedule(&spec).await?;
