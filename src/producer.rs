@@ -196,6 +196,13 @@ impl Record {
         self
     }
 
+    /// How long the dedup id is remembered (default 1 h). Each remembered id
+    /// costs Redis memory until then.
+    pub fn dedup_ttl(mut self, ttl: Duration) -> Self {
+        self.options = self.options.dedup_ttl(ttl);
+        self
+    }
+
     /// The payload bytes.
     pub fn payload(&self) -> &[u8] {
         &self.payload

@@ -25,6 +25,8 @@ pub struct RigOptions {
     pub groups: usize,
     pub keys: u32,
     pub session: Duration,
+    /// Topic retention (the soak trims, so Redis memory can stay flat).
+    pub retention: Option<Duration>,
 }
 
 impl Default for RigOptions {
@@ -38,6 +40,7 @@ impl Default for RigOptions {
             groups: 2,
             keys: 64,
             session: Duration::from_secs(2),
+            retention: None,
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct Rig {
     pub session: Duration,
     keys: u32,
     events: Vec<(String, Instant)>,
+    started: Instant,
     memory: Vec<(Duration, u64, Vec<u64>)>,
     exits: Vec<(usize, Option<i32>)>,
 }
@@ -119,10 +123,11 @@ impl Rig {
         let client = connect(&server.url(), &prefix).await;
         let producer = connect(&via, &prefix).await;
         let topic = "erp.v1.invoice.created".to_string();
-        client
-            .create_topic(&TopicSpec::new(&topic, o.partitions).unwrap())
-            .await
-            .unwrap();
+        let mut spec = TopicSpec::new(&topic, o.partitions).unwrap();
+        if let Some(r) = o.retention {
+            spec = spec.retention(r);
+        }
+        client.create_topic(&spec).await.unwrap();
         let ledger = Ledger::default();
         let ledger_url = ledger.serve().await;
         let groups: Vec<String> = ["audit", "pdf-report", "notification"]
@@ -159,6 +164,7 @@ impl Rig {
             session: o.session,
             keys: o.keys,
             events: Vec::new(),
+            started: Instant::now(),
             memory: Vec::new(),
             exits: Vec::new(),
         }
@@ -404,7 +410,13 @@ impl Rig {
             groups,
             max_owners: self.ledger.max_owners(),
             overlaps: self.ledger.overlaps(),
-            order_violations: order_violations(&self.ledger, &published),
+            order_violations: order_violations(
+                &self.ledger,
+                &published,
+                &handlings,
+                &self.events,
+                self.started,
+            ),
             recovery: recovery_times(&self.events, &handlings),
             catch_up,
             crashed,
@@ -457,16 +469,51 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// Per group and key, first handlings must come in publish order 0, 1, 2...
-fn order_violations(ledger: &Ledger, published: &Published) -> Vec<String> {
+/// Each violation says when and where the early and the late message were
+/// first handled, and which fault came last before.
+fn order_violations(
+    ledger: &Ledger,
+    published: &Published,
+    handlings: &[Handling],
+    events: &[(String, Instant)],
+    started: Instant,
+) -> Vec<String> {
+    let first = |g: &str, k: u32, seq: u32| {
+        handlings
+            .iter()
+            .find(|h| h.group == g && h.key == k && h.seq == seq)
+    };
+    let describe = |h: Option<&Handling>| match h {
+        None => "never".to_string(),
+        Some(h) => {
+            let fault = events
+                .iter()
+                .rev()
+                .find(|(_, at)| *at <= h.start)
+                .map(|(what, at)| format!("{what} {:?} before", h.start - *at))
+                .unwrap_or_default();
+            format!(
+                "at {:?} by worker {} on partition {} attempt {} (last fault: {fault})",
+                h.start - started,
+                h.worker,
+                h.partition,
+                h.attempt
+            )
+        }
+    };
     let mut out = Vec::new();
     for ((g, k), seqs) in ledger.first_handling_order() {
         if !published.acked.contains_key(&k) {
             continue; // probes
         }
         if let Some(i) = seqs.iter().enumerate().position(|(i, s)| *s != i as u32) {
+            let early = seqs[i];
+            let late = i as u32;
             out.push(format!(
-                "group {g} key k{k}: first handlings {:?}...",
-                &seqs[i.saturating_sub(2)..(i + 3).min(seqs.len())]
+                "group {g} key k{k}: first handlings {:?}...; {early} {}; {late} {}",
+                &seqs[i.saturating_sub(2)..(i + 3).min(seqs.len())],
+                describe(first(&g, k, early)),
+                describe(first(&g, k, late)),
             ));
         }
     }
@@ -573,7 +620,7 @@ impl Report {
         }
         for (at, redis, workers) in &self.memory {
             println!(
-                "memory at {:>4}s: redis used_memory {} KiB, workers RSS {:?} KiB",
+                "memory at {:>4}s: redis used_memory {} KiB, workers RSS (slot order) {:?} KiB",
                 at.as_secs(),
                 redis / 1024,
                 workers.iter().map(|b| b / 1024).collect::<Vec<_>>()

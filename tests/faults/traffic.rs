@@ -62,7 +62,10 @@ impl Traffic {
                         let rec = Record::encode(&(*k, seq))
                             .unwrap()
                             .key(format!("k{k}"))
-                            .dedup_id(format!("{k}:{seq}"));
+                            .dedup_id(format!("{k}:{seq}"))
+                            // Retries come within seconds; short-lived
+                            // markers keep Redis memory flat in the soak.
+                            .dedup_ttl(Duration::from_secs(120));
                         match client.publish_record(&topic, rec).await {
                             Ok(_) => {
                                 let mut p = published.lock().unwrap();
