@@ -248,6 +248,16 @@ pub enum BlockingConn {
 }
 
 impl BlockingPool {
+    /// True while another taker would still get a connection without
+    /// waiting (an idle one, or room to open one).
+    fn has_spare(&self) -> bool {
+        let s = match self {
+            BlockingPool::Single(p) => p.status(),
+            BlockingPool::Cluster(p) => p.status(),
+        };
+        s.waiting == 0 && (s.available > 0 || s.size < s.max_size)
+    }
+
     /// Takes a connection.
     pub async fn get(&self) -> Result<BlockingConn> {
         match self {
@@ -299,6 +309,45 @@ impl ReadGuard {
     /// The read completed: the connection goes back to the pool.
     pub(crate) fn done(mut self) {
         self.0.take();
+    }
+
+    /// The read completed: the connection goes back to `held` for the next
+    /// read of the same loop, or to the pool if `held` has one already.
+    pub(crate) fn keep(mut self, held: &HeldConns, pool: &BlockingPool) {
+        if let Some(c) = self.0.take() {
+            held.put(c, pool);
+        }
+    }
+}
+
+/// The blocking connection a read loop keeps between its reads, so a read
+/// does not pay the pool's check on every take (a `PING` round trip, on the
+/// path of an idle member's latency). One at most: many loops share the
+/// pool (on a cluster a loop reads several slots at once, and the others go
+/// back to the pool), and only while the pool has connections to spare. A
+/// connection whose read failed or was abandoned is not kept (see
+/// [`ReadGuard`]).
+#[derive(Default)]
+pub(crate) struct HeldConns(std::sync::Mutex<Vec<BlockingConn>>);
+
+impl HeldConns {
+    /// A kept connection, else one from the pool.
+    pub(crate) async fn take(&self, pool: &BlockingPool) -> Result<ReadGuard> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match kept {
+            Some(c) => Ok(ReadGuard::new(c)),
+            None => Ok(ReadGuard::new(pool.get().await?)),
+        }
+    }
+
+    /// Keeps `c` unless one is kept already or the pool has none to spare
+    /// (then `c` drops here and goes back to the pool: a kept connection
+    /// must never leave other readers waiting on an empty pool).
+    fn put(&self, c: BlockingConn, pool: &BlockingPool) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_empty() && pool.has_spare() {
+            held.push(c);
+        }
     }
 }
 

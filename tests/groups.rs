@@ -575,3 +575,39 @@ async fn lane_zero_is_read_first() {
     let order = order.lock().unwrap();
     assert!(order[..50].iter().all(|l| *l == 0), "{order:?}");
 }
+
+/// Readers keep a blocking connection between reads, but never the pool's
+/// last one: more consumers than pooled connections all make progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_consumers_than_pooled_connections_all_make_progress() {
+    support::init_tracing();
+    let c = Client::connect(support::config("pool-starve").blocking_pool_size(2))
+        .await
+        .unwrap();
+    c.create_topic(&TopicSpec::new("orders", 2).unwrap())
+        .await
+        .unwrap();
+    let mut ledgers = Vec::new();
+    let mut handles = Vec::new();
+    for g in 0..5 {
+        let ledger = Arc::new(Ledger::default());
+        let w = recording_worker(
+            &c,
+            "orders",
+            &format!("g{g}"),
+            ledger.clone(),
+            Duration::ZERO,
+        )
+        .build()
+        .unwrap();
+        handles.push(w.start().await.unwrap());
+        ledgers.push(ledger);
+    }
+    publish_sequenced(&c, "orders", 10, 20).await;
+    for l in &ledgers {
+        wait_for(l, 200, Duration::from_secs(30)).await;
+    }
+    for h in handles {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::client::{Client, check};
-use crate::conn::ReadGuard;
+use crate::conn::HeldConns;
 use crate::envelope::{Message, parse_entries, parse_entry};
 use crate::error::{Error, Result};
 use crate::reader::xread_streams;
@@ -80,6 +80,7 @@ fn parse_read(topic: &str, by_key: &HashMap<&str, &Source>, v: Value) -> Result<
 /// cluster there is one per partition (a command cannot span slots), all in
 /// flight at once. With `block`, waits up to that long when nothing is there,
 /// on dedicated pooled connections.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_new(
     client: &Client,
     topic: &str,
@@ -88,6 +89,7 @@ pub(crate) async fn read_new(
     sources: &[Source],
     count: usize,
     block: Option<Duration>,
+    held: &HeldConns,
 ) -> Result<Vec<Fetched>> {
     if sources.is_empty() {
         return Ok(Vec::new());
@@ -120,9 +122,9 @@ pub(crate) async fn read_new(
             let futs = slots.iter().map(|srcs| {
                 let cmd = xreadgroup(group, member, count, Some(b), srcs);
                 async move {
-                    let mut guard = ReadGuard::new(client.blocking_connection().await?);
+                    let mut guard = held.take(&client.inner.pool).await?;
                     let v: Value = cmd.query_async(guard.conn()).await?;
-                    guard.done();
+                    guard.keep(held, &client.inner.pool);
                     Ok::<Value, Error>(v)
                 }
             });
@@ -218,15 +220,17 @@ pub(crate) async fn read_fenced(
 /// Waits up to `block` for an entry newer than the given id in any of the
 /// streams (`XREAD`, no group: it delivers nothing, so it cannot strand
 /// anything), on dedicated pooled connections, one per partition on a
-/// cluster. The caller then reads with [`read_fenced`].
+/// cluster. Returns the streams that have something new (none on a
+/// timeout); the caller then reads them with [`read_fenced`].
 pub(crate) async fn wait_for_new(
     client: &Client,
     streams: &[(String, String)],
     partition_of: impl Fn(&str) -> u32,
     block: Duration,
-) -> Result<()> {
+    held: &HeldConns,
+) -> Result<Vec<String>> {
     if streams.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let slots: Vec<Vec<&(String, String)>> = if client.connection().is_cluster() {
         let mut per: Vec<(u32, Vec<&(String, String)>)> = Vec::new();
@@ -255,16 +259,17 @@ pub(crate) async fn wait_for_new(
             cmd.arg(id);
         }
         async move {
-            let mut guard = ReadGuard::new(client.blocking_connection().await?);
-            let _: Value = cmd.query_async(guard.conn()).await?;
-            guard.done();
-            Ok::<(), Error>(())
+            let mut guard = held.take(&client.inner.pool).await?;
+            let v: Value = cmd.query_async(guard.conn()).await?;
+            guard.keep(held, &client.inner.pool);
+            Ok::<Value, Error>(v)
         }
     });
+    let mut woken = Vec::new();
     for r in futures_util::future::join_all(futs).await {
-        r?;
+        woken.extend(xread_streams(r?)?.into_iter().map(|(key, _)| key));
     }
-    Ok(())
+    Ok(woken)
 }
 
 /// What `claim` took over.

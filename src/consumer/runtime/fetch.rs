@@ -122,6 +122,9 @@ impl Rt {
         };
         let mut last_sweep = Instant::now();
         let mut backoff = Duration::from_millis(50);
+        // Partitions a wait saw new entries on: the next read covers only
+        // them, so a message arriving on an idle member is read at once.
+        let mut woken: Option<Vec<u32>> = None;
         loop {
             if self.stop_reading.is_cancelled() || self.killed.is_cancelled() {
                 return;
@@ -159,11 +162,12 @@ impl Rt {
             }
             let sweep = last_sweep.elapsed() >= sweep_every;
             let result = self
-                .fetch_once(&tx, &read, &to_claim, &to_resync, sweep)
+                .fetch_once(&tx, &read, &to_claim, &to_resync, sweep, woken.take())
                 .await;
             self.end_read(&all);
             match result {
-                Ok(()) => {
+                Ok(w) => {
+                    woken = w;
                     backoff = Duration::from_millis(50);
                     if sweep {
                         last_sweep = Instant::now();
@@ -191,7 +195,8 @@ impl Rt {
         to_claim: &[Held],
         to_resync: &[Held],
         sweep: bool,
-    ) -> Result<()> {
+        woken: Option<Vec<u32>>,
+    ) -> Result<Option<Vec<u32>>> {
         // A new owner first takes over the partition's pending entries.
         for &(p, epoch) in to_claim {
             let mut got = Vec::new();
@@ -228,7 +233,7 @@ impl Rt {
         }
         let parts: Vec<u32> = read.iter().map(|r| r.0).collect();
         if parts.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // Safety net: entries stranded in a pending list (a read that raced a
         // lease change) or, in shared mode, held past the visibility timeout
@@ -246,14 +251,32 @@ impl Rt {
             }
         }
         match self.s.mode {
-            Mode::Ordered => self.read_owned(tx, read).await,
-            Mode::Shared => self.read_shared(tx, read, &parts).await,
+            Mode::Ordered => match woken {
+                Some(w) => {
+                    let only: Vec<Held> = read
+                        .iter()
+                        .filter(|(p, _)| w.contains(p))
+                        .copied()
+                        .collect();
+                    self.read_owned(tx, &only).await
+                }
+                None => self.read_owned(tx, read).await,
+            },
+            Mode::Shared => self.read_shared(tx, read, &parts).await.map(|()| None),
         }
     }
 
     /// Ordered mode: new messages of the partitions we own, each read fenced
-    /// by its lease; when there is nothing, a wait for anything newer.
-    async fn read_owned(&self, tx: &mpsc::Sender<Vec<Delivery>>, read: &[Held]) -> Result<()> {
+    /// by its lease; when there is nothing, a wait for anything newer, which
+    /// returns the partitions it saw new entries on.
+    async fn read_owned(
+        &self,
+        tx: &mpsc::Sender<Vec<Delivery>>,
+        read: &[Held],
+    ) -> Result<Option<Vec<u32>>> {
+        if read.is_empty() {
+            return Ok(None);
+        }
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let keys = self.client.keys();
         let sources: Vec<Vec<Source>> = read.iter().map(|(p, _)| self.sources(&[*p])).collect();
@@ -286,9 +309,22 @@ impl Rt {
                     .find(|s| s.key == key)
                     .map_or(0, |s| s.partition)
             };
-            wait_for_new(&self.client, &got.idle, partition_of, self.s.block).await?;
+            let keys = wait_for_new(
+                &self.client,
+                &got.idle,
+                &partition_of,
+                self.s.block,
+                &self.held_conns,
+            )
+            .await?;
+            if !keys.is_empty() {
+                let mut parts: Vec<u32> = keys.iter().map(|k| partition_of(k)).collect();
+                parts.sort_unstable();
+                parts.dedup();
+                return Ok(Some(parts));
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The lease of `partitions` moved on without us noticing: stop handling
@@ -325,14 +361,38 @@ impl Rt {
                 .filter(|s| !s.retry && s.lane == lane)
                 .cloned()
                 .collect();
-            got.extend(read_new(&self.client, topic, group, me, &srcs, count, None).await?);
+            got.extend(
+                read_new(
+                    &self.client,
+                    topic,
+                    group,
+                    me,
+                    &srcs,
+                    count,
+                    None,
+                    &self.held_conns,
+                )
+                .await?,
+            );
             if got.len() >= count {
                 break;
             }
         }
         if got.len() < count {
             let srcs: Vec<Source> = sources.iter().filter(|s| s.retry).cloned().collect();
-            got.extend(read_new(&self.client, topic, group, me, &srcs, count, None).await?);
+            got.extend(
+                read_new(
+                    &self.client,
+                    topic,
+                    group,
+                    me,
+                    &srcs,
+                    count,
+                    None,
+                    &self.held_conns,
+                )
+                .await?,
+            );
         }
         if got.is_empty() {
             got = read_new(
@@ -343,6 +403,7 @@ impl Rt {
                 &sources,
                 count,
                 Some(self.s.block),
+                &self.held_conns,
             )
             .await?;
         }

@@ -142,6 +142,8 @@ struct Rt {
     scheduled: Notify,
     /// Messages delivered and not yet done, over all partitions.
     in_flight: AtomicUsize,
+    /// Blocking connections the fetcher keeps between its reads.
+    held_conns: crate::conn::HeldConns,
     idle: Notify,
     /// Messages fetched and not yet finished by a handler (read backpressure).
     buffered: AtomicUsize,
@@ -200,6 +202,7 @@ impl TopicRuntime {
             changed: Notify::new(),
             scheduled: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            held_conns: crate::conn::HeldConns::default(),
             idle: Notify::new(),
             buffered: AtomicUsize::new(0),
             space: Notify::new(),
