@@ -13,6 +13,11 @@ pub const COMMANDS: &[&str] = &[
     // Connection upkeep: health checks, and deadpool's check before reuse.
     "ping",
     "unwatch",
+    // Ordered reads on a single server: MULTI / XREADGROUP / EXEC under a
+    // WATCH of the partition leases (fencing without a script).
+    "watch",
+    "multi",
+    "exec",
     // Scripts: loaded on connect and after a restart, run by SHA.
     "script|load",
     "evalsha",

@@ -250,7 +250,7 @@ pub enum BlockingConn {
 impl BlockingPool {
     /// True while another taker would still get a connection without
     /// waiting (an idle one, or room to open one).
-    fn has_spare(&self) -> bool {
+    pub(crate) fn has_spare(&self) -> bool {
         let s = match self {
             BlockingPool::Single(p) => p.status(),
             BlockingPool::Cluster(p) => p.status(),
@@ -309,6 +309,11 @@ impl ReadGuard {
     /// The read completed: the connection goes back to the pool.
     pub(crate) fn done(mut self) {
         self.0.take();
+    }
+
+    /// The read completed: the caller keeps the connection (out of the pool).
+    pub(crate) fn into_inner(mut self) -> Option<BlockingConn> {
+        self.0.take()
     }
 
     /// The read completed: the connection goes back to `held` for the next

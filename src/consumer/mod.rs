@@ -13,6 +13,7 @@ mod dispatch;
 pub mod handler;
 mod read;
 mod runtime;
+mod watched;
 
 pub use runtime::promote::Promoter;
 

@@ -57,7 +57,11 @@ fn xreadgroup(
     c
 }
 
-fn parse_read(topic: &str, by_key: &HashMap<&str, &Source>, v: Value) -> Result<Vec<Fetched>> {
+pub(crate) fn parse_read(
+    topic: &str,
+    by_key: &HashMap<&str, &Source>,
+    v: Value,
+) -> Result<Vec<Fetched>> {
     let mut out = Vec::new();
     for (key, entries) in xread_streams(v)? {
         let Some(s) = by_key.get(key.as_str()) else {

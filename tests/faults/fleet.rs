@@ -60,11 +60,6 @@ impl Fleet {
         self.slots.len()
     }
 
-    /// Incarnations started so far.
-    pub fn started(&self) -> usize {
-        self.incarnations
-    }
-
     pub fn is_running(&self, slot: usize) -> bool {
         self.slots[slot].is_some()
     }
@@ -77,6 +72,19 @@ impl Fleet {
     /// The metrics port of the worker in `slot`.
     pub fn metrics_port(&self, slot: usize) -> Option<u16> {
         self.slots[slot].as_ref().map(|(_, _, p)| *p)
+    }
+
+    /// The incarnation running in `slot`.
+    pub fn worker_in(&self, slot: usize) -> Option<usize> {
+        self.slots[slot].as_ref().map(|(w, _, _)| *w)
+    }
+
+    /// The last `n` lines incarnation `worker` logged.
+    pub fn log_tail(&self, worker: usize, n: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("worker-{worker}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// The slot running incarnation `worker`.

@@ -182,8 +182,16 @@ impl Rig {
 
     /// SIGTERMs the worker in `slot`; it must exit 0 within the drain time.
     pub fn stop_worker(&mut self, slot: usize) {
-        let worker = self.fleet.started();
+        let Some(worker) = self.fleet.worker_in(slot) else {
+            return;
+        };
         let code = tokio::task::block_in_place(|| self.fleet.stop(slot, Duration::from_secs(20)));
+        if code != Some(0) {
+            println!(
+                "worker {worker} exited {code:?} on SIGTERM; its last log lines:\n{}",
+                self.fleet.log_tail(worker, 8)
+            );
+        }
         self.exits.push((worker, code));
     }
 

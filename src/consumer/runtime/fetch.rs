@@ -290,7 +290,15 @@ impl Rt {
                 sources: srcs.iter().collect(),
             })
             .collect();
-        let got = read_fenced(&self.client, topic, group, me, &parts, self.s.batch).await?;
+        let cluster = self.client.connection().is_cluster();
+        let got = if cluster {
+            read_fenced(&self.client, topic, group, me, &parts, self.s.batch).await?
+        } else {
+            let mut reader = self.watched.lock().await;
+            reader
+                .read(&self.client, topic, group, me, &parts, self.s.batch)
+                .await?
+        };
         if !got.lost.is_empty() {
             self.lease_lost(&got.lost);
         }
@@ -309,14 +317,19 @@ impl Rt {
                     .find(|s| s.key == key)
                     .map_or(0, |s| s.partition)
             };
-            let keys = wait_for_new(
-                &self.client,
-                &got.idle,
-                &partition_of,
-                self.s.block,
-                &self.held_conns,
-            )
-            .await?;
+            let keys = if cluster {
+                wait_for_new(
+                    &self.client,
+                    &got.idle,
+                    &partition_of,
+                    self.s.block,
+                    &self.held_conns,
+                )
+                .await?
+            } else {
+                let mut reader = self.watched.lock().await;
+                reader.wait(&self.client, &got.idle, self.s.block).await?
+            };
             if !keys.is_empty() {
                 let mut parts: Vec<u32> = keys.iter().map(|k| partition_of(k)).collect();
                 parts.sort_unstable();

@@ -144,6 +144,8 @@ struct Rt {
     in_flight: AtomicUsize,
     /// Blocking connections the fetcher keeps between its reads.
     held_conns: crate::conn::HeldConns,
+    /// Ordered mode on a single server: the lease-watching read connection.
+    watched: tokio::sync::Mutex<crate::consumer::watched::WatchedReader>,
     idle: Notify,
     /// Messages fetched and not yet finished by a handler (read backpressure).
     buffered: AtomicUsize,
@@ -203,6 +205,7 @@ impl TopicRuntime {
             scheduled: Notify::new(),
             in_flight: AtomicUsize::new(0),
             held_conns: crate::conn::HeldConns::default(),
+            watched: Default::default(),
             idle: Notify::new(),
             buffered: AtomicUsize::new(0),
             space: Notify::new(),

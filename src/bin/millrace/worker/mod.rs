@@ -22,6 +22,12 @@ use config::HandlerSpec;
 pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
     // Everything in the file is checked before anything connects.
     let cfg = config::load(path).map_err(CliError::usage)?;
+    // Watch the signals first: one that comes while connecting and starting
+    // waits here and shuts down what started, instead of killing the process.
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| CliError::other(format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| CliError::other(format!("cannot watch SIGINT: {e}")))?;
     // The global flag and the environment win over the file.
     let url = match (&global.redis, std::env::var("REDIS_URL").ok(), &cfg.redis) {
         (Some(u), _, _) if !u.is_empty() => u.clone(),
@@ -113,10 +119,6 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
         None => None,
     };
 
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| CliError::other(format!("cannot watch SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| CliError::other(format!("cannot watch SIGINT: {e}")))?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

@@ -1,0 +1,312 @@
+//! Fenced reads on a single server without Lua: the owner reads on a
+//! dedicated connection that `WATCH`es the leases of the partitions it
+//! reads, checked to be its own. Each read is `MULTI` / `XREADGROUP` /
+//! `EXEC` (then `WATCH` again); `EXEC` does nothing if a watched lease
+//! changed since, so a member whose lease moved on (a new owner took it)
+//! reads nothing. Its own renewals change the leases too: that read is
+//! simply checked and done again.
+//!
+//! Same guarantee as `lua/read_fenced.lua` (used on a cluster, where one
+//! connection cannot watch keys of several nodes), without copying every
+//! entry through a script: reading is most of a consumer's Redis work.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::Value;
+
+use super::read::{FencedPart, FencedRead, Fetched, Source, parse_read};
+use crate::client::{Client, check};
+use crate::conn::{BlockingConn, ReadGuard};
+use crate::error::{Error, Result};
+use crate::reader::xread_streams;
+
+/// The read connection and the leases checked under its `WATCH`.
+#[derive(Default)]
+pub(crate) struct WatchedReader {
+    conn: Option<BlockingConn>,
+    /// (partition, epoch, lease key) found ours after the current `WATCH`
+    /// began. Reads may cover fewer partitions; every one stays watched.
+    watched: Vec<(u32, u64, String)>,
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+impl WatchedReader {
+    /// Runs `pipe` on the read connection (opening one if needed). On an
+    /// error the connection is dropped (a reply could still be on its way)
+    /// and nothing counts as checked any more.
+    async fn run(&mut self, client: &Client, pipe: redis::Pipeline) -> Result<Vec<Value>> {
+        let conn = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                self.watched.clear();
+                client.inner.pool.get().await?
+            }
+        };
+        let mut guard = ReadGuard::new(conn);
+        match pipe.query_async::<Vec<Value>>(guard.conn()).await {
+            Ok(v) => {
+                if client.inner.pool.has_spare() {
+                    self.conn = guard.into_inner();
+                } else {
+                    // Others need it: back to the pool (which UNWATCHes it);
+                    // the leases are checked again on the next read.
+                    guard.done();
+                    self.watched.clear();
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                self.watched.clear();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `WATCH`es the leases of `parts` and checks they are ours at their
+    /// epochs; returns the partitions that are not.
+    async fn check(
+        &mut self,
+        client: &Client,
+        member: &str,
+        parts: &[FencedPart<'_>],
+    ) -> Result<Vec<u32>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("UNWATCH");
+        let mut watch = redis::cmd("WATCH");
+        for p in parts {
+            watch.arg(&p.lease);
+        }
+        pipe.add_command(watch);
+        pipe.cmd("TIME");
+        for p in parts {
+            pipe.cmd("HMGET")
+                .arg(&p.lease)
+                .arg("owner")
+                .arg("epoch")
+                .arg("expires");
+        }
+        let replies = self.run(client, pipe).await?;
+        let mut replies = replies.into_iter().skip(2);
+        let (secs, micros): (u64, u64) = replies
+            .next()
+            .map(|v| redis::from_redis_value(check(v)?).map_err(|e| Error::Decode(e.to_string())))
+            .transpose()?
+            .ok_or_else(|| Error::Decode("no TIME reply".into()))?;
+        let now_ms = secs * 1000 + micros / 1000;
+        let mut lost = Vec::new();
+        let mut ok = Vec::new();
+        for (p, v) in parts.iter().zip(replies) {
+            let fields = match check(v)? {
+                Value::Array(f) => f,
+                _ => Vec::new(),
+            };
+            let owner = fields.first().and_then(as_string);
+            let epoch = fields.get(1).and_then(as_string);
+            let expires: u64 = fields
+                .get(2)
+                .and_then(as_string)
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0);
+            if owner.as_deref() == Some(member)
+                && epoch == Some(p.epoch.to_string())
+                && expires > now_ms
+            {
+                ok.push((p.partition, p.epoch, p.lease.clone()));
+            } else {
+                lost.push(p.partition);
+            }
+        }
+        self.watched = ok;
+        Ok(lost)
+    }
+
+    /// Reads new entries of `parts` (at most `count` per stream), fenced by
+    /// their leases. Partitions whose lease is not ours come back in `lost`.
+    pub(crate) async fn read(
+        &mut self,
+        client: &Client,
+        topic: &str,
+        group: &str,
+        member: &str,
+        parts: &[FencedPart<'_>],
+        count: usize,
+    ) -> Result<FencedRead> {
+        let mut out = FencedRead::default();
+        let is_watched = |w: &[(u32, u64, String)], p: &FencedPart<'_>| {
+            w.iter().any(|(q, e, _)| *q == p.partition && *e == p.epoch)
+        };
+        if self.conn.is_none() || !parts.iter().all(|p| is_watched(&self.watched, p)) {
+            out.lost = self.check(client, member, parts).await?;
+        }
+        let parts: Vec<&FencedPart<'_>> = parts
+            .iter()
+            .filter(|p| is_watched(&self.watched, p))
+            .collect();
+        if parts.is_empty() {
+            return Ok(out);
+        }
+        // Lanes in priority order: the next lane only when the ones before
+        // had less than `count` (the retry streams go with the last lane).
+        let lanes = parts
+            .iter()
+            .flat_map(|p| p.sources.iter())
+            .filter(|s| !s.retry)
+            .map(|s| s.lane)
+            .max()
+            .unwrap_or(0);
+        let mut idle = Vec::new();
+        for lane in 0..=lanes {
+            let tier: Vec<&Source> = parts
+                .iter()
+                .flat_map(|p| p.sources.iter().copied())
+                .filter(|s| {
+                    if s.retry {
+                        lane == lanes
+                    } else {
+                        s.lane == lane
+                    }
+                })
+                .collect();
+            match self
+                .read_tier(client, topic, group, member, &tier, count)
+                .await?
+            {
+                None => return Ok(out),
+                Some((got, newest)) => {
+                    out.messages.extend(got);
+                    idle.extend(newest);
+                }
+            }
+            if out.messages.len() >= count {
+                break;
+            }
+        }
+        if out.messages.is_empty() && out.lost.is_empty() {
+            out.idle = idle;
+        }
+        Ok(out)
+    }
+
+    /// One `MULTI` / `XREADGROUP` / `EXEC` over `sources`, then `WATCH` of
+    /// every checked lease again. `None` when `EXEC` did nothing (a watched
+    /// lease changed: checked again next time). Otherwise the entries, and
+    /// each stream's newest id (for a wait, when nothing was read).
+    async fn read_tier(
+        &mut self,
+        client: &Client,
+        topic: &str,
+        group: &str,
+        member: &str,
+        sources: &[&Source],
+        count: usize,
+    ) -> Result<Option<(Vec<Fetched>, Vec<(String, String)>)>> {
+        if sources.is_empty() {
+            return Ok(Some((Vec::new(), Vec::new())));
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI");
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(group)
+            .arg(member)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .arg("STREAMS");
+        for s in sources {
+            read.arg(&s.key);
+        }
+        for _ in sources {
+            read.arg(">");
+        }
+        pipe.add_command(read);
+        for s in sources {
+            pipe.cmd("XREVRANGE")
+                .arg(&s.key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        pipe.cmd("EXEC");
+        let mut watch = redis::cmd("WATCH");
+        for (_, _, lease) in &self.watched {
+            watch.arg(lease);
+        }
+        pipe.add_command(watch);
+        let replies = self.run(client, pipe).await?;
+        // MULTI, QUEUED per command, EXEC, WATCH.
+        let exec = replies
+            .into_iter()
+            .rev()
+            .nth(1)
+            .ok_or_else(|| Error::Decode("no EXEC reply".into()))?;
+        let results = match check(exec)? {
+            Value::Array(r) => r,
+            Value::Nil => {
+                self.watched.clear();
+                return Ok(None);
+            }
+            other => return Err(Error::Decode(format!("unexpected EXEC reply {other:?}"))),
+        };
+        let mut results = results.into_iter();
+        let by_key: HashMap<&str, &Source> = sources.iter().map(|s| (s.key.as_str(), *s)).collect();
+        let got = match results.next() {
+            Some(v) => parse_read(topic, &by_key, check(v)?)?,
+            None => Vec::new(),
+        };
+        let mut newest = Vec::new();
+        for (s, v) in sources.iter().zip(results) {
+            let id = match check(v)? {
+                Value::Array(entries) => entries.first().and_then(|e| match e {
+                    Value::Array(kv) => kv.first().and_then(as_string),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            newest.push((s.key.clone(), id.unwrap_or_else(|| "0-0".into())));
+        }
+        Ok(Some((got, newest)))
+    }
+
+    /// Waits up to `block` for anything newer than the given ids (`XREAD`
+    /// on the read connection: the `WATCH` stays). Returns the streams that
+    /// have something.
+    pub(crate) async fn wait(
+        &mut self,
+        client: &Client,
+        streams: &[(String, String)],
+        block: Duration,
+    ) -> Result<Vec<String>> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS");
+        for (k, _) in streams {
+            cmd.arg(k);
+        }
+        for (_, id) in streams {
+            cmd.arg(id);
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        let v = self.run(client, pipe).await?.pop().unwrap_or(Value::Nil);
+        Ok(xread_streams(check(v)?)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+}
