@@ -221,6 +221,27 @@ pub(crate) async fn read_fenced(
     Ok(out)
 }
 
+/// `XREAD COUNT 1 BLOCK` from each stream's given id: wakes on anything newer
+/// and delivers nothing to a group.
+pub(crate) fn wake_cmd<'a>(
+    streams: impl Iterator<Item = &'a (String, String)> + Clone,
+    block: Duration,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT")
+        .arg(1)
+        .arg("BLOCK")
+        .arg(block.as_millis().max(1) as u64)
+        .arg("STREAMS");
+    for (k, _) in streams.clone() {
+        cmd.arg(k);
+    }
+    for (_, id) in streams {
+        cmd.arg(id);
+    }
+    cmd
+}
+
 /// Waits up to `block` for an entry newer than the given id in any of the
 /// streams (`XREAD`, no group: it delivers nothing, so it cannot strand
 /// anything), on dedicated pooled connections, one per partition on a
@@ -250,18 +271,7 @@ pub(crate) async fn wait_for_new(
         vec![streams.iter().collect()]
     };
     let futs = slots.iter().map(|streams| {
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block.as_millis().max(1) as u64)
-            .arg("STREAMS");
-        for (k, _) in streams {
-            cmd.arg(k);
-        }
-        for (_, id) in streams {
-            cmd.arg(id);
-        }
+        let cmd = wake_cmd(streams.iter().copied(), block);
         async move {
             let mut guard = held.take(&client.inner.pool).await?;
             let v: Value = cmd.query_async(guard.conn()).await?;

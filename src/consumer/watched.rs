@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::read::{FencedPart, FencedRead, Fetched, Source, parse_read};
+use super::read::{FencedPart, FencedRead, Fetched, Source, parse_read, wake_cmd};
 use crate::client::{Client, check};
 use crate::conn::{BlockingConn, ReadGuard};
 use crate::error::{Error, Result};
@@ -289,20 +289,8 @@ impl WatchedReader {
         if streams.is_empty() {
             return Ok(Vec::new());
         }
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block.as_millis().max(1) as u64)
-            .arg("STREAMS");
-        for (k, _) in streams {
-            cmd.arg(k);
-        }
-        for (_, id) in streams {
-            cmd.arg(id);
-        }
         let mut pipe = redis::pipe();
-        pipe.add_command(cmd);
+        pipe.add_command(wake_cmd(streams.iter(), block));
         let v = self.run(client, pipe).await?.pop().unwrap_or(Value::Nil);
         Ok(xread_streams(check(v)?)?
             .into_iter()
