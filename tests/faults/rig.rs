@@ -583,7 +583,8 @@ pub struct Report {
 
 impl Report {
     pub fn print(&self) {
-        println!("== scenario {}", self.name);
+        // A line of its own: the test harness may have printed "test ... " first.
+        println!("\n== scenario {}", self.name);
         println!(
             "published (acknowledged): {}  publish errors: {}  longest publish outage: {:?}",
             self.published, self.publish_errors, self.longest_publish_outage

@@ -755,3 +755,39 @@ pub async fn client(test: &str) -> millrace::Client {
         .await
         .expect("the shared server accepts connections")
 }
+
+// ---------------------------------------------------------------------------
+// Child processes (the millrace binary under test)
+// ---------------------------------------------------------------------------
+
+/// Sends SIGTERM to a child process.
+pub fn term(child: &Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// Waits for a child to exit; kills it and panics after `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait on a child") {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {within:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Everything a child wrote to its (piped) stderr; waits for it to close.
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
