@@ -294,7 +294,7 @@ impl Rig {
                 .key("probe")
                 .dedup_id("oom-probe")
         };
-        let first = support_retry(|| self.producer.publish_record(&self.topic, probe())).await;
+        let first = publish_until_ok(|| self.producer.publish_record(&self.topic, probe())).await;
         assert!(!first.duplicate, "a refused publish left its dedup marker");
         let again = self
             .producer
@@ -448,7 +448,7 @@ impl Rig {
 }
 
 /// Retries a publish while Redis recovers (used right after a fault heals).
-async fn support_retry<F, Fut>(mut f: F) -> millrace::Receipt
+async fn publish_until_ok<F, Fut>(mut f: F) -> millrace::Receipt
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = millrace::Result<millrace::Receipt>>,
