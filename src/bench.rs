@@ -38,6 +38,18 @@ pub struct BenchOptions {
     pub partitions: u32,
     /// Payload size in bytes.
     pub payload_bytes: usize,
+    /// Run only the scenarios whose name starts with one of these (the
+    /// ceilings always run: ratios need them). Empty: run everything.
+    pub only: Vec<String>,
+}
+
+impl BenchOptions {
+    /// Whether the scenario `name` (e.g. `consume.ordered.c100`) is selected.
+    pub fn selects(&self, name: &str) -> bool {
+        name.starts_with("ceiling.")
+            || self.only.is_empty()
+            || self.only.iter().any(|p| name.starts_with(p.as_str()))
+    }
 }
 
 impl BenchOptions {
@@ -50,6 +62,7 @@ impl BenchOptions {
             memory_n: 100_000,
             partitions: 8,
             payload_bytes: 100,
+            only: Vec::new(),
         }
     }
 
@@ -62,6 +75,7 @@ impl BenchOptions {
             memory_n: 5_000,
             partitions: 8,
             payload_bytes: 100,
+            only: Vec::new(),
         }
     }
 }
@@ -542,66 +556,61 @@ pub async fn run(
         reps(o, || raw_read_ack(client, o, p)).await?,
     );
     tracing::info!("bench: produce");
-    push(
-        "produce.concurrent",
-        "msg/s",
-        reps(o, || produce_concurrent(client, o, p)).await?,
-    );
-    push(
-        "produce.batch",
-        "msg/s",
-        reps(o, || produce_batch(client, o, p)).await?,
-    );
+    if o.selects("produce.concurrent") {
+        let v = reps(o, || produce_concurrent(client, o, p)).await?;
+        push("produce.concurrent", "msg/s", v);
+    }
+    if o.selects("produce.batch") {
+        let v = reps(o, || produce_batch(client, o, p)).await?;
+        push("produce.batch", "msg/s", v);
+    }
     tracing::info!("bench: consume");
-    push(
-        "consume.ordered.c100",
-        "msg/s",
-        reps(o, || consume(client, o, p, Mode::Ordered, 100, 1, o.n)).await?,
-    );
-    push(
-        "consume.ordered.c1",
-        "msg/s",
-        reps(o, || consume(client, o, p, Mode::Ordered, 1, 1, o.n / 4)).await?,
-    );
-    push(
-        "consume.shared.c100",
-        "msg/s",
-        reps(o, || consume(client, o, p, Mode::Shared, 100, 1, o.n)).await?,
-    );
-    push(
-        "consume.shared.c1",
-        "msg/s",
-        reps(o, || consume(client, o, p, Mode::Shared, 1, 1, o.n / 4)).await?,
-    );
+    let consumes = [
+        ("consume.ordered.c100", Mode::Ordered, 100, o.n),
+        ("consume.ordered.c1", Mode::Ordered, 1, o.n / 4),
+        ("consume.shared.c100", Mode::Shared, 100, o.n),
+        ("consume.shared.c1", Mode::Shared, 1, o.n / 4),
+    ];
+    for (name, mode, concurrency, n) in consumes {
+        if o.selects(name) {
+            let v = reps(o, || consume(client, o, p, mode, concurrency, 1, n)).await?;
+            push(name, "msg/s", v);
+        }
+    }
     tracing::info!("bench: end to end");
-    push(
-        "end_to_end",
-        "msg/s",
-        reps(o, || end_to_end(client, o, p)).await?,
-    );
+    if o.selects("end_to_end") {
+        let v = reps(o, || end_to_end(client, o, p)).await?;
+        push("end_to_end", "msg/s", v);
+    }
     tracing::info!("bench: latency");
-    let lat = latency(client, o, p).await?;
-    push("latency.p50", "ms", vec![percentile(&lat, 0.5)]);
-    push("latency.p99", "ms", vec![percentile(&lat, 0.99)]);
-    push("latency.p999", "ms", vec![percentile(&lat, 0.999)]);
+    if o.selects("latency") {
+        let lat = latency(client, o, p).await?;
+        push("latency.p50", "ms", vec![percentile(&lat, 0.5)]);
+        push("latency.p99", "ms", vec![percentile(&lat, 0.99)]);
+        push("latency.p999", "ms", vec![percentile(&lat, 0.999)]);
+    }
     tracing::info!("bench: delayed");
-    let late = delayed(client, o, p).await?;
-    push("delayed.lateness.p50", "ms", vec![percentile(&late, 0.5)]);
-    push("delayed.lateness.p99", "ms", vec![percentile(&late, 0.99)]);
+    if o.selects("delayed") {
+        let late = delayed(client, o, p).await?;
+        push("delayed.lateness.p50", "ms", vec![percentile(&late, 0.5)]);
+        push("delayed.lateness.p99", "ms", vec![percentile(&late, 0.99)]);
+    }
     tracing::info!("bench: memory");
-    push(
-        "memory.per_waiting_message",
-        "bytes",
-        vec![memory(client, o, p).await?],
-    );
+    if o.selects("memory") {
+        push(
+            "memory.per_waiting_message",
+            "bytes",
+            vec![memory(client, o, p).await?],
+        );
+    }
     tracing::info!("bench: fan-out");
     for groups in [1usize, 2, 4] {
-        let n = o.n / groups;
-        push(
-            &format!("fanout.groups{groups}"),
-            "msg/s",
-            reps(o, || consume(client, o, p, Mode::Ordered, 100, groups, n)).await?,
-        );
+        let name = format!("fanout.groups{groups}");
+        if o.selects(&name) {
+            let n = o.n / groups;
+            let v = reps(o, || consume(client, o, p, Mode::Ordered, 100, groups, n)).await?;
+            push(&name, "msg/s", v);
+        }
     }
     // Ratios to the ceilings and to BullMQ.
     let get = |figs: &[Figure], name: &str| figs.iter().find(|f| f.name == name).map(|f| f.value);

@@ -172,7 +172,27 @@ impl StreamId {
 
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
+        let (mut ms, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
+        f.write_str(ms.format(self.ms))?;
+        f.write_str("-")?;
+        f.write_str(seq.format(self.seq))
+    }
+}
+
+/// Written as `ms-seq` straight into the command: acks send one per message.
+impl redis::ToRedisArgs for StreamId {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let (mut ms, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (ms, seq) = (
+            ms.format(self.ms).as_bytes(),
+            seq.format(self.seq).as_bytes(),
+        );
+        // Two u64s in decimal (at most 20 digits each) and the dash.
+        let mut buf = [0u8; 41];
+        buf[..ms.len()].copy_from_slice(ms);
+        buf[ms.len()] = b'-';
+        buf[ms.len() + 1..ms.len() + 1 + seq.len()].copy_from_slice(seq);
+        out.write_arg(&buf[..ms.len() + 1 + seq.len()]);
     }
 }
 

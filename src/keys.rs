@@ -133,66 +133,92 @@ impl KeySpace {
         format!("{}:{{{topic}}}:groups", self.prefix)
     }
 
-    /// The hash-tagged base of partition `p`: `mr:{T:p}`. For the
-    /// dead-letter view `T.dlq`, keys live beside the DLQ stream of `T`
-    /// (`mr:{T:p}:dlq:...`), in the same slot.
-    fn part(&self, topic: &str, p: u32) -> String {
+    /// The hash-tagged base of partition `p`, `mr:{T:p}`, followed by
+    /// `tail`. For the dead-letter view `T.dlq`, keys live beside the DLQ
+    /// stream of `T` (`mr:{T:p}:dlq...`), in the same slot.
+    fn part(&self, topic: &str, p: u32, tail: &[&str]) -> String {
         match topic.strip_suffix(".dlq") {
-            Some(base) => format!("{}:{{{base}:{p}}}:dlq", self.prefix),
-            None => format!("{}:{{{topic}:{p}}}", self.prefix),
+            Some(base) => self.tagged(base, p, ":dlq", tail),
+            None => self.tagged(topic, p, "", tail),
         }
+    }
+
+    /// `mr:{T:p}` + `first` + `tail`, built without the formatting
+    /// machinery: publishes and reads build these on every call.
+    fn tagged(&self, topic: &str, p: u32, first: &str, tail: &[&str]) -> String {
+        let mut digits = itoa::Buffer::new();
+        let p = digits.format(p);
+        let len = self.prefix.len()
+            + topic.len()
+            + p.len()
+            + 4
+            + first.len()
+            + tail.iter().map(|t| t.len()).sum::<usize>();
+        let mut key = String::with_capacity(len);
+        key.push_str(&self.prefix);
+        key.push_str(":{");
+        key.push_str(topic);
+        key.push(':');
+        key.push_str(p);
+        key.push('}');
+        key.push_str(first);
+        for t in tail {
+            key.push_str(t);
+        }
+        key
     }
 
     /// Stream of partition `p`, lane `lane`.
     /// For the dead-letter view `T.dlq` this is the DLQ stream of `T`.
     pub fn stream(&self, topic: &str, p: u32, lane: u8) -> String {
-        match topic.strip_suffix(".dlq") {
-            Some(base) => self.dlq(base, p),
-            None => format!("{}:s:{lane}", self.part(topic, p)),
+        if topic.ends_with(".dlq") {
+            return self.part(topic, p, &[]);
         }
+        let mut digits = itoa::Buffer::new();
+        self.part(topic, p, &[":s:", digits.format(lane)])
     }
 
     /// Sorted set of partition `p`'s delayed messages, score = due time (ms).
     pub fn delayed(&self, topic: &str, p: u32) -> String {
-        format!("{}:delayed", self.part(topic, p))
+        self.part(topic, p, &[":delayed"])
     }
 
     /// Dead-letter stream of partition `p` (all groups).
     pub fn dlq(&self, topic: &str, p: u32) -> String {
-        format!("{}:{{{topic}:{p}}}:dlq", self.prefix)
+        self.tagged(topic, p, ":dlq", &[])
     }
 
     /// Dedup marker of an idempotent publish into partition `p`.
     pub fn dedup(&self, topic: &str, p: u32, dedup_id: &str) -> String {
-        format!("{}:dedup:{dedup_id}", self.part(topic, p))
+        self.part(topic, p, &[":dedup:", dedup_id])
     }
 
     /// Group `group`'s retry set in partition `p`.
     pub fn retry(&self, topic: &str, p: u32, group: &str) -> String {
-        format!("{}:g:{group}:retry", self.part(topic, p))
+        self.part(topic, p, &[":g:", group, ":retry"])
     }
 
     /// Group `group`'s failed attempts in partition `p` (ordered mode):
     /// message id -> JSON `{"n": failures, "due": ms, "err": last error}`.
     pub fn attempts(&self, topic: &str, p: u32, group: &str) -> String {
-        format!("{}:g:{group}:attempts", self.part(topic, p))
+        self.part(topic, p, &[":g:", group, ":attempts"])
     }
 
     /// Group `group`'s retry stream in partition `p`: messages due again
     /// (shared-mode retries) or replayed from the dead-letter queue to this
     /// group only. Read by the group alone.
     pub fn retry_stream(&self, topic: &str, p: u32, group: &str) -> String {
-        format!("{}:g:{group}:rs", self.part(topic, p))
+        self.part(topic, p, &[":g:", group, ":rs"])
     }
 
     /// Wakes promoters of partition `p` when something was scheduled there.
     pub fn wake(&self, topic: &str, p: u32) -> String {
-        format!("{}:wake", self.part(topic, p))
+        self.part(topic, p, &[":wake"])
     }
 
     /// Group `group`'s lease (owner, epoch) of partition `p`.
     pub fn lease(&self, topic: &str, p: u32, group: &str) -> String {
-        format!("{}:g:{group}:lease", self.part(topic, p))
+        self.part(topic, p, &[":g:", group, ":lease"])
     }
 
     /// Group membership (sorted set, score = session deadline).

@@ -373,22 +373,25 @@ fn prepare(
     let (kind, cmd, trim) = match options.when {
         When::Now => {
             let fields = entry_fields(key, &headers, &payload);
-            let trim = Some((stream.clone(), spec.retention.as_millis() as u64));
+            let retention = spec.retention.as_millis() as u64;
             match dedup {
                 None => {
-                    let mut c = redis::cmd("XADD");
-                    c.arg(&stream);
+                    // Sized up front: growing the buffer argument by
+                    // argument cost more than the rest of the publish.
+                    let bytes = 16 + stream.len() + fields.iter().map(|f| f.len()).sum::<usize>();
+                    let mut c = Cmd::with_capacity(12, bytes);
+                    c.arg("XADD").arg(&stream);
                     if let Some(n) = spec.max_len {
                         c.arg("MAXLEN").arg("~").arg(n);
                     }
                     c.arg("*").arg(&fields[..]);
-                    (Kind::Add, c, trim)
+                    (Kind::Add, c, Some((stream, retention)))
                 }
                 Some((marker, ttl)) => {
                     let mut args: Vec<&[u8]> = vec![ttl.as_bytes(), maxlen.as_bytes()];
                     args.extend(fields);
                     let c = scripts.publish_dedup.cmd(&[&marker, &stream], &args);
-                    (Kind::Script, c, trim)
+                    (Kind::Script, c, Some((stream, retention)))
                 }
             }
         }
@@ -428,13 +431,21 @@ fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt
     let bad = |v: &Value| Error::Decode(format!("unexpected publish reply {v:?}"));
     match (kind, v) {
         (_, Value::ServerError(e)) => Err(Error::from(redis::RedisError::from(e))),
-        (Kind::Add, v) => Ok(Receipt {
+        (Kind::Add, Value::BulkString(bytes)) => Ok(Receipt {
             partition,
             lane,
-            id: redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?,
+            id: String::from_utf8(bytes).map_err(|e| bad(&Value::BulkString(e.into_bytes())))?,
             due_ms: None,
             duplicate: false,
         }),
+        (Kind::Add, Value::SimpleString(id)) => Ok(Receipt {
+            partition,
+            lane,
+            id,
+            due_ms: None,
+            duplicate: false,
+        }),
+        (Kind::Add, v) => Err(bad(&v)),
         (Kind::Script | Kind::Delay, v) => {
             let (created, id): (i64, String) =
                 redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?;

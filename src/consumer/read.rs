@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::client::{Client, check};
-use crate::conn::HeldConns;
+use crate::conn::{HeldConns, query_value};
 use crate::envelope::{Message, parse_entries, parse_entry};
 use crate::error::{Error, Result};
 use crate::reader::xread_streams;
@@ -127,7 +127,7 @@ pub(crate) async fn read_new(
                 let cmd = xreadgroup(group, member, count, Some(b), srcs);
                 async move {
                     let mut guard = held.take(&client.inner.pool).await?;
-                    let v: Value = cmd.query_async(guard.conn()).await?;
+                    let v = query_value(guard.conn(), &cmd).await?;
                     guard.keep(held, &client.inner.pool);
                     Ok::<Value, Error>(v)
                 }
@@ -274,7 +274,7 @@ pub(crate) async fn wait_for_new(
         let cmd = wake_cmd(streams.iter().copied(), block);
         async move {
             let mut guard = held.take(&client.inner.pool).await?;
-            let v: Value = cmd.query_async(guard.conn()).await?;
+            let v = query_value(guard.conn(), &cmd).await?;
             guard.keep(held, &client.inner.pool);
             Ok::<Value, Error>(v)
         }

@@ -32,6 +32,7 @@ pub async fn run_cmd(global: &Global, args: BenchArgs, out: &mut Out) -> Result<
     if let Some(r) = args.reps {
         opts.reps = r.max(1);
     }
+    opts.only = args.only.clone();
     let prefix = if global.prefix_set {
         global.prefix.clone()
     } else {

@@ -179,6 +179,11 @@ pub struct BenchArgs {
     /// Do not run the BullMQ peer
     #[arg(long)]
     pub no_bullmq: bool,
+    /// Run only the scenarios whose names start with these prefixes,
+    /// comma-separated (e.g. `produce,consume.ordered`); the raw ceilings
+    /// always run
+    #[arg(long, value_name = "PREFIXES", value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -74,22 +74,27 @@ impl Rt {
         let mut per_partition: BTreeMap<u32, Vec<redis::Cmd>> = BTreeMap::new();
         for ((p, src, epoch), ids) in groups {
             let stream = self.stream_of(*p, *src);
-            let ids: Vec<String> = ids.iter().map(|(id, _)| id.to_string()).collect();
-            let cmd = match self.s.mode {
+            let mut cmd = match self.s.mode {
                 Mode::Ordered => {
                     let lease = keys.lease(topic, *p, group);
-                    let epoch = epoch.to_string();
-                    let mut args: Vec<&str> = vec![group, me, &epoch];
-                    args.extend(ids.iter().map(String::as_str));
-                    let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-                    self.client
+                    let mut cmd = self
+                        .client
                         .inner
                         .scripts
                         .ack
-                        .cmd(&[&lease, &stream], &argv[..])
+                        .cmd(&[&lease, &stream], &[group.as_str(), me.as_str()][..]);
+                    cmd.arg(*epoch);
+                    cmd
                 }
-                Mode::Shared => redis::cmd("XACK").arg(&stream).arg(group).arg(&ids).clone(),
+                Mode::Shared => {
+                    let mut cmd = redis::cmd("XACK");
+                    cmd.arg(&stream).arg(group);
+                    cmd
+                }
             };
+            for (id, _) in ids {
+                cmd.arg(id);
+            }
             per_partition.entry(*p).or_default().push(cmd);
         }
         let order: Vec<u32> = per_partition.keys().copied().collect();
