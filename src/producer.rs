@@ -467,7 +467,7 @@ fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt
 /// Remembers when each partition lane was last trimmed.
 #[derive(Default)]
 struct Trimmer {
-    last: HashMap<String, Instant>,
+    last: HashMap<String, Instant, foldhash::fast::RandomState>,
 }
 
 impl Trimmer {

@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, Hasher};
 pub(crate) struct KeyOrder<T> {
     /// (partition, key hash) of each running message, with what waits
     /// behind it.
-    busy: HashMap<(u32, u64), VecDeque<T>>,
+    busy: HashMap<(u32, u64), VecDeque<T>, foldhash::fast::RandomState>,
     hasher: std::collections::hash_map::RandomState,
     queued: usize,
 }
@@ -22,7 +22,7 @@ pub(crate) struct KeyOrder<T> {
 impl<T> Default for KeyOrder<T> {
     fn default() -> Self {
         KeyOrder {
-            busy: HashMap::new(),
+            busy: HashMap::default(),
             hasher: std::collections::hash_map::RandomState::new(),
             queued: 0,
         }

@@ -29,7 +29,8 @@ impl Rt {
                     Err(_) => break,
                 }
             }
-            let mut groups: HashMap<(u32, u8, u64), Vec<(StreamId, bool)>> = HashMap::new();
+            let mut groups: HashMap<(u32, u8, u64), Vec<(StreamId, bool)>, foldhash::fast::RandomState> =
+                HashMap::default();
             for a in batch {
                 groups
                     .entry((a.partition, a.src, a.epoch))

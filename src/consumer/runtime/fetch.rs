@@ -214,6 +214,7 @@ impl Rt {
         }
         // After a lost reply, what we were delivered unseen comes first.
         for &(p, epoch) in to_resync {
+            self.fence_stale_reads(p).await?;
             let mut got = Vec::new();
             for src in self.sources(&[p]) {
                 got.extend(self.recover_own(&src, epoch).await?);
@@ -465,6 +466,32 @@ impl Rt {
                 (f, resumed)
             })
             .collect())
+    }
+
+    /// Before re-reading our pending entries after a failed read: a read
+    /// that timed out may still be on its way to Redis (its bytes sent on a
+    /// connection we gave up on), and would deliver entries after we looked.
+    /// Our fenced reads run under a `WATCH` of the lease taken before they
+    /// were sent, so writing the lease now (a counter beside owner and
+    /// epoch, a fresh value each time) makes such a read's `EXEC` do nothing if it comes later; if it
+    /// came sooner, the re-read (after this write, on the same connection)
+    /// sees what it delivered. On a cluster the read is a script checking
+    /// owner and epoch, which this does not fence (see docs/guarantees.md).
+    async fn fence_stale_reads(&self, p: u32) -> Result<()> {
+        if self.s.mode != Mode::Ordered {
+            return Ok(());
+        }
+        let lease = self
+            .client
+            .keys()
+            .lease(&self.spec.name, p, &self.s.group);
+        let _: i64 = redis::cmd("HSET")
+            .arg(lease)
+            .arg("fence")
+            .arg(crate::producer::unique_nonce())
+            .query_async(&mut self.client.connection())
+            .await?;
+        Ok(())
     }
 
     /// Our own pending entries of `src` not in flight here at `epoch`: ones a

@@ -127,10 +127,14 @@ impl Rt {
             });
             return;
         }
-        tokio::spawn(
-            self.clone()
-                .handle(d, permit, done_tx.clone(), ack_tx.clone()),
-        );
+        // Boxed: the handling future is large, and tokio moves a task's
+        // future a few times on spawn; moving a pointer is cheaper.
+        tokio::spawn(Box::pin(self.clone().handle(
+            d,
+            permit,
+            done_tx.clone(),
+            ack_tx.clone(),
+        )));
     }
 
     /// Whether a delivery may start now: its partition is still ours at its

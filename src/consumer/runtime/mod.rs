@@ -89,7 +89,7 @@ struct State {
     /// done. The epoch is part of it: after a partition comes back with a
     /// new epoch, its pending entries must be delivered again even if stale
     /// copies still wait in the dispatcher (they will be dropped there).
-    in_flight_ids: HashSet<(u32, u8, StreamId, u64)>,
+    in_flight_ids: HashSet<(u32, u8, StreamId, u64), foldhash::fast::RandomState>,
     shutting_down: bool,
 }
 
