@@ -348,3 +348,36 @@ async fn a_tls_cluster_with_client_certificates_carries_an_ordered_group() {
     let pong: String = redis::cmd("PING").query_async(&mut blocking).await.unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// A node announces an address its certificate does not cover (here
+/// 127.0.0.2, the certificate names 127.0.0.1): the handshake with it fails
+/// after the first node's succeeded, and that is a typed TLS error naming
+/// the node, not redis-rs's "no connections found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_whose_certificate_does_not_cover_its_address_is_a_tls_error() {
+    let pki = Pki::generate();
+    let cluster = tokio::task::block_in_place(|| {
+        RedisCluster::start_tls_with(
+            &pki,
+            false,
+            &[
+                "--bind",
+                "127.0.0.1 127.0.0.2",
+                "--cluster-announce-ip",
+                "127.0.0.2",
+            ],
+        )
+    });
+    let config = Config::cluster(cluster.urls())
+        .unwrap()
+        .tls_ca_file(&pki.ca)
+        .unwrap();
+    let e = Client::connect(config).await.unwrap_err();
+    match &e {
+        Error::TlsHandshake { addr, reason } => {
+            assert!(addr.starts_with("127.0.0.2:"), "{addr}");
+            assert!(reason.contains("not valid for name"), "{reason}");
+        }
+        other => panic!("expected a TLS handshake error, got {other:?}"),
+    }
+}
