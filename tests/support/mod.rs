@@ -313,6 +313,8 @@ pub struct RedisServer {
     /// log and by a TCP connect, since a plain PING gets no answer).
     tls: bool,
     args: Vec<String>,
+    /// Extra environment of the process (e.g. `LD_PRELOAD`).
+    env: Vec<(String, String)>,
     dir: TempDir,
     log_path: PathBuf,
     child: Option<Child>,
@@ -329,6 +331,24 @@ impl RedisServer {
     pub fn start_with(args: &[&str]) -> RedisServer {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         Self::start_any_port(args, false)
+    }
+
+    /// [`RedisServer::start_with`], with extra environment variables for the
+    /// process, e.g. an `LD_PRELOAD` shim; restarts keep them.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> RedisServer {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for _ in 0..5 {
+            match Self::try_start_with(free_port(), args.clone(), false, env.clone()) {
+                Ok(server) => return server,
+                Err(LaunchError::AddrInUse) => continue,
+                Err(LaunchError::Failed(msg)) => panic!("{msg}"),
+            }
+        }
+        panic!("redis-server: every port tried was already in use");
     }
 
     /// Starts a server that accepts only TLS connections (`--port 0
@@ -353,6 +373,15 @@ impl RedisServer {
     }
 
     fn try_start_on(port: u16, args: Vec<String>, tls: bool) -> Result<RedisServer, LaunchError> {
+        Self::try_start_with(port, args, tls, Vec::new())
+    }
+
+    fn try_start_with(
+        port: u16,
+        args: Vec<String>,
+        tls: bool,
+        env: Vec<(String, String)>,
+    ) -> Result<RedisServer, LaunchError> {
         let dir = tempfile::Builder::new()
             .prefix("millrace-redis-")
             .tempdir()
@@ -362,6 +391,7 @@ impl RedisServer {
             port,
             tls,
             args,
+            env,
             dir,
             log_path,
             child: None,
@@ -394,6 +424,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log file handle"))
