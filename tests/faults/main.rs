@@ -95,19 +95,20 @@ async fn rebalance_storm_members_join_and_leave_every_second() {
 }
 
 /// The power-loss shim (`tests/faults/powerloss.c`), built once per run
-/// with `cc`; `None`, after saying so, when there is no `cc`.
+/// with `cc` into cargo's `target/tmp`; `None`, after saying so, when there
+/// is no `cc`.
 fn powerloss_shim() -> Option<PathBuf> {
-    static SHIM: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
+    static SHIM: OnceLock<Option<PathBuf>> = OnceLock::new();
     SHIM.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("millrace-powerloss-")
-            .tempdir()
-            .unwrap();
-        let so = dir.path().join("powerloss.so");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let so = dir.join("powerloss.so");
+        // Built under a name of its own, then renamed over the shared one
+        // (atomic: a concurrent run or a loaded copy is never half-written).
+        let fresh = dir.join(format!("powerloss-{}.so", std::process::id()));
         let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/faults/powerloss.c");
         let out = Command::new("cc")
             .args(["-shared", "-fPIC", "-O2", "-o"])
-            .arg(&so)
+            .arg(&fresh)
             .args([src, "-ldl", "-lpthread"])
             .output();
         match out {
@@ -123,11 +124,13 @@ fn powerloss_shim() -> Option<PathBuf> {
                 "cc could not build {src}:\n{}",
                 String::from_utf8_lossy(&o.stderr)
             ),
-            Ok(_) => Some((dir, so)),
+            Ok(_) => {
+                std::fs::rename(&fresh, &so).unwrap();
+                Some(so)
+            }
         }
     })
-    .as_ref()
-    .map(|(_, so)| so.clone())
+    .clone()
 }
 
 /// Redis with AOF at `fsync`, killed every 2 s and back after 0.7 s. With
