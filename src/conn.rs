@@ -14,7 +14,7 @@ use deadpool::managed;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
 
 use crate::config::{Config, redact_url};
 use crate::direct::{DirectConn, DirectManager};
@@ -447,6 +447,9 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
     let info = server_info(&mut probe)
         .await
         .map_err(|e| connect_error(&addr, e))??;
+    if info.cluster && config.uses_tls() {
+        check_cluster_handshakes(&client, &mut probe, &probe_cfg).await?;
+    }
     drop(probe);
 
     let blocking_response = config.block_timeout + config.response_timeout;
@@ -547,6 +550,91 @@ async fn server_info(
     }
 }
 
+/// On a TLS cluster, a handshake with every master the first node announces
+/// in `CLUSTER SLOTS`. redis-rs's cluster client reduces a failed handshake
+/// with a node it found there to text (or to "no connections found"), so it
+/// is tried here first, where it can be reported as
+/// [`Error::TlsHandshake`] naming the node: typically a certificate that does
+/// not cover the address the node announces. Anything other than a failed
+/// handshake is left to the cluster client.
+async fn check_cluster_handshakes(
+    client: &redis::Client,
+    probe: &mut redis::aio::MultiplexedConnection,
+    cfg: &AsyncConnectionConfig,
+) -> Result<()> {
+    let first = client.get_connection_info();
+    let ConnectionAddr::TcpTls {
+        host: first_host,
+        port: first_port,
+        insecure,
+        tls_params,
+    } = first.addr()
+    else {
+        return Ok(());
+    };
+    // A user who may not run CLUSTER SLOTS fails later, with a clear NOPERM.
+    let Ok(slots) = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async::<Vec<Value>>(probe)
+        .await
+    else {
+        return Ok(());
+    };
+    for (host, port) in cluster_masters(&slots) {
+        if (&host, port) == (first_host, *first_port) {
+            continue;
+        }
+        let node = first.clone().set_addr(ConnectionAddr::TcpTls {
+            host: host.clone(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        });
+        let Ok(node) = redis::Client::open(node) else {
+            continue;
+        };
+        if let Err(e) = node.get_multiplexed_async_connection_with_config(cfg).await
+            && let Some(reason) = tls::handshake_failure(&e)
+        {
+            return Err(Error::TlsHandshake {
+                addr: format!("{host}:{port}"),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The masters of a `CLUSTER SLOTS` reply (`[start, end, [host, port, id,
+/// ...], replicas...]` per range), each once, in reply order. A host that
+/// is empty or `?` (the node does not know its address) is left out: the
+/// cluster client uses the URL's host for it.
+pub(crate) fn cluster_masters(slots: &[Value]) -> Vec<(String, u16)> {
+    let mut out: Vec<(String, u16)> = Vec::new();
+    for range in slots {
+        let Value::Array(parts) = range else {
+            continue;
+        };
+        let Some(Value::Array(master)) = parts.get(2) else {
+            continue;
+        };
+        let host = master
+            .first()
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+        let port = master
+            .get(1)
+            .and_then(|v| redis::from_redis_value_ref::<u16>(v).ok());
+        if let (Some(host), Some(port)) = (host, port)
+            && !host.is_empty()
+            && host != "?"
+            && !out.iter().any(|(h, p)| *h == host && *p == port)
+        {
+            out.push((host, port));
+        }
+    }
+    out
+}
+
 /// A failed connect: a TLS handshake failure gets its own error naming the
 /// address; anything else is sorted by [`Error::from`].
 fn connect_error(addr: &str, e: redis::RedisError) -> Error {
@@ -575,6 +663,33 @@ mod tests {
         let valkey = parse_server_info("redis_version:7.2.4\r\nvalkey_version:8.0.1\r\n").unwrap();
         assert_eq!(valkey.server, "valkey");
         assert!(parse_server_info("nothing").is_err());
+    }
+
+    #[test]
+    fn cluster_masters_are_read_from_cluster_slots() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let node =
+            |host: &str, port: i64| Value::Array(vec![bulk(host), Value::Int(port), bulk("id")]);
+        let range = |start: i64, end: i64, nodes: Vec<Value>| {
+            let mut parts = vec![Value::Int(start), Value::Int(end)];
+            parts.extend(nodes);
+            Value::Array(parts)
+        };
+        let slots = vec![
+            range(0, 99, vec![node("10.0.0.1", 6379), node("10.0.0.9", 6379)]),
+            range(100, 199, vec![node("10.0.0.2", 6380)]),
+            range(200, 299, vec![node("10.0.0.1", 6379)]),
+            range(300, 399, vec![node("?", 6381)]),
+            range(400, 499, vec![node("", 6382)]),
+            Value::Int(7),
+        ];
+        assert_eq!(
+            cluster_masters(&slots),
+            vec![
+                ("10.0.0.1".to_string(), 6379),
+                ("10.0.0.2".to_string(), 6380)
+            ]
+        );
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The same API on a three-master Redis Cluster: a topic's partitions spread
-//! over the masters, and no script or pipeline crosses a slot.
+//! over the masters, and no script or pipeline crosses a slot; and the same
+//! over TLS, with a private CA and client certificates.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use millrace::partitioner::partition_for_key;
-use millrace::{Client, Config, Record, StartAt, TopicSpec};
+use millrace::{Client, Config, Error, Mode, Record, StartAt, TopicSpec};
+use support::RedisCluster;
+use support::tls::Pki;
 
 async fn client(test: &str) -> Client {
     let cluster = support::shared_cluster();
@@ -174,7 +178,7 @@ async fn keys_keep_their_order_on_a_cluster() {
 async fn retries_dead_letters_and_delays_on_a_cluster() {
     use millrace::retry::{Backoff, RetryPolicy};
     use millrace::{HandlerError, Worker};
-    use std::sync::Arc;
+
     use std::sync::atomic::{AtomicU32, Ordering};
     let c = client("failures").await;
     c.create_topic(&TopicSpec::new("jobs", 6).unwrap())
@@ -234,4 +238,146 @@ async fn retries_dead_letters_and_delays_on_a_cluster() {
         .unwrap();
     assert_eq!(n, 10);
     assert_eq!(c.describe_topic("jobs").await.unwrap().dlq_length, 0);
+}
+
+/// A cluster that speaks only TLS and requires client certificates, on the
+/// bus between nodes too: millrace trusts the private CA and presents its
+/// certificate to every node (the probe, the cluster connection, the
+/// blocking pool's connections), detects the cluster, and an ordered group
+/// handles keyed messages from partitions on all three masters, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_with_client_certificates_carries_an_ordered_group() {
+    support::init_tracing();
+    let pki = Pki::generate();
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start_tls(&pki, true));
+    assert!(cluster.urls().iter().all(|u| u.starts_with("rediss://")));
+    let with_ca = || {
+        Config::cluster(cluster.urls())
+            .unwrap()
+            .tls_ca_file(&pki.ca)
+            .unwrap()
+    };
+
+    // Without the CA, or without a client certificate: typed TLS errors.
+    let e = Client::connect(Config::cluster(cluster.urls()).unwrap())
+        .await
+        .unwrap_err();
+    match &e {
+        Error::TlsHandshake { addr, reason } => {
+            assert_eq!(addr, &format!("127.0.0.1:{}", cluster.ports()[0]));
+            assert!(reason.contains("UnknownIssuer"), "{reason}");
+        }
+        other => panic!("expected a TLS handshake error, got {other:?}"),
+    }
+    let e = Client::connect(with_ca()).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::TlsHandshake { reason, .. } if reason.contains("CertificateRequired")),
+        "{e:?}"
+    );
+
+    let config = with_ca()
+        .tls_client_cert_files(&pki.client.cert, &pki.client.key)
+        .unwrap()
+        .prefix(support::unique_prefix("tls-cluster"))
+        .unwrap();
+    let c = Client::connect(config).await.unwrap();
+    assert!(c.server_info().cluster, "the cluster is detected over TLS");
+
+    // 24 partitions: all three masters hold some (a miss has odds of 2e-4).
+    let topic = "erp.v1.invoice.created";
+    c.create_topic(&TopicSpec::new(topic, 24).unwrap())
+        .await
+        .unwrap();
+    let mut nodes = BTreeSet::new();
+    for p in 0..24 {
+        nodes.insert(node_of(&c, &c.keys().stream(topic, p, 0)).await);
+    }
+    assert_eq!(nodes.len(), 3, "partitions on nodes {nodes:?}");
+
+    let ledger = Arc::new(support::groups::Ledger::default());
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let w =
+            support::groups::recording_worker(&c, topic, "billing", ledger.clone(), Duration::ZERO)
+                .mode(Mode::Ordered)
+                .concurrency(8)
+                .build()
+                .unwrap();
+        workers.push(w.start().await.unwrap());
+    }
+    let (keys, per_key) = (48, 50);
+    support::groups::publish_sequenced(&c, topic, keys, per_key).await;
+    let partitions: BTreeSet<u32> = (0..keys)
+        .map(|k| partition_for_key(&format!("k{k}"), 24))
+        .collect();
+    assert!(partitions.len() > 12, "keys on partitions {partitions:?}");
+    support::groups::wait_for(&ledger, (keys * per_key) as usize, Duration::from_secs(60)).await;
+
+    // Caught up, the members wait in blocking reads on pooled connections:
+    // one more message must still arrive.
+    c.publish_record(
+        topic,
+        Record::encode(&(keys, 0u32))
+            .unwrap()
+            .key(format!("k{keys}")),
+    )
+    .await
+    .unwrap();
+    support::groups::wait_for(
+        &ledger,
+        (keys * per_key) as usize + 1,
+        Duration::from_secs(20),
+    )
+    .await;
+    for w in workers {
+        w.shutdown().await.unwrap();
+    }
+    let order = ledger.first_handling_order();
+    for k in 0..keys {
+        assert_eq!(
+            order[&k],
+            (0..per_key).collect::<Vec<_>>(),
+            "key k{k} out of order"
+        );
+    }
+    assert!(ledger.violations.lock().unwrap().is_empty());
+    let info = c.describe_group(topic, "billing").await.unwrap();
+    assert_eq!((info.lag, info.pending), (0, 0));
+
+    let mut blocking = c.blocking_connection().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut blocking).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+/// A node announces an address its certificate does not cover (here
+/// 127.0.0.2, the certificate names 127.0.0.1): the handshake with it fails
+/// after the first node's succeeded, and that is a typed TLS error naming
+/// the node, not redis-rs's "no connections found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_whose_certificate_does_not_cover_its_address_is_a_tls_error() {
+    let pki = Pki::generate();
+    let cluster = tokio::task::block_in_place(|| {
+        RedisCluster::start_tls_with(
+            &pki,
+            false,
+            &[
+                "--bind",
+                "127.0.0.1 127.0.0.2",
+                "--cluster-announce-ip",
+                "127.0.0.2",
+            ],
+        )
+    });
+    let config = Config::cluster(cluster.urls())
+        .unwrap()
+        .tls_ca_file(&pki.ca)
+        .unwrap();
+    let e = Client::connect(config).await.unwrap_err();
+    match &e {
+        Error::TlsHandshake { addr, reason } => {
+            assert!(addr.starts_with("127.0.0.2:"), "{addr}");
+            assert!(reason.contains("not valid for name"), "{reason}");
+        }
+        other => panic!("expected a TLS handshake error, got {other:?}"),
+    }
 }

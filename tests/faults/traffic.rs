@@ -14,6 +14,8 @@ use tokio::task::JoinSet;
 pub struct Published {
     /// Per key, how many seqs Redis acknowledged (0..n).
     pub acked: HashMap<u32, u32>,
+    /// When each `(key, seq)` was acknowledged.
+    pub acked_at: HashMap<(u32, u32), Instant>,
     /// Publish attempts that failed (retried until acknowledged).
     pub errors: usize,
     /// The text of the first few distinct errors.
@@ -70,6 +72,7 @@ impl Traffic {
                             Ok(_) => {
                                 let mut p = published.lock().unwrap();
                                 p.acked.insert(*k, seq + 1);
+                                p.acked_at.insert((*k, seq), Instant::now());
                                 if let Some(since) = failing_since {
                                     p.outages.push((since, Instant::now()));
                                 }

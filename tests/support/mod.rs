@@ -7,7 +7,8 @@
 //!   starts one that speaks only TLS, with certificates from [`tls::Pki`].
 //! * [`shared`] — one server per test binary, started lazily; isolate tests
 //!   with [`unique_prefix`].
-//! * [`RedisCluster`] / [`shared_cluster`] — a three-master Redis Cluster.
+//! * [`RedisCluster`] / [`shared_cluster`] — a three-master Redis Cluster;
+//!   [`RedisCluster::start_tls`] starts one that speaks only TLS.
 //! * [`wait_until`] — poll an async condition with a deadline instead of sleeping.
 //!
 //! Every child process is forked from one dedicated thread that never exits
@@ -312,6 +313,8 @@ pub struct RedisServer {
     /// log and by a TCP connect, since a plain PING gets no answer).
     tls: bool,
     args: Vec<String>,
+    /// Extra environment of the process (e.g. `LD_PRELOAD`).
+    env: Vec<(String, String)>,
     dir: TempDir,
     log_path: PathBuf,
     child: Option<Child>,
@@ -328,6 +331,24 @@ impl RedisServer {
     pub fn start_with(args: &[&str]) -> RedisServer {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         Self::start_any_port(args, false)
+    }
+
+    /// [`RedisServer::start_with`], with extra environment variables for the
+    /// process, e.g. an `LD_PRELOAD` shim; restarts keep them.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> RedisServer {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for _ in 0..5 {
+            match Self::try_start_with(free_port(), args.clone(), false, env.clone()) {
+                Ok(server) => return server,
+                Err(LaunchError::AddrInUse) => continue,
+                Err(LaunchError::Failed(msg)) => panic!("{msg}"),
+            }
+        }
+        panic!("redis-server: every port tried was already in use");
     }
 
     /// Starts a server that accepts only TLS connections (`--port 0
@@ -352,6 +373,15 @@ impl RedisServer {
     }
 
     fn try_start_on(port: u16, args: Vec<String>, tls: bool) -> Result<RedisServer, LaunchError> {
+        Self::try_start_with(port, args, tls, Vec::new())
+    }
+
+    fn try_start_with(
+        port: u16,
+        args: Vec<String>,
+        tls: bool,
+        env: Vec<(String, String)>,
+    ) -> Result<RedisServer, LaunchError> {
         let dir = tempfile::Builder::new()
             .prefix("millrace-redis-")
             .tempdir()
@@ -361,6 +391,7 @@ impl RedisServer {
             port,
             tls,
             args,
+            env,
             dir,
             log_path,
             child: None,
@@ -393,6 +424,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log file handle"))
@@ -591,16 +623,68 @@ pub fn unique_prefix(test_name: &str) -> String {
 /// `redis-cli --cluster create`. Killed on drop.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// `redis-cli` arguments to reach a node (`--tls --cacert ...` for a
+    /// TLS cluster, none otherwise).
+    cli_args: Vec<String>,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        Self::start_nodes_and_create(Vec::new(), Vec::new(), false)
+    }
+
+    /// A cluster that speaks only TLS, to clients and between nodes
+    /// (`--port 0 --tls-port P --tls-cluster yes --tls-replication yes`), with
+    /// the certificates of `pki`; `auth_clients` requires client
+    /// certificates signed by its CA. Nodes present [`tls::Pki::client`]
+    /// to each other on the cluster bus (the server certificate is for
+    /// server use only).
+    pub fn start_tls(pki: &tls::Pki, auth_clients: bool) -> RedisCluster {
+        Self::start_tls_with(pki, auth_clients, &[])
+    }
+
+    /// [`RedisCluster::start_tls`] with `extra` server arguments (e.g.
+    /// `--cluster-announce-ip`).
+    pub fn start_tls_with(pki: &tls::Pki, auth_clients: bool, extra: &[&str]) -> RedisCluster {
+        let path = |p: &Path| p.display().to_string();
+        let mut args = pki.server_args(auth_clients);
+        args.extend(
+            [
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+                "--tls-client-cert-file",
+                &path(&pki.client.cert),
+                "--tls-client-key-file",
+                &path(&pki.client.key),
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut cli_args: Vec<String> = vec!["--tls".into(), "--cacert".into(), path(&pki.ca)];
+        if auth_clients {
+            cli_args.extend([
+                "--cert".into(),
+                path(&pki.client.cert),
+                "--key".into(),
+                path(&pki.client.key),
+            ]);
+        }
+        Self::start_nodes_and_create(args, cli_args, true)
+    }
+
+    fn start_nodes_and_create(
+        extra: Vec<String>,
+        cli_args: Vec<String>,
+        tls: bool,
+    ) -> RedisCluster {
         let cli = redis_cli_bin();
-        let nodes = Self::start_nodes(3);
+        let nodes = Self::start_nodes(3, extra, tls);
         let ports: Vec<u16> = nodes.iter().map(RedisServer::port).collect();
 
         let mut create = Command::new(&cli);
-        create.args(["--cluster", "create"]);
+        create.args(&cli_args).args(["--cluster", "create"]);
         for port in &ports {
             create.arg(format!("127.0.0.1:{port}"));
         }
@@ -612,7 +696,7 @@ impl RedisCluster {
         let output = spawn_tied_to_process(create)
             .and_then(Child::wait_with_output)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", cli.display()));
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, cli_args };
         if !output.status.success() {
             panic!(
                 "redis-cli --cluster create failed ({}):\n{}{}\n{}",
@@ -626,7 +710,7 @@ impl RedisCluster {
         let deadline = Instant::now() + CLUSTER_TIMEOUT;
         for port in &ports {
             loop {
-                match resp_command(*port, &["CLUSTER", "INFO"]) {
+                match cluster.command(*port, &["CLUSTER", "INFO"]) {
                     Ok(info) if info.contains("cluster_state:ok") => break,
                     _ if Instant::now() >= deadline => panic!(
                         "cluster node 127.0.0.1:{port} did not reach cluster_state:ok \
@@ -640,8 +724,33 @@ impl RedisCluster {
         cluster
     }
 
-    fn start_nodes(count: usize) -> Vec<RedisServer> {
-        let args: Vec<String> = [
+    /// One command to the node on `port`: raw RESP for a plain cluster,
+    /// `redis-cli` with the TLS arguments for a TLS one (its reply as
+    /// `redis-cli` prints it).
+    pub fn command(&self, port: u16, args: &[&str]) -> io::Result<String> {
+        if self.cli_args.is_empty() {
+            return resp_command(port, args);
+        }
+        let mut cmd = Command::new(redis_cli_bin());
+        cmd.args(&self.cli_args)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = spawn_tied_to_process(cmd).and_then(Child::wait_with_output)?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn start_nodes(count: usize, extra: Vec<String>, tls: bool) -> Vec<RedisServer> {
+        let mut args: Vec<String> = [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -652,11 +761,12 @@ impl RedisCluster {
         .iter()
         .map(|a| a.to_string())
         .collect();
+        args.extend(extra);
         // A port may be taken between choosing and binding: start over then.
         for _ in 0..5 {
             let mut nodes = Vec::new();
             for port in free_cluster_ports(count) {
-                match RedisServer::try_start_on(port, args.clone(), false) {
+                match RedisServer::try_start_on(port, args.clone(), tls) {
                     Ok(node) => nodes.push(node),
                     Err(LaunchError::AddrInUse) => break,
                     Err(LaunchError::Failed(msg)) => panic!("{msg}"),
@@ -677,7 +787,7 @@ impl RedisCluster {
             .join("\n")
     }
 
-    /// `redis://127.0.0.1:PORT` of every node.
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS cluster) of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
