@@ -19,6 +19,9 @@ use crate::group::Mode;
 /// failures.
 type AckGroup = ((u32, u8, u64), Vec<(StreamId, bool)>);
 
+/// A batch of acks by (partition, src, epoch).
+type AckGroups = HashMap<(u32, u8, u64), Vec<(StreamId, bool)>, foldhash::fast::RandomState>;
+
 impl Rt {
     pub(super) async fn ack_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckReq>) {
         while let Some(first) = rx.recv().await {
@@ -29,8 +32,7 @@ impl Rt {
                     Err(_) => break,
                 }
             }
-            let mut groups: HashMap<(u32, u8, u64), Vec<(StreamId, bool)>, foldhash::fast::RandomState> =
-                HashMap::default();
+            let mut groups: AckGroups = HashMap::default();
             for a in batch {
                 groups
                     .entry((a.partition, a.src, a.epoch))

@@ -113,9 +113,16 @@ impl Rt {
                 if let Some(o) = st.owned.get_mut(&p)
                     && Some(o.epoch) == epoch
                 {
-                    if ok {
+                    if ok && o.valid_until > Instant::now() {
                         o.valid_until = sent + ttl - self.lease_margin();
                     } else {
+                        // Refused, or renewed only after our own deadline
+                        // had passed: meanwhile deliveries of this partition
+                        // were left pending unhandled (they may not start
+                        // past the deadline), and carrying on at this epoch
+                        // would run later entries of their keys first.
+                        // Drop it; taking it again (a new epoch) claims every
+                        // pending entry, in order.
                         st.owned.remove(&p);
                         dropped.push(p);
                     }

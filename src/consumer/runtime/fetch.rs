@@ -481,10 +481,7 @@ impl Rt {
         if self.s.mode != Mode::Ordered {
             return Ok(());
         }
-        let lease = self
-            .client
-            .keys()
-            .lease(&self.spec.name, p, &self.s.group);
+        let lease = self.client.keys().lease(&self.spec.name, p, &self.s.group);
         let _: i64 = redis::cmd("HSET")
             .arg(lease)
             .arg("fence")
