@@ -81,3 +81,10 @@ pub fn encode_retry(
 pub fn is_input_error(e: &Error) -> bool {
     e.is_invalid_input() || matches!(e, Error::Decode(_) | Error::Encode(_))
 }
+
+/// Decodes the first RESP2 reply in `bytes` as the blocking-read connection
+/// does: `Ok(None)` until all of it is there, then the value and the bytes
+/// it took; a protocol violation is an error.
+pub fn decode_resp(bytes: &[u8]) -> std::result::Result<Option<(Value, usize)>, String> {
+    crate::resp::decode(bytes).map_err(|e| e.0)
+}

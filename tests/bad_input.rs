@@ -157,6 +157,44 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// A value RESP2 can carry (what the blocking-read connection decodes).
+fn resp2_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Nil),
+        Just(Value::Okay),
+        any::<i64>().prop_map(Value::Int),
+        "[a-zA-Z0-9 ]{0,8}"
+            .prop_filter("+OK is Value::Okay", |s| s != "OK")
+            .prop_map(Value::SimpleString),
+        prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::BulkString),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop::collection::vec(inner, 0..8).prop_map(Value::Array)
+    })
+}
+
+/// RESP2 bytes of `v`, as Redis writes them.
+fn resp2(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Nil => out.extend_from_slice(b"$-1\r\n"),
+        Value::Okay => out.extend_from_slice(b"+OK\r\n"),
+        Value::Int(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
+        Value::SimpleString(s) => out.extend_from_slice(format!("+{s}\r\n").as_bytes()),
+        Value::BulkString(b) => {
+            out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Array(items) => {
+            out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            for i in items {
+                resp2(i, out);
+            }
+        }
+        other => unreachable!("not generated: {other:?}"),
+    }
+}
+
 // ------------------------------------------------------------------ decoders
 
 proptest! {
@@ -183,6 +221,37 @@ proptest! {
         // Any strict prefix is refused: MessagePack values are self-delimiting.
         let short = &bytes[..cut.index(bytes.len())];
         prop_assert!(envelope::decode::<serde_json::Value>(short).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_resp_decoder(
+        bytes in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        if let Ok(Some((v, used))) = fuzz_api::decode_resp(&bytes) {
+            prop_assert!(used <= bytes.len());
+            if let Ok(theirs) = redis::parse_redis_value(&bytes[..used]) {
+                prop_assert_eq!(v, theirs);
+            }
+        }
+    }
+
+    #[test]
+    fn resp_replies_decode_like_redis_rs_and_not_before_their_last_byte(
+        v in resp2_value(),
+        next in prop::collection::vec(any::<u8>(), 0..8),
+    ) {
+        let mut bytes = Vec::new();
+        resp2(&v, &mut bytes);
+        let whole = bytes.len();
+        for cut in 0..whole {
+            prop_assert_eq!(fuzz_api::decode_resp(&bytes[..cut]), Ok(None));
+        }
+        // What follows the reply (the next one, part of it) is left alone.
+        bytes.extend_from_slice(&next);
+        let (ours, used) = fuzz_api::decode_resp(&bytes).unwrap().unwrap();
+        prop_assert_eq!(used, whole);
+        prop_assert_eq!(&ours, &redis::parse_redis_value(&bytes[..whole]).unwrap());
+        prop_assert_eq!(ours, v);
     }
 
     #[test]
