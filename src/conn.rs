@@ -181,10 +181,7 @@ pub(crate) async fn query_value(
     conn: &mut impl redis::aio::ConnectionLike,
     cmd: &Cmd,
 ) -> crate::error::Result<Value> {
-    match conn.req_packed_command(cmd).await? {
-        Value::ServerError(e) => Err(redis::RedisError::from(e).into()),
-        v => Ok(v),
-    }
+    crate::client::check(conn.req_packed_command(cmd).await?)
 }
 
 pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {

@@ -114,7 +114,7 @@ fn scan(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, ProtocolEr
 }
 
 /// The length of the first reply in `buf` if all of it is there.
-pub(crate) fn complete(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+fn complete(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
     scan(buf, 0, 0)
 }
 

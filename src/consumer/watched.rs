@@ -41,10 +41,10 @@ fn as_string(v: &Value) -> Option<String> {
 
 /// The first error among a pipeline's top-level replies.
 fn first_error(replies: &[Value]) -> Option<Error> {
-    replies.iter().find_map(|r| match r {
-        Value::ServerError(e) => Some(Error::from(redis::RedisError::from(e.clone()))),
-        _ => None,
-    })
+    replies
+        .iter()
+        .find(|r| matches!(r, Value::ServerError(_)))
+        .and_then(|r| check(r.clone()).err())
 }
 
 impl WatchedReader {

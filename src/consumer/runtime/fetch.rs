@@ -367,12 +367,19 @@ impl Rt {
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let count = self.s.batch;
         let sources = self.sources(parts);
-        // New messages: lane 0 first, then the next lanes, then retries.
+        // New messages: lane 0 first, then the next lanes, then retries;
+        // the next tier only while fewer than `count` came.
+        let tiers = (0..self.spec.lanes)
+            .map(Some)
+            .chain(std::iter::once(None::<u8>));
         let mut got = Vec::new();
-        for lane in 0..self.spec.lanes {
+        for tier in tiers {
             let srcs: Vec<Source> = sources
                 .iter()
-                .filter(|s| !s.retry && s.lane == lane)
+                .filter(|s| match tier {
+                    Some(lane) => !s.retry && s.lane == lane,
+                    None => s.retry,
+                })
                 .cloned()
                 .collect();
             got.extend(
@@ -391,22 +398,6 @@ impl Rt {
             if got.len() >= count {
                 break;
             }
-        }
-        if got.len() < count {
-            let srcs: Vec<Source> = sources.iter().filter(|s| s.retry).cloned().collect();
-            got.extend(
-                read_new(
-                    &self.client,
-                    topic,
-                    group,
-                    me,
-                    &srcs,
-                    count,
-                    None,
-                    &self.held_conns,
-                )
-                .await?,
-            );
         }
         if got.is_empty() {
             got = read_new(
