@@ -1,7 +1,10 @@
 -- lease_acquire: take (or keep) a group's lease on a partition. The epoch
 -- (fencing token) grows whenever the lease changes hands, including to a new
 -- incarnation of the same member id (a restarted static member), so acks of
--- an older holder are refused.
+-- an older holder are refused. A new epoch is at least Redis's clock in ms,
+-- so epochs keep growing even after Redis lost recent writes (a restart
+-- with appendfsync everysec, a failover to a lagging replica) as long as its
+-- clock does not go back further than what was lost.
 -- KEYS[1] lease (hash: owner, epoch, expires ms)
 -- ARGV[1] member id  ARGV[2] lease ttl ms  ARGV[3] epoch the caller holds (0 if none)
 -- Returns {1, epoch} when held, {0, owner, expires} when another holds it.
@@ -16,7 +19,7 @@ if live and owner ~= ARGV[1] then
   return {0, owner, expires}
 end
 if not (live and owner == ARGV[1] and epoch == tonumber(ARGV[3])) then
-  epoch = epoch + 1
+  epoch = math.max(epoch + 1, now)
 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch,
   'expires', now + tonumber(ARGV[2]))

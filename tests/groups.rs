@@ -337,6 +337,72 @@ async fn an_ack_after_the_lease_moved_is_refused() {
     w.abort();
 }
 
+/// A message whose task waited (here for the rate limit) while the lease
+/// changed hands must not start at the old epoch: it is handled once, by the
+/// new lease, and the handler sees the new epoch (its fencing token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_waited_past_a_lease_change_starts_only_at_the_new_epoch() {
+    let c = client("late-start").await;
+    c.create_topic(&TopicSpec::new("late", 1).unwrap())
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
+    let s2 = seen.clone();
+    let w = Worker::builder(&c, "g")
+        .start_at(StartAt::Earliest)
+        .session_timeout(Duration::from_secs(30))
+        .heartbeat_interval(Duration::from_millis(100))
+        .rate_limit("1/2s".parse().unwrap())
+        .handle_raw("late", move |msg, ctx| {
+            let n: u32 = msg.decode().unwrap_or(0);
+            s2.lock().unwrap().push((n, ctx.epoch));
+            async { Ok(()) }
+        })
+        .start()
+        .await
+        .unwrap();
+    // Two keys: both are dispatched at once, one waits for the next permit.
+    let recs = vec![
+        Record::encode(&1u32).unwrap().key("a"),
+        Record::encode(&2u32).unwrap().key("b"),
+    ];
+    c.publish_batch("late", recs).await.unwrap();
+    support::wait_until(Duration::from_secs(10), "the first message", || {
+        let n = seen.lock().unwrap().len();
+        async move { n >= 1 }
+    })
+    .await;
+    let first = seen.lock().unwrap()[0];
+    // The lease moves on while the second waits for its permit; the next
+    // renewal is refused and the member takes the partition again, later.
+    let lease = c.keys().lease("late", 0, "g");
+    let bumped: u64 = redis::cmd("HINCRBY")
+        .arg(&lease)
+        .arg("epoch")
+        .arg(1)
+        .query_async(&mut c.connection())
+        .await
+        .unwrap();
+    support::wait_until(
+        Duration::from_secs(20),
+        "both handled, nothing pending",
+        || {
+            let n = seen.lock().unwrap().len();
+            let c = c.clone();
+            async move { n >= 2 && c.describe_group("late", "g").await.unwrap().pending == 0 }
+        },
+    )
+    .await;
+    w.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(first.1, bumped - 1, "first handled at the first epoch");
+    assert_eq!(seen.len(), 2, "each handled once: {seen:?}");
+    assert!(
+        seen[1].1 > bumped,
+        "the second started only under the new lease: {seen:?} (bumped to {bumped})"
+    );
+}
+
 #[tokio::test]
 async fn describe_group_reports_lag_and_pending() {
     let c = client("describe").await;

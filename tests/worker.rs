@@ -112,7 +112,7 @@ async fn an_exec_handler_handles_every_message_once_in_two_groups() {
     let s = setup("exec-2k", "orders", 4).await;
     let script = s.script(
         "record.sh",
-        r#"body=$(cat); echo "$MILLRACE_GROUP|$MILLRACE_KEY|$MILLRACE_ATTEMPT|$body" >> "$OUT""#,
+        r#"body=$(cat); echo "$MILLRACE_GROUP|$MILLRACE_KEY|$MILLRACE_ATTEMPT|$MILLRACE_EPOCH|$body" >> "$OUT""#,
     );
     let exec = format!("exec = [\"{}\"]", script.display());
     let cfg = s.config(
@@ -140,9 +140,12 @@ async fn an_exec_handler_handles_every_message_once_in_two_groups() {
     let mut per_group: HashMap<String, HashSet<String>> = HashMap::new();
     let mut order: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     for l in &lines {
-        let parts: Vec<&str> = l.splitn(4, '|').collect();
-        let body: serde_json::Value = serde_json::from_str(parts[3]).unwrap();
+        let parts: Vec<&str> = l.splitn(5, '|').collect();
+        let body: serde_json::Value = serde_json::from_str(parts[4]).unwrap();
         assert_eq!(parts[2], "1");
+        // Ordered mode: the lease's epoch, at least Redis's clock in ms.
+        let epoch: u64 = parts[3].parse().unwrap();
+        assert!(epoch > 1_600_000_000_000, "epoch {epoch}");
         per_group
             .entry(parts[0].into())
             .or_default()

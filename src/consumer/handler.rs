@@ -33,6 +33,13 @@ pub struct Context {
     pub headers: Headers,
     /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// In ordered mode, the fencing token of the partition's lease: it grows
+    /// every time the partition changes hands, so a resource that must see
+    /// one member at a time can refuse a lower epoch than the highest it has
+    /// seen for `(group, partition)` (a member paused after its lease ran
+    /// out is then fenced off even if its handler already started). 0 in
+    /// shared mode.
+    pub epoch: u64,
 }
 
 /// What went wrong in a handler, and what should happen next.

@@ -27,6 +27,8 @@ pub struct Fleet {
     /// Slots: the process running in each, if any, with its incarnation.
     slots: Vec<Option<(usize, Child, u16)>>,
     incarnations: usize,
+    /// Whether a worker was ever stopped (SIGSTOP).
+    pub paused_ever: bool,
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -53,6 +55,7 @@ impl Fleet {
             dir,
             slots: (0..slots).map(|_| None).collect(),
             incarnations: 0,
+            paused_ever: false,
         }
     }
 
@@ -169,7 +172,8 @@ impl Fleet {
     }
 
     /// SIGSTOPs (true) or SIGCONTs (false) the worker in `slot`.
-    pub fn pause(&self, slot: usize, paused: bool) {
+    pub fn pause(&mut self, slot: usize, paused: bool) {
+        self.paused_ever |= paused;
         if let Some((_, child, _)) = &self.slots[slot] {
             signal(child, if paused { libc::SIGSTOP } else { libc::SIGCONT });
         }

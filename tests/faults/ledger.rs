@@ -41,6 +41,12 @@ struct State_ {
     active: HashMap<(String, u32), HashMap<usize, usize>>,
     max_owners: usize,
     overlaps: Vec<String>,
+    /// (group, partition) -> the highest lease epoch seen: the ledger is a
+    /// resource fenced by the epoch, as docs/guarantees.md tells users to
+    /// build one.
+    epochs: HashMap<(String, u32), u64>,
+    /// Handler starts refused for a lower epoch than one already seen.
+    fenced: Vec<String>,
     /// Handlings in progress right now: (worker, group, seq, key).
     in_flight: HashMap<u64, (usize, String, u32, u32, u32)>,
     next_ticket: u64,
@@ -130,6 +136,11 @@ impl Ledger {
         self.lock().overlaps.clone()
     }
 
+    /// Handler starts refused because a later epoch had been seen.
+    pub fn fenced(&self) -> Vec<String> {
+        self.lock().fenced.clone()
+    }
+
     pub fn failed_on_purpose(&self) -> usize {
         self.lock().failed_on_purpose
     }
@@ -169,6 +180,7 @@ async fn handle(
     };
     let partition: u32 = header(&headers, "x-millrace-partition").unwrap_or(u32::MAX);
     let attempt: u32 = header(&headers, "x-millrace-attempt").unwrap_or(0);
+    let epoch: u64 = header(&headers, "x-millrace-epoch").unwrap_or(0);
     let Ok((key, seq)) = serde_json::from_str::<(u32, u32)>(&body) else {
         return StatusCode::UNPROCESSABLE_ENTITY;
     };
@@ -177,6 +189,14 @@ async fn handle(
     let running = {
         let mut s = ledger.lock();
         let k = (group.clone(), partition);
+        let top = s.epochs.get(&k).copied().unwrap_or(0);
+        if epoch < top {
+            s.fenced.push(format!(
+                "group {group} partition {partition}: worker {worker} at epoch {epoch} after {top} (seq {seq})"
+            ));
+            return StatusCode::CONFLICT;
+        }
+        s.epochs.insert(k.clone(), epoch);
         let on_p = s.active.entry(k.clone()).or_default();
         *on_p.entry(worker).or_default() += 1;
         let owners = on_p.values().filter(|n| **n > 0).count();

@@ -448,6 +448,8 @@ impl Rig {
             groups,
             max_owners: self.ledger.max_owners(),
             overlaps: self.ledger.overlaps(),
+            fenced: self.ledger.fenced(),
+            paused_ever: self.fleet.paused_ever,
             order_violations: order_violations(
                 &self.ledger,
                 &published,
@@ -723,6 +725,10 @@ pub struct Report {
     pub groups: Vec<GroupFigures>,
     pub max_owners: usize,
     pub overlaps: Vec<String>,
+    /// Handler starts the ledger refused for a lower lease epoch than it had
+    /// seen (a member that lost its lease while stopped).
+    pub fenced: Vec<String>,
+    pub paused_ever: bool,
     pub order_violations: Vec<String>,
     pub recovery: Vec<(String, Option<Duration>)>,
     pub catch_up: Duration,
@@ -785,11 +791,15 @@ impl Report {
             );
         }
         println!(
-            "max simultaneous owners per partition: {}  order violations: {}  handler failures injected: {}",
+            "max simultaneous owners per partition: {}  order violations: {}  handler failures injected: {}  stale starts fenced off by epoch: {}",
             self.max_owners,
             self.order_violations.len(),
-            self.failed_on_purpose
+            self.failed_on_purpose,
+            self.fenced.len()
         );
+        for f in self.fenced.iter().take(5) {
+            println!("  fenced: {f}");
+        }
         let mut rec: Vec<Duration> = self.recovery.iter().filter_map(|(_, d)| *d).collect();
         rec.sort();
         if !rec.is_empty() {
@@ -867,6 +877,13 @@ impl Report {
             self.max_owners <= 1,
             "exclusivity broken: {:?}",
             &self.overlaps[..self.overlaps.len().min(5)]
+        );
+        // Only a process stopped between its last lease check and its
+        // handler's request can start late (docs/guarantees.md).
+        assert!(
+            self.paused_ever || self.fenced.is_empty(),
+            "a member started handlers after its lease moved on: {:?}",
+            &self.fenced[..self.fenced.len().min(5)]
         );
         assert!(
             self.order_violations.is_empty(),

@@ -228,6 +228,12 @@ impl Rt {
                     _ = self.killed.cancelled() => return Outcome::Abandoned,
                 }
             }
+            // Checked again as late as possible: the task may have waited
+            // (for a thread, a permit, the rate limit, or in a paused
+            // process) since the dispatcher let it start.
+            if !self.may_start(d) {
+                return Outcome::Abandoned;
+            }
             let ctx = Context {
                 topic: self.names.0.clone(),
                 group: self.names.1.clone(),
@@ -238,6 +244,7 @@ impl Rt {
                 key: msg.key.clone(),
                 headers: msg.headers.clone(),
                 attempt,
+                epoch: d.epoch,
             };
             let span = tracing::info_span!("message", topic = %self.spec.name, group = %self.s.group,
                 partition = msg.partition, id = %msg.id, attempt);

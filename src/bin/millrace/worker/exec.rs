@@ -68,6 +68,7 @@ pub async fn run(
         .env("MILLRACE_PARTITION", ctx.partition.to_string())
         .env("MILLRACE_ID", ctx.id.to_string())
         .env("MILLRACE_ATTEMPT", ctx.attempt.to_string())
+        .env("MILLRACE_EPOCH", ctx.epoch.to_string())
         .env_remove("MILLRACE_KEY")
         // The worker's own Redis URL may hold its password: a handler gets
         // the message, not the worker's credentials.

@@ -49,7 +49,8 @@ pub async fn run(
         .header("x-millrace-group", &*ctx.group)
         .header("x-millrace-partition", ctx.partition.to_string())
         .header("x-millrace-id", ctx.id.to_string())
-        .header("x-millrace-attempt", ctx.attempt.to_string());
+        .header("x-millrace-attempt", ctx.attempt.to_string())
+        .header("x-millrace-epoch", ctx.epoch.to_string());
     if let Some(k) = &ctx.key {
         req = req.header("x-millrace-key", k);
     }
