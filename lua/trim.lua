@@ -5,6 +5,12 @@
 -- consumers touched the stream within the retention period (each group gets
 -- a placeholder consumer "~created" on creation, so a new group counts as
 -- live for one retention period even before anyone reads).
+-- On the way it forgets departed members: a consumer idle for longer than
+-- the retention with nothing pending is deleted (member ids are per process,
+-- so each restart leaves one behind). That changes no group's liveness, and
+-- a live member that was only idle is created again by its next read. A
+-- consumer with pending entries stays (deleting it would drop them from the
+-- group's pending list), and so does "~created".
 -- KEYS[1] partition lane stream
 -- ARGV[1] retention ms
 -- Returns the number of entries trimmed.
@@ -33,7 +39,12 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local name = field(g, 'name')
   local live = false
   for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], name)) do
-    if tonumber(field(c, 'idle')) < retention then live = true break end
+    local consumer = field(c, 'name')
+    if tonumber(field(c, 'idle')) < retention then
+      live = true
+    elseif consumer ~= '~created' and tonumber(field(c, 'pending')) == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], name, consumer)
+    end
   end
   if live then
     local ms, seq = parse(field(g, 'last-delivered-id'))

@@ -539,6 +539,82 @@ async fn retention_keeps_what_a_live_group_has_not_handled() {
     assert!(old <= 100, "{old} old messages kept for a dead group");
 }
 
+/// Member ids are per process, so every restart leaves a Redis consumer
+/// behind; the retention's trim forgets those idle past the retention with
+/// nothing pending, and keeps the rest.
+#[tokio::test]
+async fn departed_members_consumers_are_forgotten_after_the_retention() {
+    use millrace::producer::ProducerConfig;
+    let c = client("forget-consumers").await;
+    let retention = Duration::from_millis(300);
+    c.create_topic(&TopicSpec::new("tidy", 1).unwrap().retention(retention))
+        .await
+        .unwrap();
+    c.create_group("tidy", "g", &StartAt::Earliest)
+        .await
+        .unwrap();
+    let producer = c.producer_with(ProducerConfig {
+        trim_interval: Duration::ZERO,
+        ..ProducerConfig::default()
+    });
+    let recs: Vec<Record> = (0..3u32).map(|i| Record::encode(&i).unwrap()).collect();
+    producer.publish_batch("tidy", recs).await.unwrap();
+    let stream = c.keys().stream("tidy", 0, 0);
+    let mut conn = c.connection();
+    let read = |consumer: &'static str| {
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .clone()
+    };
+    // "gone" handled its message and left; "holder" died holding one.
+    let v: redis::Value = read("gone").query_async(&mut conn).await.unwrap();
+    let _: i64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("g")
+        .arg(stream_ids(&v))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: redis::Value = read("holder").query_async(&mut conn).await.unwrap();
+    let t0 = c.redis_time_ms().await.unwrap();
+    support::wait_until(Duration::from_secs(5), "retention passes", || {
+        let c = c.clone();
+        async move { c.redis_time_ms().await.unwrap() > t0 + 400 }
+    })
+    .await;
+    // "live" reads just now, then a publish trims.
+    let _: redis::Value = read("live").query_async(&mut conn).await.unwrap();
+    producer
+        .publish("tidy", Record::encode(&9u32).unwrap())
+        .await
+        .unwrap();
+    let infos: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream)
+        .arg("g")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = infos
+        .iter()
+        .map(|i| redis::from_redis_value(i["name"].clone()).unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["holder", "live", "~created"]);
+    let info = c.describe_group("tidy", "g").await.unwrap();
+    assert_eq!(
+        info.pending, 2,
+        "the held message is still pending, and live's"
+    );
+}
+
 /// The entry ids in an XREADGROUP reply.
 fn stream_ids(v: &redis::Value) -> Vec<String> {
     use redis::Value;
