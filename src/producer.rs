@@ -634,50 +634,58 @@ impl Producer {
         records: impl IntoIterator<Item = Record>,
     ) -> Result<Vec<Result<Receipt>>> {
         let spec = self.client.topic_cached(topic).await?;
+        let spec = &*spec;
         let inner = &self.client.inner;
-        let mut out: Vec<Option<Result<Receipt>>> = Vec::new();
-        let mut ready: Vec<(usize, Prepared)> = Vec::new();
-        for (i, r) in records.into_iter().enumerate() {
-            match prepare(
-                &inner.keys,
-                &inner.scripts,
-                &spec,
-                r,
-                &self.round_robin,
-                inner.config.max_message_bytes,
-            ) {
-                Ok(p) => {
-                    out.push(None);
-                    ready.push((i, p));
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
-        // Pipelines are started in order (`buffered` polls each new future
-        // before the next), so records of one key keep their order across
-        // chunks, while up to `max_in_flight` pipelines are in flight.
+        let (conn, scripts) = (&inner.conn, &inner.scripts);
+        // Records are prepared a chunk at a time, when the chunk's pipeline
+        // is about to start, so encoding the next chunks overlaps with the
+        // ones in flight. Pipelines are started in order (`buffered` polls
+        // each new future before the next, and preparing does not await),
+        // so records of one key keep their order across chunks, while up to
+        // `max_in_flight` pipelines are in flight.
         let chunk = self.config.max_batch.max(1);
-        let mut chunks = Vec::new();
-        let mut iter = ready.into_iter().peekable();
-        while iter.peek().is_some() {
-            let part: Vec<(usize, Prepared)> = iter.by_ref().take(chunk).collect();
-            let (idx, items): (Vec<usize>, Vec<Prepared>) = part.into_iter().unzip();
-            let trims = self
-                .trimmer
-                .lock()
-                .map(|mut t| t.due(&inner.scripts, self.config.trim_interval, items.iter()))
-                .unwrap_or_default();
-            chunks.push((idx, items, trims));
-        }
-        let conn = &inner.conn;
-        let scripts = &inner.scripts;
+        let mut records = records.into_iter().enumerate();
+        let chunks = std::iter::from_fn(move || {
+            let part: Vec<(usize, Record)> = records.by_ref().take(chunk).collect();
+            (!part.is_empty()).then_some(part)
+        });
         let mut sends = futures_util::stream::iter(chunks)
-            .map(
-                |(idx, items, trims)| async move { (idx, send(conn, scripts, items, trims).await) },
-            )
+            .map(|part| async move {
+                let mut done = Vec::with_capacity(part.len());
+                let (mut idx, mut items) = (Vec::with_capacity(part.len()), Vec::new());
+                for (i, r) in part {
+                    match prepare(
+                        &inner.keys,
+                        scripts,
+                        spec,
+                        r,
+                        &self.round_robin,
+                        inner.config.max_message_bytes,
+                    ) {
+                        Ok(p) => {
+                            idx.push(i);
+                            items.push(p);
+                        }
+                        Err(e) => done.push((i, Err(e))),
+                    }
+                }
+                if !items.is_empty() {
+                    let trims = self
+                        .trimmer
+                        .lock()
+                        .map(|mut t| t.due(scripts, self.config.trim_interval, items.iter()))
+                        .unwrap_or_default();
+                    done.extend(idx.into_iter().zip(send(conn, scripts, items, trims).await));
+                }
+                done
+            })
             .buffered(self.config.max_in_flight.max(1));
-        while let Some((idx, res)) = sends.next().await {
-            for (i, r) in idx.into_iter().zip(res) {
+        let mut out: Vec<Option<Result<Receipt>>> = Vec::new();
+        while let Some(done) = sends.next().await {
+            for (i, r) in done {
+                if out.len() <= i {
+                    out.resize_with(i + 1, || None);
+                }
                 out[i] = Some(r);
             }
         }

@@ -119,9 +119,18 @@ async fn batch_publish_returns_one_result_per_record_in_order() {
         .collect();
     // One bad record fails alone.
     records.insert(10, Record::raw(vec![]).priority(5));
+    // So does the last one.
+    records.push(Record::raw(vec![]).priority(5));
     let results = c.publish_batch("batch", records).await.unwrap();
-    assert_eq!(results.len(), 2_501);
+    assert_eq!(results.len(), 2_502);
     assert!(matches!(results[10], Err(Error::LaneOutOfRange { .. })));
+    assert!(matches!(results[2_501], Err(Error::LaneOutOfRange { .. })));
+    // A batch of nothing but bad records sends nothing and says so.
+    let alone = c
+        .publish_batch("batch", vec![Record::raw(vec![]).priority(5)])
+        .await
+        .unwrap();
+    assert!(matches!(alone[..], [Err(Error::LaneOutOfRange { .. })]));
     let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(ok.len(), 2_500);
     let msgs = read_all(&c, "batch").await;
