@@ -5,7 +5,7 @@
 -- so epochs keep growing even after Redis lost recent writes (a restart
 -- with appendfsync everysec, a failover to a lagging replica) as long as its
 -- clock does not go back further than what was lost.
--- KEYS[1] lease (hash: owner, epoch, expires ms)
+-- KEYS[1] lease (hash: owner, epoch, expires ms, fence)
 -- ARGV[1] member id  ARGV[2] lease ttl ms  ARGV[3] epoch the caller holds (0 if none)
 -- Returns {1, epoch} when held, {0, owner, expires} when another holds it.
 local t = redis.call('TIME')
@@ -20,6 +20,8 @@ if live and owner ~= ARGV[1] then
 end
 if not (live and owner == ARGV[1] and epoch == tonumber(ARGV[3])) then
   epoch = math.max(epoch + 1, now)
+  -- A new holder starts with no fence (see read_fenced).
+  redis.call('HDEL', KEYS[1], 'fence')
 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch,
   'expires', now + tonumber(ARGV[2]))

@@ -3,17 +3,24 @@
 -- `ack` fences the ack): a member whose lease moved on while it was paused or
 -- cut off cannot take entries that are now the new owner's; they would sit
 -- in its pending list, unseen, while later entries of their keys ran.
--- KEYS[1] lease (hash: owner, epoch, expires ms)
+-- The fence is the holder's own: before re-reading its pending entries
+-- after a read whose reply was lost, the holder writes a fresh one, so that
+-- read, if it reaches Redis only now, carries the old value and reads
+-- nothing (on a single server a WATCH of the lease does the same).
+-- KEYS[1] lease (hash: owner, epoch, expires ms, fence)
 -- KEYS[2..] the streams, in priority order: lanes 0.., then the group's retry stream
 -- ARGV[1] group  ARGV[2] member id  ARGV[3] epoch  ARGV[4] most entries to read
--- Returns -1 when the lease is not the caller's (nothing read). Otherwise
+-- ARGV[5] the fence the caller last wrote ("" if none since it took the lease)
+-- Returns -1 when the lease is not the caller's at that epoch and fence
+-- (nothing read). Otherwise
 -- {reads, last}: reads = {{stream, entries}, ...} as XREADGROUP replies them;
 -- when nothing was read, last[i] is the newest entry id of KEYS[i + 1] ("0-0"
 -- if none), for an XREAD that wakes the caller on anything newer.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'expires')
-if lease[1] ~= ARGV[2] or lease[2] ~= ARGV[3] or tonumber(lease[3] or '0') <= now then
+local lease = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'expires', 'fence')
+if lease[1] ~= ARGV[2] or lease[2] ~= ARGV[3] or tonumber(lease[3] or '0') <= now
+    or (lease[4] or '') ~= ARGV[5] then
   return -1
 end
 local left = tonumber(ARGV[4])

@@ -615,6 +615,86 @@ async fn departed_members_consumers_are_forgotten_after_the_retention() {
     );
 }
 
+/// The cluster's fenced read (a script) carries the fence its holder last
+/// wrote: a read sent before the holder wrote a new one (its reply lost, the
+/// request itself late) reads nothing, and a new holder starts unfenced.
+#[tokio::test]
+async fn a_late_script_read_carrying_an_old_fence_reads_nothing() {
+    let c = client("late-fence").await;
+    c.create_topic(&TopicSpec::new("lf", 1).unwrap())
+        .await
+        .unwrap();
+    c.create_group("lf", "g", &StartAt::Earliest).await.unwrap();
+    c.publish_record("lf", Record::encode(&1u32).unwrap())
+        .await
+        .unwrap();
+    let lease = c.keys().lease("lf", 0, "g");
+    let stream = c.keys().stream("lf", 0, 0);
+    let acquire = redis::Script::new(include_str!("../lua/lease_acquire.lua"));
+    let read = redis::Script::new(include_str!("../lua/read_fenced.lua"));
+    let mut conn = c.connection();
+    let hset_fence = |v: &str| redis::cmd("HSET").arg(&lease).arg("fence").arg(v).clone();
+    let _: i64 = hset_fence("a-former-holders")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (held, epoch): (i64, u64) = acquire
+        .key(&lease)
+        .arg("m1")
+        .arg(30_000)
+        .arg(0)
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(held, 1);
+    let fence: Option<String> = redis::cmd("HGET")
+        .arg(&lease)
+        .arg("fence")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fence, None, "a new holder starts with no fence");
+    let pending = || {
+        let (stream, mut conn) = (stream.clone(), c.connection());
+        async move {
+            let v: Vec<redis::Value> = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg("g")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            redis::from_redis_value::<i64>(v[0].clone()).unwrap()
+        }
+    };
+    // The holder re-reads its own pending entries after a lost reply: it
+    // writes a fresh fence first.
+    let _: i64 = hset_fence("n1").query_async(&mut conn).await.unwrap();
+    let read_with = |fence: &'static str| {
+        let (read, lease, stream) = (read.clone(), lease.clone(), stream.clone());
+        let mut conn = c.connection();
+        async move {
+            let v: redis::Value = read
+                .key(&lease)
+                .key(&stream)
+                .arg("g")
+                .arg("m1")
+                .arg(epoch)
+                .arg(10)
+                .arg(fence)
+                .invoke_async(&mut conn)
+                .await
+                .unwrap();
+            v
+        }
+    };
+    let late = read_with("").await;
+    assert_eq!(late, redis::Value::Int(-1));
+    assert_eq!(pending().await, 0, "the late read took nothing");
+    let now = read_with("n1").await;
+    assert!(matches!(now, redis::Value::Array(_)), "{now:?}");
+    assert_eq!(pending().await, 1, "the current read took the entry");
+}
+
 /// The entry ids in an XREADGROUP reply.
 fn stream_ids(v: &redis::Value) -> Vec<String> {
     use redis::Value;

@@ -145,6 +145,8 @@ pub(crate) async fn read_new(
 pub(crate) struct FencedPart<'a> {
     pub partition: u32,
     pub epoch: u64,
+    /// The lease's `fence` value the holder last wrote ("" if none).
+    pub fence: String,
     pub lease: String,
     pub sources: Vec<&'a Source>,
 }
@@ -179,11 +181,12 @@ pub(crate) async fn read_fenced(
             let epoch = p.epoch.to_string();
             let mut keys: Vec<&str> = vec![&p.lease];
             keys.extend(p.sources.iter().map(|s| s.key.as_str()));
-            let argv: [&[u8]; 4] = [
+            let argv: [&[u8]; 5] = [
                 group.as_bytes(),
                 member.as_bytes(),
                 epoch.as_bytes(),
                 count.as_bytes(),
+                p.fence.as_bytes(),
             ];
             vec![script.cmd(&keys, &argv[..])]
         })

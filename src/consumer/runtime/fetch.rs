@@ -214,7 +214,7 @@ impl Rt {
         }
         // After a lost reply, what we were delivered unseen comes first.
         for &(p, epoch) in to_resync {
-            self.fence_stale_reads(p).await?;
+            self.fence_stale_reads(p, epoch).await?;
             let mut got = Vec::new();
             for src in self.sources(&[p]) {
                 got.extend(self.recover_own(&src, epoch).await?);
@@ -281,12 +281,20 @@ impl Rt {
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let keys = self.client.keys();
         let sources: Vec<Vec<Source>> = read.iter().map(|(p, _)| self.sources(&[*p])).collect();
+        let fences: Vec<String> = {
+            let st = self.lock();
+            read.iter()
+                .map(|(p, _)| st.owned.get(p).map(|o| o.fence.clone()).unwrap_or_default())
+                .collect()
+        };
         let parts: Vec<FencedPart<'_>> = read
             .iter()
             .zip(&sources)
-            .map(|((p, epoch), srcs)| FencedPart {
+            .zip(fences)
+            .map(|(((p, epoch), srcs), fence)| FencedPart {
                 partition: *p,
                 epoch: *epoch,
+                fence,
                 lease: keys.lease(topic, *p, group),
                 sources: srcs.iter().collect(),
             })
@@ -466,19 +474,26 @@ impl Rt {
     /// were sent, so writing the lease now (a counter beside owner and
     /// epoch, a fresh value each time) makes such a read's `EXEC` do nothing if it comes later; if it
     /// came sooner, the re-read (after this write, on the same connection)
-    /// sees what it delivered. On a cluster the read is a script checking
-    /// owner and epoch, which this does not fence (see docs/guarantees.md).
-    async fn fence_stale_reads(&self, p: u32) -> Result<()> {
+    /// sees what it delivered. On a cluster the read is a script that
+    /// carries the fence we last wrote, so such a read finds a newer one and
+    /// reads nothing.
+    async fn fence_stale_reads(&self, p: u32, epoch: u64) -> Result<()> {
         if self.s.mode != Mode::Ordered {
             return Ok(());
         }
         let lease = self.client.keys().lease(&self.spec.name, p, &self.s.group);
+        let fence = crate::producer::unique_nonce().to_string();
         let _: i64 = redis::cmd("HSET")
             .arg(lease)
             .arg("fence")
-            .arg(crate::producer::unique_nonce())
+            .arg(&fence)
             .query_async(&mut self.client.connection())
             .await?;
+        if let Some(o) = self.lock().owned.get_mut(&p)
+            && o.epoch == epoch
+        {
+            o.fence = fence;
+        }
         Ok(())
     }
 

@@ -64,6 +64,9 @@ struct Owned {
     in_flight: usize,
     /// Reads in progress that include this partition.
     reading: usize,
+    /// The lease's `fence` value this member last wrote (empty since it took
+    /// the lease): the cluster's fenced read carries it.
+    fence: String,
 }
 
 impl Owned {
@@ -78,6 +81,7 @@ impl Owned {
             resync: false,
             in_flight: 0,
             reading: 0,
+            fence: String::new(),
         }
     }
 }
