@@ -121,6 +121,20 @@ impl Client {
         Producer::start(self.clone(), config)
     }
 
+    /// [`Client::query_grouped`] for commands that only read: sent once
+    /// more if the first try met a connection Redis dropped (after a
+    /// restart, the multiplexed connection fails its next command while it
+    /// reconnects).
+    pub(crate) async fn read_grouped(&self, groups: Vec<Vec<Cmd>>) -> Result<Vec<Vec<Value>>> {
+        match self.query_grouped(groups.clone()).await {
+            Err(Error::Redis(e)) if e.is_connection_dropped() || e.is_io_error() => {
+                tracing::debug!(error = %e, "read met a dropped connection; sent again");
+                self.query_grouped(groups).await
+            }
+            other => other,
+        }
+    }
+
     /// Runs groups of commands; each group must stay within one slot.
     /// On a single server everything goes in one pipeline; on a cluster each
     /// group is its own pipeline, all in flight at once. Returns each

@@ -120,7 +120,7 @@ impl Reader {
                         .arg(1)
                         .clone()
                 });
-                let replies = client.query_grouped(groups.cmds).await?;
+                let replies = client.read_grouped(groups.cmds).await?;
                 for (i, v) in groups.order.iter().zip(replies.into_iter().flatten()) {
                     let l = &mut lanes[*i];
                     if let Some(m) = parse_entries(topic, l.partition, l.lane, check(v)?)?.pop() {
@@ -196,7 +196,7 @@ impl Reader {
                 .arg(count)
                 .clone()
         });
-        let replies = self.client.query_grouped(groups.cmds).await?;
+        let replies = self.client.read_grouped(groups.cmds).await?;
         for (j, v) in groups.order.iter().zip(replies.into_iter().flatten()) {
             let i = need[*j];
             let l = &mut self.lanes[i];

@@ -154,3 +154,59 @@ async fn an_old_server_is_refused_with_a_clear_error() {
     );
     assert!(err.is_unreachable(), "the CLI exits 3 for it");
 }
+
+/// A reader (as `millrace tail --follow` uses) goes on across a Redis
+/// restart without an error: its reads are idempotent, so one that met the
+/// dropped connection is sent again on the new one.
+#[tokio::test]
+async fn a_reader_reads_on_across_a_restart() {
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let url = server.url();
+    let config = || {
+        Config::new(&url)
+            .unwrap()
+            .response_timeout(Duration::from_secs(2))
+    };
+    let c = Client::connect(config()).await.unwrap();
+    // One partition: across partitions, time order is only as fine as a ms.
+    c.create_topic(&TopicSpec::new("feed", 1).unwrap())
+        .await
+        .unwrap();
+    let recs: Vec<Record> = (0..4u32).map(|i| Record::encode(&i).unwrap()).collect();
+    c.publish_batch("feed", recs).await.unwrap();
+    let mut all = c
+        .reader("feed", millrace::StartAt::Earliest)
+        .await
+        .unwrap()
+        .batch(1);
+    let first: u32 = all.next().await.unwrap().unwrap().decode().unwrap();
+    assert_eq!(first, 0);
+
+    server.restart();
+    // The next read goes over the multiplexed connection Redis dropped.
+    let mut rest = Vec::new();
+    while let Some(m) = all.next().await.unwrap() {
+        rest.push(m.decode::<u32>().unwrap());
+    }
+    assert_eq!(rest, [1, 2, 3]);
+
+    // Following: a blocking wait, then the restart, then a publish from
+    // another client.
+    let mut follow = c
+        .reader("feed", millrace::StartAt::Latest)
+        .await
+        .unwrap()
+        .follow(true);
+    server.restart();
+    let other = Client::connect(config()).await.unwrap();
+    other
+        .publish_record("feed", Record::encode(&7u32).unwrap())
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(20), follow.next())
+        .await
+        .expect("the reader saw the publish")
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.decode::<u32>().unwrap(), 7);
+}
