@@ -737,3 +737,48 @@ async fn a_group_can_consume_the_dead_letter_view_to_alert() {
         .unwrap_err();
     assert!(err.to_string().contains("read-only"), "{err}");
 }
+
+/// Shared-mode retries pass through the group's retry stream; once acked
+/// they are trimmed away (the next time retries move), so the stream does
+/// not grow with every retry ever made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_retries_are_trimmed_from_the_retry_stream() {
+    let c = client("retry-trim").await;
+    c.create_topic(&TopicSpec::new("bumpy", 1).unwrap())
+        .await
+        .unwrap();
+    let w = Worker::builder(&c, "g")
+        .mode(Mode::Shared)
+        .retry(fixed(3, 20))
+        .handle_raw("bumpy", move |msg, ctx| {
+            let n: u32 = msg.decode().unwrap_or(0);
+            async move {
+                if ctx.attempt == 1 && (n < 300 || n == 1_000) {
+                    Err(HandlerError::retry("first try fails"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let recs: Vec<Record> = (0..300u32).map(|i| Record::encode(&i).unwrap()).collect();
+    c.publish_batch("bumpy", recs).await.unwrap();
+    until("300 handled", 30, || w.stats().acked == 300).await;
+    // One more retry: moving it trims what the group acked before.
+    c.publish_record("bumpy", Record::encode(&1_000u32).unwrap())
+        .await
+        .unwrap();
+    until("the last one handled", 10, || w.stats().acked == 301).await;
+    w.shutdown().await.unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(c.keys().retry_stream("bumpy", 0, "g"))
+        .query_async(&mut c.connection())
+        .await
+        .unwrap();
+    // `MINID ~` removes whole stream nodes (100 entries here): at most the
+    // last node before the new retry stays, against 301 retries made.
+    assert!(len <= 101, "{len} entries left in the retry stream");
+    assert_eq!(c.describe_group("bumpy", "g").await.unwrap().pending, 0);
+}

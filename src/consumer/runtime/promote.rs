@@ -41,6 +41,7 @@ pub(crate) async fn promote_once(
     let topic = &spec.name;
     let maxlen = spec.max_len.map(|n| n.to_string()).unwrap_or_default();
     let chunk = CHUNK.to_string();
+    let retention = spec.retention.as_millis().to_string();
     loop {
         let cmds: Vec<Vec<redis::Cmd>> = partitions
             .iter()
@@ -55,7 +56,7 @@ pub(crate) async fn promote_once(
                 if let Some(g) = group {
                     v.push(scripts.promote_retry.cmd(
                         &[keys.retry(topic, p, g), keys.retry_stream(topic, p, g)],
-                        &[chunk.as_str()][..],
+                        &[chunk.as_str(), g, retention.as_str()][..],
                     ));
                 }
                 v
