@@ -538,10 +538,88 @@ impl Rig {
                 return None;
             }
             if Instant::now() > deadline {
+                left.push_str(&self.stream_state().await);
                 return Some(left);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Each lane stream's counters and each group's position on it, as
+    /// Redis reports them (to tell a stuck group from a miscounted lag).
+    async fn stream_state(&self) -> String {
+        let mut out = String::from("\n  streams:");
+        let mut conn = self.client.connection();
+        let parts = self
+            .client
+            .topic(&self.topic)
+            .await
+            .map(|t| t.partitions)
+            .unwrap_or(0);
+        for p in 0..parts {
+            let key = self.client.keys().stream(&self.topic, p, 0);
+            let fields = |v: redis::Value| -> Vec<(String, String)> {
+                let items = match v {
+                    redis::Value::Array(items) => items,
+                    _ => return Vec::new(),
+                };
+                items
+                    .chunks(2)
+                    .filter_map(|c| match c {
+                        [k, v] => Some((
+                            redis::from_redis_value::<String>(k.clone()).ok()?,
+                            redis::from_redis_value::<String>(v.clone()).unwrap_or_default(),
+                        )),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let stream: redis::Value = redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(redis::Value::Nil);
+            let wanted = [
+                "length",
+                "last-generated-id",
+                "max-deleted-entry-id",
+                "entries-added",
+                "recorded-first-entry-id",
+            ];
+            let s: Vec<String> = fields(stream)
+                .into_iter()
+                .filter(|(k, _)| wanted.contains(&k.as_str()))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push_str(&format!("\n    p{p}: {}", s.join(" ")));
+            let groups: redis::Value = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(redis::Value::Nil);
+            if let redis::Value::Array(gs) = groups {
+                for g in gs {
+                    let f: Vec<String> = fields(g)
+                        .into_iter()
+                        .filter(|(k, _)| {
+                            [
+                                "name",
+                                "last-delivered-id",
+                                "entries-read",
+                                "lag",
+                                "pending",
+                            ]
+                            .contains(&k.as_str())
+                        })
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    out.push_str(&format!("\n      {}", f.join(" ")));
+                }
+            }
+        }
+        out
     }
 
     async fn dead_lettered(&self, group: &str) -> HashSet<(u32, u32)> {

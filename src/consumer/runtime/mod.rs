@@ -280,15 +280,17 @@ impl TopicRuntime {
         let _ = self.coordinator.await;
         let held: Vec<Held> = rt.lock().owned.iter().map(|(p, o)| (*p, o.epoch)).collect();
         if rt.s.mode == Mode::Ordered && !held.is_empty() {
-            rt.client
-                .lease_release(&rt.spec.name, &rt.s.group, &rt.s.member, &held)
-                .await?;
+            retrying(|| {
+                rt.client
+                    .lease_release(&rt.spec.name, &rt.s.group, &rt.s.member, &held)
+            })
+            .await?;
             tracing::info!(topic = %rt.spec.name, group = %rt.s.group,
                 released = ?held.iter().map(|h| h.0).collect::<Vec<_>>(), "released partitions");
         }
         rt.lock().owned.clear();
-        rt.client
-            .group_heartbeat(
+        retrying(|| {
+            rt.client.group_heartbeat(
                 &rt.spec.name,
                 &rt.s.group,
                 &rt.s.member,
@@ -296,7 +298,8 @@ impl TopicRuntime {
                 rt.s.is_static,
                 true,
             )
-            .await?;
+        })
+        .await?;
         Ok(())
     }
 
@@ -308,6 +311,30 @@ impl TopicRuntime {
         self.acker.abort();
         self.promoter.abort();
     }
+}
+
+/// Runs an idempotent step of the shutdown (releasing leases, leaving the
+/// group) again while the failure is one that passes: the first command
+/// after a cut connection fails while the connection is made again. Up to
+/// five tries over about 1.5 s; then the error stands (the leases and the
+/// membership expire by themselves).
+async fn retrying<T, F, Fut>(mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..4 {
+        match step().await {
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(error = %e, "shutdown step failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    step().await
 }
 
 impl Rt {
