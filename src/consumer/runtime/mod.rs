@@ -316,8 +316,8 @@ impl TopicRuntime {
 /// Runs an idempotent step of the shutdown (releasing leases, leaving the
 /// group) again while the failure is one that passes: the first command
 /// after a cut connection fails while the connection is made again. Up to
-/// five tries over about 1.5 s; then the error stands (the leases and the
-/// membership expire by themselves).
+/// five tries, 0.75 s of waiting in all; then the error stands (the leases
+/// and the membership expire by themselves).
 async fn retrying<T, F, Fut>(mut step: F) -> Result<T>
 where
     F: FnMut() -> Fut,
