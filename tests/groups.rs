@@ -362,6 +362,13 @@ async fn a_message_that_waited_past_a_lease_change_starts_only_at_the_new_epoch(
         .await
         .unwrap();
     // Two keys: both are dispatched at once, one waits for the next permit.
+    // Published just after a rate window (fixed, 2 s) begins, so the second
+    // waits most of a window: time for the lease to move meanwhile.
+    support::wait_until(Duration::from_secs(5), "a rate window to begin", || {
+        let c = c.clone();
+        async move { c.redis_time_ms().await.unwrap() % 2_000 < 150 }
+    })
+    .await;
     let recs = vec![
         Record::encode(&1u32).unwrap().key("a"),
         Record::encode(&2u32).unwrap().key("b"),
