@@ -121,20 +121,6 @@ impl Client {
         Producer::start(self.clone(), config)
     }
 
-    /// [`Client::query_grouped`] for commands that only read: sent once
-    /// more if the first try met a connection Redis dropped (after a
-    /// restart, the multiplexed connection fails its next command while it
-    /// reconnects).
-    pub(crate) async fn read_grouped(&self, groups: Vec<Vec<Cmd>>) -> Result<Vec<Vec<Value>>> {
-        match self.query_grouped(groups.clone()).await {
-            Err(Error::Redis(e)) if e.is_connection_dropped() || e.is_io_error() => {
-                tracing::debug!(error = %e, "read met a dropped connection; sent again");
-                self.query_grouped(groups).await
-            }
-            other => other,
-        }
-    }
-
     /// Runs groups of commands; each group must stay within one slot.
     /// On a single server everything goes in one pipeline; on a cluster each
     /// group is its own pipeline, all in flight at once. Returns each
@@ -196,4 +182,28 @@ pub(crate) fn check(v: Value) -> Result<Value> {
         Value::ServerError(e) => Err(Error::from(redis::RedisError::from(e))),
         other => Ok(other),
     }
+}
+
+/// Runs an idempotent Redis step (a read, releasing a lease, leaving a
+/// group) again while its failure is one that passes: after a restart or a
+/// cut, the multiplexed connection fails its next command while it
+/// reconnects. Up to five tries, 0.75 s of waiting in all; then the error
+/// stands.
+pub(crate) async fn idempotent<T, F, Fut>(mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = std::time::Duration::from_millis(50);
+    for _ in 0..4 {
+        match step().await {
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(error = %e, "idempotent step failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    step().await
 }

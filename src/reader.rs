@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use redis::Value;
 
-use crate::client::{Client, check};
+use crate::client::{Client, check, idempotent};
 use crate::envelope::{Message, StreamId, parse_entries, parse_entry};
 use crate::error::{Error, Result};
 use crate::topic::TopicSpec;
@@ -120,7 +120,7 @@ impl Reader {
                         .arg(1)
                         .clone()
                 });
-                let replies = client.read_grouped(groups.cmds).await?;
+                let replies = idempotent(|| client.query_grouped(groups.cmds.clone())).await?;
                 for (i, v) in groups.order.iter().zip(replies.into_iter().flatten()) {
                     let l = &mut lanes[*i];
                     if let Some(m) = parse_entries(topic, l.partition, l.lane, check(v)?)?.pop() {
@@ -196,7 +196,7 @@ impl Reader {
                 .arg(count)
                 .clone()
         });
-        let replies = self.client.read_grouped(groups.cmds).await?;
+        let replies = idempotent(|| self.client.query_grouped(groups.cmds.clone())).await?;
         for (j, v) in groups.order.iter().zip(replies.into_iter().flatten()) {
             let i = need[*j];
             let l = &mut self.lanes[i];

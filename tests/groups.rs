@@ -448,21 +448,37 @@ async fn describe_group_reports_lag_and_pending() {
     ));
 }
 
-#[tokio::test]
-async fn retention_keeps_what_a_live_group_has_not_handled() {
+/// A one-partition topic with 300 ms retention and a group on it, and a
+/// producer that trims on every publish.
+async fn short_retention_topic(c: &Client, topic: &str, group: &str) -> millrace::Producer {
     use millrace::producer::ProducerConfig;
-    let c = client("retention-groups").await;
     let retention = Duration::from_millis(300);
-    c.create_topic(&TopicSpec::new("kept", 1).unwrap().retention(retention))
+    c.create_topic(&TopicSpec::new(topic, 1).unwrap().retention(retention))
         .await
         .unwrap();
-    c.create_group("kept", "slow", &StartAt::Earliest)
+    c.create_group(topic, group, &StartAt::Earliest)
         .await
         .unwrap();
-    let producer = c.producer_with(ProducerConfig {
+    c.producer_with(ProducerConfig {
         trim_interval: Duration::ZERO,
         ..ProducerConfig::default()
-    });
+    })
+}
+
+/// Until Redis's clock is past that retention.
+async fn wait_past_retention(c: &Client) {
+    let t0 = c.redis_time_ms().await.unwrap();
+    support::wait_until(Duration::from_secs(5), "retention passes", || {
+        let c = c.clone();
+        async move { c.redis_time_ms().await.unwrap() > t0 + 400 }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retention_keeps_what_a_live_group_has_not_handled() {
+    let c = client("retention-groups").await;
+    let producer = short_retention_topic(&c, "kept", "slow").await;
     let publish = |from: u32, n: u32| {
         let producer = producer.clone();
         async move {
@@ -482,15 +498,6 @@ async fn retention_keeps_what_a_live_group_has_not_handled() {
         }
         out
     };
-    let wait_past_retention = |c: Client| async move {
-        let t0 = c.redis_time_ms().await.unwrap();
-        support::wait_until(Duration::from_secs(5), "retention passes", || {
-            let c = c.clone();
-            async move { c.redis_time_ms().await.unwrap() > t0 + 400 }
-        })
-        .await;
-    };
-
     publish(0, 500).await;
     // The group handles the first 100 (read and ack).
     let v: redis::Value = redis::cmd("XREADGROUP")
@@ -516,7 +523,7 @@ async fn retention_keeps_what_a_live_group_has_not_handled() {
         .unwrap();
 
     // Past retention, the member still alive (it touches the stream).
-    wait_past_retention(c.clone()).await;
+    wait_past_retention(&c).await;
     // (Reading its own history counts as activity without taking more.)
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
@@ -539,7 +546,7 @@ async fn retention_keeps_what_a_live_group_has_not_handled() {
 
     // A group whose members are all gone for longer than the retention
     // stops holding trimming back.
-    wait_past_retention(c.clone()).await;
+    wait_past_retention(&c).await;
     publish(600, 100).await;
     let left = values(c.clone()).await;
     let old = left.iter().filter(|v| **v < 600).count();
@@ -551,19 +558,8 @@ async fn retention_keeps_what_a_live_group_has_not_handled() {
 /// nothing pending, and keeps the rest.
 #[tokio::test]
 async fn departed_members_consumers_are_forgotten_after_the_retention() {
-    use millrace::producer::ProducerConfig;
     let c = client("forget-consumers").await;
-    let retention = Duration::from_millis(300);
-    c.create_topic(&TopicSpec::new("tidy", 1).unwrap().retention(retention))
-        .await
-        .unwrap();
-    c.create_group("tidy", "g", &StartAt::Earliest)
-        .await
-        .unwrap();
-    let producer = c.producer_with(ProducerConfig {
-        trim_interval: Duration::ZERO,
-        ..ProducerConfig::default()
-    });
+    let producer = short_retention_topic(&c, "tidy", "g").await;
     let recs: Vec<Record> = (0..3u32).map(|i| Record::encode(&i).unwrap()).collect();
     producer.publish_batch("tidy", recs).await.unwrap();
     let stream = c.keys().stream("tidy", 0, 0);
@@ -590,12 +586,7 @@ async fn departed_members_consumers_are_forgotten_after_the_retention() {
         .await
         .unwrap();
     let _: redis::Value = read("holder").query_async(&mut conn).await.unwrap();
-    let t0 = c.redis_time_ms().await.unwrap();
-    support::wait_until(Duration::from_secs(5), "retention passes", || {
-        let c = c.clone();
-        async move { c.redis_time_ms().await.unwrap() > t0 + 400 }
-    })
-    .await;
+    wait_past_retention(&c).await;
     // "live" reads just now, then a publish trims.
     let _: redis::Value = read("live").query_async(&mut conn).await.unwrap();
     producer

@@ -549,7 +549,7 @@ impl Rig {
     /// Redis reports them (to tell a stuck group from a miscounted lag).
     async fn stream_state(&self) -> String {
         let mut out = String::from("\n  streams:");
-        let mut conn = self.client.connection();
+        let conn = self.client.connection();
         let parts = self
             .client
             .topic(&self.topic)
@@ -558,28 +558,16 @@ impl Rig {
             .unwrap_or(0);
         for p in 0..parts {
             let key = self.client.keys().stream(&self.topic, p, 0);
-            let fields = |v: redis::Value| -> Vec<(String, String)> {
-                let items = match v {
-                    redis::Value::Array(items) => items,
-                    _ => return Vec::new(),
-                };
-                items
-                    .chunks(2)
-                    .filter_map(|c| match c {
-                        [k, v] => Some((
-                            redis::from_redis_value::<String>(k.clone()).ok()?,
-                            redis::from_redis_value::<String>(v.clone()).unwrap_or_default(),
-                        )),
-                        _ => None,
-                    })
-                    .collect()
+            let xinfo = |what: &'static str| {
+                let cmd = redis::cmd("XINFO").arg(what).arg(&key).clone();
+                let mut conn = conn.clone();
+                async move {
+                    cmd.query_async::<redis::Value>(&mut conn)
+                        .await
+                        .unwrap_or(redis::Value::Nil)
+                }
             };
-            let stream: redis::Value = redis::cmd("XINFO")
-                .arg("STREAM")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or(redis::Value::Nil);
+            let stream = xinfo("STREAM").await;
             let wanted = [
                 "length",
                 "last-generated-id",
@@ -587,35 +575,17 @@ impl Rig {
                 "entries-added",
                 "recorded-first-entry-id",
             ];
-            let s: Vec<String> = fields(stream)
-                .into_iter()
-                .filter(|(k, _)| wanted.contains(&k.as_str()))
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            out.push_str(&format!("\n    p{p}: {}", s.join(" ")));
-            let groups: redis::Value = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or(redis::Value::Nil);
-            if let redis::Value::Array(gs) = groups {
-                for g in gs {
-                    let f: Vec<String> = fields(g)
-                        .into_iter()
-                        .filter(|(k, _)| {
-                            [
-                                "name",
-                                "last-delivered-id",
-                                "entries-read",
-                                "lag",
-                                "pending",
-                            ]
-                            .contains(&k.as_str())
-                        })
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    out.push_str(&format!("\n      {}", f.join(" ")));
+            out.push_str(&format!("\n    p{p}: {}", info_fields(&stream, &wanted)));
+            if let redis::Value::Array(groups) = xinfo("GROUPS").await {
+                let wanted = [
+                    "name",
+                    "last-delivered-id",
+                    "entries-read",
+                    "lag",
+                    "pending",
+                ];
+                for g in &groups {
+                    out.push_str(&format!("\n      {}", info_fields(g, &wanted)));
                 }
             }
         }
@@ -969,6 +939,24 @@ impl Report {
             self.order_violations
         );
     }
+}
+
+/// `name=value` for the `wanted` fields of an `XINFO` reply (RESP2 pairs).
+fn info_fields(v: &redis::Value, wanted: &[&str]) -> String {
+    let redis::Value::Array(items) = v else {
+        return String::new();
+    };
+    let text = |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).unwrap_or_default();
+    items
+        .chunks(2)
+        .filter_map(|c| match c {
+            [k, v] if wanted.contains(&text(k).as_str()) => {
+                Some(format!("{}={}", text(k), text(v)))
+            }
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Sums a counter's samples on a worker's `/metrics`.

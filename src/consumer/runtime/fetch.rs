@@ -281,25 +281,26 @@ impl Rt {
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let keys = self.client.keys();
         let sources: Vec<Vec<Source>> = read.iter().map(|(p, _)| self.sources(&[*p])).collect();
-        let fences: Vec<String> = {
-            let st = self.lock();
+        let cluster = self.client.connection().is_cluster();
+        // Only the cluster's script read carries the fence (on a single
+        // server a WATCH of the lease does that job).
+        let parts: Vec<FencedPart<'_>> = {
+            let st = cluster.then(|| self.lock());
             read.iter()
-                .map(|(p, _)| st.owned.get(p).map(|o| o.fence.clone()).unwrap_or_default())
+                .zip(&sources)
+                .map(|((p, epoch), srcs)| FencedPart {
+                    partition: *p,
+                    epoch: *epoch,
+                    fence: st
+                        .as_ref()
+                        .and_then(|st| st.owned.get(p))
+                        .map(|o| o.fence.clone())
+                        .unwrap_or_default(),
+                    lease: keys.lease(topic, *p, group),
+                    sources: srcs.iter().collect(),
+                })
                 .collect()
         };
-        let parts: Vec<FencedPart<'_>> = read
-            .iter()
-            .zip(&sources)
-            .zip(fences)
-            .map(|(((p, epoch), srcs), fence)| FencedPart {
-                partition: *p,
-                epoch: *epoch,
-                fence,
-                lease: keys.lease(topic, *p, group),
-                sources: srcs.iter().collect(),
-            })
-            .collect();
-        let cluster = self.client.connection().is_cluster();
         let got = if cluster {
             read_fenced(&self.client, topic, group, me, &parts, self.s.batch).await?
         } else {

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handler::RawHandler;
 use super::{WorkerSettings, WorkerStats};
-use crate::client::Client;
+use crate::client::{Client, idempotent};
 use crate::envelope::{Message, StreamId};
 use crate::error::Result;
 use crate::group::Mode;
@@ -280,7 +280,7 @@ impl TopicRuntime {
         let _ = self.coordinator.await;
         let held: Vec<Held> = rt.lock().owned.iter().map(|(p, o)| (*p, o.epoch)).collect();
         if rt.s.mode == Mode::Ordered && !held.is_empty() {
-            retrying(|| {
+            idempotent(|| {
                 rt.client
                     .lease_release(&rt.spec.name, &rt.s.group, &rt.s.member, &held)
             })
@@ -289,7 +289,7 @@ impl TopicRuntime {
                 released = ?held.iter().map(|h| h.0).collect::<Vec<_>>(), "released partitions");
         }
         rt.lock().owned.clear();
-        retrying(|| {
+        idempotent(|| {
             rt.client.group_heartbeat(
                 &rt.spec.name,
                 &rt.s.group,
@@ -311,30 +311,6 @@ impl TopicRuntime {
         self.acker.abort();
         self.promoter.abort();
     }
-}
-
-/// Runs an idempotent step of the shutdown (releasing leases, leaving the
-/// group) again while the failure is one that passes: the first command
-/// after a cut connection fails while the connection is made again. Up to
-/// five tries, 0.75 s of waiting in all; then the error stands (the leases
-/// and the membership expire by themselves).
-async fn retrying<T, F, Fut>(mut step: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut delay = Duration::from_millis(50);
-    for _ in 0..4 {
-        match step().await {
-            Err(e) if e.is_retryable() => {
-                tracing::debug!(error = %e, "shutdown step failed; trying again");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            other => return other,
-        }
-    }
-    step().await
 }
 
 impl Rt {
