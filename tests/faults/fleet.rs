@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::verdict::{Cause, Exit};
+
 const BIN: &str = env!("CARGO_BIN_EXE_millrace");
 
 /// What every worker of the fleet runs.
@@ -29,6 +31,8 @@ pub struct Fleet {
     incarnations: usize,
     /// Whether a worker was ever stopped (SIGSTOP).
     pub paused_ever: bool,
+    /// How every worker process that ended ended.
+    pub exits: Vec<Exit>,
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -56,6 +60,7 @@ impl Fleet {
             slots: (0..slots).map(|_| None).collect(),
             incarnations: 0,
             paused_ever: false,
+            exits: Vec::new(),
         }
     }
 
@@ -107,7 +112,7 @@ impl Fleet {
             toml.push_str(&format!(
                 "\n[[consumers]]\ntopic = \"{}\"\ngroup = \"{g}\"\nmode = \"ordered\"\nconcurrency = {}\n\
                  [consumers.retry]\nmax_attempts = {}\nbackoff = \"fixed\"\ndelay = \"20ms\"\nmax_delay = \"20ms\"\njitter = 0.0\n\
-                 [consumers.handler]\nhttp = \"{}/w/{worker}\"\ntimeout = \"10s\"\n",
+                 [consumers.handler]\nhttp = \"{}/w/{worker}\"\ntimeout = \"20s\"\n",
                 p.topic, p.concurrency, p.max_attempts, p.ledger_url
             ));
         }
@@ -144,22 +149,61 @@ impl Fleet {
         worker
     }
 
+    /// Notes how `worker` ended.
+    fn exited(&mut self, worker: usize, cause: Cause, status: std::process::ExitStatus) {
+        self.exits.push(Exit {
+            worker,
+            cause,
+            code: status.code(),
+            status: status.to_string(),
+        });
+    }
+
+    /// If the worker in `slot` has already exited by itself, notes that
+    /// (it died: the suite did nothing to it) and empties the slot.
+    fn reap_if_dead(&mut self, slot: usize) -> bool {
+        let died = match &mut self.slots[slot] {
+            Some((w, child, _)) => match child.try_wait() {
+                Ok(Some(status)) => Some((*w, status)),
+                _ => None,
+            },
+            None => None,
+        };
+        match died {
+            Some((w, status)) => {
+                self.slots[slot] = None;
+                self.exited(w, Cause::Died, status);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// SIGKILLs the worker in `slot` and reaps it.
     pub fn kill(&mut self, slot: usize) {
-        if let Some((_, mut child, _)) = self.slots[slot].take() {
+        if self.reap_if_dead(slot) {
+            return;
+        }
+        if let Some((w, mut child, _)) = self.slots[slot].take() {
             let _ = child.kill();
-            let _ = child.wait();
+            if let Ok(status) = child.wait() {
+                self.exited(w, Cause::Killed, status);
+            }
         }
     }
 
     /// SIGTERMs the worker in `slot` and waits for it to exit; returns its
     /// exit code.
     pub fn stop(&mut self, slot: usize, within: Duration) -> Option<i32> {
-        let (_, mut child, _) = self.slots[slot].take()?;
+        if self.reap_if_dead(slot) {
+            return None;
+        }
+        let (w, mut child, _) = self.slots[slot].take()?;
         signal(&child, libc::SIGTERM);
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                self.exited(w, Cause::Stopped, status);
                 return status.code();
             }
             if Instant::now() > deadline {
@@ -179,21 +223,13 @@ impl Fleet {
         }
     }
 
-    /// Workers that exited on their own (they should not).
-    pub fn crashed(&mut self) -> Vec<(usize, String)> {
-        let mut out = Vec::new();
-        for s in self.slots.iter_mut() {
-            if let Some((w, child, _)) = s
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                out.push((*w, status.to_string()));
-                *s = None;
-            }
+    /// Notes every worker that has exited by itself (they should not).
+    pub fn reap_dead(&mut self) {
+        for slot in 0..self.slots.len() {
+            self.reap_if_dead(slot);
         }
-        out
     }
 }
-
 impl Drop for Fleet {
     fn drop(&mut self) {
         for slot in 0..self.slots.len() {

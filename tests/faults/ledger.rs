@@ -1,96 +1,94 @@
 //! The ledger: an HTTP endpoint the workers' `http` handlers post to. It
-//! records every handling (which worker process, group, partition, message)
-//! and watches, per group and partition, how many worker processes are
-//! handling at the same moment: more than one breaks exclusivity.
+//! records every request (which worker process, group, partition, message,
+//! epoch, when it started and ended, how it was answered) for the verdicts.
+//!
+//! It trusts nothing millrace says: the partition is computed from the key
+//! (Kafka's partitioner, written in the suite), the key header must match
+//! the body, and a missing or malformed header is a protocol error. It is a
+//! resource fenced by the lease epoch, as docs/guarantees.md tells users to
+//! build one: a request with a lower epoch than one already seen for its
+//! group and partition is refused at its start, and one overtaken by a
+//! higher epoch while it ran is refused at its end (its effect is not kept).
+//! Both are answered 409, a permanent failure: the stale member then tries
+//! to dead-letter the message, which the lease must refuse.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
-/// One finished handling (the handler answered 2xx).
-#[derive(Clone, Debug)]
-pub struct Handling {
-    pub group: String,
-    pub partition: u32,
-    pub key: u32,
-    pub seq: u32,
-    /// The worker process (incarnation) that handled it.
-    pub worker: usize,
-    pub attempt: u32,
-    pub start: Instant,
-}
+use crate::kafka::partition_of;
+use crate::verdict::{Handling, Outcome};
 
 /// How the endpoint answers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Behaviour {
-    /// Time spent per message.
+    /// Time spent per message; 0 to 4 ms more, varied by message, is added
+    /// so overlapping owners are seen whenever they happen.
     pub work: Duration,
     /// Messages whose seq is a multiple of this fail (503) on attempt 1.
     pub fail_first_attempt_every: Option<u32>,
-    /// The message `(key, seq)` takes this long (a slow handler).
-    pub slow: Option<((u32, u32), Duration)>,
+    /// The first request for each of these messages takes this long.
+    pub slow: Vec<((u32, u32), Duration)>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            work: Duration::from_millis(1),
+            fail_first_attempt_every: None,
+            slow: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
-struct State_ {
-    done: Vec<Handling>,
-    /// (group, partition) -> worker -> handlers running now.
-    active: HashMap<(String, u32), HashMap<usize, usize>>,
-    max_owners: usize,
-    overlaps: Vec<String>,
-    /// (group, partition) -> the highest lease epoch seen: the ledger is a
-    /// resource fenced by the epoch, as docs/guarantees.md tells users to
-    /// build one.
+struct Books {
+    log: Vec<Handling>,
+    /// (group, partition) -> the highest lease epoch seen.
     epochs: HashMap<(String, u32), u64>,
-    /// Handler starts refused for a lower epoch than one already seen.
-    fenced: Vec<String>,
-    /// Handlings in progress right now: (worker, group, seq, key).
-    in_flight: HashMap<u64, (usize, String, u32, u32, u32)>,
+    protocol_errors: Vec<String>,
+    /// Requests running now, by ticket.
+    in_flight: HashMap<u64, Handling>,
     next_ticket: u64,
-    /// Requests the endpoint answered with a failure on purpose.
-    failed_on_purpose: usize,
+    /// Messages (per group) whose first request was seen.
+    requested: std::collections::HashSet<(String, u32, u32)>,
 }
 
 /// Shared by the endpoint and the checks.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Ledger {
-    state: Arc<Mutex<State_>>,
+    books: Arc<Mutex<Books>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    partitions: u32,
 }
 
-/// Ends a handling when dropped: also when a worker dies mid-request and the
-/// server drops the request.
+/// Ends a request when dropped: also when a worker dies mid-request and the
+/// server drops it, which is then logged as `Dropped`.
 struct Running {
     ledger: Ledger,
-    key: (String, u32),
-    worker: usize,
     ticket: u64,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut s = self.ledger.lock();
-        s.in_flight.remove(&self.ticket);
-        if let Some(n) = s
-            .active
-            .get_mut(&self.key)
-            .and_then(|m| m.get_mut(&self.worker))
-        {
-            *n -= 1;
-        }
+        self.ledger.end(self.ticket, Outcome::Dropped);
     }
 }
 
-fn header<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Option<T> {
-    h.get(name)?.to_str().ok()?.parse().ok()
-}
-
 impl Ledger {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State_> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn new(partitions: u32) -> Ledger {
+        Ledger {
+            books: Arc::default(),
+            behaviour: Arc::default(),
+            partitions,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn set_behaviour(&self, b: Behaviour) {
@@ -109,40 +107,23 @@ impl Ledger {
         url
     }
 
-    /// Distinct messages `(key, seq)` handled by `group`.
-    pub fn distinct(&self, group: &str) -> HashSet<(u32, u32)> {
+    /// Every request that ended, in the order they ended.
+    pub fn handlings(&self) -> Vec<Handling> {
+        self.lock().log.clone()
+    }
+
+    /// Messages of `group` handled (answered 2xx).
+    pub fn distinct_done(&self, group: &str) -> std::collections::HashSet<(u32, u32)> {
         self.lock()
-            .done
+            .log
             .iter()
-            .filter(|h| h.group == group)
-            .map(|h| (h.key, h.seq))
+            .filter(|h| h.group == group && h.outcome == Outcome::Done)
+            .map(Handling::msg)
             .collect()
     }
 
-    /// Finished handlings of `group`, duplicates included.
-    pub fn total(&self, group: &str) -> usize {
-        self.lock().done.iter().filter(|h| h.group == group).count()
-    }
-
-    pub fn handlings(&self) -> Vec<Handling> {
-        self.lock().done.clone()
-    }
-
-    pub fn max_owners(&self) -> usize {
-        self.lock().max_owners
-    }
-
-    pub fn overlaps(&self) -> Vec<String> {
-        self.lock().overlaps.clone()
-    }
-
-    /// Handler starts refused because a later epoch had been seen.
-    pub fn fenced(&self) -> Vec<String> {
-        self.lock().fenced.clone()
-    }
-
-    pub fn failed_on_purpose(&self) -> usize {
-        self.lock().failed_on_purpose
+    pub fn protocol_errors(&self) -> Vec<String> {
+        self.lock().protocol_errors.clone()
     }
 
     /// The worker (and partition) handling message `(key, seq)` of `group`
@@ -151,22 +132,82 @@ impl Ledger {
         self.lock()
             .in_flight
             .values()
-            .find(|(_, g, s, k, _)| g == group && *s == seq && *k == key)
-            .map(|(w, _, _, _, p)| (*w, *p))
+            .find(|h| h.group == group && h.msg() == (key, seq))
+            .map(|h| (h.worker, h.partition))
     }
 
-    /// Per group and key, the seqs in order of first handling.
-    pub fn first_handling_order(&self) -> BTreeMap<(String, u32), Vec<u32>> {
-        let s = self.lock();
-        let mut seen = HashSet::new();
-        let mut out: BTreeMap<(String, u32), Vec<u32>> = BTreeMap::new();
-        for h in &s.done {
-            if seen.insert((h.group.clone(), h.key, h.seq)) {
-                out.entry((h.group.clone(), h.key)).or_default().push(h.seq);
-            }
+    /// Logs the request `ticket` as ended with `outcome` (once).
+    fn end(&self, ticket: u64, outcome: Outcome) {
+        let mut b = self.lock();
+        if let Some(mut h) = b.in_flight.remove(&ticket) {
+            h.end = Instant::now();
+            h.outcome = outcome;
+            b.log.push(h);
         }
-        out
     }
+
+    fn protocol_error(&self, worker: usize, what: String) -> StatusCode {
+        self.lock()
+            .protocol_errors
+            .push(format!("worker {worker}: {what}"));
+        StatusCode::BAD_REQUEST
+    }
+}
+
+/// A required header, parsed.
+fn header<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Result<T, String> {
+    let v = h.get(name).ok_or_else(|| format!("no {name} header"))?;
+    let s = v
+        .to_str()
+        .map_err(|_| format!("{name} header is not text: {v:?}"))?;
+    s.parse()
+        .map_err(|_| format!("{name} header is malformed: {s:?}"))
+}
+
+/// The request's metadata, checked against the body and the key.
+struct Meta {
+    group: String,
+    partition: u32,
+    key: u32,
+    seq: u32,
+    attempt: u32,
+    epoch: u64,
+}
+
+fn meta(ledger: &Ledger, headers: &HeaderMap, body: &str) -> Result<Meta, String> {
+    let (key, seq) = serde_json::from_str::<(u32, u32)>(body)
+        .map_err(|e| format!("body {body:?} is not [key, seq]: {e}"))?;
+    let group: String = header(headers, "x-millrace-group")?;
+    let claimed: u32 = header(headers, "x-millrace-partition")?;
+    let attempt: u32 = header(headers, "x-millrace-attempt")?;
+    let epoch: u64 = header(headers, "x-millrace-epoch")?;
+    let key_header: String = header(headers, "x-millrace-key")?;
+    let _id: String = header(headers, "x-millrace-id")?;
+    let want_key = format!("k{key}");
+    if key_header != want_key {
+        return Err(format!("key header {key_header:?} for body key {want_key}"));
+    }
+    let partition = partition_of(&want_key, ledger.partitions);
+    if claimed != partition {
+        return Err(format!(
+            "partition header {claimed} for key {want_key}, which Kafka's partitioner puts on {partition}"
+        ));
+    }
+    if attempt == 0 {
+        return Err("attempt 0".into());
+    }
+    // Every scenario is ordered: a lease epoch is never 0.
+    if epoch == 0 {
+        return Err(format!("epoch 0 in ordered mode (group {group})"));
+    }
+    Ok(Meta {
+        group,
+        partition,
+        key,
+        seq,
+        attempt,
+        epoch,
+    })
 }
 
 async fn handle(
@@ -175,80 +216,72 @@ async fn handle(
     headers: HeaderMap,
     body: String,
 ) -> StatusCode {
-    let Some(group) = header::<String>(&headers, "x-millrace-group") else {
-        return StatusCode::BAD_REQUEST;
-    };
-    let partition: u32 = header(&headers, "x-millrace-partition").unwrap_or(u32::MAX);
-    let attempt: u32 = header(&headers, "x-millrace-attempt").unwrap_or(0);
-    let epoch: u64 = header(&headers, "x-millrace-epoch").unwrap_or(0);
-    let Ok((key, seq)) = serde_json::from_str::<(u32, u32)>(&body) else {
-        return StatusCode::UNPROCESSABLE_ENTITY;
+    let m = match meta(&ledger, &headers, &body) {
+        Ok(m) => m,
+        Err(e) => return ledger.protocol_error(worker, e),
     };
     let behaviour = ledger.behaviour.lock().unwrap().clone();
     let start = Instant::now();
-    let running = {
-        let mut s = ledger.lock();
-        let k = (group.clone(), partition);
-        let top = s.epochs.get(&k).copied().unwrap_or(0);
-        if epoch < top {
-            s.fenced.push(format!(
-                "group {group} partition {partition}: worker {worker} at epoch {epoch} after {top} (seq {seq})"
-            ));
+    let fence = (m.group.clone(), m.partition);
+    let handling = Handling {
+        group: m.group.clone(),
+        partition: m.partition,
+        key: m.key,
+        seq: m.seq,
+        worker,
+        attempt: m.attempt,
+        epoch: m.epoch,
+        start,
+        end: start,
+        outcome: Outcome::Dropped,
+    };
+    let (running, first_request) = {
+        let mut b = ledger.lock();
+        let top = b.epochs.get(&fence).copied().unwrap_or(0);
+        if m.epoch < top {
+            b.log.push(Handling {
+                outcome: Outcome::Fenced,
+                ..handling
+            });
             return StatusCode::CONFLICT;
         }
-        s.epochs.insert(k.clone(), epoch);
-        let on_p = s.active.entry(k.clone()).or_default();
-        *on_p.entry(worker).or_default() += 1;
-        let owners = on_p.values().filter(|n| **n > 0).count();
-        if owners > 1 {
-            let who: Vec<usize> = on_p
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(w, _)| *w)
-                .collect();
-            s.overlaps.push(format!(
-                "group {group} partition {partition}: workers {who:?} at once (seq {seq})"
-            ));
-        }
-        s.max_owners = s.max_owners.max(owners);
-        s.next_ticket += 1;
-        let ticket = s.next_ticket;
-        s.in_flight
-            .insert(ticket, (worker, group.clone(), seq, key, partition));
-        Running {
-            ledger: ledger.clone(),
-            key: k,
-            worker,
-            ticket,
-        }
+        b.epochs.insert(fence.clone(), m.epoch);
+        b.next_ticket += 1;
+        let ticket = b.next_ticket;
+        b.in_flight.insert(ticket, handling);
+        let first = b.requested.insert((m.group.clone(), m.key, m.seq));
+        (
+            Running {
+                ledger: ledger.clone(),
+                ticket,
+            },
+            first,
+        )
     };
-    let pause = match behaviour.slow {
-        Some((m, d)) if m == (key, seq) => d,
-        _ => behaviour.work,
-    };
-    if !pause.is_zero() {
-        tokio::time::sleep(pause).await;
-    }
+    let varied = Duration::from_millis(u64::from((m.key * 7 + m.seq * 13) % 5));
+    let pause = behaviour
+        .slow
+        .iter()
+        .find(|(msg, _)| first_request && *msg == (m.key, m.seq))
+        .map(|(_, d)| *d)
+        .unwrap_or(behaviour.work + varied);
+    tokio::time::sleep(pause).await;
+    let overtaken = ledger
+        .lock()
+        .epochs
+        .get(&fence)
+        .is_some_and(|top| *top > m.epoch);
     let fail = behaviour
         .fail_first_attempt_every
-        .is_some_and(|n| attempt == 1 && seq % n == 0);
-    let mut s = ledger.lock();
-    if fail {
-        s.failed_on_purpose += 1;
-        drop(s);
-        drop(running);
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    s.done.push(Handling {
-        group,
-        partition,
-        key,
-        seq,
-        worker,
-        attempt,
-        start,
-    });
-    drop(s);
+        .is_some_and(|n| m.attempt == 1 && m.seq % n == 0);
+    let (outcome, status) = if overtaken {
+        (Outcome::Voided, StatusCode::CONFLICT)
+    } else if fail {
+        (Outcome::FailedOnPurpose, StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        (Outcome::Done, StatusCode::NO_CONTENT)
+    };
+    ledger.end(running.ticket, outcome);
     drop(running);
-    StatusCode::NO_CONTENT
+    status
 }

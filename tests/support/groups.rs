@@ -87,7 +87,9 @@ impl Ledger {
     }
 }
 
-/// A worker whose handler records into `ledger`, pausing `work` per message.
+/// A worker whose handler records into `ledger`, pausing `work` plus 1 to
+/// 4 ms (varied by message) per message, so two members handling one
+/// partition at once overlap visibly whenever it happens.
 pub fn recording_worker(
     c: &Client,
     topic: &str,
@@ -105,9 +107,8 @@ pub fn recording_worker(
             async move {
                 let (key, seq): (u32, u32) = msg.decode().map_err(HandlerError::permanent)?;
                 ledger.start(ctx.partition, &ctx.member);
-                if !work.is_zero() {
-                    tokio::time::sleep(work).await;
-                }
+                let varied = Duration::from_millis(1 + u64::from((key * 7 + seq * 13) % 4));
+                tokio::time::sleep(work + varied).await;
                 ledger.end(ctx.partition, &ctx.member, key, seq);
                 Ok(())
             }
@@ -215,4 +216,38 @@ pub async fn key_order(c: &Client) {
     assert!(ledger.violations.lock().unwrap().is_empty());
     let overlap = ledger.max_running.load(Ordering::SeqCst);
     assert!(overlap > 1, "different keys never ran at the same time");
+}
+
+/// Negative controls for the ledger's checks: each sees its known-bad case.
+#[cfg(test)]
+mod controls {
+    use super::*;
+
+    #[test]
+    fn the_ledger_sees_two_members_on_one_partition_at_once() {
+        let l = Ledger::default();
+        l.start(0, "a");
+        l.start(1, "b");
+        assert!(l.violations.lock().unwrap().is_empty());
+        l.start(0, "b");
+        assert_eq!(l.violations.lock().unwrap().len(), 1);
+        // One after the other is fine.
+        let l = Ledger::default();
+        l.start(0, "a");
+        l.end(0, "a", 1, 0);
+        l.start(0, "b");
+        assert!(l.violations.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_ledger_sees_a_key_out_of_order() {
+        let l = Ledger::default();
+        for seq in [0, 2, 1] {
+            l.start(0, "a");
+            l.end(0, "a", 7, seq);
+        }
+        assert_eq!(l.first_handling_order()[&7], vec![0, 2, 1]);
+        let caught = std::panic::catch_unwind(|| assert_in_order(&l, 1, 3));
+        assert!(caught.is_err(), "assert_in_order accepted 0, 2, 1");
+    }
 }

@@ -453,6 +453,8 @@ impl Rt {
         match r {
             Ok(redis::Value::Int(-1)) => {
                 self.stats.stale_acks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %topic, group = %group, partition = p, id = %d.msg.id,
+                    epoch = d.epoch, "dead-lettering refused: the partition's lease moved on; the new owner will handle it again");
                 Outcome::Abandoned
             }
             Ok(_) => {
