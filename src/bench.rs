@@ -20,6 +20,7 @@ use crate::consumer::Worker;
 use crate::error::{Error, Result};
 use crate::group::Mode;
 use crate::producer::{ProducerConfig, Record};
+use crate::rate_limit::RateLimit;
 use crate::reader::StartAt;
 use crate::topic::TopicSpec;
 
@@ -87,7 +88,7 @@ pub struct Figure {
     pub name: String,
     /// The median.
     pub value: f64,
-    /// `msg/s`, `ms` or `bytes`.
+    /// `msg/s`, `ms`, `bytes` or `share` (a fraction, 1.0 = all).
     pub unit: &'static str,
     /// Every repetition.
     pub samples: Vec<f64>,
@@ -497,6 +498,94 @@ async fn delayed(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<Ve
     Ok(late)
 }
 
+/// A group-wide rate limit: three members share one fixed window of permits
+/// a second (`LIMIT/1s`, on Redis's clock) over a backlog. The figure is
+/// the median share of a window's permits that were used, over the whole
+/// windows of the run (1.0: the group handles at the limit). That the limit
+/// is never exceeded is a test (`tests/retries.rs`), not a figure.
+async fn rate_limit_fill(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    // Full runs: 1 000 a second; smoke runs: 50. Three whole windows.
+    let limit = (o.n / 100).clamp(50, 1_000);
+    let windows = 3;
+    fresh_topic(client, "bench.rate", o.partitions).await?;
+    let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let s = starts.clone();
+        members.push(
+            Worker::builder(client, "bench")
+                .start_at(StartAt::Earliest)
+                .concurrency(100)
+                .rate_limit(RateLimit {
+                    permits: limit as u32,
+                    per: Duration::from_secs(1),
+                })
+                .handle_raw("bench.rate", move |_m, _c| {
+                    if let Ok(mut s) = s.lock() {
+                        s.push(Instant::now());
+                    }
+                    async { Ok(()) }
+                })
+                .start()
+                .await?,
+        );
+    }
+    // Every member owns its partitions before the backlog arrives (handing
+    // partitions over is not what this measures).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owned: Vec<usize> = members
+            .iter()
+            .map(|m| m.owned_partitions("bench.rate").len())
+            .collect();
+        if owned.iter().all(|n| *n > 0) && owned.iter().sum::<usize>() == o.partitions as usize {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(Duration::from_secs(30)));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // This process's clock against Redis's, to place each start in its window.
+    let before = Instant::now();
+    let redis_ms = client.redis_time_ms().await?;
+    let at = before + (Instant::now() - before) / 2;
+    let n = limit * (windows + 2);
+    client
+        .publish_batch("bench.rate", records(n, payload))
+        .await?;
+    let wait = Duration::from_secs(windows as u64 + 30);
+    let deadline = Instant::now() + wait;
+    while starts.lock().map(|s| s.len()).unwrap_or(0) < n {
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(wait));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for m in members {
+        m.shutdown().await?;
+    }
+    client.delete_topic("bench.rate").await?;
+    let mut per_window: std::collections::BTreeMap<i64, usize> = Default::default();
+    for s in starts.lock().map(|s| s.clone()).unwrap_or_default() {
+        let ms = if s >= at {
+            redis_ms as i64 + (s - at).as_millis() as i64
+        } else {
+            redis_ms as i64 - (at - s).as_millis() as i64
+        };
+        *per_window.entry(ms.div_euclid(1_000)).or_default() += 1;
+    }
+    // The first and the last window are partial.
+    let counts: Vec<usize> = per_window.values().copied().collect();
+    let whole = if counts.len() > 2 {
+        &counts[1..counts.len() - 1]
+    } else {
+        &counts[..]
+    };
+    let fills: Vec<f64> = whole.iter().map(|c| *c as f64 / limit as f64).collect();
+    Ok(median(fills))
+}
+
 async fn used_memory(client: &Client) -> Result<u64> {
     let info: String = redis::cmd("INFO")
         .arg("memory")
@@ -602,6 +691,11 @@ pub async fn run(
         let late = delayed(client, o, p).await?;
         push("delayed.lateness.p50", "ms", vec![percentile(&late, 0.5)]);
         push("delayed.lateness.p99", "ms", vec![percentile(&late, 0.99)]);
+    }
+    tracing::info!("bench: rate limit");
+    if o.selects("rate_limit") {
+        let fill = rate_limit_fill(client, o, p).await?;
+        push("rate_limit.window_fill", "share", vec![fill]);
     }
     tracing::info!("bench: memory");
     if o.selects("memory") {

@@ -242,10 +242,15 @@ impl Reader {
                 cmd.arg(self.lanes[i].after.to_string());
             }
             let client = self.client.clone();
+            // Idempotent like the other reads: a wait cut by a restart or a
+            // dropped connection is sent again on a new connection.
             futs.push(async move {
-                let mut conn = client.blocking_connection().await?;
-                let v: Value = cmd.query_async(&mut conn).await?;
-                Ok::<Value, Error>(v)
+                idempotent(|| async {
+                    let mut conn = client.blocking_connection().await?;
+                    let v: Value = cmd.query_async(&mut conn).await?;
+                    Ok::<Value, Error>(v)
+                })
+                .await
             });
         }
         while let Some(reply) = futs.next().await {

@@ -358,8 +358,12 @@ impl Client {
 
     /// Deletes a topic and every key of it: streams, delayed, dead letters,
     /// group state. Dedup markers are left to expire with their TTL.
-    /// Returns false if there was no such topic.
+    /// Returns false if there was no such topic; refuses a name that is not
+    /// a topic's (a dead-letter view `T.dlq` included) before touching Redis.
     pub async fn delete_topic(&self, name: &str) -> Result<bool> {
+        // Not through the dead-letter view: `T.dlq` would resolve to T's
+        // dead-letter streams and delete them (that is purge_dead_letters).
+        validate_topic(name)?;
         if let Ok(mut cache) = self.inner.topics.lock() {
             cache.remove(name);
         }

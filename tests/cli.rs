@@ -538,10 +538,31 @@ fn tail_into_a_closed_pipe_ends_quietly() {
     assert_eq!(stderr, "");
 }
 
+/// True while a client of the server on `port` waits in a blocking `XREAD`
+/// (`CLIENT LIST`: `cmd=xread`, flag `b`).
+fn blocked_in_xread(port: u16) -> bool {
+    support::resp_command(port, &["CLIENT", "LIST"]).is_ok_and(|list| {
+        list.lines().any(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            fields.contains(&"cmd=xread")
+                && fields
+                    .iter()
+                    .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('b')))
+        })
+    })
+}
+
 #[test]
 fn tail_follow_prints_new_messages_as_they_come() {
-    let m = Millrace::new("follow");
+    // A server of its own, so the only blocked reader on it is this tail.
+    let server = support::RedisServer::start();
+    let m = Millrace {
+        url: server.url(),
+        prefix: support::unique_prefix("follow"),
+    };
     m.create_topic(TOPIC, 2);
+    m.run(&["publish", TOPIC, "--key", "k", r#"{"before": true}"#])
+        .ok();
     let mut child = m
         .command(&["tail", TOPIC, "--follow", "--json"])
         .stdout(Stdio::piped())
@@ -557,16 +578,43 @@ fn tail_follow_prints_new_messages_as_they_come() {
             }
         }
     });
-    // Published after tail started: it must arrive while tail waits.
-    std::thread::sleep(Duration::from_millis(300));
+    let next_line = |what: &str| -> Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{what}: no line within 10 s ({e})"));
+        serde_json::from_str(&line).expect("JSON")
+    };
+    // What exists is printed first...
+    assert_eq!(
+        next_line("the existing message")["data"],
+        json!({"before": true})
+    );
+    // ...then tail waits at the end instead of stopping.
+    let mut wait_until_waiting = |when: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !blocked_in_xread(server.port()) {
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "tail --follow exited {when}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tail --follow never waited in XREAD {when}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_until_waiting("at the end of the topic");
+    // Published while it waits: it must arrive.
     m.run(&["publish", TOPIC, "--key", "k", r#"{"live": true}"#])
         .ok();
-    let line = rx.recv_timeout(Duration::from_secs(10));
-    let _ = child.kill();
-    let _ = child.wait();
-    let line: Value = serde_json::from_str(&line.expect("a line within 10s")).expect("JSON");
+    let line = next_line("the new message");
     assert_eq!(line["data"], json!({"live": true}));
     assert_eq!(line["key"], "k");
+    // And it goes on waiting.
+    wait_until_waiting("after the new message");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Gives `m`'s topic a group `audit` (from the start) holding 10 messages of

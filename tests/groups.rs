@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use millrace::{Client, HandlerError, Mode, Record, StartAt, TopicSpec, Worker};
 
@@ -15,6 +15,21 @@ async fn client(test: &str) -> Client {
 }
 
 use support::groups::*;
+
+/// A partition's lease as Redis holds it: (owner, epoch, expires ms).
+async fn lease(c: &Client, topic: &str, p: u32, group: &str) -> (String, u64, u64) {
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(c.keys().lease(topic, p, group))
+        .query_async(&mut c.connection())
+        .await
+        .unwrap();
+    let num = |f: &str| fields.get(f).map_or(0, |v| v.parse().unwrap());
+    (
+        fields.get("owner").cloned().unwrap_or_default(),
+        num("epoch"),
+        num("expires"),
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_group_sees_every_message_once() {
@@ -97,18 +112,35 @@ async fn a_crashed_members_partitions_move_after_the_session_timeout() {
     // Let both work a little, then crash A mid-flight.
     wait_for(&ledger, 200, Duration::from_secs(30)).await;
     let a_id = a.member_id().to_string();
+    let a_parts = a.owned()[0].1.clone();
+    assert!(!a_parts.is_empty(), "A owned partitions before the crash");
     a.abort();
-    let crashed_at = Instant::now();
+    // When A's leases run out on Redis's clock (a renewal still in flight
+    // can only move that later).
+    let mut expiries = Vec::new();
+    for &p in &a_parts {
+        let (owner, _, expires) = lease(&c, "crash", p, "g").await;
+        assert_eq!(owner, a_id, "partition {p}");
+        expiries.push((p, expires));
+    }
     let b_owned = |b: &millrace::WorkerHandle| b.owned()[0].1.len();
-    support::wait_until(Duration::from_secs(10), "B owns all partitions", || {
+    support::wait_until(Duration::from_secs(30), "B owns all partitions", || {
         let n = b_owned(&b);
         async move { n == 4 }
     })
     .await;
-    let moved_after = crashed_at.elapsed();
+    // B took each of A's partitions only once A's lease had expired: a new
+    // epoch is at least Redis's clock at the takeover.
+    for (p, expires) in expiries {
+        let (owner, epoch, _) = lease(&c, "crash", p, "g").await;
+        assert_eq!(owner, b.member_id(), "partition {p}");
+        assert!(
+            epoch >= expires,
+            "partition {p} taken at {epoch}, before A's lease ran out at {expires}"
+        );
+    }
     wait_for(&ledger, 1_000, Duration::from_secs(30)).await;
     b.shutdown().await.unwrap();
-    assert!(moved_after < Duration::from_secs(5), "took {moved_after:?}");
     assert_in_order(&ledger, 20, 50);
     let info = c.describe_group("crash", "g").await.unwrap();
     assert!(info.members.iter().all(|m| m.id != a_id));
@@ -134,24 +166,49 @@ async fn a_static_member_that_restarts_keeps_its_partitions() {
     let balanced = |a: &millrace::WorkerHandle, b: &millrace::WorkerHandle| {
         a.owned()[0].1.len() == 3 && b.owned()[0].1.len() == 3
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !balanced(&a, &b) {
-        assert!(Instant::now() < deadline, "never balanced");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_until(Duration::from_secs(20), "a balanced group", || {
+        let ok = balanced(&a, &b);
+        async move { ok }
+    })
+    .await;
     let a_parts = a.owned()[0].1.clone();
     let b_parts = b.owned()[0].1.clone();
     let b_rebalances = b.stats().rebalances;
 
     // A "restarts": gone without a goodbye, back at once with its id.
+    let a_id = a.member_id().to_string();
     a.abort();
+    // A's leases as it left them: they would run out at `expires` (Redis's
+    // clock; a renewal still in flight can only move that later).
+    let mut before = Vec::new();
+    for &p in &a_parts {
+        let (owner, epoch, expires) = lease(&c, "static", p, "g").await;
+        assert_eq!(owner, a_id, "partition {p}");
+        before.push((p, epoch, expires));
+    }
     let a2 = member("worker-a").start().await.unwrap();
-    support::wait_until(Duration::from_secs(3), "A has its partitions back", || {
+    assert_eq!(a2.member_id(), a_id, "a static member keeps its id");
+    support::wait_until(Duration::from_secs(20), "A has its partitions back", || {
         let n = a2.owned()[0].1.clone();
         let want = a_parts.clone();
         async move { n == want }
     })
     .await;
+    // Taken back without waiting for the old leases to run out (a new epoch
+    // is Redis's clock at the takeover), and with a new epoch, which fences
+    // off anything the old incarnation still had in flight.
+    for (p, old_epoch, expires) in before {
+        let (owner, epoch, _) = lease(&c, "static", p, "g").await;
+        assert_eq!(owner, a2.member_id(), "partition {p}");
+        assert!(
+            epoch > old_epoch,
+            "partition {p}: epoch {epoch} after {old_epoch}"
+        );
+        assert!(
+            epoch < expires,
+            "partition {p} taken back at {epoch}, only after the old lease ran out at {expires}"
+        );
+    }
     assert_eq!(b.owned()[0].1, b_parts, "B's partitions did not change");
     assert_eq!(b.stats().rebalances, b_rebalances, "B noticed nothing");
     publish_sequenced(&c, "static", 10, 10).await;
@@ -164,7 +221,7 @@ async fn a_static_member_that_restarts_keeps_its_partitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_hands_partitions_over_quickly() {
+async fn graceful_shutdown_hands_partitions_over_before_the_leases_run_out() {
     let c = client("handover").await;
     c.create_topic(&TopicSpec::new("handover", 6).unwrap())
         .await
@@ -191,20 +248,44 @@ async fn graceful_shutdown_hands_partitions_over_quickly() {
     })
     .await;
     publish_sequenced(&c, "handover", 10, 100).await;
-    let started = Instant::now();
+    let a_id = a.member_id().to_string();
+    let a_parts = a.owned()[0].1.clone();
+    // Where A's leases stand before it goes: expiring 10 s on, unless given
+    // back.
+    let mut expiries = Vec::new();
+    for &p in &a_parts {
+        let (owner, _, expires) = lease(&c, "handover", p, "g").await;
+        assert_eq!(owner, a_id, "partition {p}");
+        expiries.push((p, expires));
+    }
     a.shutdown().await.unwrap();
-    support::wait_until(Duration::from_secs(10), "B owns everything", || {
+    // Once shutdown returns, A holds nothing and is no member.
+    for &p in &a_parts {
+        let (owner, _, _) = lease(&c, "handover", p, "g").await;
+        assert_ne!(
+            owner, a_id,
+            "partition {p} still leased to A after its shutdown"
+        );
+    }
+    let info = c.describe_group("handover", "g").await.unwrap();
+    assert!(info.members.iter().all(|m| m.id != a_id), "{info:?}");
+    support::wait_until(Duration::from_secs(30), "B owns everything", || {
         let ok = b.owned()[0].1.len() == 6;
         async move { ok }
     })
     .await;
-    let took = started.elapsed();
+    // B took them before A's leases would have run out (a new epoch is
+    // Redis's clock at the takeover): handed over, not expired.
+    for (p, expires) in expiries {
+        let (owner, epoch, _) = lease(&c, "handover", p, "g").await;
+        assert_eq!(owner, b.member_id(), "partition {p}");
+        assert!(
+            epoch < expires,
+            "partition {p} taken at {epoch}, not before A's lease ran out at {expires}"
+        );
+    }
     wait_for(&ledger, 1_000, Duration::from_secs(30)).await;
     b.shutdown().await.unwrap();
-    assert!(
-        took < Duration::from_secs(3),
-        "handover took {took:?}, session timeout is 10 s"
-    );
     assert_in_order(&ledger, 10, 100);
 }
 

@@ -14,12 +14,44 @@ async fn ping(url: &str) -> redis::RedisResult<String> {
     redis::cmd("PING").query_async(&mut con).await
 }
 
+/// A field of the server's own `INFO server` section, e.g. `tcp_port`:
+/// what the process says of itself, independent of the harness's records.
+async fn info_field(url: &str, field: &str) -> String {
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {field} in INFO: {info}"))
+        .trim()
+        .to_string()
+}
+
+async fn reported_port(url: &str) -> u16 {
+    info_field(url, "tcp_port").await.parse().unwrap()
+}
+
+async fn reported_pid(url: &str) -> u32 {
+    info_field(url, "process_id").await.parse().unwrap()
+}
+
 #[tokio::test]
 async fn shared_server_answers_ping() {
     let server = support::shared();
     assert_eq!(ping(&server.url()).await.unwrap(), "PONG");
+    // The server behind the URL is the one on the port the harness names.
+    assert_eq!(reported_port(&server.url()).await, server.port());
+    assert_eq!(server.url(), format!("redis://127.0.0.1:{}", server.port()));
     // The same server every time.
-    assert_eq!(support::shared().port(), server.port());
+    assert!(std::ptr::eq(support::shared(), server));
     assert_eq!(support::shared_url(), server.url());
 }
 
@@ -39,6 +71,8 @@ async fn owned_server_stops_and_restarts_on_the_same_port() {
     assert_eq!(url, format!("redis://127.0.0.1:{port}"));
     assert!(server.is_running());
     assert_eq!(ping(&url).await.unwrap(), "PONG");
+    assert_eq!(reported_port(&url).await, port);
+    let first_pid = server.pid().expect("running");
 
     server.stop();
     assert!(!server.is_running());
@@ -48,6 +82,14 @@ async fn owned_server_stops_and_restarts_on_the_same_port() {
     assert!(server.is_running());
     assert_eq!(server.port(), port);
     assert_eq!(ping(&url).await.unwrap(), "PONG");
+    // A new process, listening on the old port.
+    assert_eq!(reported_port(&url).await, port);
+    assert_ne!(server.pid(), Some(first_pid));
+    assert_eq!(
+        reported_pid(&url).await,
+        server.pid().expect("running"),
+        "the server answering is the restarted one"
+    );
 }
 
 #[tokio::test]
@@ -105,9 +147,54 @@ async fn wait_until_panics_with_what_on_timeout() {
     .await;
 }
 
+/// One node's view of the cluster (`CLUSTER NODES`): its own port and the
+/// ports of every master.
+struct NodesView {
+    myself: u16,
+    masters: Vec<u16>,
+}
+
+fn parse_cluster_nodes(nodes: &str) -> NodesView {
+    let mut myself = None;
+    let mut masters = Vec::new();
+    for line in nodes.lines().filter(|l| !l.trim().is_empty()) {
+        // <id> <ip:port@cport[,hostname]> <flags> ...
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port: u16 = fields[1]
+            .split('@')
+            .next()
+            .and_then(|addr| addr.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let flags: Vec<&str> = fields[2].split(',').collect();
+        if flags.contains(&"myself") {
+            assert!(myself.is_none(), "two myself lines: {nodes}");
+            myself = Some(port);
+        }
+        if flags.contains(&"master") {
+            masters.push(port);
+        }
+    }
+    masters.sort_unstable();
+    NodesView {
+        myself: myself.unwrap_or_else(|| panic!("no myself line: {nodes}")),
+        masters,
+    }
+}
+
 async fn check_cluster(cluster: &RedisCluster) {
+    let mut ports = cluster.ports();
+    assert_eq!(ports.len(), 3);
     assert_eq!(cluster.urls().len(), 3);
     assert_eq!(cluster.url(), cluster.urls()[0]);
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(
+        ports.len(),
+        3,
+        "three distinct ports: {:?}",
+        cluster.ports()
+    );
     for (url, port) in cluster.urls().iter().zip(cluster.ports()) {
         assert_eq!(*url, format!("redis://127.0.0.1:{port}"));
         let mut con = redis::Client::open(url.as_str())
@@ -126,8 +213,12 @@ async fn check_cluster(cluster: &RedisCluster) {
             .query_async(&mut con)
             .await
             .unwrap();
-        let masters = nodes.lines().filter(|l| l.contains("master")).count();
-        assert_eq!(masters, 3, "{url}: {nodes}");
+        // What the nodes themselves say, against what the harness says:
+        // the node behind this URL is the one on this port, and the
+        // cluster's masters are exactly the harness's nodes.
+        let view = parse_cluster_nodes(&nodes);
+        assert_eq!(view.myself, port, "{url}: {nodes}");
+        assert_eq!(view.masters, ports, "{url}: {nodes}");
     }
 
     // Keys spread over all three masters through a cluster client.
@@ -149,6 +240,12 @@ async fn check_cluster(cluster: &RedisCluster) {
             .unwrap();
         assert_eq!(v, i);
     }
+    // ...each of them holding some (a node answers DBSIZE for itself).
+    for port in cluster.ports() {
+        let n = support::resp_command(port, &["DBSIZE"]).unwrap();
+        let n: u64 = n.trim_start_matches(':').parse().unwrap();
+        assert!(n > 0, "node {port} holds no key");
+    }
 }
 
 #[tokio::test]
@@ -158,9 +255,8 @@ async fn cluster_starts_with_three_masters() {
 
 #[tokio::test]
 async fn shared_cluster_is_usable() {
-    check_cluster(support::shared_cluster()).await;
-    assert_eq!(
-        support::shared_cluster().ports(),
-        support::shared_cluster().ports()
-    );
+    let cluster = support::shared_cluster();
+    check_cluster(cluster).await;
+    // The same cluster every time.
+    assert!(std::ptr::eq(support::shared_cluster(), cluster));
 }

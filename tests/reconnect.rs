@@ -190,23 +190,62 @@ async fn a_reader_reads_on_across_a_restart() {
     }
     assert_eq!(rest, [1, 2, 3]);
 
-    // Following: a blocking wait, then the restart, then a publish from
-    // another client.
+    // Following: the reader is live (it waits, and a publish wakes it),
+    // it waits again, Redis restarts under that wait, and it reads on.
     let mut follow = c
         .reader("feed", millrace::StartAt::Latest)
         .await
         .unwrap()
         .follow(true);
+    let mut waiting = tokio::spawn(async move {
+        let m = follow.next().await;
+        (follow, m)
+    });
+    wait_until_blocked_in_xread(&server).await;
+    c.publish_record("feed", Record::encode(&5u32).unwrap())
+        .await
+        .unwrap();
+    let (mut follow, m) = tokio::time::timeout(Duration::from_secs(20), &mut waiting)
+        .await
+        .expect("the waiting reader saw the publish")
+        .unwrap();
+    assert_eq!(m.unwrap().unwrap().decode::<u32>().unwrap(), 5);
+
+    let waiting = tokio::spawn(async move { follow.next().await });
+    wait_until_blocked_in_xread(&server).await;
     server.restart();
     let other = Client::connect(config()).await.unwrap();
     other
         .publish_record("feed", Record::encode(&7u32).unwrap())
         .await
         .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(20), follow.next())
+    let m = tokio::time::timeout(Duration::from_secs(20), waiting)
         .await
-        .expect("the reader saw the publish")
+        .expect("the reader saw the publish after the restart")
+        .unwrap()
         .unwrap()
         .unwrap();
     assert_eq!(m.decode::<u32>().unwrap(), 7);
+}
+
+/// Until a client of `server` (private to the test, so ours) waits in a
+/// blocking `XREAD`, as `CLIENT LIST` shows it.
+async fn wait_until_blocked_in_xread(server: &RedisServer) {
+    let port = server.port();
+    support::wait_until(
+        Duration::from_secs(10),
+        "a client blocked in XREAD",
+        || async move {
+            support::resp_command(port, &["CLIENT", "LIST"]).is_ok_and(|list| {
+                list.lines().any(|l| {
+                    let fields: Vec<&str> = l.split(' ').collect();
+                    fields.contains(&"cmd=xread")
+                        && fields
+                            .iter()
+                            .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('b')))
+                })
+            })
+        },
+    )
+    .await;
 }

@@ -100,15 +100,64 @@ async fn creating_with_other_settings_says_what_differs() {
     assert_eq!(c.topic("t.conflict").await.unwrap().partitions, 4);
 }
 
+/// Names are checked before anything is sent: against a Redis that is gone,
+/// a bad name still gets its own error, not a connection error (which a
+/// good name gets, so the server really is unreachable).
 #[tokio::test]
 async fn invalid_names_are_refused_before_touching_redis() {
-    let c = client("names").await;
+    support::init_tracing();
+    let mut server = support::RedisServer::start();
+    let c = Client::connect(
+        millrace::Config::new(server.url())
+            .unwrap()
+            .prefix(support::unique_prefix("names"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1))
+            .response_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    server.stop();
+    let unreachable = c.topic("no.such.topic").await.unwrap_err();
+    assert!(unreachable.is_unreachable(), "{unreachable:?}");
+
+    #[track_caller]
+    fn assert_refused(e: Error, name: &str, call: &str) {
+        assert!(
+            matches!(&e, Error::InvalidName { what: "topic", name: n, .. } if n == name),
+            "{call}({name:?}): {e:?}"
+        );
+    }
     let mut errors = String::new();
     for name in ["", "Invoices", "a{b}", "a:b", "a*", "orders.dlq", "ünï"] {
         let e = TopicSpec::new(name, 1).unwrap_err();
         errors.push_str(&format!("{e}\n"));
-        assert!(c.topic(name).await.is_err());
+        assert_refused(e, name, "TopicSpec::new");
+        assert_refused(
+            c.delete_topic(name).await.unwrap_err(),
+            name,
+            "delete_topic",
+        );
+        if name.ends_with(".dlq") {
+            // Reading `orders.dlq` is reading the dead letters of `orders`:
+            // a valid name for a reader, so this one goes to Redis.
+            let e = c.topic(name).await.unwrap_err();
+            assert!(e.is_unreachable(), "topic({name:?}): {e:?}");
+            continue;
+        }
+        assert_refused(c.topic(name).await.unwrap_err(), name, "topic");
+        assert_refused(
+            c.describe_topic(name).await.unwrap_err(),
+            name,
+            "describe_topic",
+        );
     }
+    // A dead-letter view has no view of its own.
+    assert_refused(
+        c.topic("orders.dlq.dlq").await.unwrap_err(),
+        "orders.dlq.dlq",
+        "topic",
+    );
     insta::assert_snapshot!(errors, @r#"
     invalid topic name "": it is empty
     invalid topic name "Invoices": only lowercase letters, digits, '.', '-' and '_' are allowed
@@ -118,10 +167,49 @@ async fn invalid_names_are_refused_before_touching_redis() {
     invalid topic name "orders.dlq": the suffix .dlq is reserved for dead-letter views
     invalid topic name "ünï": only lowercase letters, digits, '.', '-' and '_' are allowed
     "#);
+}
+
+#[tokio::test]
+async fn an_unknown_topic_is_not_found() {
+    let c = client("unknown").await;
     assert!(matches!(
         c.topic("no.such.topic").await,
-        Err(Error::TopicNotFound(_))
+        Err(Error::TopicNotFound(t)) if t == "no.such.topic"
     ));
+}
+
+/// `delete_topic("orders.dlq")` is not a way to empty the dead-letter queue
+/// of `orders` (that is `purge_dead_letters`): it is refused, and the dead
+/// letters stay.
+#[tokio::test]
+async fn deleting_a_dead_letter_view_is_refused_and_keeps_the_dead_letters() {
+    let c = client("delete-view").await;
+    c.create_topic(&TopicSpec::new("orders", 1).unwrap())
+        .await
+        .unwrap();
+    let w = millrace::Worker::builder(&c, "billing")
+        .handle_raw("orders", |_m, _c| async {
+            Err(millrace::HandlerError::permanent("card declined"))
+        })
+        .start()
+        .await
+        .unwrap();
+    c.publish_record("orders", millrace::Record::encode(&1u8).unwrap())
+        .await
+        .unwrap();
+    support::wait_until(Duration::from_secs(10), "a dead letter", || {
+        let n = w.stats().dead_lettered;
+        async move { n == 1 }
+    })
+    .await;
+    w.shutdown().await.unwrap();
+    let e = c.delete_topic("orders.dlq").await.unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidName { what: "topic", name, .. } if name == "orders.dlq"),
+        "{e:?}"
+    );
+    assert_eq!(c.describe_topic("orders").await.unwrap().dlq_length, 1);
+    assert_eq!(c.dead_letters("orders", None, 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

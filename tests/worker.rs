@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use millrace::{Client, Config, Record, TopicSpec};
 
@@ -172,10 +172,18 @@ async fn exit_codes_and_timeouts_decide_what_happens() {
 case "$body" in
   *bad*) echo "invoice is malformed" >&2; exit 65;;
   *flaky*) echo "upstream down" >&2; exit 1;;
-  *hang*) sleep 30; exit 0;;
+  *hang*)
+    # A child that outlives the shell unless its whole group is killed;
+    # the shell records its own pid, the child's and both process groups.
+    sleep 30 &
+    read -r x x x x shell_group x < /proc/$$/stat
+    read -r x x x x child_group x < /proc/$!/stat
+    echo "$$ $! $shell_group $child_group" >> "$OUT.pids"
+    wait
+    exit 0;;
 esac"#,
     );
-    let exec = format!("exec = [\"{}\"]\ntimeout = \"500ms\"", script.display());
+    let exec = format!("exec = [\"{}\"]\ntimeout = \"2s\"", script.display());
     let cfg = s.config("w.toml", &consumer("jobs", "g", &exec, &fast_retry(3)));
     let mut w = s.worker(&cfg);
     for body in ["bad", "flaky", "hang", "fine"] {
@@ -218,17 +226,71 @@ esac"#,
         "{}",
         by("hang").error
     );
-    // The hanging scripts were killed, not left behind.
-    let ps = Command::new("pgrep")
-        .args(["-f", &script.display().to_string()])
-        .output();
-    if let Ok(ps) = ps {
-        assert!(
-            ps.stdout.is_empty(),
-            "handler processes left: {}",
-            String::from_utf8_lossy(&ps.stdout)
-        );
+    // Each timed-out attempt ran in a process group of its own, the shell
+    // and its child, and the whole group was killed, the child included.
+    let pids = std::fs::read_to_string(format!("{}.pids", s.out().display())).unwrap();
+    let attempts: Vec<[i32; 4]> = pids
+        .lines()
+        .map(|l| {
+            let v: Vec<i32> = l.split(' ').map(|n| n.parse().unwrap()).collect();
+            v.try_into().unwrap()
+        })
+        .collect();
+    assert_eq!(attempts.len(), 3, "{pids}");
+    for [shell, child, shell_group, child_group] in &attempts {
+        assert_eq!(shell_group, shell, "the handler leads its own group");
+        assert_eq!(child_group, shell, "its child is in that group");
+        assert_ne!(child, shell);
     }
+    // The check itself sees live groups: this process's own.
+    // SAFETY: getpgrp has no preconditions.
+    let own_group = unsafe { libc::getpgrp() };
+    assert!(
+        !live_in_group(own_group).is_empty(),
+        "/proc shows no live process in this test's own group"
+    );
+    support::wait_until(
+        Duration::from_secs(10),
+        "every process of the timed-out handlers' groups to be gone",
+        || {
+            let left: Vec<_> = attempts
+                .iter()
+                .flat_map(|&[shell, child, ..]| {
+                    let mut left = live_in_group(shell);
+                    left.extend([shell, child].into_iter().filter(|&p| alive_in(p, shell)));
+                    left
+                })
+                .collect();
+            async move { left.is_empty() }
+        },
+    )
+    .await;
+}
+
+/// A process's state and process group from `/proc/PID/stat`, if it exists.
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// True if `pid` is a running (not exited, not a zombie) process of group
+/// `group`: a reused pid in another group does not count.
+fn alive_in(pid: i32, group: i32) -> bool {
+    matches!(proc_stat(pid), Some((state, g)) if g == group && state != 'Z' && state != 'X')
+}
+
+/// Every running process of process group `group`.
+fn live_in_group(group: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| alive_in(pid, group))
+        .collect()
 }
 
 /// A tiny HTTP endpoint: 2xx, 422 or 503 by payload; records what it saw.
@@ -370,27 +432,26 @@ async fn sigterm_drains_and_a_second_worker_takes_over() {
         .collect();
     s.client.publish_batch("work", recs).await.unwrap();
     until("work under way", 30, || s.lines().len() >= 100).await;
-    let t = Instant::now();
     term(&a);
-    let status = wait_exit(&mut a, Duration::from_secs(15));
+    let status = wait_exit(&mut a, Duration::from_secs(30));
     assert!(status.success(), "exit {status:?}: {}", stderr_of(&mut a));
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "within the drain timeout"
-    );
     until("all 600 handled", 60, || {
-        s.lines()
-            .iter()
-            .map(|l| l.to_string())
-            .collect::<HashSet<_>>()
-            .len()
-            == 600
+        s.lines().iter().collect::<HashSet<_>>().len() == 600
     })
     .await;
     term(&b);
-    assert!(wait_exit(&mut b, Duration::from_secs(15)).success());
+    assert!(wait_exit(&mut b, Duration::from_secs(30)).success());
     let info = s.client.describe_group("work", "g").await.unwrap();
     assert_eq!((info.lag, info.pending), (0, 0), "nothing lost");
+    // Drained, not dropped: what A had started it finished and acked, so
+    // B did none of it again.
+    let lines = s.lines();
+    let distinct: HashSet<&String> = lines.iter().collect();
+    assert_eq!(
+        (lines.len(), distinct.len()),
+        (600, 600),
+        "each message handled once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
