@@ -4,11 +4,7 @@
 -- KEYS[1] lease (hash: owner, epoch, expires ms)  KEYS[2] partition lane stream
 -- ARGV[1] group  ARGV[2] member id  ARGV[3] epoch  ARGV[4..] message ids
 -- Returns the number acked, or -1 when the lease is not the caller's (nothing acked).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local owner = redis.call('HGET', KEYS[1], 'owner')
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
-if owner ~= ARGV[2] or epoch ~= ARGV[3] or expires <= now then return -1 end
+local now = clock_ms()
+if not lease_held(KEYS[1], ARGV[2], ARGV[3], now) then return -1 end
 if #ARGV < 4 then return 0 end
 return redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, 4))

@@ -8,14 +8,8 @@
 -- ARGV[5] message id
 -- ARGV[6..13] key, headers, payload, partition, lane, origin id, attempts, error
 -- Returns the dead-letter entry id, or -1 when the lease is not the caller's.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[4] == '1' then
-  local owner = redis.call('HGET', KEYS[1], 'owner')
-  local epoch = redis.call('HGET', KEYS[1], 'epoch')
-  local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
-  if owner ~= ARGV[2] or epoch ~= ARGV[3] or expires <= now then return -1 end
-end
+local now = clock_ms()
+if ARGV[4] == '1' and not lease_held(KEYS[1], ARGV[2], ARGV[3], now) then return -1 end
 local id = redis.call('XADD', KEYS[3], '*',
   'k', ARGV[6], 'h', ARGV[7], 'd', ARGV[8], 'g', ARGV[1], 'p', ARGV[9],
   'l', ARGV[10], 'o', ARGV[11], 'a', ARGV[12], 'e', ARGV[13],

@@ -15,8 +15,7 @@ if ARGV[4] ~= '' then
 end
 local due = tonumber(ARGV[1])
 if ARGV[2] == 'rel' then
-  local t = redis.call('TIME')
-  due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + due
+  due = clock_ms() + due
 end
 redis.call('ZADD', KEYS[1], due, ARGV[3])
 -- Wake promoters only when this is now the earliest due message.

@@ -6,11 +6,7 @@
 -- ARGV[1] member  ARGV[2] epoch  ARGV[3] message id
 -- ARGV[4] the record: JSON {"n": failures so far, "due": ms, "err": text}
 -- Returns 1 when recorded, -1 when the lease is not the caller's.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local owner = redis.call('HGET', KEYS[1], 'owner')
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
-if owner ~= ARGV[1] or epoch ~= ARGV[2] or expires <= now then return -1 end
+local now = clock_ms()
+if not lease_held(KEYS[1], ARGV[1], ARGV[2], now) then return -1 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 return 1

@@ -6,8 +6,7 @@
 -- ARGV[1] member id  ARGV[2] session timeout ms  ARGV[3] "1" if static, else "0"
 -- ARGV[4] "leave" to leave the group instead of heartbeating, else ""
 -- Returns {now ms, {live members...}, version, {partition, member, ...}, paused 0/1}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 for _, m in ipairs(expired) do

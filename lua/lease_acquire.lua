@@ -8,8 +8,7 @@
 -- KEYS[1] lease (hash: owner, epoch, expires ms, fence)
 -- ARGV[1] member id  ARGV[2] lease ttl ms  ARGV[3] epoch the caller holds (0 if none)
 -- Returns {1, epoch} when held, {0, owner, expires} when another holds it.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
 local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')

@@ -3,8 +3,7 @@
 -- payload], score = due ms)  KEYS[2..] the partition's lane streams, lane 0 first
 -- ARGV[1] most to move  ARGV[2] MAXLEN ~ cap, or "" for none
 -- Returns {moved, next due ms or -1, now ms}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local moved = 0
 for _, member in ipairs(due) do

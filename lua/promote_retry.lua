@@ -9,8 +9,7 @@
 -- KEYS[2] group retry stream
 -- ARGV[1] most to move  ARGV[2] group  ARGV[3] retention ms
 -- Returns {moved, next due ms or -1, now ms}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, member in ipairs(due) do
   local e = cmsgpack.unpack(member)

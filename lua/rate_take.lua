@@ -3,8 +3,7 @@
 -- KEYS[1] the group's rate state (hash: window, used)
 -- ARGV[1] permits per window  ARGV[2] window ms  ARGV[3] permits wanted
 -- Returns {granted, ms until the current window ends, the window's number}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 local limit = tonumber(ARGV[1])
 local window_ms = tonumber(ARGV[2])
 local window = math.floor(now / window_ms)

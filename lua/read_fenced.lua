@@ -16,13 +16,7 @@
 -- {reads, last}: reads = {{stream, entries}, ...} as XREADGROUP replies them;
 -- when nothing was read, last[i] is the newest entry id of KEYS[i + 1] ("0-0"
 -- if none), for an XREAD that wakes the caller on anything newer.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'expires', 'fence')
-if lease[1] ~= ARGV[2] or lease[2] ~= ARGV[3] or tonumber(lease[3] or '0') <= now
-    or (lease[4] or '') ~= ARGV[5] then
-  return -1
-end
+if not lease_held(KEYS[1], ARGV[2], ARGV[3], clock_ms(), ARGV[5]) then return -1 end
 local left = tonumber(ARGV[4])
 local reads = {}
 for i = 2, #KEYS do

@@ -6,8 +6,7 @@
 -- ARGV[1] group  ARGV[2] message id  ARGV[3] wait ms
 -- ARGV[4] member: MessagePack [nonce, lane, key, headers, payload, next attempt, origin id]
 -- Returns the due time (ms, Redis clock).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 local due = now + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[2], due, ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])

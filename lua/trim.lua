@@ -15,8 +15,7 @@
 -- ARGV[1] retention ms
 -- Returns the number of entries trimmed.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock_ms()
 local retention = tonumber(ARGV[1])
 
 local function parse(id)

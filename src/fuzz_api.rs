@@ -88,3 +88,13 @@ pub fn is_input_error(e: &Error) -> bool {
 pub fn decode_resp(bytes: &[u8]) -> std::result::Result<Option<(Value, usize)>, String> {
     crate::resp::decode(bytes).map_err(|e| e.0)
 }
+
+/// The source of script `name` (`lua/<name>.lua`) as millrace sends it to
+/// Redis, shared pieces included: for tests that call a script directly.
+pub fn script_source(name: &str) -> Option<&'static str> {
+    crate::scripts::Scripts::new()
+        .all()
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.source())
+}

@@ -709,8 +709,8 @@ async fn a_late_script_read_carrying_an_old_fence_reads_nothing() {
         .unwrap();
     let lease = c.keys().lease("lf", 0, "g");
     let stream = c.keys().stream("lf", 0, 0);
-    let acquire = redis::Script::new(include_str!("../lua/lease_acquire.lua"));
-    let read = redis::Script::new(include_str!("../lua/read_fenced.lua"));
+    let script = |name| redis::Script::new(millrace::fuzz_api::script_source(name).unwrap());
+    let (acquire, read) = (script("lease_acquire"), script("read_fenced"));
     let mut conn = c.connection();
     let hset_fence = |v: &str| redis::cmd("HSET").arg(&lease).arg("fence").arg(v).clone();
     let _: i64 = hset_fence("a-former-holders")
