@@ -8,15 +8,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use futures_util::future::join_all;
 use redis::{Cmd, Value};
 
 use crate::config::Config;
-use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo, run_pipeline};
+use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
 use crate::error::{Error, Result};
 use crate::keys::KeySpace;
 use crate::producer::{Producer, ProducerConfig};
 use crate::scripts::Scripts;
+use crate::store::Store;
 use crate::topic::TopicSpec;
 
 /// A connected millrace client.
@@ -126,45 +126,13 @@ impl Client {
     /// group is its own pipeline, all in flight at once. Returns each
     /// command's reply or server error, in order.
     pub(crate) async fn query_grouped(&self, groups: Vec<Vec<Cmd>>) -> Result<Vec<Vec<Value>>> {
-        let conn = self.connection();
-        let scripts = &self.inner.scripts;
-        if !conn.is_cluster() {
-            let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
-            let mut pipe = redis::pipe();
-            for c in groups.into_iter().flatten() {
-                pipe.add_command(c);
-            }
-            if pipe.is_empty() {
-                return Ok(sizes.iter().map(|_| Vec::new()).collect());
-            }
-            let count = pipe.len();
-            let mut flat = run_pipeline(&mut conn.clone(), scripts, pipe, count).await?;
-            let mut out = Vec::with_capacity(sizes.len());
-            let mut rest = flat.drain(..);
-            for n in sizes {
-                out.push(rest.by_ref().take(n).collect());
-            }
-            return Ok(out);
-        }
-        let futs = groups.into_iter().map(|cmds| {
-            let mut conn = conn.clone();
-            async move {
-                if cmds.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut pipe = redis::pipe();
-                let count = cmds.len();
-                for c in cmds {
-                    pipe.add_command(c);
-                }
-                run_pipeline(&mut conn, scripts, pipe, count).await
-            }
-        });
-        join_all(futs)
-            .await
-            .into_iter()
-            .map(|r| r.map_err(Error::from))
-            .collect()
+        self.store().query_grouped(groups).await
+    }
+
+    /// The store: typed atomic steps on this client's connection, scripts
+    /// and key space.
+    pub(crate) fn store(&self) -> Store<'_> {
+        Store::new(self.connection(), &self.inner.scripts, &self.inner.keys)
     }
 
     /// Redis's clock in milliseconds (`TIME`).

@@ -26,6 +26,7 @@ mod resp;
 pub mod retry;
 pub mod schedule;
 pub mod scripts;
+mod store;
 mod tls;
 pub mod topic;
 

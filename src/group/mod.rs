@@ -80,20 +80,9 @@ pub(crate) struct Heartbeat {
     pub paused: bool,
 }
 
-/// The outcome of trying to take a partition's lease.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Lease {
-    /// We hold it with this epoch.
-    Held(u64),
-    /// Another member holds it until this Redis time.
-    Taken { owner: String, expires_ms: u64 },
-}
+pub(crate) use crate::store::lease::Lease;
 
 fn int(v: &Value) -> Result<i64> {
-    redis::from_redis_value(v.clone()).map_err(|e| Error::Decode(e.to_string()))
-}
-
-fn text(v: &Value) -> Result<String> {
     redis::from_redis_value(v.clone()).map_err(|e| Error::Decode(e.to_string()))
 }
 
@@ -311,94 +300,8 @@ impl Client {
             redis::from_redis_value(reply).map_err(|e| Error::Decode(e.to_string()))?;
         Ok((ok == 1).then_some(v))
     }
-
-    /// Tries to take the lease of each partition in `partitions`.
-    pub(crate) async fn lease_acquire(
-        &self,
-        topic: &str,
-        group: &str,
-        member: &str,
-        ttl: Duration,
-        partitions: &[(u32, u64)],
-    ) -> Result<Vec<(u32, Result<Lease>)>> {
-        let ttl = ttl.as_millis().to_string();
-        let s = &self.inner.scripts.lease_acquire;
-        let cmds = partitions
-            .iter()
-            .map(|(p, epoch)| {
-                let lease = self.keys().lease(topic, *p, group);
-                vec![s.cmd(&[&lease], &[member, &ttl, &epoch.to_string()][..])]
-            })
-            .collect();
-        let replies = self.query_grouped(cmds).await?;
-        Ok(partitions
-            .iter()
-            .zip(replies.into_iter().flatten())
-            .map(|((p, _), v)| (*p, parse_lease(v)))
-            .collect())
-    }
-
-    /// Renews held leases; returns for each partition whether it is still ours.
-    pub(crate) async fn lease_renew(
-        &self,
-        topic: &str,
-        group: &str,
-        member: &str,
-        ttl: Duration,
-        held: &[(u32, u64)],
-    ) -> Result<Vec<(u32, bool)>> {
-        let ttl = ttl.as_millis().to_string();
-        let s = &self.inner.scripts.lease_renew;
-        let cmds = held
-            .iter()
-            .map(|(p, epoch)| {
-                let lease = self.keys().lease(topic, *p, group);
-                vec![s.cmd(&[&lease], &[member, &epoch.to_string(), &ttl][..])]
-            })
-            .collect();
-        let replies = self.query_grouped(cmds).await?;
-        held.iter()
-            .zip(replies.into_iter().flatten())
-            .map(|((p, _), v)| Ok((*p, int(&check(v)?)? == 1)))
-            .collect()
-    }
-
-    /// Gives leases back at once.
-    pub(crate) async fn lease_release(
-        &self,
-        topic: &str,
-        group: &str,
-        member: &str,
-        held: &[(u32, u64)],
-    ) -> Result<()> {
-        let s = &self.inner.scripts.lease_release;
-        let cmds = held
-            .iter()
-            .map(|(p, epoch)| {
-                let lease = self.keys().lease(topic, *p, group);
-                vec![s.cmd(&[&lease], &[member, &epoch.to_string()][..])]
-            })
-            .collect();
-        for v in self.query_grouped(cmds).await?.into_iter().flatten() {
-            check(v)?;
-        }
-        Ok(())
-    }
 }
 
-fn parse_lease(v: Value) -> Result<Lease> {
-    let Value::Array(parts) = check(v)? else {
-        return Err(Error::Decode("lease reply is not an array".into()));
-    };
-    match parts.as_slice() {
-        [ok, epoch] if int(ok)? == 1 => Ok(Lease::Held(int(epoch)? as u64)),
-        [_, owner, expires] => Ok(Lease::Taken {
-            owner: text(owner)?,
-            expires_ms: int(expires)? as u64,
-        }),
-        _ => Err(Error::Decode("lease reply has the wrong shape".into())),
-    }
-}
 
 /// One member as `group describe` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

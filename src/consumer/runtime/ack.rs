@@ -2,7 +2,7 @@
 //! (fenced by the lease in ordered mode), and clears recorded failures of
 //! messages that finally succeeded.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,10 +10,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{AckReq, Rt};
-use crate::client::check;
 use crate::envelope::StreamId;
 use crate::error::Result;
 use crate::group::Mode;
+use crate::store::Guarded;
+use crate::store::settle::{AckBatch, AckOf};
 
 /// Ids to ack, per (partition, src, epoch), and which of them had recorded
 /// failures.
@@ -72,81 +73,57 @@ impl Rt {
 
     /// Acks each (partition, src, epoch) group of ids.
     async fn ack(&self, groups: &[AckGroup]) -> Result<()> {
-        let keys = self.client.keys();
-        let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
-        let mut per_partition: BTreeMap<u32, Vec<redis::Cmd>> = BTreeMap::new();
-        for ((p, src, epoch), ids) in groups {
-            let stream = self.stream_of(*p, *src);
-            let mut cmd = match self.s.mode {
-                Mode::Ordered => {
-                    let lease = keys.lease(topic, *p, group);
-                    let mut cmd = self
-                        .client
-                        .inner
-                        .scripts
-                        .ack
-                        .cmd(&[&lease, &stream], &[group.as_str(), me.as_str()][..]);
-                    cmd.arg(*epoch);
-                    cmd
-                }
-                Mode::Shared => {
-                    let mut cmd = redis::cmd("XACK");
-                    cmd.arg(&stream).arg(group);
-                    cmd
-                }
-            };
-            for (id, _) in ids {
-                cmd.arg(id);
-            }
-            per_partition.entry(*p).or_default().push(cmd);
-        }
-        let order: Vec<u32> = per_partition.keys().copied().collect();
-        let cmds: Vec<Vec<redis::Cmd>> = per_partition.into_values().collect();
-        let replies = self.client.query_grouped(cmds).await?;
-        // Replies come back per partition, in `groups` order within each.
-        let mut by_partition: BTreeMap<u32, VecDeque<redis::Value>> = order
-            .into_iter()
-            .zip(replies.into_iter().map(VecDeque::from))
+        let (topic, group) = (&self.spec.name, &self.s.group);
+        let ids: Vec<Vec<StreamId>> = groups
+            .iter()
+            .map(|(_, ids)| ids.iter().map(|(id, _)| *id).collect())
             .collect();
+        let batches: Vec<AckBatch> = groups
+            .iter()
+            .zip(&ids)
+            .map(|(((p, src, epoch), _), ids)| AckBatch {
+                partition: *p,
+                source: Self::source(*src),
+                epoch: *epoch,
+                ids,
+            })
+            .collect();
+        let of = AckOf {
+            topic,
+            group,
+            member: &self.s.member,
+            fenced: self.s.mode == Mode::Ordered,
+        };
+        let results = self.client.store().ack(of, &batches).await?;
         let mut clear: Vec<(u32, Vec<String>)> = Vec::new();
-        for ((p, _, epoch), ids) in groups {
-            let v = by_partition.get_mut(p).and_then(VecDeque::pop_front);
-            let n: i64 = match v.map(check).transpose()? {
-                Some(v) => redis::from_redis_value(v).unwrap_or(0),
-                None => 0,
-            };
-            if n < 0 {
-                self.stats
-                    .stale_acks
-                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
-                tracing::warn!(topic = %topic, group = %group, partition = p, epoch,
-                    count = ids.len(),
-                    "ack refused: the partition's lease moved on; the new owner will handle these again");
-            } else {
-                self.stats.acked.fetch_add(n as u64, Ordering::Relaxed);
-                let failed: Vec<String> = ids
-                    .iter()
-                    .filter(|(_, had)| *had)
-                    .map(|(id, _)| id.to_string())
-                    .collect();
-                if !failed.is_empty() {
-                    clear.push((*p, failed));
+        for (((p, _, epoch), ids), result) in groups.iter().zip(results) {
+            match result {
+                Guarded::LeaseLost => {
+                    self.stats
+                        .stale_acks
+                        .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(topic = %topic, group = %group, partition = p, epoch,
+                        count = ids.len(),
+                        "ack refused: the partition's lease moved on; the new owner will handle these again");
+                }
+                Guarded::Done(n) => {
+                    self.stats.acked.fetch_add(n, Ordering::Relaxed);
+                    let failed: Vec<String> = ids
+                        .iter()
+                        .filter(|(_, had)| *had)
+                        .map(|(id, _)| id.to_string())
+                        .collect();
+                    if !failed.is_empty() {
+                        clear.push((*p, failed));
+                    }
                 }
             }
         }
         if !clear.is_empty() {
-            let cmds = clear
-                .into_iter()
-                .map(|(p, ids)| {
-                    vec![
-                        redis::cmd("HDEL")
-                            .arg(keys.attempts(topic, p, group))
-                            .arg(ids)
-                            .clone(),
-                    ]
-                })
-                .collect();
-            self.client.query_grouped(cmds).await?;
+            self.client
+                .store()
+                .clear_attempts(topic, group, clear)
+                .await?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use super::{Owned, Rt};
 use crate::error::Result;
 use crate::group::assignment::{partitions_of, rebalance};
 use crate::group::{Lease, Mode};
+use crate::store::Guarded;
 
 impl Rt {
     fn lease_margin(&self) -> Duration {
@@ -105,10 +106,12 @@ impl Rt {
         if !renew.is_empty() {
             let results = self
                 .client
-                .lease_renew(topic, group, me, ttl, &renew)
+                .store()
+                .lease_renew(self.leases(), ttl, &renew)
                 .await?;
             let mut st = self.lock();
-            for (p, ok) in results {
+            for (p, renewed) in results {
+                let ok = renewed == Guarded::Done(());
                 let epoch = renew.iter().find(|r| r.0 == p).map(|r| r.1);
                 if let Some(o) = st.owned.get_mut(&p)
                     && Some(o.epoch) == epoch
@@ -131,7 +134,8 @@ impl Rt {
         }
         if !release.is_empty() {
             self.client
-                .lease_release(topic, group, me, &release)
+                .store()
+                .lease_release(self.leases(), &release)
                 .await?;
             let mut st = self.lock();
             for (p, epoch) in &release {
@@ -144,7 +148,8 @@ impl Rt {
         if !acquire.is_empty() {
             let results = self
                 .client
-                .lease_acquire(topic, group, me, ttl, &acquire)
+                .store()
+                .lease_acquire(self.leases(), ttl, &acquire)
                 .await?;
             let mut st = self.lock();
             for (p, r) in results {

@@ -18,6 +18,8 @@ use crate::envelope::{encode_headers, encode_retry};
 use crate::error::{Error, Result};
 use crate::group::Mode;
 use crate::retry::{Decision, jitter_unit};
+use crate::store::settle::{DeadLetter, Failure, RetryLater};
+use crate::store::{Guarded, Holder};
 
 /// How a message's handling ended.
 enum Outcome {
@@ -331,7 +333,6 @@ impl Rt {
         wait: Duration,
         error: &str,
     ) -> Result<bool> {
-        let keys = self.client.keys();
         let (topic, group) = (&self.spec.name, &self.s.group);
         let now = self.client.redis_time_ms().await?;
         let record = serde_json::to_string(&Recorded {
@@ -340,32 +341,26 @@ impl Rt {
             err: error.to_string(),
         })
         .map_err(|e| Error::Encode(e.to_string()))?;
-        let lease = keys.lease(topic, d.msg.partition, group);
-        let attempts = keys.attempts(topic, d.msg.partition, group);
-        let epoch = d.epoch.to_string();
-        let id = d.msg.id.to_string();
-        let v = self
+        let outcome = self
             .client
-            .connection()
-            .eval(
-                &self.client.inner.scripts,
-                &self.client.inner.scripts.fail,
-                &[&lease, &attempts],
-                &[
-                    self.s.member.as_bytes(),
-                    epoch.as_bytes(),
-                    id.as_bytes(),
-                    record.as_bytes(),
-                ],
-            )
+            .store()
+            .record_failure(Failure {
+                topic,
+                group,
+                partition: d.msg.partition,
+                holder: Holder {
+                    member: &self.s.member,
+                    epoch: d.epoch,
+                },
+                id: d.msg.id,
+                record: &record,
+            })
             .await?;
-        let n: i64 = redis::from_redis_value(v).map_err(|e| Error::Decode(e.to_string()))?;
-        Ok(n == 1)
+        Ok(outcome == Guarded::Done(()))
     }
 
     /// Shared mode: ack the message and park it in the group's retry set.
     async fn park(&self, d: &Delivery, attempt: u32, wait: Duration) -> Outcome {
-        let keys = self.client.keys();
         let (topic, group) = (&self.spec.name, &self.s.group);
         let p = d.msg.partition;
         let headers = encode_headers(&d.msg.headers).unwrap_or_default();
@@ -377,20 +372,18 @@ impl Rt {
             attempt + 1,
             &origin,
         );
-        let source = self.stream_of(p, d.src);
-        let retry_set = keys.retry(topic, p, group);
-        let wake = keys.wake(topic, p);
-        let id = d.msg.id.to_string();
-        let wait_ms = wait.as_millis().to_string();
         let r = self
             .client
-            .connection()
-            .eval(
-                &self.client.inner.scripts,
-                &self.client.inner.scripts.retry_later,
-                &[&source, &retry_set, &wake],
-                &[group.as_bytes(), id.as_bytes(), wait_ms.as_bytes(), &member],
-            )
+            .store()
+            .retry_later(RetryLater {
+                topic,
+                group,
+                partition: p,
+                source: Self::source(d.src),
+                id: d.msg.id,
+                wait,
+                entry: &member,
+            })
             .await;
         match r {
             Ok(_) => {
@@ -407,57 +400,41 @@ impl Rt {
 
     /// Moves the message to the dead-letter queue with its ack.
     async fn dead_letter(&self, d: &Delivery, attempts: u32, error: &str) -> Outcome {
-        let keys = self.client.keys();
         let (topic, group) = (&self.spec.name, &self.s.group);
         let p = d.msg.partition;
-        let base = topic.strip_suffix(".dlq").unwrap_or(topic);
         let headers = encode_headers(&d.msg.headers).unwrap_or_default();
-        let lease = keys.lease(topic, p, group);
-        let source = self.stream_of(p, d.src);
-        let dlq = keys.dlq(base, p);
-        let attempts_key = keys.attempts(topic, p, group);
-        let check = if self.s.mode == Mode::Ordered {
-            "1"
-        } else {
-            "0"
-        };
-        let epoch = d.epoch.to_string();
-        let id = d.msg.id.to_string();
-        let origin = d.origin.clone().unwrap_or_else(|| id.clone());
-        let (partition, lane, n) = (p.to_string(), d.msg.lane.to_string(), attempts.to_string());
-        let args: [&[u8]; 13] = [
-            group.as_bytes(),
-            self.s.member.as_bytes(),
-            epoch.as_bytes(),
-            check.as_bytes(),
-            id.as_bytes(),
-            d.msg.key.as_deref().unwrap_or("").as_bytes(),
-            &headers,
-            &d.msg.payload,
-            partition.as_bytes(),
-            lane.as_bytes(),
-            origin.as_bytes(),
-            n.as_bytes(),
-            error.as_bytes(),
-        ];
+        let holder = (self.s.mode == Mode::Ordered).then_some(Holder {
+            member: &self.s.member,
+            epoch: d.epoch,
+        });
+        let origin = d.origin.clone().unwrap_or_else(|| d.msg.id.to_string());
         let r = self
             .client
-            .connection()
-            .eval(
-                &self.client.inner.scripts,
-                &self.client.inner.scripts.dead_letter,
-                &[&lease, &source, &dlq, &attempts_key],
-                &args,
-            )
+            .store()
+            .dead_letter(DeadLetter {
+                topic,
+                group,
+                partition: p,
+                source: Self::source(d.src),
+                holder,
+                id: d.msg.id,
+                key: d.msg.key.as_deref().unwrap_or("").as_bytes(),
+                headers: &headers,
+                payload: &d.msg.payload,
+                lane: d.msg.lane,
+                origin: &origin,
+                attempts,
+                error,
+            })
             .await;
         match r {
-            Ok(redis::Value::Int(-1)) => {
+            Ok(Guarded::LeaseLost) => {
                 self.stats.stale_acks.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(topic = %topic, group = %group, partition = p, id = %d.msg.id,
                     epoch = d.epoch, "dead-lettering refused: the partition's lease moved on; the new owner will handle it again");
                 Outcome::Abandoned
             }
-            Ok(_) => {
+            Ok(Guarded::Done(_)) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(topic = %topic, group = %group, partition = p, id = %d.msg.id,
                     attempts, error = %error, "dead-lettered");

@@ -40,6 +40,8 @@ use crate::envelope::{Message, StreamId};
 use crate::error::Result;
 use crate::group::Mode;
 use crate::rate_limit::RateGate;
+use crate::store::lease::Leases;
+use crate::store::Source;
 use crate::topic::TopicSpec;
 
 /// The `src` of a message read from the group's retry stream (lanes are
@@ -280,11 +282,8 @@ impl TopicRuntime {
         let _ = self.coordinator.await;
         let held: Vec<Held> = rt.lock().owned.iter().map(|(p, o)| (*p, o.epoch)).collect();
         if rt.s.mode == Mode::Ordered && !held.is_empty() {
-            idempotent(|| {
-                rt.client
-                    .lease_release(&rt.spec.name, &rt.s.group, &rt.s.member, &held)
-            })
-            .await?;
+            idempotent(|| async { rt.client.store().lease_release(rt.leases(), &held).await })
+                .await?;
             tracing::info!(topic = %rt.spec.name, group = %rt.s.group,
                 released = ?held.iter().map(|h| h.0).collect::<Vec<_>>(), "released partitions");
         }
@@ -321,14 +320,24 @@ impl Rt {
     }
 
     /// The stream a message of `partition` was read from.
-    fn stream_of(&self, partition: u32, src: u8) -> String {
-        let keys = self.client.keys();
-        if src == RETRY_SRC {
-            keys.retry_stream(&self.spec.name, partition, &self.s.group)
-        } else {
-            keys.stream(&self.spec.name, partition, src)
+    /// This member's leases of the group's partitions.
+    fn leases(&self) -> Leases<'_> {
+        Leases {
+            topic: &self.spec.name,
+            group: &self.s.group,
+            member: &self.s.member,
         }
     }
+
+    /// Where a delivery from `src` was read: a lane, or the retry stream.
+    fn source(src: u8) -> Source {
+        if src == RETRY_SRC {
+            Source::Retry
+        } else {
+            Source::Lane(src)
+        }
+    }
+
 
     /// Whether messages of `partition` delivered at `epoch` may still be
     /// handled: ours at that epoch, not draining, and the lease not run out

@@ -1,0 +1,258 @@
+//! Settling a delivered message for a group: acknowledge it, record a
+//! failed attempt, park it for a later retry, or move it to the dead-letter
+//! stream. In ordered mode each step runs under the partition lease (the
+//! shared guard in `lua/lib/lease.lua`), so a member whose lease moved on
+//! settles nothing.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use super::{Guarded, Holder, Source, Store, guarded_int, int};
+use crate::client::check;
+use crate::envelope::StreamId;
+use crate::error::Result;
+
+/// Whose acks: a topic's group, by one member.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AckOf<'a> {
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub member: &'a str,
+    /// Ordered mode: each batch is fenced by the partition lease at its
+    /// epoch. Shared mode: a plain `XACK`.
+    pub fenced: bool,
+}
+
+/// Ids read from one stream of a partition under one lease epoch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AckBatch<'a> {
+    pub partition: u32,
+    pub source: Source,
+    pub epoch: u64,
+    pub ids: &'a [StreamId],
+}
+
+/// A failed attempt to record (ordered mode), so a new owner continues the
+/// count and the wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Failure<'a> {
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub partition: u32,
+    pub holder: Holder<'a>,
+    pub id: StreamId,
+    /// The JSON record `{n, due, err}`.
+    pub record: &'a str,
+}
+
+/// A failed message to park in the group's retry set (shared mode).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RetryLater<'a> {
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub partition: u32,
+    pub source: Source,
+    pub id: StreamId,
+    pub wait: Duration,
+    /// The retry set's member: MessagePack `[nonce, lane, key, headers,
+    /// payload, next attempt, origin id]`.
+    pub entry: &'a [u8],
+}
+
+/// A message that will not be tried again, with what the dead-letter entry
+/// records of it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeadLetter<'a> {
+    /// The topic it was read from (a dead-letter view `T.dlq` writes to
+    /// `T`'s dead-letter streams).
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub partition: u32,
+    pub source: Source,
+    /// Ordered mode: only while this holder has the lease.
+    pub holder: Option<Holder<'a>>,
+    pub id: StreamId,
+    pub key: &'a [u8],
+    /// The headers as a MessagePack map (empty when none).
+    pub headers: &'a [u8],
+    pub payload: &'a [u8],
+    pub lane: u8,
+    /// The id it was first published with.
+    pub origin: &'a str,
+    pub attempts: u32,
+    pub error: &'a str,
+}
+
+impl Store<'_> {
+    /// Acknowledges each batch (one pipeline per partition's slot). Returns,
+    /// per batch in order, how many Redis acknowledged, or that the lease
+    /// had moved on (nothing acknowledged).
+    pub(crate) async fn ack(
+        &self,
+        of: AckOf<'_>,
+        batches: &[AckBatch<'_>],
+    ) -> Result<Vec<Guarded<u64>>> {
+        let mut order: Vec<u32> = Vec::new();
+        let mut per_partition: Vec<Vec<redis::Cmd>> = Vec::new();
+        let mut slot_of: Vec<(usize, usize)> = Vec::with_capacity(batches.len());
+        for b in batches {
+            let stream = self.stream(of.topic, b.partition, of.group, b.source);
+            let mut cmd = if of.fenced {
+                let lease = self.keys.lease(of.topic, b.partition, of.group);
+                let mut cmd = self
+                    .scripts
+                    .ack
+                    .cmd(&[&lease, &stream], &[of.group, of.member][..]);
+                cmd.arg(b.epoch);
+                cmd
+            } else {
+                let mut cmd = redis::cmd("XACK");
+                cmd.arg(&stream).arg(of.group);
+                cmd
+            };
+            for id in b.ids {
+                cmd.arg(id);
+            }
+            let g = match order.iter().position(|p| *p == b.partition) {
+                Some(g) => g,
+                None => {
+                    order.push(b.partition);
+                    per_partition.push(Vec::new());
+                    order.len() - 1
+                }
+            };
+            slot_of.push((g, per_partition[g].len()));
+            per_partition[g].push(cmd);
+        }
+        let replies = self.query_grouped(per_partition).await?;
+        slot_of
+            .into_iter()
+            .map(|(g, i)| {
+                let v = replies.get(g).and_then(|r| r.get(i)).cloned();
+                let n: i64 = match v.map(check).transpose()? {
+                    Some(v) => int(&v).unwrap_or(0),
+                    None => 0,
+                };
+                Ok(if n < 0 {
+                    Guarded::LeaseLost
+                } else {
+                    Guarded::Done(n as u64)
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets the recorded failures of messages that finally succeeded,
+    /// per partition.
+    pub(crate) async fn clear_attempts(
+        &self,
+        topic: &str,
+        group: &str,
+        ids: Vec<(u32, Vec<String>)>,
+    ) -> Result<()> {
+        let cmds = ids
+            .into_iter()
+            .map(|(p, ids)| {
+                vec![
+                    redis::cmd("HDEL")
+                        .arg(self.keys.attempts(topic, p, group))
+                        .arg(ids)
+                        .clone(),
+                ]
+            })
+            .collect();
+        self.query_grouped(cmds).await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt under the lease (`lua/fail.lua`).
+    pub(crate) async fn record_failure(&self, f: Failure<'_>) -> Result<Guarded<()>> {
+        let lease = self.keys.lease(f.topic, f.partition, f.group);
+        let attempts = self.keys.attempts(f.topic, f.partition, f.group);
+        let epoch = f.holder.epoch.to_string();
+        let id = f.id.to_string();
+        let v = self
+            .eval(
+                &self.scripts.fail,
+                &[&lease, &attempts],
+                &[
+                    f.holder.member.as_bytes(),
+                    epoch.as_bytes(),
+                    id.as_bytes(),
+                    f.record.as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(match guarded_int(&v)? {
+            Guarded::Done(_) => Guarded::Done(()),
+            Guarded::LeaseLost => Guarded::LeaseLost,
+        })
+    }
+
+    /// Acks a failed message and parks it in the group's retry set until
+    /// due, waking the partition's promoters (`lua/retry_later.lua`).
+    /// Returns the due time (ms, Redis clock).
+    pub(crate) async fn retry_later(&self, r: RetryLater<'_>) -> Result<u64> {
+        let source = self.stream(r.topic, r.partition, r.group, r.source);
+        let retry_set = self.keys.retry(r.topic, r.partition, r.group);
+        let wake = self.keys.wake(r.topic, r.partition);
+        let id = r.id.to_string();
+        let wait_ms = r.wait.as_millis().to_string();
+        let v = self
+            .eval(
+                &self.scripts.retry_later,
+                &[&source, &retry_set, &wake],
+                &[r.group.as_bytes(), id.as_bytes(), wait_ms.as_bytes(), r.entry],
+            )
+            .await?;
+        Ok(int(&v)? as u64)
+    }
+
+    /// Moves a message to its partition's dead-letter stream with its ack,
+    /// in one step (`lua/dead_letter.lua`). Returns the dead-letter entry's
+    /// id.
+    pub(crate) async fn dead_letter(&self, d: DeadLetter<'_>) -> Result<Guarded<String>> {
+        let base = d.topic.strip_suffix(".dlq").unwrap_or(d.topic);
+        let lease = self.keys.lease(d.topic, d.partition, d.group);
+        let source = self.stream(d.topic, d.partition, d.group, d.source);
+        let dlq = self.keys.dlq(base, d.partition);
+        let attempts_key = self.keys.attempts(d.topic, d.partition, d.group);
+        let (member, epoch, check_lease) = match d.holder {
+            Some(h) => (h.member, h.epoch.to_string(), "1"),
+            None => ("", "0".to_string(), "0"),
+        };
+        let id = d.id.to_string();
+        let (partition, lane, n) = (
+            d.partition.to_string(),
+            d.lane.to_string(),
+            d.attempts.to_string(),
+        );
+        let args: [&[u8]; 13] = [
+            d.group.as_bytes(),
+            member.as_bytes(),
+            epoch.as_bytes(),
+            check_lease.as_bytes(),
+            id.as_bytes(),
+            d.key,
+            d.headers,
+            d.payload,
+            partition.as_bytes(),
+            lane.as_bytes(),
+            d.origin.as_bytes(),
+            n.as_bytes(),
+            d.error.as_bytes(),
+        ];
+        let v = self
+            .eval(
+                &self.scripts.dead_letter,
+                &[&lease, &source, &dlq, &attempts_key],
+                &args,
+            )
+            .await?;
+        Ok(match v {
+            Value::Int(-1) => Guarded::LeaseLost,
+            other => Guarded::Done(redis::from_redis_value(other).unwrap_or_default()),
+        })
+    }
+}
