@@ -302,7 +302,6 @@ impl Client {
     }
 }
 
-
 /// One member as `group describe` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemberInfo {

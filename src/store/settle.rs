@@ -203,7 +203,12 @@ impl Store<'_> {
             .eval(
                 &self.scripts.retry_later,
                 &[&source, &retry_set, &wake],
-                &[r.group.as_bytes(), id.as_bytes(), wait_ms.as_bytes(), r.entry],
+                &[
+                    r.group.as_bytes(),
+                    id.as_bytes(),
+                    wait_ms.as_bytes(),
+                    r.entry,
+                ],
             )
             .await?;
         Ok(int(&v)? as u64)

@@ -40,8 +40,8 @@ use crate::envelope::{Message, StreamId};
 use crate::error::Result;
 use crate::group::Mode;
 use crate::rate_limit::RateGate;
-use crate::store::lease::Leases;
 use crate::store::Source;
+use crate::store::lease::Leases;
 use crate::topic::TopicSpec;
 
 /// The `src` of a message read from the group's retry stream (lanes are
@@ -337,7 +337,6 @@ impl Rt {
             Source::Lane(src)
         }
     }
-
 
     /// Whether messages of `partition` delivered at `epoch` may still be
     /// handled: ours at that epoch, not draining, and the lease not run out
