@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use crate::duration::parse_duration;
 use crate::error::{Error, Result};
+use crate::store::coordination::{RateAsk, RateGrant};
 
 /// `permits` handler starts per `per`, e.g. `50/1s`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,15 +100,17 @@ impl Held {
 /// used yet in the current window.
 pub(crate) struct RateGate {
     limit: RateLimit,
-    key: String,
+    topic: String,
+    group: String,
     held: Mutex<Held>,
 }
 
 impl RateGate {
-    pub(crate) fn new(limit: RateLimit, key: String) -> Self {
+    pub(crate) fn new(limit: RateLimit, topic: &str, group: &str) -> Self {
         RateGate {
             limit,
-            key,
+            topic: topic.to_string(),
+            group: group.to_string(),
             held: Mutex::new(Held::none(Instant::now())),
         }
     }
@@ -124,26 +127,25 @@ impl RateGate {
             }
             // A small share per request keeps members from hoarding.
             let want = (self.limit.permits / 10).clamp(1, 20);
-            let args = [
-                self.limit.permits.to_string(),
-                (self.limit.per.as_millis() as u64).max(1).to_string(),
-                want.to_string(),
-            ];
-            let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
             // The window's end is measured from the moment the request left,
             // less Redis's millisecond rounding: never later than the real end.
             let sent = Instant::now();
-            let v = client
-                .connection()
-                .eval(
-                    &client.inner.scripts,
-                    &client.inner.scripts.rate_take,
-                    &[&self.key],
-                    &argv,
+            let RateGrant {
+                granted,
+                left_ms,
+                window,
+            } = client
+                .store()
+                .rate_take(
+                    &self.topic,
+                    &self.group,
+                    RateAsk {
+                        permits: self.limit.permits,
+                        per: self.limit.per,
+                        want,
+                    },
                 )
                 .await?;
-            let (granted, left_ms, window): (u32, u64, u64) =
-                redis::from_redis_value(v).map_err(|e| Error::Decode(e.to_string()))?;
             let until = sent + Duration::from_millis(left_ms.saturating_sub(1));
             if self.held().grant(window, granted, until, Instant::now()) {
                 return Ok(());

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, LocalResult, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
-use redis::{AsyncCommands, Value};
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -694,21 +694,8 @@ impl Scheduler {
         }
         let record = Record::encode(&spec.data)?.options(options);
         let receipt = client.publish_record(&spec.topic, record).await?;
-        let fire = fire_ms.to_string();
-        let scripts = &client.inner.scripts;
-        let reply = client
-            .connection()
-            .eval(
-                scripts,
-                &scripts.schedule_mark,
-                &[&keys.schedules_last()],
-                &[name.as_bytes(), fire.as_bytes()],
-            )
-            .await;
-        if let Err(e) = reply.and_then(|v| match v {
-            Value::Int(_) => Ok(()),
-            other => Err(Error::Decode(format!("schedule_mark replied {other:?}"))),
-        }) {
+        let reply = client.store().mark_fired(name, fire_ms).await;
+        if let Err(e) = reply {
             // Published all the same; the next fire's mark moves `last` on,
             // and the dedup id stops a republish meanwhile.
             tracing::warn!(schedule = %name, error = %e, "scheduler: recording the fire failed");

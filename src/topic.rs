@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{AsyncCommands, Value};
+use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::client::{Client, check};
 use crate::error::{Error, Result};
 use crate::keys::validate_topic;
+use crate::store::coordination::TopicCreate;
 
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -186,51 +187,27 @@ impl Client {
     pub async fn create_topic(&self, spec: &TopicSpec) -> Result<Created> {
         spec.validate()?;
         let keys = &self.inner.keys;
-        let meta = keys.meta(&spec.name);
-        let mut args: Vec<Vec<u8>> = Vec::new();
-        for (k, v) in spec.fields() {
-            args.push(k.as_bytes().to_vec());
-            args.push(v.into_bytes());
-        }
-        args.push(b"--".to_vec());
-        args.push(b"created_ms".to_vec());
-        args.push(self.redis_time_ms().await?.to_string().into_bytes());
-        let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        let mut conn = self.connection();
-        let reply = conn
-            .eval(
-                &self.inner.scripts,
-                &self.inner.scripts.topic_create,
-                &[&meta],
-                &argv,
-            )
-            .await?;
-        let parts: Vec<Value> = match reply {
-            Value::Array(p) => p,
-            other => return Err(Error::Decode(format!("topic_create replied {other:?}"))),
-        };
-        let code: i64 = redis::from_redis_value(parts.first().cloned().unwrap_or(Value::Nil))
-            .map_err(|e| Error::Decode(e.to_string()))?;
-        let created = match code {
-            1 => Created::New,
-            0 => Created::Existing,
-            _ => {
-                let strs: Vec<String> = parts[1..]
+        let created_ms = self.redis_time_ms().await?;
+        let created = match self
+            .store()
+            .create_topic(&spec.name, &spec.fields(), created_ms)
+            .await?
+        {
+            TopicCreate::New => Created::New,
+            TopicCreate::Existing => Created::Existing,
+            TopicCreate::Conflict(diffs) => {
+                let differences = diffs
                     .iter()
-                    .map(|v| redis::from_redis_value::<String>(v.clone()).unwrap_or_default())
-                    .collect();
-                let differences = strs
-                    .chunks(3)
-                    .map(|c| match c {
-                        [f, have, want] if f == "retention_ms" => format!(
-                            "retention: existing {}, requested {}",
-                            show_ms(have),
-                            show_ms(want)
-                        ),
-                        [f, have, want] => {
+                    .map(|(f, have, want)| {
+                        if f == "retention_ms" {
+                            format!(
+                                "retention: existing {}, requested {}",
+                                show_ms(have),
+                                show_ms(want)
+                            )
+                        } else {
                             format!("{f}: existing {}, requested {}", show(have), show(want))
                         }
-                        _ => String::new(),
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
@@ -240,6 +217,7 @@ impl Client {
                 });
             }
         };
+        let mut conn = self.connection();
         let _: () = conn.sadd(keys.topics(), &spec.name).await?;
         self.cache_topic(spec.clone());
         Ok(created)

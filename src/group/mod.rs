@@ -1,5 +1,5 @@
-//! Consumer groups: creation, membership, partition leases and acks, as thin
-//! calls to the group scripts; and the admin view of a group.
+//! Consumer groups: creation and the admin view of a group (list, describe,
+//! reset). Membership, leases and acks are steps of [`crate::store`].
 //!
 //! A group is one Redis consumer group per partition lane stream, created
 //! with the group's start position, plus coordination keys in the group's
@@ -11,8 +11,6 @@
 pub mod assignment;
 mod lag;
 pub mod reset;
-
-use std::time::Duration;
 
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
@@ -67,24 +65,7 @@ pub(crate) fn start_id(start: &StartAt) -> String {
     }
 }
 
-/// The result of a heartbeat.
-#[derive(Clone, Debug)]
-pub(crate) struct Heartbeat {
-    /// Live members, sorted.
-    pub members: Vec<String>,
-    /// Version of the stored assignment.
-    pub version: u64,
-    /// The stored target assignment.
-    pub assignment: Assignment,
-    /// Whether the group is paused.
-    pub paused: bool,
-}
-
 pub(crate) use crate::store::lease::Lease;
-
-fn int(v: &Value) -> Result<i64> {
-    redis::from_redis_value(v.clone()).map_err(|e| Error::Decode(e.to_string()))
-}
 
 impl Client {
     /// Creates `group` on every partition lane of `topic` at `start` (no-op
@@ -214,91 +195,6 @@ impl Client {
             .await?;
         names.sort();
         Ok(names)
-    }
-
-    pub(crate) async fn group_heartbeat(
-        &self,
-        topic: &str,
-        group: &str,
-        member: &str,
-        session: Duration,
-        is_static: bool,
-        leave: bool,
-    ) -> Result<Heartbeat> {
-        let keys = self.keys();
-        let session_ms = session.as_millis().to_string();
-        let reply = self
-            .connection()
-            .eval(
-                &self.inner.scripts,
-                &self.inner.scripts.group_heartbeat,
-                &[
-                    &keys.members(topic, group),
-                    &keys.member_info(topic, group),
-                    &keys.assign(topic, group),
-                    &keys.paused(topic, group),
-                ],
-                &[
-                    member.as_bytes(),
-                    session_ms.as_bytes(),
-                    if is_static { b"1" } else { b"0" },
-                    if leave { b"leave" } else { b"" },
-                ],
-            )
-            .await?;
-        let Value::Array(parts) = reply else {
-            return Err(Error::Decode("heartbeat reply is not an array".into()));
-        };
-        let [_now, live, version, assign, paused] = parts.as_slice() else {
-            return Err(Error::Decode("heartbeat reply has the wrong length".into()));
-        };
-        let members: Vec<String> =
-            redis::from_redis_value(live.clone()).map_err(|e| Error::Decode(e.to_string()))?;
-        let flat: Vec<String> =
-            redis::from_redis_value(assign.clone()).map_err(|e| Error::Decode(e.to_string()))?;
-        let mut assignment = Assignment::new();
-        for pair in flat.chunks(2) {
-            if let [p, m] = pair
-                && let Ok(p) = p.parse()
-            {
-                assignment.insert(p, m.clone());
-            }
-        }
-        Ok(Heartbeat {
-            paused: int(paused)? == 1,
-            members,
-            version: int(version)? as u64,
-            assignment,
-        })
-    }
-
-    /// Writes a new target assignment if the stored one is still `version`.
-    /// Returns the new version, or `None` when someone else wrote first.
-    pub(crate) async fn group_assign(
-        &self,
-        topic: &str,
-        group: &str,
-        version: u64,
-        assignment: &Assignment,
-    ) -> Result<Option<u64>> {
-        let mut args: Vec<String> = vec![version.to_string()];
-        for (p, m) in assignment {
-            args.push(p.to_string());
-            args.push(m.clone());
-        }
-        let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        let reply = self
-            .connection()
-            .eval(
-                &self.inner.scripts,
-                &self.inner.scripts.group_assign,
-                &[&self.keys().assign(topic, group)],
-                &argv,
-            )
-            .await?;
-        let (ok, v): (i64, u64) =
-            redis::from_redis_value(reply).map_err(|e| Error::Decode(e.to_string()))?;
-        Ok((ok == 1).then_some(v))
     }
 }
 

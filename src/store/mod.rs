@@ -12,7 +12,9 @@
 //! ([`lease`]) and the steps that settle a handled or failed message
 //! ([`settle`]) so far.
 
+pub(crate) mod coordination;
 pub(crate) mod lease;
+pub(crate) mod membership;
 pub(crate) mod settle;
 
 use futures_util::future::join_all;

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::group::assignment::{partitions_of, rebalance};
 use crate::group::{Lease, Mode};
 use crate::store::Guarded;
+use crate::store::membership::Beat;
 
 impl Rt {
     fn lease_margin(&self) -> Duration {
@@ -24,14 +25,8 @@ impl Rt {
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let hb = self
             .client
-            .group_heartbeat(
-                topic,
-                group,
-                me,
-                self.s.session_timeout,
-                self.s.is_static,
-                false,
-            )
+            .store()
+            .heartbeat(self.member(), self.s.session_timeout, Beat::Alive)
             .await?;
         let was = self.paused.swap(hb.paused, Ordering::SeqCst);
         if was != hb.paused {
@@ -47,7 +42,8 @@ impl Rt {
         if target != hb.assignment
             && self
                 .client
-                .group_assign(topic, group, hb.version, &target)
+                .store()
+                .assign(topic, group, hb.version, &target)
                 .await?
                 .is_some()
         {

@@ -42,6 +42,7 @@ use crate::group::Mode;
 use crate::rate_limit::RateGate;
 use crate::store::Source;
 use crate::store::lease::Leases;
+use crate::store::membership::{Beat, Member};
 use crate::topic::TopicSpec;
 
 /// The `src` of a message read from the group's retry stream (lanes are
@@ -191,9 +192,7 @@ impl TopicRuntime {
                 state.owned.insert(p, Owned::new(0, forever, true));
             }
         }
-        let rate = s
-            .rate_limit
-            .map(|l| RateGate::new(l, client.keys().rate(&spec.name, &s.group)));
+        let rate = s.rate_limit.map(|l| RateGate::new(l, &spec.name, &s.group));
         let rt = Arc::new(Rt {
             names: (
                 Arc::from(spec.name.as_str()),
@@ -288,15 +287,11 @@ impl TopicRuntime {
                 released = ?held.iter().map(|h| h.0).collect::<Vec<_>>(), "released partitions");
         }
         rt.lock().owned.clear();
-        idempotent(|| {
-            rt.client.group_heartbeat(
-                &rt.spec.name,
-                &rt.s.group,
-                &rt.s.member,
-                rt.s.session_timeout,
-                rt.s.is_static,
-                true,
-            )
+        idempotent(|| async {
+            rt.client
+                .store()
+                .heartbeat(rt.member(), rt.s.session_timeout, Beat::Leave)
+                .await
         })
         .await?;
         Ok(())
@@ -320,6 +315,16 @@ impl Rt {
     }
 
     /// The stream a message of `partition` was read from.
+    /// This member of the group.
+    fn member(&self) -> Member<'_> {
+        Member {
+            topic: &self.spec.name,
+            group: &self.s.group,
+            id: &self.s.member,
+            is_static: self.s.is_static,
+        }
+    }
+
     /// This member's leases of the group's partitions.
     fn leases(&self) -> Leases<'_> {
         Leases {
