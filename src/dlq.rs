@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::client::{Client, check};
 use crate::envelope::{Headers, StreamId, parse_entries};
 use crate::error::{Error, Result};
+use crate::store::dead_letters::{Replay, ReplayTarget};
 
 /// One dead letter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -243,36 +244,19 @@ impl Client {
         group: Option<&str>,
         to: ReplayTo,
     ) -> Result<usize> {
-        let keys = self.keys();
-        let scripts = &self.inner.scripts;
         let found = self.select(topic, selection, group).await?;
-        let mut per_partition: std::collections::BTreeMap<u32, Vec<redis::Cmd>> =
-            Default::default();
-        for d in &found {
-            let (target, mode) = match to {
-                ReplayTo::Group => (keys.retry_stream(topic, d.partition, &d.group), "group"),
-                ReplayTo::Topic => (keys.stream(topic, d.partition, d.lane), "topic"),
-            };
-            per_partition
-                .entry(d.partition)
-                .or_default()
-                .push(scripts.dlq_replay.cmd(
-                    &[keys.dlq(topic, d.partition), target],
-                    &[d.id.as_str(), mode][..],
-                ));
-        }
-        let mut replayed = 0;
-        for v in self
-            .query_grouped(per_partition.into_values().collect())
-            .await?
-            .into_iter()
-            .flatten()
-        {
-            if !matches!(check(v)?, redis::Value::Int(0)) {
-                replayed += 1;
-            }
-        }
-        Ok(replayed)
+        let letters: Vec<Replay> = found
+            .iter()
+            .map(|d| Replay {
+                partition: d.partition,
+                id: &d.id,
+                to: match to {
+                    ReplayTo::Group => ReplayTarget::Group(&d.group),
+                    ReplayTo::Topic => ReplayTarget::Lane(d.lane),
+                },
+            })
+            .collect();
+        self.store().replay_dead_letters(topic, &letters).await
     }
 
     /// Deletes dead letters. Returns how many were deleted.

@@ -13,8 +13,10 @@
 //! ([`settle`]) so far.
 
 pub(crate) mod coordination;
+pub(crate) mod dead_letters;
 pub(crate) mod lease;
 pub(crate) mod membership;
+pub(crate) mod promote;
 pub(crate) mod settle;
 
 use futures_util::future::join_all;

@@ -17,10 +17,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Rt;
-use crate::client::{Client, check};
+use crate::client::Client;
 use crate::conn::ReadGuard;
 use crate::error::{Error, Result};
 use crate::group::Mode;
+use crate::store::promote::Promote;
 use crate::topic::TopicSpec;
 
 /// Longest sleep between two promotion rounds.
@@ -36,45 +37,19 @@ pub(crate) async fn promote_once(
     group: Option<&str>,
     partitions: &[u32],
 ) -> Result<Option<Duration>> {
-    let keys = client.keys();
-    let scripts = &client.inner.scripts;
-    let topic = &spec.name;
-    let maxlen = spec.max_len.map(|n| n.to_string()).unwrap_or_default();
-    let chunk = CHUNK.to_string();
-    let retention = spec.retention.as_millis().to_string();
+    let step = Promote {
+        topic: &spec.name,
+        lanes: spec.lanes,
+        max_len: spec.max_len,
+        retention: spec.retention,
+        group,
+        partitions,
+        chunk: CHUNK,
+    };
     loop {
-        let cmds: Vec<Vec<redis::Cmd>> = partitions
-            .iter()
-            .map(|&p| {
-                let mut k = vec![keys.delayed(topic, p)];
-                k.extend((0..spec.lanes).map(|lane| keys.stream(topic, p, lane)));
-                let mut v = vec![
-                    scripts
-                        .promote
-                        .cmd(&k, &[chunk.as_str(), maxlen.as_str()][..]),
-                ];
-                if let Some(g) = group {
-                    v.push(scripts.promote_retry.cmd(
-                        &[keys.retry(topic, p, g), keys.retry_stream(topic, p, g)],
-                        &[chunk.as_str(), g, retention.as_str()][..],
-                    ));
-                }
-                v
-            })
-            .collect();
-        let mut next: Option<Duration> = None;
-        let mut full = false;
-        for v in client.query_grouped(cmds).await?.into_iter().flatten() {
-            let (moved, due, now): (i64, i64, i64) =
-                redis::from_redis_value(check(v)?).map_err(|e| Error::Decode(e.to_string()))?;
-            full |= moved as usize >= CHUNK;
-            if due >= 0 {
-                let wait = Duration::from_millis(due.saturating_sub(now).max(0) as u64);
-                next = Some(next.map_or(wait, |n| n.min(wait)));
-            }
-        }
-        if !full {
-            return Ok(next);
+        let round = client.store().promote(step).await?;
+        if !round.full {
+            return Ok(round.next);
         }
     }
 }
