@@ -6,6 +6,9 @@
 //! Throughputs are messages per second; latencies are milliseconds. The
 //! machine is shared and noisy: compare ratios from one run, not absolute
 //! figures across runs.
+//!
+//! Only with the hidden feature `tools` (which `cli` turns on): not part of
+//! the library's API.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

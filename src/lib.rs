@@ -2,6 +2,10 @@
 #![warn(missing_docs)]
 
 pub mod acl;
+// `bench` and `local` serve the binary, benches/ and examples/ (feature
+// `tools`, which `cli` turns on); they are not part of the library's API.
+#[cfg(feature = "tools")]
+#[doc(hidden)]
 pub mod bench;
 pub mod client;
 pub mod config;
@@ -17,6 +21,8 @@ pub mod error;
 pub mod fuzz_api;
 pub mod group;
 pub mod keys;
+#[cfg(feature = "tools")]
+#[doc(hidden)]
 pub mod local;
 pub mod partitioner;
 pub mod producer;

@@ -4,6 +4,9 @@
 //!
 //! This is how `millrace demo` and `millrace bench` run on a machine with no
 //! Redis set up; it never touches a Redis it did not start.
+//!
+//! Only with the hidden feature `tools` (which `cli` turns on): not part of
+//! the library's API.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -12,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// A `redis-server` child process, killed on drop, and also when the thread
-/// that started it ends (Linux `PR_SET_PDEATHSIG`), so a killed demo or
+/// A `redis-server` child process, killed on drop, and on Linux also when the
+/// thread that started it ends (`PR_SET_PDEATHSIG`), so a killed demo or
 /// benchmark leaves no server behind. Start it from a long-lived thread
-/// (such as the one running `main`).
+/// (such as the one running `main`). Elsewhere a process killed outright
+/// leaves its server running.
 #[derive(Debug)]
 pub struct PrivateRedis {
     child: Child,
@@ -52,16 +56,7 @@ impl PrivateRedis {
         let log = std::fs::File::create(dir.join("redis.log"))
             .map_err(|e| Error::Config(format!("cannot create log: {e}")))?;
         let mut cmd = Command::new(&bin);
-        // SAFETY: prctl in the forked child before exec only sets a signal
-        // for it: the server dies with the process that started it, even
-        // when that process is killed and cannot drop this value.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -102,6 +97,30 @@ impl PrivateRedis {
         self.port
     }
 }
+
+/// Has the server killed when the thread that starts it ends (Linux
+/// `PR_SET_PDEATHSIG`), even when the process is killed and cannot drop the
+/// [`PrivateRedis`].
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl in the forked child before exec only sets a signal for
+    // it (it is async-signal-safe and touches no memory of the parent).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere there is no parent-death signal: the server stops when the
+/// [`PrivateRedis`] is dropped (a normal end, an error, a panic that
+/// unwinds) but outlives a process killed by a signal it does not handle;
+/// stop it by hand then (its directory under the temp dir is named
+/// `millrace-redis-PID-PORT`).
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
