@@ -18,7 +18,7 @@ use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, V
 
 use crate::config::{Config, redact_url};
 use crate::direct::{DirectConn, DirectManager};
-use crate::error::{Error, Result};
+use crate::error::{Error, PoolFailure, Result};
 use crate::scripts::{Script, Scripts};
 use crate::tls;
 
@@ -293,7 +293,14 @@ impl BlockingPool {
 fn pool_error(e: managed::PoolError<redis::RedisError>) -> Error {
     match e {
         managed::PoolError::Backend(b) => Error::from(b),
-        other => Error::Pool(other.to_string()),
+        other => Error::Pool {
+            kind: match &other {
+                managed::PoolError::Timeout(_) => PoolFailure::Timeout,
+                managed::PoolError::Closed => PoolFailure::Closed,
+                _ => PoolFailure::Other,
+            },
+            message: other.to_string(),
+        },
     }
 }
 
@@ -473,7 +480,10 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             .max_size(config.blocking_pool_size)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
-            .map_err(|e| Error::Pool(e.to_string()))?;
+            .map_err(|e| Error::Pool {
+                kind: PoolFailure::Build,
+                message: e.to_string(),
+            })?;
         Ok(Connected {
             conn,
             pool: BlockingPool::Cluster(pool),
@@ -502,7 +512,10 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
                 .max_size(config.blocking_pool_size)
                 .runtime(deadpool::Runtime::Tokio1)
                 .build()
-                .map_err(|e| Error::Pool(e.to_string()))?;
+                .map_err(|e| Error::Pool {
+                    kind: PoolFailure::Build,
+                    message: e.to_string(),
+                })?;
             return Ok(Connected {
                 conn,
                 pool: BlockingPool::Direct(pool),
@@ -522,7 +535,10 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             .max_size(config.blocking_pool_size)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
-            .map_err(|e| Error::Pool(e.to_string()))?;
+            .map_err(|e| Error::Pool {
+                kind: PoolFailure::Build,
+                message: e.to_string(),
+            })?;
         Ok(Connected {
             conn,
             pool: BlockingPool::Single(pool),
@@ -647,6 +663,37 @@ fn connect_error(addr: &str, e: redis::RedisError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_failures_keep_their_kind_and_redis_errors_their_source() {
+        use std::error::Error as _;
+        let timeout = pool_error(managed::PoolError::Timeout(managed::TimeoutType::Wait));
+        assert!(
+            matches!(
+                timeout,
+                Error::Pool {
+                    kind: PoolFailure::Timeout,
+                    ..
+                }
+            ),
+            "{timeout:?}"
+        );
+        assert!(timeout.is_retryable());
+        let closed = pool_error(managed::PoolError::Closed);
+        assert!(matches!(
+            closed,
+            Error::Pool {
+                kind: PoolFailure::Closed,
+                ..
+            }
+        ));
+        let refused = Error::from(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "connection refused",
+        )));
+        assert!(matches!(refused, Error::Redis(_)));
+        assert!(refused.source().is_some(), "Error::Redis keeps its source");
+    }
 
     #[test]
     fn old_servers_are_refused_clearly() {

@@ -107,14 +107,14 @@ pub enum Error {
     },
     /// Redis could not be reached, or failed a command.
     #[error("redis: {0}")]
-    Redis(redis::RedisError),
+    Redis(#[source] redis::RedisError),
     /// Redis refused a write because it reached `maxmemory` and evicts
     /// nothing. The refused command (or script) wrote nothing; trying again
     /// once memory frees succeeds.
     #[error(
         "Redis is out of memory (maxmemory reached, no eviction): the write was refused and nothing was written; free memory or raise maxmemory ({0})"
     )]
-    OutOfMemory(redis::RedisError),
+    OutOfMemory(#[source] redis::RedisError),
     /// Redis refused the login: a wrong user or password (`WRONGPASS`), a
     /// disabled user, or a password required but not given (`NOAUTH`).
     #[error("redis refused the login: {message}")]
@@ -169,9 +169,15 @@ pub enum Error {
         /// What is wrong with it (never its contents).
         reason: String,
     },
-    /// A blocking-connection pool could not hand out a connection.
-    #[error("redis connection pool: {0}")]
-    Pool(String),
+    /// A blocking-connection pool could not hand out a connection (or
+    /// could not be built).
+    #[error("redis connection pool: {message}")]
+    Pool {
+        /// What went wrong, matchable.
+        kind: PoolFailure,
+        /// The pool's own words.
+        message: String,
+    },
     /// An operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -204,6 +210,20 @@ fn member_list(members: &[String]) -> String {
         list.push_str(&format!(" and {} more", members.len() - SHOWN));
     }
     list
+}
+
+/// Why a connection pool failed ([`Error::Pool`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoolFailure {
+    /// No connection was free, or none could be made, in time.
+    Timeout,
+    /// The pool was closed (the client is shutting down).
+    Closed,
+    /// The pool could not be built.
+    Build,
+    /// Anything else the pool reported.
+    Other,
 }
 
 impl From<redis::RedisError> for Error {
@@ -294,7 +314,7 @@ impl Error {
                         Some("TRYAGAIN" | "LOADING" | "CLUSTERDOWN" | "MASTERDOWN" | "BUSY")
                     )
             }
-            Error::Pool(_) | Error::Timeout(_) | Error::OutOfMemory(_) => true,
+            Error::Pool { .. } | Error::Timeout(_) | Error::OutOfMemory(_) => true,
             _ => false,
         }
     }
@@ -313,7 +333,7 @@ impl Error {
                     || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
                     || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
             }
-            Error::Pool(_)
+            Error::Pool { .. }
             | Error::Timeout(_)
             | Error::UnsupportedServer { .. }
             | Error::AuthFailed { .. }

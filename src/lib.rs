@@ -40,7 +40,7 @@ pub use client::Client;
 pub use config::Config;
 pub use consumer::{Context, HandlerError, Worker, WorkerHandle};
 pub use envelope::{Event, Headers, Message, StreamId};
-pub use error::{Error, Result};
+pub use error::{Error, PoolFailure, Result};
 pub use group::{GroupInfo, MemberInfo, Mode, PartitionInfo};
 pub use producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 pub use reader::{Reader, StartAt};
