@@ -538,20 +538,6 @@ fn tail_into_a_closed_pipe_ends_quietly() {
     assert_eq!(stderr, "");
 }
 
-/// True while a client of the server on `port` waits in a blocking `XREAD`
-/// (`CLIENT LIST`: `cmd=xread`, flag `b`).
-fn blocked_in_xread(port: u16) -> bool {
-    support::resp_command(port, &["CLIENT", "LIST"]).is_ok_and(|list| {
-        list.lines().any(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            fields.contains(&"cmd=xread")
-                && fields
-                    .iter()
-                    .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('b')))
-        })
-    })
-}
-
 #[test]
 fn tail_follow_prints_new_messages_as_they_come() {
     // A server of its own, so the only blocked reader on it is this tail.
@@ -592,7 +578,7 @@ fn tail_follow_prints_new_messages_as_they_come() {
     // ...then tail waits at the end instead of stopping.
     let mut wait_until_waiting = |when: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !blocked_in_xread(server.port()) {
+        while !support::blocked_in_xread(server.port()) {
             assert!(
                 child.try_wait().expect("try_wait").is_none(),
                 "tail --follow exited {when}"

@@ -235,17 +235,7 @@ async fn wait_until_blocked_in_xread(server: &RedisServer) {
     support::wait_until(
         Duration::from_secs(10),
         "a client blocked in XREAD",
-        || async move {
-            support::resp_command(port, &["CLIENT", "LIST"]).is_ok_and(|list| {
-                list.lines().any(|l| {
-                    let fields: Vec<&str> = l.split(' ').collect();
-                    fields.contains(&"cmd=xread")
-                        && fields
-                            .iter()
-                            .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('b')))
-                })
-            })
-        },
+        || async move { support::blocked_in_xread(port) },
     )
     .await;
 }

@@ -815,6 +815,20 @@ pub fn shared_cluster() -> &'static RedisCluster {
     })
 }
 
+/// True while a client of the server on `port` waits in a blocking `XREAD`
+/// (`CLIENT LIST`: `cmd=xread`, flag `b`).
+pub fn blocked_in_xread(port: u16) -> bool {
+    resp_command(port, &["CLIENT", "LIST"]).is_ok_and(|list| {
+        list.lines().any(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            fields.contains(&"cmd=xread")
+                && fields
+                    .iter()
+                    .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('b')))
+        })
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Polling
 // ---------------------------------------------------------------------------
