@@ -12,7 +12,7 @@ use redis::{Cmd, Value};
 
 use crate::config::Config;
 use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keys::KeySpace;
 use crate::producer::{Producer, ProducerConfig};
 use crate::scripts::Scripts;
@@ -62,7 +62,7 @@ impl Client {
             info,
         } = conn::connect(&config).await?;
         let scripts = Arc::new(Scripts::new());
-        scripts.load_all(&mut conn).await?;
+        conn::load_scripts(&scripts, &mut conn).await?;
         tracing::debug!(server = %info.server, version = %info.version, cluster = info.cluster, "connected");
         Ok(Client {
             inner: Arc::new(Inner {
@@ -144,13 +144,7 @@ impl Client {
     }
 }
 
-/// Turns a `Value::ServerError` into an error, leaving other values alone.
-pub(crate) fn check(v: Value) -> Result<Value> {
-    match v {
-        Value::ServerError(e) => Err(Error::from(redis::RedisError::from(e))),
-        other => Ok(other),
-    }
-}
+pub(crate) use crate::error::check;
 
 /// Runs an idempotent Redis step (a read, releasing a lease, leaving a
 /// group) again while its failure is one that passes: after a restart or a

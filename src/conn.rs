@@ -128,12 +128,36 @@ impl Conn {
         let cmd = script.cmd(keys, args);
         match cmd.query_async::<Value>(self).await {
             Err(e) if is_noscript(&e) => {
-                scripts.load_all(self).await?;
+                load_scripts(scripts, self).await?;
                 Ok(cmd.query_async::<Value>(self).await?)
             }
             other => Ok(other?),
         }
     }
+}
+
+/// Loads every script of `scripts` (on a cluster, into every primary).
+pub(crate) async fn load_scripts(scripts: &Scripts, conn: &mut Conn) -> Result<()> {
+    let mut pipe = redis::pipe();
+    for s in scripts.all() {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(s.source());
+    }
+    match conn {
+        // A cluster routes SCRIPT LOAD to every node, one command at a time.
+        Conn::Cluster(_) => {
+            for s in scripts.all() {
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(s.source())
+                    .query_async(conn)
+                    .await?;
+            }
+        }
+        Conn::Single(_) => {
+            let _: Vec<String> = pipe.query_async(conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs a pipeline whose first `count` commands matter (any after them are
@@ -156,7 +180,7 @@ pub(crate) async fn run_pipeline(
         .map(|(n, _)| n)
         .collect();
     if !missing.is_empty() {
-        if let Err(e) = scripts.load_all(conn).await {
+        if let Err(e) = load_scripts(scripts, conn).await {
             tracing::warn!(error = %e, "reloading scripts failed");
         }
         let mut again = redis::pipe();
@@ -181,7 +205,7 @@ pub(crate) async fn query_value(
     conn: &mut impl redis::aio::ConnectionLike,
     cmd: &Cmd,
 ) -> crate::error::Result<Value> {
-    crate::client::check(conn.req_packed_command(cmd).await?)
+    crate::error::check(conn.req_packed_command(cmd).await?)
 }
 
 pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {

@@ -160,7 +160,7 @@ pub enum Error {
     },
     /// A TLS certificate or key does not parse, or a key does not belong to
     /// its certificate.
-    #[error("invalid TLS {what}{}: {reason}", crate::tls::origin_suffix(.path))]
+    #[error("invalid TLS {what}{}: {reason}", origin_suffix(.path))]
     TlsPem {
         /// `"CA certificate"`, `"client certificate"` or `"client key"`.
         what: &'static str,
@@ -358,5 +358,22 @@ impl Error {
                 | Error::TlsFile { .. }
                 | Error::TlsPem { .. }
         )
+    }
+}
+
+/// Turns a `redis::Value::ServerError` into an error, leaving other values alone.
+pub(crate) fn check(v: redis::Value) -> Result<redis::Value> {
+    match v {
+        redis::Value::ServerError(e) => Err(Error::from(redis::RedisError::from(e))),
+        other => Ok(other),
+    }
+}
+
+/// The `Display` tail naming where PEM came from: ` /path/to/ca.pem`, or
+/// nothing for PEM given in memory.
+pub(crate) fn origin_suffix(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" {}", p.display()),
+        None => " (given in memory)".to_string(),
     }
 }

@@ -3,12 +3,10 @@
 //!
 //! `SCRIPT LOAD` is not replicated and a restarted server forgets scripts, so
 //! callers go through [`crate::conn::Conn::eval`] (single calls) or check
-//! pipelined replies for `NOSCRIPT` and reload with [`Scripts::load_all`].
+//! pipelined replies for `NOSCRIPT` and reload with `conn::load_scripts`.
+//! The registry itself is pure: sources, SHAs, commands.
 
 use redis::{Cmd, ToRedisArgs};
-
-use crate::conn::Conn;
-use crate::error::Result;
 
 /// One script: its name (the file in `lua/`), source and SHA1.
 #[derive(Debug)]
@@ -176,32 +174,6 @@ pub(crate) fn denied_call(detail: &str) -> Option<String> {
         script.file_line(line),
         command.to_ascii_uppercase()
     ))
-}
-
-impl Scripts {
-    /// Loads every script (on a cluster, into every primary).
-    pub(crate) async fn load_all(&self, conn: &mut Conn) -> Result<()> {
-        let mut pipe = redis::pipe();
-        for s in self.all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source());
-        }
-        match conn {
-            // A cluster routes SCRIPT LOAD to every node, one command at a time.
-            Conn::Cluster(_) => {
-                for s in self.all() {
-                    let _: String = redis::cmd("SCRIPT")
-                        .arg("LOAD")
-                        .arg(s.source())
-                        .query_async(conn)
-                        .await?;
-                }
-            }
-            Conn::Single(_) => {
-                let _: Vec<String> = pipe.query_async(conn).await?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

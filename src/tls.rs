@@ -88,15 +88,6 @@ impl Pem {
     }
 }
 
-/// The `Display` tail naming where PEM came from: ` /path/to/ca.pem`, or
-/// nothing for PEM given in memory.
-pub(crate) fn origin_suffix(path: &Option<PathBuf>) -> String {
-    match path {
-        Some(p) => format!(" {}", p.display()),
-        None => " (given in memory)".to_string(),
-    }
-}
-
 /// What [`Config`](crate::Config) holds for TLS. Empty unless set.
 #[derive(Clone, Default)]
 pub(crate) struct TlsSettings {

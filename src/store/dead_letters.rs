@@ -2,8 +2,7 @@
 //! (`lua/dlq_replay.lua`, which deletes it from the DLQ in the same step).
 
 use super::Store;
-use crate::client::check;
-use crate::error::Result;
+use crate::error::{Result, check};
 
 /// Where a replayed dead letter goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

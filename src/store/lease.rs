@@ -7,8 +7,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::{Guarded, Store, int, text};
-use crate::client::check;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check};
 
 /// The outcome of trying to take a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]

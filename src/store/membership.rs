@@ -1,13 +1,18 @@
 //! A group's membership: heartbeats (`lua/group_heartbeat.lua`) and the
 //! stored target assignment (`lua/group_assign.lua`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::Value;
 
 use super::{Store, int};
 use crate::error::{Error, Result};
-use crate::group::assignment::Assignment;
+
+/// A target assignment: partition → member (the same type as
+/// `group::assignment::Assignment`, named here so the store does not reach
+/// up into `group`).
+pub(crate) type Assignment = BTreeMap<u32, String>;
 
 /// What a heartbeat sees.
 #[derive(Clone, Debug)]

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use super::Store;
-use crate::client::check;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check};
 
 /// What to promote: a topic's delayed messages on some partitions, and with
 /// `group`, that group's retries there too.

@@ -9,9 +9,8 @@ use std::time::Duration;
 use redis::Value;
 
 use super::{Guarded, Holder, Source, Store, guarded_int, int};
-use crate::client::check;
 use crate::envelope::StreamId;
-use crate::error::Result;
+use crate::error::{Result, check};
 
 /// Whose acks: a topic's group, by one member.
 #[derive(Clone, Copy, Debug)]
