@@ -24,6 +24,7 @@ use crate::tls;
 
 /// What the server said about itself on connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerInfo {
     /// `redis`, `valkey`, or whatever the server calls itself.
     pub server: String,

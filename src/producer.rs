@@ -211,6 +211,7 @@ impl Record {
 
 /// Where a published message went.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Receipt {
     /// The partition.
     pub partition: u32,
@@ -228,6 +229,7 @@ pub struct Receipt {
 
 /// Batching settings of a [`Producer`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ProducerConfig {
     /// How long the batcher waits for more publishes after the first one
     /// (default 0: it takes whatever is already queued, which batches well
@@ -241,6 +243,43 @@ pub struct ProducerConfig {
     pub queue_capacity: usize,
     /// Least time between two retention trims of one partition lane (default 1 s).
     pub trim_interval: Duration,
+}
+
+impl ProducerConfig {
+    /// How long the batcher waits for more publishes after the first one.
+    #[must_use]
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Most commands in one pipeline.
+    #[must_use]
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// Most pipelines in flight at once.
+    #[must_use]
+    pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Publishes that may wait in the queue before `publish` waits.
+    #[must_use]
+    pub fn queue_capacity(mut self, queue_capacity: usize) -> Self {
+        self.queue_capacity = queue_capacity;
+        self
+    }
+
+    /// Least time between two retention trims of one partition lane.
+    #[must_use]
+    pub fn trim_interval(mut self, trim_interval: Duration) -> Self {
+        self.trim_interval = trim_interval;
+        self
+    }
 }
 
 impl Default for ProducerConfig {

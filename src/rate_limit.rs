@@ -15,6 +15,7 @@ use crate::store::coordination::{RateAsk, RateGrant};
 
 /// `permits` handler starts per `per`, e.g. `50/1s`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimit {
     /// Starts allowed per window.
     pub permits: u32,

@@ -32,6 +32,7 @@ impl std::str::FromStr for Backoff {
 
 /// A group's retry policy.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in total, the first included (default 3); at least 1.
     pub max_attempts: u32,
@@ -73,6 +74,32 @@ impl RetryPolicy {
             max_attempts,
             ..RetryPolicy::default()
         }
+    }
+
+    /// The same wait, `delay`, before every retry (no growth, no cap
+    /// beyond it).
+    #[must_use]
+    pub fn fixed(mut self, delay: Duration) -> Self {
+        self.backoff = Backoff::Fixed;
+        self.delay = delay;
+        self.max_delay = delay;
+        self
+    }
+
+    /// Waits that double from `delay` up to `max_delay`.
+    #[must_use]
+    pub fn exponential(mut self, delay: Duration, max_delay: Duration) -> Self {
+        self.backoff = Backoff::Exponential;
+        self.delay = delay;
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// The random spread of each wait, as a fraction (0.2 = ±20 %).
+    #[must_use]
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
     }
 
     /// Checks the numbers.
@@ -220,6 +247,26 @@ pub(crate) fn jitter_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builders_set_the_backoff() {
+        let f = RetryPolicy::attempts(4)
+            .fixed(Duration::from_millis(20))
+            .jitter(0.0);
+        assert_eq!(
+            (f.max_attempts, f.backoff, f.delay, f.max_delay, f.jitter),
+            (
+                4,
+                Backoff::Fixed,
+                Duration::from_millis(20),
+                Duration::from_millis(20),
+                0.0
+            )
+        );
+        assert_eq!(f.backoff_after(3, 0.9), Duration::from_millis(20));
+        let e = RetryPolicy::default().exponential(Duration::from_secs(1), Duration::from_secs(5));
+        assert_eq!(e.jitter(0.0).backoff_after(4, 0.5), Duration::from_secs(5));
+    }
 
     fn fails() -> Result<(), HandlerError> {
         let n: u32 = "x".parse()?;

@@ -176,7 +176,7 @@ async fn keys_keep_their_order_on_a_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_dead_letters_and_delays_on_a_cluster() {
-    use millrace::retry::{Backoff, RetryPolicy};
+    use millrace::retry::RetryPolicy;
     use millrace::{HandlerError, Worker};
 
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -187,13 +187,11 @@ async fn retries_dead_letters_and_delays_on_a_cluster() {
     let ok = Arc::new(AtomicU32::new(0));
     let ok2 = ok.clone();
     let w = Worker::builder(&c, "g")
-        .retry(RetryPolicy {
-            max_attempts: 2,
-            backoff: Backoff::Fixed,
-            delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(20),
-            jitter: 0.0,
-        })
+        .retry(
+            RetryPolicy::attempts(2)
+                .fixed(Duration::from_millis(20))
+                .jitter(0.0),
+        )
         .handle_raw("jobs", move |m, _c| {
             let ok = ok2.clone();
             async move {

@@ -540,10 +540,7 @@ async fn short_retention_topic(c: &Client, topic: &str, group: &str) -> millrace
     c.create_group(topic, group, &StartAt::Earliest)
         .await
         .unwrap();
-    c.producer_with(ProducerConfig {
-        trim_interval: Duration::ZERO,
-        ..ProducerConfig::default()
-    })
+    c.producer_with(ProducerConfig::default().trim_interval(Duration::ZERO))
 }
 
 /// Until Redis's clock is past that retention.
@@ -803,11 +800,10 @@ async fn a_panicking_handler_counts_as_a_failure_and_the_worker_goes_on() {
     let calls: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
     let seen = calls.clone();
     let w = Worker::builder(&c, "g")
-        .retry(millrace::retry::RetryPolicy {
-            delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-            ..Default::default()
-        })
+        .retry(
+            millrace::retry::RetryPolicy::default()
+                .exponential(Duration::from_millis(10), Duration::from_millis(10)),
+        )
         .handle_raw("fragile", move |msg, ctx| {
             let n: u32 = msg.decode().unwrap_or(0);
             *seen.lock().unwrap().entry(n).or_default() += 1;

@@ -144,10 +144,7 @@ async fn batch_publish_returns_one_result_per_record_in_order() {
 async fn a_batch_keeps_the_order_of_each_key_across_pipelines() {
     let c = client("batch-order").await;
     topic(&c, "ordered", 2).await;
-    let producer = c.producer_with(ProducerConfig {
-        max_batch: 50,
-        ..ProducerConfig::default()
-    });
+    let producer = c.producer_with(ProducerConfig::default().max_batch(50));
     let records: Vec<Record> = (0..3_000u32)
         .map(|i| Record::encode(&i).unwrap().key(format!("k{}", i % 3)))
         .collect();
@@ -172,10 +169,7 @@ async fn a_batch_keeps_the_order_of_each_key_across_pipelines() {
 async fn concurrent_publishes_share_round_trips() {
     let c = client("concurrent").await;
     topic(&c, "conc", 4).await;
-    let producer = c.producer_with(ProducerConfig {
-        linger: Duration::from_millis(2),
-        ..ProducerConfig::default()
-    });
+    let producer = c.producer_with(ProducerConfig::default().linger(Duration::from_millis(2)));
     let tasks: Vec<_> = (0..2_000u32)
         .map(|i| {
             let p = producer.clone();
@@ -444,10 +438,7 @@ async fn retention_trims_old_messages_by_minid() {
     )
     .await
     .unwrap();
-    let producer = c.producer_with(ProducerConfig {
-        trim_interval: Duration::ZERO,
-        ..ProducerConfig::default()
-    });
+    let producer = c.producer_with(ProducerConfig::default().trim_interval(Duration::ZERO));
     let old: Vec<Record> = (0..1_000u32).map(|i| Record::encode(&i).unwrap()).collect();
     let old_receipts = producer.publish_batch("short.lived", old).await.unwrap();
     let last_old = old_receipts.last().unwrap().as_ref().unwrap().id.clone();

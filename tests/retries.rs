@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use millrace::dlq::{ReplayTo, Selection};
-use millrace::retry::{Backoff, RetryPolicy};
+use millrace::retry::RetryPolicy;
 use millrace::{Client, HandlerError, Mode, Record, TopicSpec, Worker};
 
 async fn client(test: &str) -> Client {
@@ -18,13 +18,9 @@ async fn client(test: &str) -> Client {
 }
 
 fn fixed(attempts: u32, delay_ms: u64) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: attempts,
-        backoff: Backoff::Fixed,
-        delay: Duration::from_millis(delay_ms),
-        max_delay: Duration::from_millis(delay_ms),
-        jitter: 0.0,
-    }
+    RetryPolicy::attempts(attempts)
+        .fixed(Duration::from_millis(delay_ms))
+        .jitter(0.0)
 }
 
 async fn until(what: &str, secs: u64, f: impl Fn() -> bool) {

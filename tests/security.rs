@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use millrace::dlq::{ReplayTo, Selection};
 use millrace::keys::KeySpace;
-use millrace::retry::{Backoff, RetryPolicy};
+use millrace::retry::RetryPolicy;
 use millrace::schedule::{ScheduleSpec, Scheduler};
 use millrace::{
     Client, Config, Error, HandlerError, Mode, PublishOptions, Record, StartAt, TopicSpec, Worker,
@@ -593,13 +593,9 @@ async fn acl_denials(server: &RedisServer) -> Vec<String> {
 }
 
 fn policy(attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: attempts,
-        backoff: Backoff::Fixed,
-        delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(20),
-        jitter: 0.0,
-    }
+    RetryPolicy::attempts(attempts)
+        .fixed(Duration::from_millis(20))
+        .jitter(0.0)
 }
 
 /// Everything a millrace user does, through the library: topics, every kind

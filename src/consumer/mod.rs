@@ -37,6 +37,7 @@ pub use handler::{Context, HandlerError, HandlerFuture, RawHandler};
 
 /// How a worker behaves in its group.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct WorkerSettings {
     /// The group.
     pub group: String,
@@ -137,6 +138,7 @@ pub struct WorkerStats {
 
 /// A snapshot of [`WorkerStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct StatsSnapshot {
     /// Messages whose handler succeeded.
     pub handled: u64,

@@ -29,7 +29,7 @@ use millrace::config::redact_url;
 use millrace::consumer::StatsSnapshot;
 use millrace::dlq::{ReplayTo, Selection};
 use millrace::local::{PrivateRedis, find_redis_server};
-use millrace::retry::{Backoff, RetryPolicy};
+use millrace::retry::RetryPolicy;
 use millrace::schedule::HEADER_FIRE_TIME;
 use millrace::{
     Client, Event, HandlerError, PublishOptions, ScheduleSpec, Scheduler, TopicSpec, Worker,
@@ -464,13 +464,11 @@ impl Demo<'_> {
             .heartbeat_interval(Duration::from_millis(200)) // rebalance quickly for the demo
             .block(Duration::from_millis(250))
             .drain_timeout(Duration::from_secs(5))
-            .retry(RetryPolicy {
-                max_attempts: 3,
-                backoff: Backoff::Fixed,
-                delay: Duration::from_millis(50),
-                max_delay: Duration::from_millis(50),
-                jitter: 0.0,
-            })
+            .retry(
+                RetryPolicy::attempts(3)
+                    .fixed(Duration::from_millis(50))
+                    .jitter(0.0),
+            )
             .handle(move |inv: InvoiceCreated, _| {
                 let t = t.clone();
                 async move {
