@@ -12,6 +12,7 @@ use redis::{Cmd, Value};
 
 use crate::config::Config;
 use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
+use crate::duration::Doubling;
 use crate::error::Result;
 use crate::keys::KeySpace;
 use crate::producer::{Producer, ProducerConfig};
@@ -156,13 +157,15 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut delay = std::time::Duration::from_millis(50);
+    let mut delay = Doubling::new(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_millis(400),
+    );
     for _ in 0..4 {
         match step().await {
             Err(e) if e.is_retryable() => {
                 tracing::debug!(error = %e, "idempotent step failed; trying again");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(delay.next_wait()).await;
             }
             other => return other,
         }

@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::client::{Client, check};
-use crate::envelope::{Headers, StreamId, parse_entries};
+use crate::envelope::{Headers, StreamId, meta, parse_entries};
 use crate::error::{Error, Result};
 use crate::store::dead_letters::{Replay, ReplayTarget};
 
@@ -78,18 +78,16 @@ pub(crate) fn parse_dead_letters(
             DeadLetter {
                 id: m.id.to_string(),
                 partition,
-                lane: take(&mut headers, "millrace-lane").parse().unwrap_or(0),
-                group: take(&mut headers, "millrace-group"),
-                origin_id: take(&mut headers, "millrace-origin-id"),
-                attempts: take(&mut headers, "millrace-attempts").parse().unwrap_or(0),
-                error: take(&mut headers, "millrace-error"),
-                failed_at_ms: take(&mut headers, "millrace-failed-at-ms")
-                    .parse()
-                    .unwrap_or(0),
+                lane: take(&mut headers, meta::LANE).parse().unwrap_or(0),
+                group: take(&mut headers, meta::GROUP),
+                origin_id: take(&mut headers, meta::ORIGIN_ID),
+                attempts: take(&mut headers, meta::ATTEMPTS).parse().unwrap_or(0),
+                error: take(&mut headers, meta::ERROR),
+                failed_at_ms: take(&mut headers, meta::FAILED_AT_MS).parse().unwrap_or(0),
                 key: m.key,
                 payload: m.payload.to_vec(),
                 headers: {
-                    headers.remove("millrace-partition");
+                    headers.remove(meta::PARTITION);
                     headers
                 },
             }

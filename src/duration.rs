@@ -72,3 +72,51 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 }
+
+/// A wait that doubles after each failure up to a cap, and starts over
+/// after a success: the back-off of every retried Redis step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Doubling {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Doubling {
+    /// Waits `first`, then twice as long each time, never more than `max`.
+    pub(crate) const fn new(first: Duration, max: Duration) -> Self {
+        Doubling {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The wait before the next try; the one after it doubles.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    /// After a success: the next failure waits `first` again.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+#[cfg(test)]
+mod doubling_tests {
+    use super::*;
+
+    #[test]
+    fn doubles_up_to_the_cap_and_starts_over() {
+        let ms = Duration::from_millis;
+        let mut d = Doubling::new(ms(50), ms(300));
+        let waits: Vec<Duration> = (0..5).map(|_| d.next_wait()).collect();
+        assert_eq!(waits, [ms(50), ms(100), ms(200), ms(300), ms(300)]);
+        d.reset();
+        assert_eq!(d.next_wait(), ms(50));
+        assert_eq!(d.next_wait(), ms(100));
+    }
+}

@@ -419,16 +419,35 @@ pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: Value) -> Re
     })
 }
 
+/// The header names under which readers show the extra fields of
+/// dead-letter and retry entries: written once, here.
+pub mod meta {
+    /// The group that failed the message.
+    pub const GROUP: &str = "millrace-group";
+    /// The partition it was read from.
+    pub const PARTITION: &str = "millrace-partition";
+    /// Its lane.
+    pub const LANE: &str = "millrace-lane";
+    /// The stream id it was first published with.
+    pub const ORIGIN_ID: &str = "millrace-origin-id";
+    /// Attempts made.
+    pub const ATTEMPTS: &str = "millrace-attempts";
+    /// The last error.
+    pub const ERROR: &str = "millrace-error";
+    /// When it was dead-lettered (ms, Redis clock).
+    pub const FAILED_AT_MS: &str = "millrace-failed-at-ms";
+}
+
 /// Extra fields of dead-letter and retry entries, and the header names they
 /// are shown under.
 pub const META_HEADERS: [(&str, &str); 7] = [
-    ("g", "millrace-group"),
-    ("p", "millrace-partition"),
-    ("l", "millrace-lane"),
-    ("o", "millrace-origin-id"),
-    ("a", "millrace-attempts"),
-    ("e", "millrace-error"),
-    ("t", "millrace-failed-at-ms"),
+    ("g", meta::GROUP),
+    ("p", meta::PARTITION),
+    ("l", meta::LANE),
+    ("o", meta::ORIGIN_ID),
+    ("a", meta::ATTEMPTS),
+    ("e", meta::ERROR),
+    ("t", meta::FAILED_AT_MS),
 ];
 
 fn meta_header(field: &[u8]) -> Option<&'static str> {

@@ -54,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::client::{Client, check};
+use crate::duration::Doubling;
 use crate::envelope::{Headers, validate_key};
 use crate::error::{Error, Result};
 use crate::keys::{validate_name, validate_topic};
@@ -492,8 +493,8 @@ impl Scheduler {
         let mut clock: Option<Clock> = None;
         let mut next_reload = Instant::now();
         // Separate backoffs: a reload that works says nothing about publishing.
-        let mut reload_retry = RETRY_MIN;
-        let mut fire_retry = RETRY_MIN;
+        let mut reload_retry = Doubling::new(RETRY_MIN, RETRY_MAX);
+        let mut fire_retry = Doubling::new(RETRY_MIN, RETRY_MAX);
         let mut paused_until: Option<Instant> = None;
         loop {
             let now = Instant::now();
@@ -508,14 +509,14 @@ impl Scheduler {
                     Ok(c) => {
                         clock = Some(c);
                         next_reload = Instant::now() + self.reload_interval;
-                        reload_retry = RETRY_MIN;
+                        reload_retry.reset();
                         paused_until = None;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?reload_retry, "scheduler: loading schedules failed");
-                        paused_until = Some(Instant::now() + reload_retry);
+                        let wait = reload_retry.next_wait();
+                        tracing::warn!(error = %e, retry_in = ?wait, "scheduler: loading schedules failed");
+                        paused_until = Some(Instant::now() + wait);
                         next_reload = Instant::now();
-                        reload_retry = (reload_retry * 2).min(RETRY_MAX);
                     }
                 }
             }
@@ -565,7 +566,7 @@ impl Scheduler {
                 Ok(Fired::Published { duplicate }) => {
                     tracing::debug!(schedule = %name, fire_time = %fire_time_rfc3339(fire_ms), duplicate, "schedule fired");
                     entry.last_ms = entry.last_ms.max(fire_ms);
-                    fire_retry = RETRY_MIN;
+                    fire_retry.reset();
                 }
                 Ok(Fired::Behind(stored)) => {
                     entry.last_ms = entry.last_ms.max(stored);
@@ -583,10 +584,10 @@ impl Scheduler {
                     // Redis unreachable, failing over, out of memory...: try
                     // again after a pause. The fire stays due; if later ones
                     // pass meanwhile, only the latest is published.
-                    tracing::warn!(schedule = %name, fire_time = %fire_time_rfc3339(fire_ms), error = %e, retry_in = ?fire_retry, "scheduler: publish failed; will retry");
-                    paused_until = Some(Instant::now() + fire_retry);
+                    let wait = fire_retry.next_wait();
+                    tracing::warn!(schedule = %name, fire_time = %fire_time_rfc3339(fire_ms), error = %e, retry_in = ?wait, "scheduler: publish failed; will retry");
+                    paused_until = Some(Instant::now() + wait);
                     next_reload = Instant::now();
-                    fire_retry = (fire_retry * 2).min(RETRY_MAX);
                 }
             }
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{AckReq, Rt};
+use crate::duration::Doubling;
 use crate::envelope::StreamId;
 use crate::error::Result;
 use crate::group::Mode;
@@ -42,7 +43,7 @@ impl Rt {
             }
             let all: Vec<AckGroup> = groups.into_iter().collect();
             let mut pending: Vec<AckGroup> = all.clone();
-            let mut delay = Duration::from_millis(20);
+            let mut delay = Doubling::new(Duration::from_millis(20), Duration::from_secs(2));
             while !pending.is_empty() {
                 match self.ack(&pending).await {
                     Ok(()) => break,
@@ -52,8 +53,7 @@ impl Rt {
                         if self.killed.is_cancelled() {
                             break;
                         }
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
+                        tokio::time::sleep(delay.next_wait()).await;
                         // Give up on partitions that are no longer ours: the
                         // new owner handles those messages again.
                         pending.retain(|((p, _, epoch), _)| {

@@ -14,7 +14,8 @@ use crate::consumer::read::{
     FencedPart, Fetched, Source, claim, deliveries, own_pending, read_fenced, read_new,
     wait_for_new,
 };
-use crate::envelope::StreamId;
+use crate::duration::Doubling;
+use crate::envelope::{StreamId, meta};
 use crate::error::Result;
 use crate::group::Mode;
 
@@ -121,7 +122,7 @@ impl Rt {
             Mode::Ordered => (self.s.session_timeout * 2).max(self.s.visibility_timeout),
         };
         let mut last_sweep = Instant::now();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Doubling::new(Duration::from_millis(50), Duration::from_secs(2));
         // Partitions a wait saw new entries on: the next read covers only
         // them, so a message arriving on an idle member is read at once.
         let mut woken: Option<Vec<u32>> = None;
@@ -168,7 +169,7 @@ impl Rt {
             match result {
                 Ok(w) => {
                     woken = w;
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                     if sweep {
                         last_sweep = Instant::now();
                     }
@@ -180,9 +181,8 @@ impl Rt {
                     self.mark_resync(&read);
                     tokio::select! {
                         _ = self.stop_reading.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
@@ -612,15 +612,15 @@ impl Rt {
                     // where they came from; the handler sees the message as
                     // it was published.
                     let take = |m: &mut crate::envelope::Message, h: &str| m.headers.remove(h);
-                    if let Some(l) = take(&mut msg, "millrace-lane").and_then(|l| l.parse().ok()) {
+                    if let Some(l) = take(&mut msg, meta::LANE).and_then(|l| l.parse().ok()) {
                         msg.lane = l;
                     }
                     if let Some(a) =
-                        take(&mut msg, "millrace-attempts").and_then(|a| a.parse::<u32>().ok())
+                        take(&mut msg, meta::ATTEMPTS).and_then(|a| a.parse::<u32>().ok())
                     {
                         attempt = a + resumed.attempt.saturating_sub(1);
                     }
-                    origin = take(&mut msg, "millrace-origin-id").filter(|o| !o.is_empty());
+                    origin = take(&mut msg, meta::ORIGIN_ID).filter(|o| !o.is_empty());
                 }
                 out.push(Delivery {
                     msg,
