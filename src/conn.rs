@@ -269,7 +269,7 @@ impl managed::Manager for ClusterManager {
 /// The pool of dedicated connections for blocking reads.
 #[derive(Clone)]
 pub enum BlockingPool {
-    /// Single server over plain TCP: our own connections (see [`DirectConn`]).
+    /// Single server over plain TCP: our own connections (see `direct::DirectConn`).
     Direct(managed::Pool<DirectManager>),
     /// Single server (TLS, Unix socket): deadpool-redis.
     Single(deadpool_redis::Pool),

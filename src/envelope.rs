@@ -279,7 +279,7 @@ pub struct DelayedEntry {
     pub payload: Vec<u8>,
 }
 
-/// Decodes a delayed-set member written by [`encode_delayed`].
+/// Decodes a delayed-set member written by `encode_delayed`.
 pub fn decode_delayed(member: &[u8]) -> Result<DelayedEntry> {
     let bad = |what: &str| Error::Decode(format!("delayed entry: {what}"));
     let mut rd = member;

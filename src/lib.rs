@@ -31,7 +31,7 @@ pub mod reader;
 mod resp;
 pub mod retry;
 pub mod schedule;
-pub mod scripts;
+mod scripts;
 mod store;
 mod tls;
 pub mod topic;

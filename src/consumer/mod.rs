@@ -7,7 +7,7 @@
 //! messages until the shutdown future resolves, then drains in-flight work,
 //! acks it, releases its partitions and leaves. The per-topic machinery
 //! (heartbeat and leases, fetching, key-ordered dispatch, batched acks) is in
-//! [`runtime`].
+//! `runtime`.
 
 mod dispatch;
 pub mod handler;

@@ -1,5 +1,5 @@
 //! Consumer groups: creation and the admin view of a group (list, describe,
-//! reset). Membership, leases and acks are steps of [`crate::store`].
+//! reset). Membership, leases and acks are steps of the store (`src/store`).
 //!
 //! A group is one Redis consumer group per partition lane stream, created
 //! with the group's start position, plus coordination keys in the group's
