@@ -17,18 +17,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use redis::{Cmd, Value};
+use redis::Cmd;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::client::Client;
-use crate::conn::{Conn, run_pipeline};
-use crate::envelope::{self, Event, Headers, encode_headers, entry_fields, validate_key};
+use crate::conn::Conn;
+use crate::envelope::{self, Event, Headers, encode_headers, validate_key};
 use crate::error::{Error, Result};
 use crate::keys::{KeySpace, validate_dedup_id};
 use crate::partitioner::partition_for_key;
 use crate::scripts::Scripts;
+use crate::store::publish::{self, Due, Prepared, PublishStep, send, unique_nonce};
 use crate::topic::TopicSpec;
+
+pub use crate::store::publish::Receipt;
 
 /// Default time a dedup id is remembered: 1 hour.
 pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(3600);
@@ -209,24 +212,6 @@ impl Record {
     }
 }
 
-/// Where a published message went.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Receipt {
-    /// The partition.
-    pub partition: u32,
-    /// The lane.
-    pub lane: u8,
-    /// The stream id (`<ms>-<seq>`) of a message in its stream, or for a
-    /// delayed message a token `<due ms>-<sha1>` naming it in the delayed set.
-    pub id: String,
-    /// For a delayed message, when it is due (ms since the epoch, Redis clock).
-    pub due_ms: Option<u64>,
-    /// True when a dedup id matched an earlier publish: nothing was written
-    /// and `id` is the first message's.
-    pub duplicate: bool,
-}
-
 /// Batching settings of a [`Producer`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -294,43 +279,9 @@ impl Default for ProducerConfig {
     }
 }
 
-/// What a prepared publish needs from Redis.
-#[derive(Debug)]
-enum Kind {
-    /// `XADD` replying with the id.
-    Add,
-    /// A script replying `{created, id}`.
-    Script,
-    /// The `delay` script replying `{created, token}`.
-    Delay,
-}
-
-/// One publish turned into a command.
-struct Prepared {
-    partition: u32,
-    lane: u8,
-    kind: Kind,
-    cmd: Cmd,
-    /// Stream and retention for the trim that may ride along.
-    trim: Option<(String, u64)>,
-}
-
 struct Job {
     prepared: Prepared,
     reply: oneshot::Sender<Result<Receipt>>,
-}
-
-pub(crate) fn unique_nonce() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        t ^ (u64::from(std::process::id()) << 40)
-    });
-    seed.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Checks a record against a topic and a size limit, as publishing would:
@@ -400,107 +351,26 @@ fn prepare(
             (round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(spec.partitions)) as u32
         }
     };
-    let lane = options.priority;
-    let stream = keys.stream(topic, partition, lane);
-    let maxlen = spec.max_len.map(|n| n.to_string()).unwrap_or_default();
-    let dedup = options.dedup.as_ref().map(|(id, ttl)| {
-        (
-            keys.dedup(topic, partition, id),
-            ttl.as_millis().to_string(),
-        )
-    });
-    let (kind, cmd, trim) = match options.when {
-        When::Now => {
-            let fields = entry_fields(key, &headers, &payload);
-            let retention = spec.retention.as_millis() as u64;
-            match dedup {
-                None => {
-                    // Sized up front: growing the buffer argument by
-                    // argument cost more than the rest of the publish.
-                    let bytes = 16 + stream.len() + fields.iter().map(|f| f.len()).sum::<usize>();
-                    let mut c = Cmd::with_capacity(12, bytes);
-                    c.arg("XADD").arg(&stream);
-                    if let Some(n) = spec.max_len {
-                        c.arg("MAXLEN").arg("~").arg(n);
-                    }
-                    c.arg("*").arg(&fields[..]);
-                    (Kind::Add, c, Some((stream, retention)))
-                }
-                Some((marker, ttl)) => {
-                    let mut args: Vec<&[u8]> = vec![ttl.as_bytes(), maxlen.as_bytes()];
-                    args.extend(fields);
-                    let c = scripts.publish_dedup.cmd(&[&marker, &stream], &args);
-                    (Kind::Script, c, Some((stream, retention)))
-                }
-            }
-        }
-        When::Delay(_) | When::AtMs(_) => {
-            let (amount, mode) = match options.when {
-                When::Delay(d) => (d.as_millis() as u64, "rel"),
-                When::AtMs(ms) => (ms, "abs"),
-                When::Now => unreachable!("handled above"),
-            };
-            let member = envelope::encode_delayed(unique_nonce(), lane, key, &headers, &payload);
-            let amount = amount.to_string();
-            let delayed = keys.delayed(topic, partition);
-            let wake = keys.wake(topic, partition);
-            let c = match &dedup {
-                None => scripts.delay.cmd(
-                    &[&delayed, &wake],
-                    &[amount.as_bytes(), mode.as_bytes(), &member, b""][..],
-                ),
-                Some((marker, ttl)) => scripts.delay.cmd(
-                    &[&delayed, &wake, marker],
-                    &[amount.as_bytes(), mode.as_bytes(), &member, ttl.as_bytes()][..],
-                ),
-            };
-            (Kind::Delay, c, None)
-        }
-    };
-    Ok(Prepared {
-        partition,
-        lane,
-        kind,
-        cmd,
-        trim,
-    })
-}
-
-fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt> {
-    let bad = |v: &Value| Error::Decode(format!("unexpected publish reply {v:?}"));
-    match (kind, v) {
-        (_, Value::ServerError(e)) => Err(Error::from(redis::RedisError::from(e))),
-        (Kind::Add, Value::BulkString(bytes)) => Ok(Receipt {
+    Ok(publish::prepare(
+        keys,
+        scripts,
+        PublishStep {
+            topic,
             partition,
-            lane,
-            id: String::from_utf8(bytes).map_err(|e| bad(&Value::BulkString(e.into_bytes())))?,
-            due_ms: None,
-            duplicate: false,
-        }),
-        (Kind::Add, Value::SimpleString(id)) => Ok(Receipt {
-            partition,
-            lane,
-            id,
-            due_ms: None,
-            duplicate: false,
-        }),
-        (Kind::Add, v) => Err(bad(&v)),
-        (Kind::Script | Kind::Delay, v) => {
-            let (created, id): (i64, String) =
-                redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?;
-            let due_ms = match kind {
-                Kind::Delay => id.split('-').next().and_then(|d| d.parse().ok()),
-                _ => None,
-            };
-            Ok(Receipt {
-                partition,
-                lane,
-                id,
-                due_ms,
-                duplicate: created == 0,
-            })
-        }
-    }
+            lane: options.priority,
+            key,
+            headers: &headers,
+            payload: &payload,
+            max_len: spec.max_len,
+            retention: spec.retention,
+            dedup: options.dedup.as_ref().map(|(id, ttl)| (id.as_str(), *ttl)),
+            due: match options.when {
+                When::Now => Due::Now,
+                When::Delay(d) => Due::After(d),
+                When::AtMs(ms) => Due::At(ms),
+            },
+        },
+    ))
 }
 
 /// Remembers when each partition lane was last trimmed.
@@ -532,81 +402,11 @@ impl Trimmer {
             }
             self.last.insert(stream.clone(), now);
             // The script keeps what a live group has not handled yet.
-            let c = scripts.trim.cmd(&[stream], &[retention_ms.to_string()][..]);
+            let c = publish::trim(scripts, stream, *retention_ms);
             out.push((p.partition, c));
         }
         out
     }
-}
-
-/// Sends prepared publishes: one pipeline on a single server, one per
-/// partition on a cluster (trims go with their partition), retrying script
-/// calls that met `NOSCRIPT`. Commands are moved into the pipelines, not copied.
-async fn send(
-    conn: &Conn,
-    scripts: &Scripts,
-    items: Vec<Prepared>,
-    trims: Vec<(u32, Cmd)>,
-) -> Vec<Result<Receipt>> {
-    let cluster = conn.is_cluster();
-    let mut metas = Vec::with_capacity(items.len());
-    let mut groups: Vec<(u32, Vec<usize>, redis::Pipeline)> = Vec::new();
-    for (i, p) in items.into_iter().enumerate() {
-        let g = if cluster {
-            match groups.iter().position(|(part, _, _)| *part == p.partition) {
-                Some(g) => g,
-                None => {
-                    groups.push((p.partition, Vec::new(), redis::pipe()));
-                    groups.len() - 1
-                }
-            }
-        } else {
-            if groups.is_empty() {
-                groups.push((0, Vec::new(), redis::pipe()));
-            }
-            0
-        };
-        groups[g].1.push(i);
-        groups[g].2.add_command(p.cmd);
-        metas.push((p.partition, p.lane, p.kind));
-    }
-    for (partition, trim) in trims {
-        let g = if cluster {
-            groups.iter().position(|(part, _, _)| *part == partition)
-        } else {
-            Some(0)
-        };
-        if let Some(g) = g {
-            groups[g].2.add_command(trim).ignore();
-        }
-    }
-    let futs = groups.into_iter().map(|(_, idx, pipe)| {
-        let mut conn = conn.clone();
-        async move {
-            let replies = run_pipeline(&mut conn, scripts, pipe, idx.len()).await;
-            (idx, replies)
-        }
-    });
-    let mut results: Vec<Option<Result<Receipt>>> = (0..metas.len()).map(|_| None).collect();
-    for (idx, replies) in futures_util::future::join_all(futs).await {
-        match replies {
-            Ok(values) => {
-                for (i, v) in idx.iter().zip(values) {
-                    let (partition, lane, kind) = &metas[*i];
-                    results[*i] = Some(to_receipt(*partition, *lane, kind, v));
-                }
-            }
-            Err(e) => {
-                for i in idx {
-                    results[i] = Some(Err(Error::from(e.clone())));
-                }
-            }
-        }
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
-        .collect()
 }
 
 /// A batching publisher. Clones share one batcher.

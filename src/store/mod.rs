@@ -17,6 +17,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod lease;
 pub(crate) mod membership;
 pub(crate) mod promote;
+pub(crate) mod publish;
 pub(crate) mod settle;
 
 use futures_util::future::join_all;

@@ -483,7 +483,7 @@ impl Rt {
             return Ok(());
         }
         let lease = self.client.keys().lease(&self.spec.name, p, &self.s.group);
-        let fence = crate::producer::unique_nonce().to_string();
+        let fence = crate::store::publish::unique_nonce().to_string();
         let _: i64 = redis::cmd("HSET")
             .arg(lease)
             .arg("fence")

@@ -366,7 +366,7 @@ impl Rt {
         let headers = encode_headers(&d.msg.headers).unwrap_or_default();
         let origin = d.origin.clone().unwrap_or_else(|| d.msg.id.to_string());
         let member = encode_retry(
-            crate::producer::unique_nonce(),
+            crate::store::publish::unique_nonce(),
             &d.msg,
             &headers,
             attempt + 1,

@@ -1,0 +1,283 @@
+//! Publishing: the commands that write one record (`XADD`, or
+//! `lua/publish_dedup.lua` with a dedup id, or `lua/delay.lua` for a delayed
+//! one), the retention trim that rides along (`lua/trim.lua`), and sending
+//! them in pipelines, one per partition's slot on a cluster. The producer
+//! validates, encodes, picks the partition and batches; the store builds
+//! the keys and commands and reads the replies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{Cmd, Value};
+use serde::Serialize;
+
+use crate::conn::{Conn, run_pipeline};
+use crate::envelope::{encode_delayed, entry_fields};
+use crate::error::{Error, Result};
+use crate::keys::KeySpace;
+use crate::scripts::Scripts;
+
+/// Where a published message went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The partition.
+    pub partition: u32,
+    /// The lane.
+    pub lane: u8,
+    /// The stream id (`<ms>-<seq>`) of a message in its stream, or for a
+    /// delayed message a token `<due ms>-<sha1>` naming it in the delayed set.
+    pub id: String,
+    /// For a delayed message, when it is due (ms since the epoch, Redis clock).
+    pub due_ms: Option<u64>,
+    /// True when a dedup id matched an earlier publish: nothing was written
+    /// and `id` is the first message's.
+    pub duplicate: bool,
+}
+
+/// When a record is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// At once.
+    Now,
+    /// After a delay, on Redis's clock.
+    After(Duration),
+    /// At a time, ms since the Unix epoch.
+    At(u64),
+}
+
+/// One validated, encoded record to write.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PublishStep<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub lane: u8,
+    pub key: Option<&'a str>,
+    /// The headers as a MessagePack map (empty when none).
+    pub headers: &'a [u8],
+    pub payload: &'a [u8],
+    /// The topic's `max_len` cap.
+    pub max_len: Option<u64>,
+    /// The topic's retention (for the trim that may ride along).
+    pub retention: Duration,
+    /// A dedup id and how long its marker lives.
+    pub dedup: Option<(&'a str, Duration)>,
+    pub due: Due,
+}
+
+/// What a prepared publish needs from Redis.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// `XADD` replying with the id.
+    Add,
+    /// A script replying `{created, id}`.
+    Script,
+    /// The `delay` script replying `{created, token}`.
+    Delay,
+}
+
+/// One publish turned into a command.
+pub(crate) struct Prepared {
+    pub(crate) partition: u32,
+    lane: u8,
+    kind: Kind,
+    cmd: Cmd,
+    /// Stream and retention for the trim that may ride along.
+    pub(crate) trim: Option<(String, u64)>,
+}
+
+/// A number no other call in this process (and almost surely no other
+/// process) gets: nonces of delayed members, read fences.
+pub(crate) fn unique_nonce() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 40)
+    });
+    seed.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The command for one record (pure apart from the nonce of a delayed one).
+pub(crate) fn prepare(keys: &KeySpace, scripts: &Scripts, s: PublishStep<'_>) -> Prepared {
+    let (topic, partition, lane) = (s.topic, s.partition, s.lane);
+    let stream = keys.stream(topic, partition, lane);
+    let maxlen = s.max_len.map(|n| n.to_string()).unwrap_or_default();
+    let dedup = s.dedup.map(|(id, ttl)| {
+        (
+            keys.dedup(topic, partition, id),
+            ttl.as_millis().to_string(),
+        )
+    });
+    let (kind, cmd, trim) = match s.due {
+        Due::Now => {
+            let fields = entry_fields(s.key, s.headers, s.payload);
+            let retention = s.retention.as_millis() as u64;
+            match dedup {
+                None => {
+                    // Sized up front: growing the buffer argument by
+                    // argument cost more than the rest of the publish.
+                    let bytes = 16 + stream.len() + fields.iter().map(|f| f.len()).sum::<usize>();
+                    let mut c = Cmd::with_capacity(12, bytes);
+                    c.arg("XADD").arg(&stream);
+                    if let Some(n) = s.max_len {
+                        c.arg("MAXLEN").arg("~").arg(n);
+                    }
+                    c.arg("*").arg(&fields[..]);
+                    (Kind::Add, c, Some((stream, retention)))
+                }
+                Some((marker, ttl)) => {
+                    let mut args: Vec<&[u8]> = vec![ttl.as_bytes(), maxlen.as_bytes()];
+                    args.extend(fields);
+                    let c = scripts.publish_dedup.cmd(&[&marker, &stream], &args);
+                    (Kind::Script, c, Some((stream, retention)))
+                }
+            }
+        }
+        Due::After(_) | Due::At(_) => {
+            let (amount, mode) = match s.due {
+                Due::After(d) => (d.as_millis() as u64, "rel"),
+                Due::At(ms) => (ms, "abs"),
+                Due::Now => unreachable!("handled above"),
+            };
+            let member = encode_delayed(unique_nonce(), lane, s.key, s.headers, s.payload);
+            let amount = amount.to_string();
+            let delayed = keys.delayed(topic, partition);
+            let wake = keys.wake(topic, partition);
+            let c = match &dedup {
+                None => scripts.delay.cmd(
+                    &[&delayed, &wake],
+                    &[amount.as_bytes(), mode.as_bytes(), &member, b""][..],
+                ),
+                Some((marker, ttl)) => scripts.delay.cmd(
+                    &[&delayed, &wake, marker],
+                    &[amount.as_bytes(), mode.as_bytes(), &member, ttl.as_bytes()][..],
+                ),
+            };
+            (Kind::Delay, c, None)
+        }
+    };
+    Prepared {
+        partition,
+        lane,
+        kind,
+        cmd,
+        trim,
+    }
+}
+
+/// The retention trim of one partition lane (`lua/trim.lua`; it keeps what a
+/// live group has not handled yet).
+pub(crate) fn trim(scripts: &Scripts, stream: &str, retention_ms: u64) -> Cmd {
+    scripts.trim.cmd(&[stream], &[retention_ms.to_string()][..])
+}
+
+fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt> {
+    let bad = |v: &Value| Error::Decode(format!("unexpected publish reply {v:?}"));
+    match (kind, v) {
+        (_, Value::ServerError(e)) => Err(Error::from(redis::RedisError::from(e))),
+        (Kind::Add, Value::BulkString(bytes)) => Ok(Receipt {
+            partition,
+            lane,
+            id: String::from_utf8(bytes).map_err(|e| bad(&Value::BulkString(e.into_bytes())))?,
+            due_ms: None,
+            duplicate: false,
+        }),
+        (Kind::Add, Value::SimpleString(id)) => Ok(Receipt {
+            partition,
+            lane,
+            id,
+            due_ms: None,
+            duplicate: false,
+        }),
+        (Kind::Add, v) => Err(bad(&v)),
+        (Kind::Script | Kind::Delay, v) => {
+            let (created, id): (i64, String) =
+                redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?;
+            let due_ms = match kind {
+                Kind::Delay => id.split('-').next().and_then(|d| d.parse().ok()),
+                _ => None,
+            };
+            Ok(Receipt {
+                partition,
+                lane,
+                id,
+                due_ms,
+                duplicate: created == 0,
+            })
+        }
+    }
+}
+
+/// Sends prepared publishes: one pipeline on a single server, one per
+/// partition on a cluster (trims go with their partition), retrying script
+/// calls that met `NOSCRIPT`. Commands are moved into the pipelines, not copied.
+pub(crate) async fn send(
+    conn: &Conn,
+    scripts: &Scripts,
+    items: Vec<Prepared>,
+    trims: Vec<(u32, Cmd)>,
+) -> Vec<Result<Receipt>> {
+    let cluster = conn.is_cluster();
+    let mut metas = Vec::with_capacity(items.len());
+    let mut groups: Vec<(u32, Vec<usize>, redis::Pipeline)> = Vec::new();
+    for (i, p) in items.into_iter().enumerate() {
+        let g = if cluster {
+            match groups.iter().position(|(part, _, _)| *part == p.partition) {
+                Some(g) => g,
+                None => {
+                    groups.push((p.partition, Vec::new(), redis::pipe()));
+                    groups.len() - 1
+                }
+            }
+        } else {
+            if groups.is_empty() {
+                groups.push((0, Vec::new(), redis::pipe()));
+            }
+            0
+        };
+        groups[g].1.push(i);
+        groups[g].2.add_command(p.cmd);
+        metas.push((p.partition, p.lane, p.kind));
+    }
+    for (partition, trim) in trims {
+        let g = if cluster {
+            groups.iter().position(|(part, _, _)| *part == partition)
+        } else {
+            Some(0)
+        };
+        if let Some(g) = g {
+            groups[g].2.add_command(trim).ignore();
+        }
+    }
+    let futs = groups.into_iter().map(|(_, idx, pipe)| {
+        let mut conn = conn.clone();
+        async move {
+            let replies = run_pipeline(&mut conn, scripts, pipe, idx.len()).await;
+            (idx, replies)
+        }
+    });
+    let mut results: Vec<Option<Result<Receipt>>> = (0..metas.len()).map(|_| None).collect();
+    for (idx, replies) in futures_util::future::join_all(futs).await {
+        match replies {
+            Ok(values) => {
+                for (i, v) in idx.iter().zip(values) {
+                    let (partition, lane, kind) = &metas[*i];
+                    results[*i] = Some(to_receipt(*partition, *lane, kind, v));
+                }
+            }
+            Err(e) => {
+                for i in idx {
+                    results[i] = Some(Err(Error::from(e.clone())));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
+        .collect()
+}
