@@ -31,32 +31,26 @@ impl Store<'_> {
         topic: &str,
         letters: &[Replay<'_>],
     ) -> Result<usize> {
-        let mut order: Vec<u32> = Vec::new();
-        let mut per_partition: Vec<Vec<redis::Cmd>> = Vec::new();
-        for d in letters {
-            let (target, mode) = match d.to {
-                ReplayTarget::Group(g) => (self.keys.retry_stream(topic, d.partition, g), "group"),
-                ReplayTarget::Lane(lane) => (self.keys.stream(topic, d.partition, lane), "topic"),
-            };
-            let cmd = self.scripts.dlq_replay.cmd(
-                &[self.keys.dlq(topic, d.partition), target],
-                &[d.id, mode][..],
-            );
-            match order.iter().position(|p| *p == d.partition) {
-                Some(i) => per_partition[i].push(cmd),
-                None => {
-                    order.push(d.partition);
-                    per_partition.push(vec![cmd]);
-                }
-            }
-        }
+        let cmds = letters
+            .iter()
+            .map(|d| {
+                let (target, mode) = match d.to {
+                    ReplayTarget::Group(g) => {
+                        (self.keys.retry_stream(topic, d.partition, g), "group")
+                    }
+                    ReplayTarget::Lane(lane) => {
+                        (self.keys.stream(topic, d.partition, lane), "topic")
+                    }
+                };
+                let cmd = self.scripts.dlq_replay.cmd(
+                    &[self.keys.dlq(topic, d.partition), target],
+                    &[d.id, mode][..],
+                );
+                (d.partition, cmd)
+            })
+            .collect();
         let mut replayed = 0;
-        for v in self
-            .query_grouped(per_partition)
-            .await?
-            .into_iter()
-            .flatten()
-        {
+        for v in self.query_per_partition(cmds).await? {
             if !matches!(check(v)?, redis::Value::Int(0)) {
                 replayed += 1;
             }

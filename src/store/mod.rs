@@ -143,6 +143,40 @@ impl<'a> Store<'a> {
     }
 }
 
+impl Store<'_> {
+    /// Sends `(partition, command)` pairs grouped by partition (one
+    /// pipeline per slot on a cluster) and returns each command's reply or
+    /// server error in the order given.
+    pub(crate) async fn query_per_partition(&self, cmds: Vec<(u32, Cmd)>) -> Result<Vec<Value>> {
+        let mut partitions: Vec<u32> = Vec::new();
+        let mut groups: Vec<Vec<Cmd>> = Vec::new();
+        let mut at: Vec<(usize, usize)> = Vec::with_capacity(cmds.len());
+        for (p, cmd) in cmds {
+            let g = match partitions.iter().position(|q| *q == p) {
+                Some(g) => g,
+                None => {
+                    partitions.push(p);
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                }
+            };
+            at.push((g, groups[g].len()));
+            groups[g].push(cmd);
+        }
+        let mut replies = self.query_grouped(groups).await?;
+        Ok(at
+            .into_iter()
+            .map(|(g, i)| {
+                replies
+                    .get_mut(g)
+                    .and_then(|r| r.get_mut(i))
+                    .map(std::mem::take)
+                    .unwrap_or(Value::Nil)
+            })
+            .collect())
+    }
+}
+
 /// A reply as an integer.
 pub(crate) fn int(v: &Value) -> Result<i64> {
     redis::from_redis_value_ref(v).map_err(|e| Error::Decode(e.to_string()))

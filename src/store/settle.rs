@@ -92,9 +92,7 @@ impl Store<'_> {
         of: AckOf<'_>,
         batches: &[AckBatch<'_>],
     ) -> Result<Vec<Guarded<u64>>> {
-        let mut order: Vec<u32> = Vec::new();
-        let mut per_partition: Vec<Vec<redis::Cmd>> = Vec::new();
-        let mut slot_of: Vec<(usize, usize)> = Vec::with_capacity(batches.len());
+        let mut cmds = Vec::with_capacity(batches.len());
         for b in batches {
             let stream = self.stream(of.topic, b.partition, of.group, b.source);
             let mut cmd = if of.fenced {
@@ -113,26 +111,13 @@ impl Store<'_> {
             for id in b.ids {
                 cmd.arg(id);
             }
-            let g = match order.iter().position(|p| *p == b.partition) {
-                Some(g) => g,
-                None => {
-                    order.push(b.partition);
-                    per_partition.push(Vec::new());
-                    order.len() - 1
-                }
-            };
-            slot_of.push((g, per_partition[g].len()));
-            per_partition[g].push(cmd);
+            cmds.push((b.partition, cmd));
         }
-        let replies = self.query_grouped(per_partition).await?;
-        slot_of
+        self.query_per_partition(cmds)
+            .await?
             .into_iter()
-            .map(|(g, i)| {
-                let v = replies.get(g).and_then(|r| r.get(i)).cloned();
-                let n: i64 = match v.map(check).transpose()? {
-                    Some(v) => int(&v).unwrap_or(0),
-                    None => 0,
-                };
+            .map(|v| {
+                let n = int(&check(v)?).unwrap_or(0);
                 Ok(if n < 0 {
                     Guarded::LeaseLost
                 } else {
