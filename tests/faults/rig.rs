@@ -455,11 +455,14 @@ impl Rig {
     }
 
     /// Every stream entry of `key`, by `XRANGE` pages (empty if none).
-    async fn xrange(&self, key: &str) -> Vec<Entry> {
+    /// Reads on `conn`; a connection a restart broke is replaced.
+    async fn xrange(&self, conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<Entry> {
         let mut tries = 0;
         'again: loop {
             tries += 1;
-            let mut conn = self.raw().await;
+            if tries > 1 {
+                *conn = self.raw().await;
+            }
             let mut out = Vec::new();
             let mut from = "-".to_string();
             loop {
@@ -469,7 +472,7 @@ impl Rig {
                     .arg("+")
                     .arg("COUNT")
                     .arg(5000)
-                    .query_async::<redis::Value>(&mut conn)
+                    .query_async::<redis::Value>(conn)
                     .await;
                 let page = match page {
                     Ok(v) => entries(&v),
@@ -496,8 +499,9 @@ impl Rig {
     async fn stored(&self) -> (BTreeSet<Msg>, Vec<String>) {
         let mut out = BTreeSet::new();
         let mut bad = Vec::new();
+        let mut conn = self.raw().await;
         for p in 0..self.partitions {
-            for (id, fields) in self.xrange(&self.key(p, "s:0")).await {
+            for (id, fields) in self.xrange(&mut conn, &self.key(p, "s:0")).await {
                 match message_of(&fields) {
                     Ok((k, s)) if partition_of(&format!("k{k}"), self.partitions) == p => {
                         out.insert((k, s));
@@ -513,8 +517,9 @@ impl Rig {
     /// Every dead letter, read from the dead-letter streams with `XRANGE`.
     async fn dead_letters(&self) -> Vec<DeadLetter> {
         let mut out = Vec::new();
+        let mut conn = self.raw().await;
         for p in 0..self.partitions {
-            for (id, fields) in self.xrange(&self.key(p, "dlq")).await {
+            for (id, fields) in self.xrange(&mut conn, &self.key(p, "dlq")).await {
                 let group = field(&fields, b"g")
                     .map(|g| String::from_utf8_lossy(g).into_owned())
                     .unwrap_or_else(|| format!("(no group field in {id})"));
