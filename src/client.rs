@@ -1,24 +1,30 @@
-//! The [`Client`]: one handle on Redis for topics, publishing and reading.
+//! The [`Client`]: one handle on Redis for topics, groups, publishing,
+//! reading, dead letters and schedules.
 //!
-//! It owns the connections ([`crate::conn`]), the key space, the script
-//! registry and a cache of topic settings. Cheap to clone; clones share all of
-//! it. Topic operations live in [`crate::topic`], publishing in
-//! [`crate::producer`], reading in [`crate::reader`].
+//! A thin facade: each method hands its call to the domain module that does
+//! the work ([`crate::topic`], [`crate::group`], [`crate::producer`],
+//! [`crate::reader`], [`crate::dlq`], [`crate::schedule`]), over one
+//! connected backend. Cheap to clone; clones share the connections, the
+//! topic cache and the shared producer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
-use redis::{Cmd, Value};
+use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
-use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
-use crate::duration::Doubling;
+use crate::conn::{BlockingConn, Conn, ServerInfo};
+use crate::dlq::{self, DeadLetter, ReplayTo, Selection};
+use crate::envelope::Event;
 use crate::error::Result;
+use crate::group::{self, GroupInfo, ResetPlan, reset};
 use crate::keys::KeySpace;
-use crate::producer::{Producer, ProducerConfig};
-use crate::scripts::Scripts;
-use crate::store::Store;
-use crate::topic::TopicSpec;
+use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
+use crate::reader::{Reader, StartAt};
+use crate::schedule::{self, ScheduleSpec};
+use crate::store::backend::Backend;
+use crate::topic::{Catalog, Created, TopicInfo, TopicSpec};
+
+// Until the consumer runtime takes its helpers from the store directly.
+pub(crate) use crate::store::idempotent;
 
 /// A connected millrace client.
 ///
@@ -30,25 +36,15 @@ use crate::topic::TopicSpec;
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub config: Config,
-    pub conn: Conn,
-    pub pool: BlockingPool,
-    pub keys: KeySpace,
-    pub scripts: Arc<Scripts>,
-    pub info: ServerInfo,
-    pub topics: Mutex<HashMap<String, Arc<TopicSpec>>>,
-    pub producer: OnceLock<Producer>,
+    catalog: Catalog,
+    producer: Arc<OnceLock<Producer>>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("config", &self.inner.config)
-            .field("server", &self.inner.info)
+            .field("config", self.config())
+            .field("server", self.server_info())
             .finish()
     }
 }
@@ -57,25 +53,9 @@ impl Client {
     /// Connects, checks that the server is Redis 7.0+ (or compatible),
     /// detects a cluster and preloads the scripts.
     pub async fn connect(config: Config) -> Result<Client> {
-        let conn::Connected {
-            mut conn,
-            pool,
-            info,
-        } = conn::connect(&config).await?;
-        let scripts = Arc::new(Scripts::new());
-        conn::load_scripts(&scripts, &mut conn).await?;
-        tracing::debug!(server = %info.server, version = %info.version, cluster = info.cluster, "connected");
         Ok(Client {
-            inner: Arc::new(Inner {
-                keys: KeySpace::new(config.prefix.clone()),
-                config,
-                conn,
-                pool,
-                scripts,
-                info,
-                topics: Mutex::new(HashMap::new()),
-                producer: OnceLock::new(),
-            }),
+            catalog: Catalog::new(Backend::connect(config).await?),
+            producer: Arc::default(),
         })
     }
 
@@ -86,89 +66,256 @@ impl Client {
 
     /// The configuration in use.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        self.catalog.config()
     }
 
     /// What the server reported on connect.
     pub fn server_info(&self) -> &ServerInfo {
-        &self.inner.info
+        self.catalog.info()
     }
 
     /// The key space (prefix and key builders).
     pub fn keys(&self) -> &KeySpace {
-        &self.inner.keys
+        self.catalog.keys()
     }
 
     /// A clone of the multiplexed connection, for commands of your own.
     pub fn connection(&self) -> Conn {
-        self.inner.conn.clone()
+        self.catalog.connection()
     }
 
     /// A dedicated connection for blocking reads.
     pub async fn blocking_connection(&self) -> Result<BlockingConn> {
-        self.inner.pool.get().await
+        self.catalog.blocking_connection().await
+    }
+
+    /// Redis's clock in milliseconds (`TIME`).
+    pub async fn redis_time_ms(&self) -> Result<u64> {
+        self.catalog.redis_time_ms().await
+    }
+
+    /// The topics and the backend under them, for the domain modules.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The store's typed steps (until the consumer runtime holds the
+    /// catalog itself).
+    pub(crate) fn store(&self) -> crate::store::Store<'_> {
+        self.catalog.store()
+    }
+
+    /// A topic's cached settings (until the consumer runtime holds the
+    /// catalog itself).
+    pub(crate) async fn topic_cached(&self, name: &str) -> Result<Arc<TopicSpec>> {
+        self.catalog.topic_cached(name).await
     }
 
     /// The client's shared producer (auto-batching, default settings),
     /// started on first use.
     pub fn producer(&self) -> &Producer {
-        self.inner
-            .producer
-            .get_or_init(|| Producer::start(self.clone(), ProducerConfig::default()))
+        self.producer
+            .get_or_init(|| Producer::start(self.catalog.clone(), ProducerConfig::default()))
     }
 
     /// A new producer with its own batching settings.
     pub fn producer_with(&self, config: ProducerConfig) -> Producer {
-        Producer::start(self.clone(), config)
+        Producer::start(self.catalog.clone(), config)
     }
 
-    /// Runs groups of commands; each group must stay within one slot.
-    /// On a single server everything goes in one pipeline; on a cluster each
-    /// group is its own pipeline, all in flight at once. Returns each
-    /// command's reply or server error, in order.
-    pub(crate) async fn query_grouped(&self, groups: Vec<Vec<Cmd>>) -> Result<Vec<Vec<Value>>> {
-        self.store().query_grouped(groups).await
+    /// Publishes a typed event to its topic, keyed by its key.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Receipt> {
+        self.producer()
+            .publish(E::TOPIC, Record::event(event)?)
+            .await
     }
 
-    /// The store: typed atomic steps on this client's connection, scripts
-    /// and key space.
-    pub(crate) fn store(&self) -> Store<'_> {
-        Store::new(self.connection(), &self.inner.scripts, &self.inner.keys)
+    /// Publishes a typed event with options (delay, priority, dedup id...).
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: &E,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        self.producer()
+            .publish(E::TOPIC, Record::event(event)?.options(options))
+            .await
     }
 
-    /// Redis's clock in milliseconds (`TIME`).
-    pub async fn redis_time_ms(&self) -> Result<u64> {
-        let (secs, micros): (u64, u64) = redis::cmd("TIME")
-            .query_async(&mut self.connection())
-            .await?;
-        Ok(secs * 1000 + micros / 1000)
+    /// Publishes a record to a topic.
+    pub async fn publish_record(&self, topic: &str, record: Record) -> Result<Receipt> {
+        self.producer().publish(topic, record).await
     }
-}
 
-pub(crate) use crate::error::check;
-
-/// Runs an idempotent Redis step (a read, releasing a lease, leaving a
-/// group) again while its failure is one that passes: after a restart or a
-/// cut, the multiplexed connection fails its next command while it
-/// reconnects. Up to five tries, 0.75 s of waiting in all; then the error
-/// stands.
-pub(crate) async fn idempotent<T, F, Fut>(mut step: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut delay = Doubling::new(
-        std::time::Duration::from_millis(50),
-        std::time::Duration::from_millis(400),
-    );
-    for _ in 0..4 {
-        match step().await {
-            Err(e) if e.is_retryable() => {
-                tracing::debug!(error = %e, "idempotent step failed; trying again");
-                tokio::time::sleep(delay.next_wait()).await;
-            }
-            other => return other,
-        }
+    /// Publishes many records to a topic; one result per record, in order.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Vec<Result<Receipt>>> {
+        self.producer().publish_batch(topic, records).await
     }
-    step().await
+
+    /// A reader of `topic` from `start` (see [`Reader`]).
+    pub async fn reader(&self, topic: &str, start: StartAt) -> Result<Reader> {
+        Reader::open(&self.catalog, topic, start).await
+    }
+
+    /// Creates a topic, or succeeds if it exists with the same settings.
+    /// Fails with [`Error::TopicConflict`](crate::Error::TopicConflict) if it exists with other settings.
+    pub async fn create_topic(&self, spec: &TopicSpec) -> Result<Created> {
+        self.catalog.create_topic(spec).await
+    }
+
+    /// A topic's settings, or [`Error::TopicNotFound`](crate::Error::TopicNotFound).
+    pub async fn topic(&self, name: &str) -> Result<TopicSpec> {
+        self.catalog.topic(name).await
+    }
+
+    /// Names of all topics, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>> {
+        self.catalog.list_topics().await
+    }
+
+    /// Settings and lengths of a topic.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        self.catalog.describe_topic(name).await
+    }
+
+    /// Deletes a topic and every key of it: streams, delayed, dead letters,
+    /// group state. Dedup markers are left to expire with their TTL.
+    /// Returns false if there was no such topic; refuses a name that is not
+    /// a topic's (a dead-letter view `T.dlq` included) before touching Redis.
+    pub async fn delete_topic(&self, name: &str) -> Result<bool> {
+        self.catalog.delete_topic(name).await
+    }
+
+    /// Creates `group` on every partition lane of `topic` at `start` (no-op
+    /// where it exists) and registers it. Idempotent; the start position only
+    /// matters the first time.
+    pub async fn create_group(&self, topic: &str, group: &str, start: &StartAt) -> Result<()> {
+        group::create_group(&self.catalog, topic, group, start).await
+    }
+
+    /// Pauses a group: its members stop taking new messages at their next
+    /// heartbeat (in-flight work finishes). Idempotent.
+    pub async fn pause_group(&self, topic: &str, group: &str) -> Result<()> {
+        group::pause_group(&self.catalog, topic, group).await
+    }
+
+    /// Resumes a paused group. Idempotent.
+    pub async fn resume_group(&self, topic: &str, group: &str) -> Result<()> {
+        group::resume_group(&self.catalog, topic, group).await
+    }
+
+    /// Whether a group is paused.
+    pub async fn is_group_paused(&self, topic: &str, group: &str) -> Result<bool> {
+        group::is_group_paused(&self.catalog, topic, group).await
+    }
+
+    /// Names of a topic's groups, sorted.
+    pub async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
+        group::list_groups(&self.catalog, topic).await
+    }
+
+    /// Members, owners, lag and pending of a group.
+    pub async fn describe_group(&self, topic: &str, group: &str) -> Result<GroupInfo> {
+        group::describe_group(&self.catalog, topic, group).await
+    }
+
+    /// What [`reset_group`](Client::reset_group) would do, without changing
+    /// anything: per partition lane the group's last-delivered id now and
+    /// after the reset, and the lag the reset leaves. See [`crate::group::reset`].
+    pub async fn plan_group_reset(
+        &self,
+        topic: &str,
+        group: &str,
+        to: &StartAt,
+    ) -> Result<ResetPlan> {
+        reset::plan_group_reset(&self.catalog, topic, group, to).await
+    }
+
+    /// Moves `group` to `to` on every partition lane of `topic`
+    /// (`XGROUP SETID`), and returns what it changed (see
+    /// [`plan_group_reset`](Client::plan_group_reset)). Pending entries stay
+    /// pending; they are still redelivered by the group's normal recovery.
+    ///
+    /// Refuses with [`Error::GroupHasMembers`](crate::Error::GroupHasMembers) while the group has live
+    /// members, unless `force`; an unknown group is
+    /// [`Error::GroupNotFound`](crate::Error::GroupNotFound).
+    pub async fn reset_group(
+        &self,
+        topic: &str,
+        group: &str,
+        to: &StartAt,
+        force: bool,
+    ) -> Result<ResetPlan> {
+        reset::reset_group(&self.catalog, topic, group, to, force).await
+    }
+
+    /// Dead letters of `topic`, oldest first, at most `limit`, optionally of
+    /// one group.
+    pub async fn dead_letters(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        dlq::dead_letters(&self.catalog, topic, group, limit).await
+    }
+
+    /// One dead letter by id (`ms-seq` or `P:ms-seq`; a bare id found in
+    /// several partitions is an error naming each `P:ms-seq`).
+    pub async fn dead_letter(&self, topic: &str, id: &str) -> Result<Option<DeadLetter>> {
+        dlq::dead_letter(&self.catalog, topic, id).await
+    }
+
+    /// Replays dead letters (to the failing group only, or to the whole
+    /// topic). Each leaves the DLQ only once it is back in a stream. Returns
+    /// how many were replayed.
+    pub async fn replay_dead_letters(
+        &self,
+        topic: &str,
+        selection: &Selection,
+        group: Option<&str>,
+        to: ReplayTo,
+    ) -> Result<usize> {
+        dlq::replay_dead_letters(&self.catalog, topic, selection, group, to).await
+    }
+
+    /// Deletes dead letters. Returns how many were deleted.
+    pub async fn purge_dead_letters(
+        &self,
+        topic: &str,
+        selection: &Selection,
+        group: Option<&str>,
+    ) -> Result<usize> {
+        dlq::purge_dead_letters(&self.catalog, topic, selection, group).await
+    }
+
+    /// Adds a schedule, or replaces the one of that name. The topic must
+    /// exist ([`Error::TopicNotFound`](crate::Error::TopicNotFound)).
+    ///
+    /// A new schedule starts from now: fires before this call are never
+    /// published. So does a replacement with another cron expression or
+    /// zone. A replacement with the same timing (other data, key or
+    /// headers, or the same spec again, as a deploy script might add it)
+    /// keeps its last fire, so a missed fire is still published on return.
+    pub async fn add_schedule(&self, spec: &ScheduleSpec) -> Result<()> {
+        schedule::add_schedule(&self.catalog, spec).await
+    }
+
+    /// Every schedule, sorted by name.
+    pub async fn list_schedules(&self) -> Result<Vec<ScheduleSpec>> {
+        schedule::list_schedules(&self.catalog).await
+    }
+
+    /// Removes a schedule; false if there was none of that name.
+    pub async fn remove_schedule(&self, name: &str) -> Result<bool> {
+        schedule::remove_schedule(&self.catalog, name).await
+    }
+
+    /// When each schedule last fired (ms since the epoch, Redis clock).
+    pub async fn schedule_last_fires(&self) -> Result<HashMap<String, u64>> {
+        schedule::schedule_last_fires(&self.catalog).await
+    }
 }

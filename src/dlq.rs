@@ -11,10 +11,11 @@
 
 use serde::Serialize;
 
-use crate::client::{Client, check};
 use crate::envelope::{Headers, StreamId, meta, parse_entries};
+use crate::error::check;
 use crate::error::{Error, Result};
 use crate::store::dead_letters::{Replay, ReplayTarget};
+use crate::topic::Catalog;
 
 /// One dead letter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -108,183 +109,184 @@ pub(crate) fn parse_id(id: &str) -> Result<(Option<u32>, StreamId)> {
     }
 }
 
-impl Client {
-    /// Dead letters of `topic`, oldest first, at most `limit`, optionally of
-    /// one group.
-    pub async fn dead_letters(
-        &self,
-        topic: &str,
-        group: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>> {
-        let spec = self.topic_cached(topic).await?;
-        let mut all = Vec::new();
-        for p in 0..spec.partitions {
-            all.extend(self.partition_dead_letters(topic, p, group, limit).await?);
-        }
-        all.sort_by_key(|d| (d.failed_at_ms, d.partition, d.id.clone()));
-        all.truncate(limit);
-        Ok(all)
+/// Dead letters of `topic`, oldest first, at most `limit`, optionally of
+/// one group.
+pub(crate) async fn dead_letters(
+    cat: &Catalog,
+    topic: &str,
+    group: Option<&str>,
+    limit: usize,
+) -> Result<Vec<DeadLetter>> {
+    let spec = cat.topic_cached(topic).await?;
+    let mut all = Vec::new();
+    for p in 0..spec.partitions {
+        all.extend(partition_dead_letters(cat, topic, p, group, limit).await?);
     }
+    all.sort_by_key(|d| (d.failed_at_ms, d.partition, d.id.clone()));
+    all.truncate(limit);
+    Ok(all)
+}
 
-    async fn partition_dead_letters(
-        &self,
-        topic: &str,
-        p: u32,
-        group: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>> {
-        let key = self.keys().dlq(topic, p);
-        let mut out = Vec::new();
-        let mut start = "-".to_string();
-        loop {
-            let v: redis::Value = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut self.connection())
-                .await?;
-            let batch = parse_dead_letters(topic, p, v)?;
-            let n = batch.len();
-            if let Some(last) = batch.last() {
-                start = format!("({}", last.id);
-            }
-            out.extend(
-                batch
-                    .into_iter()
-                    .filter(|d| group.is_none_or(|g| d.group == g)),
-            );
-            if n < 500 || out.len() >= limit {
-                return Ok(out);
-            }
+async fn partition_dead_letters(
+    cat: &Catalog,
+    topic: &str,
+    p: u32,
+    group: Option<&str>,
+    limit: usize,
+) -> Result<Vec<DeadLetter>> {
+    let key = cat.keys().dlq(topic, p);
+    let mut out = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut cat.connection())
+            .await?;
+        let batch = parse_dead_letters(topic, p, v)?;
+        let n = batch.len();
+        if let Some(last) = batch.last() {
+            start = format!("({}", last.id);
+        }
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|d| group.is_none_or(|g| d.group == g)),
+        );
+        if n < 500 || out.len() >= limit {
+            return Ok(out);
         }
     }
+}
 
-    /// One dead letter by id (`ms-seq` or `P:ms-seq`; a bare id found in
-    /// several partitions is an error naming each `P:ms-seq`).
-    pub async fn dead_letter(&self, topic: &str, id: &str) -> Result<Option<DeadLetter>> {
-        Ok(self
-            .find_dead_letters(topic, &[id.to_string()])
-            .await?
-            .pop())
-    }
+/// One dead letter by id (`ms-seq` or `P:ms-seq`; a bare id found in
+/// several partitions is an error naming each `P:ms-seq`).
+pub(crate) async fn dead_letter(
+    cat: &Catalog,
+    topic: &str,
+    id: &str,
+) -> Result<Option<DeadLetter>> {
+    Ok(find_dead_letters(cat, topic, &[id.to_string()])
+        .await?
+        .pop())
+}
 
-    async fn find_dead_letters(&self, topic: &str, ids: &[String]) -> Result<Vec<DeadLetter>> {
-        let spec = self.topic_cached(topic).await?;
-        let mut out = Vec::new();
-        for id in ids {
-            let (partition, sid) = parse_id(id)?;
-            let parts: Vec<u32> = match partition {
-                Some(p) if p < spec.partitions => vec![p],
-                Some(p) => {
-                    return Err(Error::invalid(
-                        "partition",
-                        format!("{p} is not a partition of {topic}"),
-                    ));
-                }
-                None => (0..spec.partitions).collect(),
-            };
-            let mut matches = Vec::new();
-            for p in parts {
-                let v: redis::Value = redis::cmd("XRANGE")
-                    .arg(self.keys().dlq(topic, p))
-                    .arg(sid.to_string())
-                    .arg(sid.to_string())
-                    .query_async(&mut self.connection())
-                    .await?;
-                matches.extend(parse_dead_letters(topic, p, v)?);
-            }
-            // Each partition's stream makes its own ids, so a bare id can
-            // name entries in two partitions: refuse rather than guess.
-            if partition.is_none() && matches.len() > 1 {
-                let which: Vec<String> = matches
-                    .iter()
-                    .map(|d| format!("{}:{}", d.partition, d.id))
-                    .collect();
+async fn find_dead_letters(cat: &Catalog, topic: &str, ids: &[String]) -> Result<Vec<DeadLetter>> {
+    let spec = cat.topic_cached(topic).await?;
+    let mut out = Vec::new();
+    for id in ids {
+        let (partition, sid) = parse_id(id)?;
+        let parts: Vec<u32> = match partition {
+            Some(p) if p < spec.partitions => vec![p],
+            Some(p) => {
                 return Err(Error::invalid(
-                    "dead-letter id",
-                    format!(
-                        "{id} is in several partitions; use one of {}",
-                        which.join(", ")
-                    ),
+                    "partition",
+                    format!("{p} is not a partition of {topic}"),
                 ));
             }
-            out.extend(matches);
-        }
-        Ok(out)
-    }
-
-    async fn select(
-        &self,
-        topic: &str,
-        selection: &Selection,
-        group: Option<&str>,
-    ) -> Result<Vec<DeadLetter>> {
-        let found = match selection {
-            Selection::All => self.dead_letters(topic, group, usize::MAX).await?,
-            Selection::Ids(ids) => self.find_dead_letters(topic, ids).await?,
+            None => (0..spec.partitions).collect(),
         };
-        Ok(found
-            .into_iter()
-            .filter(|d| group.is_none_or(|g| d.group == g))
-            .collect())
-    }
-
-    /// Replays dead letters (to the failing group only, or to the whole
-    /// topic). Each leaves the DLQ only once it is back in a stream. Returns
-    /// how many were replayed.
-    pub async fn replay_dead_letters(
-        &self,
-        topic: &str,
-        selection: &Selection,
-        group: Option<&str>,
-        to: ReplayTo,
-    ) -> Result<usize> {
-        let found = self.select(topic, selection, group).await?;
-        let letters: Vec<Replay> = found
-            .iter()
-            .map(|d| Replay {
-                partition: d.partition,
-                id: &d.id,
-                to: match to {
-                    ReplayTo::Group => ReplayTarget::Group(&d.group),
-                    ReplayTo::Topic => ReplayTarget::Lane(d.lane),
-                },
-            })
-            .collect();
-        self.store().replay_dead_letters(topic, &letters).await
-    }
-
-    /// Deletes dead letters. Returns how many were deleted.
-    pub async fn purge_dead_letters(
-        &self,
-        topic: &str,
-        selection: &Selection,
-        group: Option<&str>,
-    ) -> Result<usize> {
-        let found = self.select(topic, selection, group).await?;
-        let mut per_partition: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
-        for d in found {
-            per_partition.entry(d.partition).or_default().push(d.id);
+        let mut matches = Vec::new();
+        for p in parts {
+            let v: redis::Value = redis::cmd("XRANGE")
+                .arg(cat.keys().dlq(topic, p))
+                .arg(sid.to_string())
+                .arg(sid.to_string())
+                .query_async(&mut cat.connection())
+                .await?;
+            matches.extend(parse_dead_letters(topic, p, v)?);
         }
-        let cmds = per_partition
-            .iter()
-            .map(|(p, ids)| {
-                vec![
-                    redis::cmd("XDEL")
-                        .arg(self.keys().dlq(topic, *p))
-                        .arg(ids)
-                        .clone(),
-                ]
-            })
-            .collect();
-        let mut deleted = 0;
-        for v in self.query_grouped(cmds).await?.into_iter().flatten() {
-            deleted += redis::from_redis_value::<usize>(check(v)?)
-                .map_err(|e| Error::Decode(e.to_string()))?;
+        // Each partition's stream makes its own ids, so a bare id can
+        // name entries in two partitions: refuse rather than guess.
+        if partition.is_none() && matches.len() > 1 {
+            let which: Vec<String> = matches
+                .iter()
+                .map(|d| format!("{}:{}", d.partition, d.id))
+                .collect();
+            return Err(Error::invalid(
+                "dead-letter id",
+                format!(
+                    "{id} is in several partitions; use one of {}",
+                    which.join(", ")
+                ),
+            ));
         }
-        Ok(deleted)
+        out.extend(matches);
     }
+    Ok(out)
+}
+
+async fn select(
+    cat: &Catalog,
+    topic: &str,
+    selection: &Selection,
+    group: Option<&str>,
+) -> Result<Vec<DeadLetter>> {
+    let found = match selection {
+        Selection::All => dead_letters(cat, topic, group, usize::MAX).await?,
+        Selection::Ids(ids) => find_dead_letters(cat, topic, ids).await?,
+    };
+    Ok(found
+        .into_iter()
+        .filter(|d| group.is_none_or(|g| d.group == g))
+        .collect())
+}
+
+/// Replays dead letters (to the failing group only, or to the whole
+/// topic). Each leaves the DLQ only once it is back in a stream. Returns
+/// how many were replayed.
+pub(crate) async fn replay_dead_letters(
+    cat: &Catalog,
+    topic: &str,
+    selection: &Selection,
+    group: Option<&str>,
+    to: ReplayTo,
+) -> Result<usize> {
+    let found = select(cat, topic, selection, group).await?;
+    let letters: Vec<Replay> = found
+        .iter()
+        .map(|d| Replay {
+            partition: d.partition,
+            id: &d.id,
+            to: match to {
+                ReplayTo::Group => ReplayTarget::Group(&d.group),
+                ReplayTo::Topic => ReplayTarget::Lane(d.lane),
+            },
+        })
+        .collect();
+    cat.store().replay_dead_letters(topic, &letters).await
+}
+
+/// Deletes dead letters. Returns how many were deleted.
+pub(crate) async fn purge_dead_letters(
+    cat: &Catalog,
+    topic: &str,
+    selection: &Selection,
+    group: Option<&str>,
+) -> Result<usize> {
+    let found = select(cat, topic, selection, group).await?;
+    let mut per_partition: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for d in found {
+        per_partition.entry(d.partition).or_default().push(d.id);
+    }
+    let cmds = per_partition
+        .iter()
+        .map(|(p, ids)| {
+            vec![
+                redis::cmd("XDEL")
+                    .arg(cat.keys().dlq(topic, *p))
+                    .arg(ids)
+                    .clone(),
+            ]
+        })
+        .collect();
+    let mut deleted = 0;
+    for v in cat.query_grouped(cmds).await?.into_iter().flatten() {
+        deleted += redis::from_redis_value::<usize>(check(v)?)
+            .map_err(|e| Error::Decode(e.to_string()))?;
+    }
+    Ok(deleted)
 }

@@ -21,15 +21,14 @@ use redis::Cmd;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::client::Client;
-use crate::conn::Conn;
 use crate::envelope::{self, Event, Headers, encode_headers, validate_key};
 use crate::error::{Error, Result};
 use crate::keys::{KeySpace, validate_dedup_id};
 use crate::partitioner::partition_for_key;
 use crate::scripts::Scripts;
+use crate::store::backend::Backend;
 use crate::store::publish::{self, Due, Prepared, PublishStep, send, unique_nonce};
-use crate::topic::TopicSpec;
+use crate::topic::{Catalog, TopicSpec};
 
 pub use crate::store::publish::Receipt;
 
@@ -412,7 +411,7 @@ impl Trimmer {
 /// A batching publisher. Clones share one batcher.
 #[derive(Clone)]
 pub struct Producer {
-    client: Client,
+    client: Catalog,
     tx: mpsc::Sender<Job>,
     round_robin: Arc<AtomicU64>,
     config: Arc<ProducerConfig>,
@@ -420,14 +419,11 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub(crate) fn start(client: Client, config: ProducerConfig) -> Producer {
+    pub(crate) fn start(client: Catalog, config: ProducerConfig) -> Producer {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let trimmer = Arc::new(std::sync::Mutex::new(Trimmer::default()));
-        // The batcher holds the connection and scripts, not the Client, so a
-        // Client that owns its producer can still be dropped.
         let batcher = Batcher {
-            conn: client.connection(),
-            scripts: client.inner.scripts.clone(),
+            backend: (*client).clone(),
             config: config.clone(),
             trimmer: trimmer.clone(),
         };
@@ -444,12 +440,12 @@ impl Producer {
     async fn prepare(&self, topic: &str, record: Record) -> Result<Prepared> {
         let spec = self.client.topic_cached(topic).await?;
         prepare(
-            &self.client.inner.keys,
-            &self.client.inner.scripts,
+            self.client.keys(),
+            self.client.scripts(),
             &spec,
             record,
             &self.round_robin,
-            self.client.inner.config.max_message_bytes,
+            self.client.config().max_message_bytes,
         )
     }
 
@@ -474,8 +470,10 @@ impl Producer {
     ) -> Result<Vec<Result<Receipt>>> {
         let spec = self.client.topic_cached(topic).await?;
         let spec = &*spec;
-        let inner = &self.client.inner;
-        let (conn, scripts) = (&inner.conn, &inner.scripts);
+        let backend: &Backend = &self.client;
+        let conn = &backend.connection();
+        let (keys, scripts) = (backend.keys(), backend.scripts());
+        let max_bytes = backend.config().max_message_bytes;
         // Records are prepared a chunk at a time, when the chunk's pipeline
         // is about to start, so encoding the next chunks overlaps with the
         // ones in flight. Pipelines are started in order (`buffered` polls
@@ -493,14 +491,7 @@ impl Producer {
                 let mut done = Vec::with_capacity(part.len());
                 let (mut idx, mut items) = (Vec::with_capacity(part.len()), Vec::new());
                 for (i, r) in part {
-                    match prepare(
-                        &inner.keys,
-                        scripts,
-                        spec,
-                        r,
-                        &self.round_robin,
-                        inner.config.max_message_bytes,
-                    ) {
+                    match prepare(keys, scripts, spec, r, &self.round_robin, max_bytes) {
                         Ok(p) => {
                             idx.push(i);
                             items.push(p);
@@ -536,8 +527,7 @@ impl Producer {
 }
 
 struct Batcher {
-    conn: Conn,
-    scripts: Arc<Scripts>,
+    backend: Backend,
     config: ProducerConfig,
     trimmer: Arc<std::sync::Mutex<Trimmer>>,
 }
@@ -572,18 +562,17 @@ impl Batcher {
                 .lock()
                 .map(|mut t| {
                     t.due(
-                        &self.scripts,
+                        self.backend.scripts(),
                         self.config.trim_interval,
                         batch.iter().map(|j| &j.prepared),
                     )
                 })
                 .unwrap_or_default();
-            let conn = self.conn.clone();
-            let scripts = self.scripts.clone();
+            let backend = self.backend.clone();
             tokio::spawn(async move {
                 let (items, replies): (Vec<Prepared>, Vec<_>) =
                     batch.into_iter().map(|j| (j.prepared, j.reply)).unzip();
-                let results = send(&conn, &scripts, items, trims).await;
+                let results = send(&backend.connection(), backend.scripts(), items, trims).await;
                 drop(permit);
                 for (reply, r) in replies.into_iter().zip(results) {
                     // The caller may have given up waiting; that is fine.
@@ -591,40 +580,6 @@ impl Batcher {
                 }
             });
         }
-    }
-}
-
-impl Client {
-    /// Publishes a typed event to its topic, keyed by its key.
-    pub async fn publish<E: Event>(&self, event: &E) -> Result<Receipt> {
-        self.producer()
-            .publish(E::TOPIC, Record::event(event)?)
-            .await
-    }
-
-    /// Publishes a typed event with options (delay, priority, dedup id...).
-    pub async fn publish_with<E: Event>(
-        &self,
-        event: &E,
-        options: PublishOptions,
-    ) -> Result<Receipt> {
-        self.producer()
-            .publish(E::TOPIC, Record::event(event)?.options(options))
-            .await
-    }
-
-    /// Publishes a record to a topic.
-    pub async fn publish_record(&self, topic: &str, record: Record) -> Result<Receipt> {
-        self.producer().publish(topic, record).await
-    }
-
-    /// Publishes many records to a topic; one result per record, in order.
-    pub async fn publish_batch(
-        &self,
-        topic: &str,
-        records: impl IntoIterator<Item = Record>,
-    ) -> Result<Vec<Result<Receipt>>> {
-        self.producer().publish_batch(topic, records).await
     }
 }
 

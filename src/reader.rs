@@ -15,9 +15,11 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use redis::Value;
 
-use crate::client::{Client, check, idempotent};
 use crate::envelope::{Message, StreamId, parse_entries, parse_entry};
+use crate::error::check;
 use crate::error::{Error, Result};
+use crate::store::idempotent;
+use crate::topic::Catalog;
 use crate::topic::TopicSpec;
 
 /// Where a reader (or a group, later) starts.
@@ -73,7 +75,7 @@ struct Lane {
 
 /// Reads a topic without a group, in publish-time order across partitions.
 pub struct Reader {
-    client: Client,
+    client: Catalog,
     spec: TopicSpec,
     lanes: Vec<Lane>,
     batch: usize,
@@ -82,7 +84,7 @@ pub struct Reader {
 
 impl Reader {
     /// A reader of `topic` from `start`.
-    pub async fn new(client: &Client, topic: &str, start: StartAt) -> Result<Reader> {
+    pub(crate) async fn open(client: &Catalog, topic: &str, start: StartAt) -> Result<Reader> {
         let spec = client.topic(topic).await?;
         let keys = client.keys();
         let mut lanes = Vec::new();
@@ -333,13 +335,6 @@ fn per_partition_refs(lanes: &[&Lane], f: impl Fn(&Lane) -> redis::Cmd) -> Group
         order.extend(idx);
     }
     Grouped { cmds, order }
-}
-
-impl Client {
-    /// A reader of `topic` from `start` (see [`Reader`]).
-    pub async fn reader(&self, topic: &str, start: StartAt) -> Result<Reader> {
-        Reader::new(self, topic, start).await
-    }
 }
 
 #[cfg(test)]

@@ -6,15 +6,17 @@
 //! script, so two creators cannot race). Partitions and lanes are created
 //! lazily: a stream exists from its first message.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::client::{Client, check};
+use crate::error::check;
 use crate::error::{Error, Result};
 use crate::keys::validate_topic;
+use crate::store::backend::Backend;
 use crate::store::coordination::TopicCreate;
 
 /// Most partitions a topic may have.
@@ -173,7 +175,7 @@ pub struct TopicInfo {
     pub dlq_length: u64,
 }
 
-/// The outcome of [`Client::create_topic`].
+/// The outcome of [`Client::create_topic`](crate::Client::create_topic).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Created {
     /// The topic is new.
@@ -182,12 +184,37 @@ pub enum Created {
     Existing,
 }
 
-impl Client {
+/// The topics of one backend, with their settings cached after first use
+/// (a topic's settings never change once created). The handle every domain
+/// step takes: it derefs to the [`Backend`] for the store and connections.
+/// Cheap to clone; clones share the cache.
+#[derive(Clone)]
+pub(crate) struct Catalog {
+    backend: Backend,
+    specs: Arc<Mutex<HashMap<String, Arc<TopicSpec>>>>,
+}
+
+impl std::ops::Deref for Catalog {
+    type Target = Backend;
+    fn deref(&self) -> &Backend {
+        &self.backend
+    }
+}
+
+impl Catalog {
+    /// A catalog of `backend`'s topics, nothing cached yet.
+    pub(crate) fn new(backend: Backend) -> Self {
+        Catalog {
+            backend,
+            specs: Arc::default(),
+        }
+    }
+
     /// Creates a topic, or succeeds if it exists with the same settings.
     /// Fails with [`Error::TopicConflict`] if it exists with other settings.
-    pub async fn create_topic(&self, spec: &TopicSpec) -> Result<Created> {
+    pub(crate) async fn create_topic(&self, spec: &TopicSpec) -> Result<Created> {
         spec.validate()?;
-        let keys = &self.inner.keys;
+        let keys = self.keys();
         let created_ms = self.redis_time_ms().await?;
         let created = match self
             .store()
@@ -226,26 +253,20 @@ impl Client {
 
     fn cache_topic(&self, spec: TopicSpec) -> Arc<TopicSpec> {
         let spec = Arc::new(spec);
-        if let Ok(mut cache) = self.inner.topics.lock() {
+        if let Ok(mut cache) = self.specs.lock() {
             cache.insert(spec.name.clone(), spec.clone());
         }
         spec
     }
 
     /// A topic's settings, or [`Error::TopicNotFound`].
-    pub async fn topic(&self, name: &str) -> Result<TopicSpec> {
+    pub(crate) async fn topic(&self, name: &str) -> Result<TopicSpec> {
         Ok((*self.topic_cached(name).await?).clone())
     }
 
     /// Settings from the cache, fetched on first use.
     pub(crate) async fn topic_cached(&self, name: &str) -> Result<Arc<TopicSpec>> {
-        if let Some(spec) = self
-            .inner
-            .topics
-            .lock()
-            .ok()
-            .and_then(|c| c.get(name).cloned())
-        {
+        if let Some(spec) = self.specs.lock().ok().and_then(|c| c.get(name).cloned()) {
             return Ok(spec);
         }
         // The dead-letter view `T.dlq`: T's partitions, one lane.
@@ -268,10 +289,8 @@ impl Client {
             return Ok(Arc::new(view));
         }
         validate_topic(name)?;
-        let fields: Vec<(String, String)> = self
-            .connection()
-            .hgetall(self.inner.keys.meta(name))
-            .await?;
+        let fields: Vec<(String, String)> =
+            self.connection().hgetall(self.keys().meta(name)).await?;
         if fields.is_empty() {
             return Err(Error::TopicNotFound(name.to_string()));
         }
@@ -279,20 +298,20 @@ impl Client {
     }
 
     /// Names of all topics, sorted.
-    pub async fn list_topics(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self.connection().smembers(self.inner.keys.topics()).await?;
+    pub(crate) async fn list_topics(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.connection().smembers(self.keys().topics()).await?;
         names.sort();
         Ok(names)
     }
 
     /// Settings and lengths of a topic.
-    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+    pub(crate) async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
         // Always read fresh settings: describe is how an operator checks them.
-        if let Ok(mut cache) = self.inner.topics.lock() {
+        if let Ok(mut cache) = self.specs.lock() {
             cache.remove(name);
         }
         let spec = self.topic_cached(name).await?;
-        let keys = &self.inner.keys;
+        let keys = self.keys();
         let groups_per_partition: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
             .map(|p| {
                 let mut cmds: Vec<redis::Cmd> = (0..spec.lanes)
@@ -339,11 +358,11 @@ impl Client {
     /// group state. Dedup markers are left to expire with their TTL.
     /// Returns false if there was no such topic; refuses a name that is not
     /// a topic's (a dead-letter view `T.dlq` included) before touching Redis.
-    pub async fn delete_topic(&self, name: &str) -> Result<bool> {
+    pub(crate) async fn delete_topic(&self, name: &str) -> Result<bool> {
         // Not through the dead-letter view: `T.dlq` would resolve to T's
         // dead-letter streams and delete them (that is purge_dead_letters).
         validate_topic(name)?;
-        if let Ok(mut cache) = self.inner.topics.lock() {
+        if let Ok(mut cache) = self.specs.lock() {
             cache.remove(name);
         }
         let spec = match self.topic_cached(name).await {
@@ -351,7 +370,7 @@ impl Client {
             Err(Error::TopicNotFound(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let keys = &self.inner.keys;
+        let keys = self.keys();
         let groups: Vec<String> = self.connection().smembers(keys.groups(name)).await?;
         let per_partition: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
             .map(|p| {
@@ -392,7 +411,7 @@ impl Client {
         }
         let _: () = conn.del(&[keys.meta(name), keys.groups(name)]).await?;
         let _: () = conn.srem(keys.topics(), name).await?;
-        if let Ok(mut cache) = self.inner.topics.lock() {
+        if let Ok(mut cache) = self.specs.lock() {
             cache.remove(name);
         }
         Ok(true)

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use millrace::dlq::{ReplayTo, Selection};
 use millrace::keys::KeySpace;
 use millrace::retry::RetryPolicy;
-use millrace::schedule::{ScheduleSpec, Scheduler};
 use millrace::{
     Client, Config, Error, HandlerError, Mode, PublishOptions, Record, StartAt, TopicSpec, Worker,
 };
+use millrace::{ScheduleSpec, Scheduler};
 use support::RedisServer;
 use support::tls::Pki;
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::client::{Client, check};
+use crate::client::Client;
 use crate::conn::{HeldConns, query_value};
 use crate::envelope::{Message, parse_entries, parse_entry};
+use crate::error::check;
 use crate::error::{Error, Result};
 use crate::reader::xread_streams;
 
@@ -118,7 +119,13 @@ pub(crate) async fn read_new(
                 .iter()
                 .map(|srcs| vec![xreadgroup(group, member, count, None, srcs)])
                 .collect();
-            for v in client.query_grouped(cmds).await?.into_iter().flatten() {
+            for v in client
+                .catalog()
+                .query_grouped(cmds)
+                .await?
+                .into_iter()
+                .flatten()
+            {
                 out.extend(parse_read(topic, &by_key, check(v)?)?);
             }
         }
@@ -126,9 +133,9 @@ pub(crate) async fn read_new(
             let futs = slots.iter().map(|srcs| {
                 let cmd = xreadgroup(group, member, count, Some(b), srcs);
                 async move {
-                    let mut guard = held.take(&client.inner.pool).await?;
+                    let mut guard = held.take(client.catalog().pool()).await?;
                     let v = query_value(guard.conn(), &cmd).await?;
-                    guard.keep(held, &client.inner.pool);
+                    guard.keep(held, client.catalog().pool());
                     Ok::<Value, Error>(v)
                 }
             });
@@ -173,7 +180,7 @@ pub(crate) async fn read_fenced(
     parts: &[FencedPart<'_>],
     count: usize,
 ) -> Result<FencedRead> {
-    let script = &client.inner.scripts.read_fenced;
+    let script = &client.catalog().scripts().read_fenced;
     let count = count.max(1).to_string();
     let groups: Vec<Vec<redis::Cmd>> = parts
         .iter()
@@ -191,7 +198,7 @@ pub(crate) async fn read_fenced(
             vec![script.cmd(&keys, &argv[..])]
         })
         .collect();
-    let replies = client.query_grouped(groups).await?;
+    let replies = client.catalog().query_grouped(groups).await?;
     let mut out = FencedRead::default();
     let mut idle = Vec::new();
     for (p, v) in parts.iter().zip(replies.into_iter().flatten()) {
@@ -276,9 +283,9 @@ pub(crate) async fn wait_for_new(
     let futs = slots.iter().map(|streams| {
         let cmd = wake_cmd(streams.iter().copied(), block);
         async move {
-            let mut guard = held.take(&client.inner.pool).await?;
+            let mut guard = held.take(client.catalog().pool()).await?;
             let v = query_value(guard.conn(), &cmd).await?;
-            guard.keep(held, &client.inner.pool);
+            guard.keep(held, client.catalog().pool());
             Ok::<Value, Error>(v)
         }
     });
@@ -434,7 +441,7 @@ pub(crate) async fn own_pending(
                 .clone()
         })
         .collect();
-    let replies = client.query_grouped(vec![cmds]).await?;
+    let replies = client.catalog().query_grouped(vec![cmds]).await?;
     let mut out = Vec::new();
     let mut trimmed = 0;
     for ((_, n), v) in wanted.iter().zip(replies.into_iter().flatten()) {

@@ -16,8 +16,9 @@ use std::time::Duration;
 use redis::Value;
 
 use super::read::{FencedPart, FencedRead, Fetched, Source, parse_read, wake_cmd};
-use crate::client::{Client, check};
+use crate::client::Client;
 use crate::conn::{BlockingConn, ReadGuard};
+use crate::error::check;
 use crate::error::{Error, Result};
 use crate::reader::xread_streams;
 
@@ -61,7 +62,7 @@ impl WatchedReader {
             Some(c) => c,
             None => {
                 self.watched.clear();
-                client.inner.pool.get().await?
+                client.catalog().pool().get().await?
             }
         };
         let mut guard = ReadGuard::new(conn);
@@ -75,7 +76,7 @@ impl WatchedReader {
             });
         match replies {
             Ok(v) => {
-                if client.inner.pool.has_spare() {
+                if client.catalog().pool().has_spare() {
                     self.conn = guard.into_inner();
                 } else {
                     // Others need it: back to the pool (which UNWATCHes it);

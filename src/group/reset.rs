@@ -40,10 +40,11 @@
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
-use crate::client::{Client, check};
 use crate::envelope::StreamId;
+use crate::error::check;
 use crate::error::{Error, Result};
 use crate::reader::StartAt;
+use crate::topic::Catalog;
 
 /// Entries fetched per `XRANGE` while counting.
 const COUNT_PAGE: usize = 1000;
@@ -253,210 +254,209 @@ fn lane_state(stream: Value, groups: Value, group: &str) -> Result<LaneState> {
     Ok(state)
 }
 
-impl Client {
-    /// What [`reset_group`](Client::reset_group) would do, without changing
-    /// anything: per partition lane the group's last-delivered id now and
-    /// after the reset, and the lag the reset leaves. See [`crate::group::reset`].
-    pub async fn plan_group_reset(
-        &self,
-        topic: &str,
-        group: &str,
-        to: &StartAt,
-    ) -> Result<ResetPlan> {
-        Ok(self.plan(topic, group, to).await?.0)
-    }
+/// What [`reset_group`](Client::reset_group) would do, without changing
+/// anything: per partition lane the group's last-delivered id now and
+/// after the reset, and the lag the reset leaves. See [`crate::group::reset`].
+pub(crate) async fn plan_group_reset(
+    cat: &Catalog,
+    topic: &str,
+    group: &str,
+    to: &StartAt,
+) -> Result<ResetPlan> {
+    Ok(plan(cat, topic, group, to).await?.0)
+}
 
-    /// The plan, and for each of its lanes the `ENTRIESREAD` to pass with
-    /// `SETID`: how many entries were ever added up to the new id.
-    async fn plan(&self, topic: &str, group: &str, to: &StartAt) -> Result<(ResetPlan, Vec<u64>)> {
-        self.require_group(topic, group).await?;
-        let spec = self.topic_cached(topic).await?;
-        let keys = self.keys();
+/// The plan, and for each of its lanes the `ENTRIESREAD` to pass with
+/// `SETID`: how many entries were ever added up to the new id.
+async fn plan(
+    cat: &Catalog,
+    topic: &str,
+    group: &str,
+    to: &StartAt,
+) -> Result<(ResetPlan, Vec<u64>)> {
+    super::require_group(cat, topic, group).await?;
+    let spec = cat.topic_cached(topic).await?;
+    let keys = cat.keys();
 
-        let now = self.redis_time_ms().await?;
-        let mut members: Vec<String> = self
-            .connection()
-            .zrangebyscore(keys.members(topic, group), now, "+inf")
-            .await?;
-        members.sort();
+    let now = cat.redis_time_ms().await?;
+    let mut members: Vec<String> = cat
+        .connection()
+        .zrangebyscore(keys.members(topic, group), now, "+inf")
+        .await?;
+    members.sort();
 
-        let cmds: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
-            .map(|p| {
-                (0..spec.lanes)
-                    .flat_map(|lane| {
-                        let key = keys.stream(topic, p, lane);
-                        [
-                            redis::cmd("XINFO").arg("STREAM").arg(&key).clone(),
-                            redis::cmd("XINFO").arg("GROUPS").arg(&key).clone(),
-                        ]
-                    })
-                    .collect()
-            })
-            .collect();
-        let replies = self.query_grouped(cmds).await?;
+    let cmds: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
+        .map(|p| {
+            (0..spec.lanes)
+                .flat_map(|lane| {
+                    let key = keys.stream(topic, p, lane);
+                    [
+                        redis::cmd("XINFO").arg("STREAM").arg(&key).clone(),
+                        redis::cmd("XINFO").arg("GROUPS").arg(&key).clone(),
+                    ]
+                })
+                .collect()
+        })
+        .collect();
+    let replies = cat.query_grouped(cmds).await?;
 
-        let mut partitions = Vec::new();
-        let mut entries_read = Vec::new();
-        for (p, vals) in (0..spec.partitions).zip(replies) {
-            let mut vals = vals.into_iter();
-            for lane in 0..spec.lanes {
-                let (Some(stream), Some(groups)) = (vals.next(), vals.next()) else {
-                    return Err(Error::Decode("XINFO reply is missing".into()));
-                };
-                let state = lane_state(stream, groups, group)?;
-                let (new_id, lag) = target(to, &state);
-                let lag_after = match lag {
-                    Lag::Known(n) => n,
-                    Lag::After(x) => {
-                        self.count_after(&keys.stream(topic, p, lane), x, &state)
-                            .await?
-                    }
-                };
-                partitions.push(LaneReset {
-                    partition: p,
-                    lane,
-                    from: state.group.as_ref().map(|g| g.last_delivered.to_string()),
-                    to: new_id.to_string(),
-                    lag_before: state.group.as_ref().and_then(|g| g.lag),
-                    lag_after,
-                    pending: state.group.as_ref().map_or(0, |g| g.pending),
-                });
-                entries_read.push(state.entries_added.saturating_sub(lag_after));
-            }
+    let mut partitions = Vec::new();
+    let mut entries_read = Vec::new();
+    for (p, vals) in (0..spec.partitions).zip(replies) {
+        let mut vals = vals.into_iter();
+        for lane in 0..spec.lanes {
+            let (Some(stream), Some(groups)) = (vals.next(), vals.next()) else {
+                return Err(Error::Decode("XINFO reply is missing".into()));
+            };
+            let state = lane_state(stream, groups, group)?;
+            let (new_id, lag) = target(to, &state);
+            let lag_after = match lag {
+                Lag::Known(n) => n,
+                Lag::After(x) => count_after(cat, &keys.stream(topic, p, lane), x, &state).await?,
+            };
+            partitions.push(LaneReset {
+                partition: p,
+                lane,
+                from: state.group.as_ref().map(|g| g.last_delivered.to_string()),
+                to: new_id.to_string(),
+                lag_before: state.group.as_ref().and_then(|g| g.lag),
+                lag_after,
+                pending: state.group.as_ref().map_or(0, |g| g.pending),
+            });
+            entries_read.push(state.entries_added.saturating_sub(lag_after));
         }
-        let plan = ResetPlan {
+    }
+    let plan = ResetPlan {
+        topic: topic.to_string(),
+        group: group.to_string(),
+        to: label(to),
+        members,
+        lag_after: partitions.iter().map(|l| l.lag_after).sum(),
+        pending: partitions.iter().map(|l| l.pending).sum(),
+        partitions,
+        applied: false,
+    };
+    Ok((plan, entries_read))
+}
+
+/// Moves `group` to `to` on every partition lane of `topic`
+/// (`XGROUP SETID`), and returns what it changed (see
+/// [`plan_group_reset`](Client::plan_group_reset)). Pending entries stay
+/// pending; they are still redelivered by the group's normal recovery.
+///
+/// Refuses with [`Error::GroupHasMembers`] while the group has live
+/// members, unless `force`; an unknown group is
+/// [`Error::GroupNotFound`].
+pub(crate) async fn reset_group(
+    cat: &Catalog,
+    topic: &str,
+    group: &str,
+    to: &StartAt,
+    force: bool,
+) -> Result<ResetPlan> {
+    let (mut plan, entries_read) = plan(cat, topic, group, to).await?;
+    if !plan.members.is_empty() && !force {
+        return Err(Error::GroupHasMembers {
             topic: topic.to_string(),
             group: group.to_string(),
-            to: label(to),
-            members,
-            lag_after: partitions.iter().map(|l| l.lag_after).sum(),
-            pending: partitions.iter().map(|l| l.pending).sum(),
-            partitions,
-            applied: false,
-        };
-        Ok((plan, entries_read))
+            members: plan.members,
+        });
     }
-
-    /// Moves `group` to `to` on every partition lane of `topic`
-    /// (`XGROUP SETID`), and returns what it changed (see
-    /// [`plan_group_reset`](Client::plan_group_reset)). Pending entries stay
-    /// pending; they are still redelivered by the group's normal recovery.
-    ///
-    /// Refuses with [`Error::GroupHasMembers`] while the group has live
-    /// members, unless `force`; an unknown group is
-    /// [`Error::GroupNotFound`].
-    pub async fn reset_group(
-        &self,
-        topic: &str,
-        group: &str,
-        to: &StartAt,
-        force: bool,
-    ) -> Result<ResetPlan> {
-        let (mut plan, entries_read) = self.plan(topic, group, to).await?;
-        if !plan.members.is_empty() && !force {
-            return Err(Error::GroupHasMembers {
-                topic: topic.to_string(),
-                group: group.to_string(),
-                members: plan.members,
-            });
-        }
-        if plan.partitions.iter().any(|l| l.from.is_none()) {
-            // A lane without the group (a partition added since): create it
-            // there the way a worker would, then set it like the others.
-            self.create_group(topic, group, to).await?;
-        }
-        let keys = self.keys();
-        // One group of commands per partition (one cluster slot each).
-        let batch = |with_entries_read: bool| -> Vec<Vec<redis::Cmd>> {
-            let mut groups: Vec<Vec<redis::Cmd>> = Vec::new();
-            for (l, read) in plan.partitions.iter().zip(&entries_read) {
-                let mut c = redis::cmd("XGROUP");
-                c.arg("SETID")
-                    .arg(keys.stream(topic, l.partition, l.lane))
-                    .arg(group)
-                    .arg(&l.to);
-                if with_entries_read {
-                    c.arg("ENTRIESREAD").arg(*read);
-                }
-                match groups.last_mut() {
-                    Some(g) if l.lane > 0 => g.push(c),
-                    _ => groups.push(vec![c]),
-                }
+    if plan.partitions.iter().any(|l| l.from.is_none()) {
+        // A lane without the group (a partition added since): create it
+        // there the way a worker would, then set it like the others.
+        super::create_group(cat, topic, group, to).await?;
+    }
+    let keys = cat.keys();
+    // One group of commands per partition (one cluster slot each).
+    let batch = |with_entries_read: bool| -> Vec<Vec<redis::Cmd>> {
+        let mut groups: Vec<Vec<redis::Cmd>> = Vec::new();
+        for (l, read) in plan.partitions.iter().zip(&entries_read) {
+            let mut c = redis::cmd("XGROUP");
+            c.arg("SETID")
+                .arg(keys.stream(topic, l.partition, l.lane))
+                .arg(group)
+                .arg(&l.to);
+            if with_entries_read {
+                c.arg("ENTRIESREAD").arg(*read);
             }
-            groups
-        };
-        let mut replies: Vec<Value> = self
-            .query_grouped(batch(true))
+            match groups.last_mut() {
+                Some(g) if l.lane > 0 => g.push(c),
+                _ => groups.push(vec![c]),
+            }
+        }
+        groups
+    };
+    let mut replies: Vec<Value> = cat
+        .query_grouped(batch(true))
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    // A Redis-compatible server without ENTRIESREAD: set the ids alone
+    // (Redis then reports the lag as unknown until the group reads).
+    let unsupported = |v: &Value| {
+        matches!(v, Value::ServerError(e)
+        if e.details().is_some_and(|d| {
+            let d = d.to_ascii_lowercase();
+            d.contains("syntax") || d.contains("entriesread")
+        }))
+    };
+    if replies.iter().any(unsupported) {
+        tracing::debug!("XGROUP SETID without ENTRIESREAD");
+        replies = cat
+            .query_grouped(batch(false))
             .await?
             .into_iter()
             .flatten()
             .collect();
-        // A Redis-compatible server without ENTRIESREAD: set the ids alone
-        // (Redis then reports the lag as unknown until the group reads).
-        let unsupported = |v: &Value| {
-            matches!(v, Value::ServerError(e)
-            if e.details().is_some_and(|d| {
-                let d = d.to_ascii_lowercase();
-                d.contains("syntax") || d.contains("entriesread")
-            }))
+    }
+    for v in replies {
+        check(v)?;
+    }
+    tracing::info!(topic = %topic, group = %group, to = %plan.to, lag_after = plan.lag_after,
+        forced = !plan.members.is_empty(), "group reset");
+    plan.applied = true;
+    Ok(plan)
+}
+
+/// Counts the entries of `key` after `x`, which lies between its first
+/// entry and its last generated id: directly, or as the length minus
+/// the entries up to `x` when that side looks shorter by time.
+async fn count_after(cat: &Catalog, key: &str, x: StreamId, s: &LaneState) -> Result<u64> {
+    let first = s.first_entry.unwrap_or(ZERO);
+    let before_is_shorter = x.ms.saturating_sub(first.ms) < s.last_generated.ms - x.ms;
+    if before_is_shorter {
+        let upto = count_range(cat, key, "-".into(), &x.to_string()).await?;
+        Ok(s.length.saturating_sub(upto))
+    } else {
+        // Only up to the last id seen in the summary: entries added since
+        // are not in `entries_added` either, and count as lag anyway.
+        count_range(cat, key, format!("({x}"), &s.last_generated.to_string()).await
+    }
+}
+
+/// Counts the entries of `key` from `start` to `end` (`XRANGE` syntax)
+/// in pages.
+async fn count_range(cat: &Catalog, key: &str, mut start: String, end: &str) -> Result<u64> {
+    let mut conn = cat.connection();
+    let mut total = 0u64;
+    loop {
+        let page: Value = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg(end)
+            .arg("COUNT")
+            .arg(COUNT_PAGE)
+            .query_async(&mut conn)
+            .await?;
+        let Value::Array(entries) = page else {
+            return Err(Error::Decode("XRANGE reply is not an array".into()));
         };
-        if replies.iter().any(unsupported) {
-            tracing::debug!("XGROUP SETID without ENTRIESREAD");
-            replies = self
-                .query_grouped(batch(false))
-                .await?
-                .into_iter()
-                .flatten()
-                .collect();
-        }
-        for v in replies {
-            check(v)?;
-        }
-        tracing::info!(topic = %topic, group = %group, to = %plan.to, lag_after = plan.lag_after,
-            forced = !plan.members.is_empty(), "group reset");
-        plan.applied = true;
-        Ok(plan)
-    }
-
-    /// Counts the entries of `key` after `x`, which lies between its first
-    /// entry and its last generated id: directly, or as the length minus
-    /// the entries up to `x` when that side looks shorter by time.
-    async fn count_after(&self, key: &str, x: StreamId, s: &LaneState) -> Result<u64> {
-        let first = s.first_entry.unwrap_or(ZERO);
-        let before_is_shorter = x.ms.saturating_sub(first.ms) < s.last_generated.ms - x.ms;
-        if before_is_shorter {
-            let upto = self.count_range(key, "-".into(), &x.to_string()).await?;
-            Ok(s.length.saturating_sub(upto))
-        } else {
-            // Only up to the last id seen in the summary: entries added since
-            // are not in `entries_added` either, and count as lag anyway.
-            self.count_range(key, format!("({x}"), &s.last_generated.to_string())
-                .await
-        }
-    }
-
-    /// Counts the entries of `key` from `start` to `end` (`XRANGE` syntax)
-    /// in pages.
-    async fn count_range(&self, key: &str, mut start: String, end: &str) -> Result<u64> {
-        let mut conn = self.connection();
-        let mut total = 0u64;
-        loop {
-            let page: Value = redis::cmd("XRANGE")
-                .arg(key)
-                .arg(&start)
-                .arg(end)
-                .arg("COUNT")
-                .arg(COUNT_PAGE)
-                .query_async(&mut conn)
-                .await?;
-            let Value::Array(entries) = page else {
-                return Err(Error::Decode("XRANGE reply is not an array".into()));
-            };
-            total += entries.len() as u64;
-            match entries.last().map(entry_id).transpose()?.flatten() {
-                Some(last) if entries.len() == COUNT_PAGE => start = format!("({last}"),
-                _ => return Ok(total),
-            }
+        total += entries.len() as u64;
+        match entries.last().map(entry_id).transpose()?.flatten() {
+            Some(last) if entries.len() == COUNT_PAGE => start = format!("({last}"),
+            _ => return Ok(total),
         }
     }
 }

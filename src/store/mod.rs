@@ -12,6 +12,7 @@
 //! ([`lease`]) and the steps that settle a handled or failed message
 //! ([`settle`]) so far.
 
+pub(crate) mod backend;
 pub(crate) mod coordination;
 pub(crate) mod dead_letters;
 pub(crate) mod lease;
@@ -24,6 +25,7 @@ use futures_util::future::join_all;
 use redis::{Cmd, Value};
 
 use crate::conn::{Conn, run_pipeline};
+use crate::duration::Doubling;
 use crate::error::{Error, Result};
 use crate::keys::KeySpace;
 use crate::scripts::Scripts;
@@ -175,6 +177,32 @@ impl Store<'_> {
             })
             .collect())
     }
+}
+
+/// Runs an idempotent Redis step (a read, releasing a lease, leaving a
+/// group) again while its failure is one that passes: after a restart or a
+/// cut, the multiplexed connection fails its next command while it
+/// reconnects. Up to five tries, 0.75 s of waiting in all; then the error
+/// stands.
+pub(crate) async fn idempotent<T, F, Fut>(mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Doubling::new(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_millis(400),
+    );
+    for _ in 0..4 {
+        match step().await {
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(error = %e, "idempotent step failed; trying again");
+                tokio::time::sleep(delay.next_wait()).await;
+            }
+            other => return other,
+        }
+    }
+    step().await
 }
 
 /// A reply as an integer.

@@ -1,0 +1,108 @@
+//! The backend: one connected Redis (single server or cluster) with what
+//! every step needs to talk to it — the multiplexed connection, the pool of
+//! blocking connections, the key space, the loaded scripts and what the
+//! server reported on connect. Cheap to clone; clones share all of it.
+
+use std::sync::Arc;
+
+use redis::{Cmd, Value};
+
+use super::Store;
+use crate::config::Config;
+use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
+use crate::error::Result;
+use crate::keys::KeySpace;
+use crate::scripts::Scripts;
+
+/// A connected Redis and the means to run millrace's steps on it.
+#[derive(Clone)]
+pub(crate) struct Backend {
+    parts: Arc<Parts>,
+}
+
+struct Parts {
+    config: Config,
+    conn: Conn,
+    pool: BlockingPool,
+    keys: KeySpace,
+    scripts: Scripts,
+    info: ServerInfo,
+}
+
+impl Backend {
+    /// Connects, checks the server and preloads the scripts.
+    pub(crate) async fn connect(config: Config) -> Result<Backend> {
+        let conn::Connected {
+            mut conn,
+            pool,
+            info,
+        } = conn::connect(&config).await?;
+        let scripts = Scripts::new();
+        conn::load_scripts(&scripts, &mut conn).await?;
+        tracing::debug!(server = %info.server, version = %info.version, cluster = info.cluster, "connected");
+        Ok(Backend {
+            parts: Arc::new(Parts {
+                keys: KeySpace::new(config.prefix.clone()),
+                config,
+                conn,
+                pool,
+                scripts,
+                info,
+            }),
+        })
+    }
+
+    /// The configuration connected with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.parts.config
+    }
+
+    /// What the server reported on connect.
+    pub(crate) fn info(&self) -> &ServerInfo {
+        &self.parts.info
+    }
+
+    /// The key space (prefix and key builders).
+    pub(crate) fn keys(&self) -> &KeySpace {
+        &self.parts.keys
+    }
+
+    /// The script registry.
+    pub(crate) fn scripts(&self) -> &Scripts {
+        &self.parts.scripts
+    }
+
+    /// A clone of the multiplexed connection.
+    pub(crate) fn connection(&self) -> Conn {
+        self.parts.conn.clone()
+    }
+
+    /// The pool of dedicated connections for blocking reads.
+    pub(crate) fn pool(&self) -> &BlockingPool {
+        &self.parts.pool
+    }
+
+    /// A dedicated connection for a blocking read.
+    pub(crate) async fn blocking_connection(&self) -> Result<BlockingConn> {
+        self.parts.pool.get().await
+    }
+
+    /// The typed atomic steps, on this backend's connection.
+    pub(crate) fn store(&self) -> Store<'_> {
+        Store::new(self.connection(), &self.parts.scripts, &self.parts.keys)
+    }
+
+    /// Runs groups of commands, each within one slot (see
+    /// [`Store::query_grouped`]).
+    pub(crate) async fn query_grouped(&self, groups: Vec<Vec<Cmd>>) -> Result<Vec<Vec<Value>>> {
+        self.store().query_grouped(groups).await
+    }
+
+    /// Redis's clock in milliseconds (`TIME`).
+    pub(crate) async fn redis_time_ms(&self) -> Result<u64> {
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+}
