@@ -102,9 +102,14 @@ fn check_version(server: &str, version: &str, compat: &str) -> Result<()> {
     Ok(())
 }
 
-/// The multiplexed connection: cheap to clone, reconnects by itself.
+/// The multiplexed connection: cheap to clone, reconnects by itself. Use
+/// it with redis-rs's commands (it implements
+/// [`ConnectionLike`](redis::aio::ConnectionLike)).
 #[derive(Clone)]
-pub enum Conn {
+pub struct Conn(ConnKind);
+
+#[derive(Clone)]
+enum ConnKind {
     /// A single server (or a primary behind a proxy).
     Single(ConnectionManager),
     /// A Redis Cluster.
@@ -114,7 +119,7 @@ pub enum Conn {
 impl Conn {
     /// Whether commands for different partitions must go in separate pipelines.
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
+        matches!(self.0, ConnKind::Cluster(_))
     }
 
     /// Runs a script by SHA, loading every script again on `NOSCRIPT`
@@ -143,9 +148,9 @@ pub(crate) async fn load_scripts(scripts: &Scripts, conn: &mut Conn) -> Result<(
     for s in scripts.all() {
         pipe.cmd("SCRIPT").arg("LOAD").arg(s.source());
     }
-    match conn {
+    match conn.0 {
         // A cluster routes SCRIPT LOAD to every node, one command at a time.
-        Conn::Cluster(_) => {
+        ConnKind::Cluster(_) => {
             for s in scripts.all() {
                 let _: String = redis::cmd("SCRIPT")
                     .arg("LOAD")
@@ -154,7 +159,7 @@ pub(crate) async fn load_scripts(scripts: &Scripts, conn: &mut Conn) -> Result<(
                     .await?;
             }
         }
-        Conn::Single(_) => {
+        ConnKind::Single(_) => {
             let _: Vec<String> = pipe.query_async(conn).await?;
         }
     }
@@ -215,9 +220,9 @@ pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+        match &mut self.0 {
+            ConnKind::Single(c) => c.req_packed_command(cmd),
+            ConnKind::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -227,16 +232,16 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        match &mut self.0 {
+            ConnKind::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            ConnKind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+        match &self.0 {
+            ConnKind::Single(c) => c.get_db(),
+            ConnKind::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -279,7 +284,9 @@ pub enum BlockingPool {
 
 /// A connection taken from the [`BlockingPool`]; hold it for a read loop
 /// rather than taking one per read (each take costs a PING).
-pub enum BlockingConn {
+pub struct BlockingConn(BlockingKind);
+
+enum BlockingKind {
     /// Single server over plain TCP.
     Direct(managed::Object<DirectManager>),
     /// Single server.
@@ -303,11 +310,21 @@ impl BlockingPool {
     /// Takes a connection.
     pub async fn get(&self) -> Result<BlockingConn> {
         match self {
-            BlockingPool::Direct(p) => p.get().await.map(BlockingConn::Direct).map_err(pool_error),
-            BlockingPool::Single(p) => p.get().await.map(BlockingConn::Single).map_err(pool_error),
-            BlockingPool::Cluster(p) => {
-                p.get().await.map(BlockingConn::Cluster).map_err(pool_error)
-            }
+            BlockingPool::Direct(p) => p
+                .get()
+                .await
+                .map(|c| BlockingConn(BlockingKind::Direct(c)))
+                .map_err(pool_error),
+            BlockingPool::Single(p) => p
+                .get()
+                .await
+                .map(|c| BlockingConn(BlockingKind::Single(c)))
+                .map_err(pool_error),
+            BlockingPool::Cluster(p) => p
+                .get()
+                .await
+                .map(|c| BlockingConn(BlockingKind::Cluster(c)))
+                .map_err(pool_error),
         }
     }
 }
@@ -335,10 +352,10 @@ impl BlockingConn {
     /// could otherwise still arrive (and deliver messages) on a pooled
     /// connection.
     pub fn detach(self) {
-        match self {
-            BlockingConn::Direct(c) => drop(managed::Object::take(c)),
-            BlockingConn::Single(c) => drop(deadpool_redis::Connection::take(c)),
-            BlockingConn::Cluster(c) => drop(managed::Object::take(c)),
+        match self.0 {
+            BlockingKind::Direct(c) => drop(managed::Object::take(c)),
+            BlockingKind::Single(c) => drop(deadpool_redis::Connection::take(c)),
+            BlockingKind::Cluster(c) => drop(managed::Object::take(c)),
         }
     }
 }
@@ -417,10 +434,10 @@ impl Drop for ReadGuard {
 
 impl ConnectionLike for BlockingConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            BlockingConn::Direct(c) => (**c).req_packed_command(cmd),
-            BlockingConn::Single(c) => c.req_packed_command(cmd),
-            BlockingConn::Cluster(c) => (**c).req_packed_command(cmd),
+        match &mut self.0 {
+            BlockingKind::Direct(c) => (**c).req_packed_command(cmd),
+            BlockingKind::Single(c) => c.req_packed_command(cmd),
+            BlockingKind::Cluster(c) => (**c).req_packed_command(cmd),
         }
     }
 
@@ -430,18 +447,18 @@ impl ConnectionLike for BlockingConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            BlockingConn::Direct(c) => (**c).req_packed_commands(pipeline, offset, count),
-            BlockingConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            BlockingConn::Cluster(c) => (**c).req_packed_commands(pipeline, offset, count),
+        match &mut self.0 {
+            BlockingKind::Direct(c) => (**c).req_packed_commands(pipeline, offset, count),
+            BlockingKind::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            BlockingKind::Cluster(c) => (**c).req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            BlockingConn::Direct(c) => c.get_db(),
-            BlockingConn::Single(c) => c.get_db(),
-            BlockingConn::Cluster(c) => (**c).get_db(),
+        match &self.0 {
+            BlockingKind::Direct(c) => c.get_db(),
+            BlockingKind::Single(c) => c.get_db(),
+            BlockingKind::Cluster(c) => (**c).get_db(),
         }
     }
 }
@@ -493,11 +510,11 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             builder.build()
         };
         let main = build(config.response_timeout)?;
-        let conn = Conn::Cluster(
+        let conn = Conn(ConnKind::Cluster(
             main.get_async_connection()
                 .await
                 .map_err(|e| connect_error(&addr, e))?,
-        );
+        ));
         let manager = ClusterManager {
             client: build(blocking_response)?,
         };
@@ -521,12 +538,12 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             .set_number_of_retries(3)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(2));
-        let conn = Conn::Single(
+        let conn = Conn(ConnKind::Single(
             client
                 .get_connection_manager_with_config(manager_cfg)
                 .await
                 .map_err(|e| connect_error(&addr, e))?,
-        );
+        ));
         if DirectConn::supports(client.get_connection_info()) {
             let manager = DirectManager {
                 info: client.get_connection_info().clone(),

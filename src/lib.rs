@@ -1,50 +1,70 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
+// A type a public item uses must be nameable by users (exported below).
+#![warn(unnameable_types)]
 
+// The public face is the list of `pub use` below plus five small public
+// modules whose items are contracts of their own (ACL rules, durations, the
+// wire format, the key layout and name rules, the partitioner). Everything
+// else is private, so the layers under the API can change freely.
 pub mod acl;
 // `bench` and `local` serve the binary, benches/ and examples/ (feature
 // `tools`, which `cli` turns on); they are not part of the library's API.
 #[cfg(feature = "tools")]
 #[doc(hidden)]
 pub mod bench;
-pub mod client;
-pub mod config;
-pub mod conn;
-pub mod consumer;
+mod client;
+mod config;
+mod conn;
+mod consumer;
 mod direct;
-pub mod dlq;
+mod dlq;
 pub mod duration;
 pub mod envelope;
-pub mod error;
+mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz_api;
-pub mod group;
+mod group;
 pub mod keys;
 #[cfg(feature = "tools")]
 #[doc(hidden)]
 pub mod local;
 pub mod partitioner;
-pub mod producer;
-pub mod rate_limit;
-pub mod reader;
+mod producer;
+mod rate_limit;
+mod reader;
 mod resp;
-pub mod retry;
-pub mod schedule;
-pub mod scheduler;
+mod retry;
+mod schedule;
+mod scheduler;
 mod scripts;
 mod store;
 mod tls;
-pub mod topic;
+mod topic;
 
 pub use client::Client;
-pub use config::Config;
-pub use consumer::{Context, HandlerError, Worker, WorkerHandle};
+pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PREFIX, redact_url};
+pub use conn::{BlockingConn, Conn, ServerInfo};
+pub use consumer::{
+    Context, HandlerError, LATENCY_BUCKETS, LatencyHistogram, Promoter, StatsSnapshot, Worker,
+    WorkerBuilder, WorkerHandle, WorkerSettings, WorkerStats,
+};
+pub use dlq::{DeadLetter, ReplayTo, Selection};
 pub use envelope::{Event, Headers, Message, StreamId};
 pub use error::{Error, PoolFailure, Result};
-pub use group::{GroupInfo, MemberInfo, Mode, PartitionInfo};
-pub use producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
+pub use group::{
+    CREATED_CONSUMER, GroupInfo, LaneReset, MemberInfo, Mode, PartitionInfo, ResetPlan,
+};
+pub use producer::{
+    DEFAULT_DEDUP_TTL, Producer, ProducerConfig, PublishOptions, Receipt, Record, check_record,
+};
+pub use rate_limit::RateLimit;
 pub use reader::{Reader, StartAt};
-pub use schedule::{ScheduleSpec, Timetable};
+pub use retry::{Backoff, RetryPolicy};
+pub use schedule::{
+    DEFAULT_RELOAD_INTERVAL, FIRE_DEDUP_TTL, HEADER_FIRE_TIME, HEADER_SCHEDULE, ScheduleSpec,
+    Timetable, fire_time_rfc3339,
+};
 pub use scheduler::Scheduler;
-pub use topic::{Created, TopicInfo, TopicSpec};
+pub use topic::{Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, TopicInfo, TopicSpec};

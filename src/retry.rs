@@ -60,7 +60,7 @@ impl Default for RetryPolicy {
 
 /// What happens to a message after a failed attempt.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Try again after this wait.
     Retry(Duration),
     /// Give up: to the dead-letter queue.
@@ -132,7 +132,7 @@ impl RetryPolicy {
     }
 
     /// What to do after attempt `attempt` failed with `error`.
-    pub fn decide(&self, attempt: u32, error: &HandlerError, unit: f64) -> Decision {
+    pub(crate) fn decide(&self, attempt: u32, error: &HandlerError, unit: f64) -> Decision {
         if error.is_permanent() || attempt >= self.max_attempts {
             return Decision::DeadLetter;
         }

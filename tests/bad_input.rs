@@ -10,12 +10,12 @@
 
 use std::str::FromStr;
 
+use millrace::RateLimit;
+use millrace::Timetable;
 use millrace::duration::{format_duration, parse_duration};
 use millrace::envelope::{self, Headers, validate_key};
 use millrace::fuzz_api::{self, Value};
 use millrace::keys::{validate_dedup_id, validate_name, validate_prefix, validate_topic};
-use millrace::rate_limit::RateLimit;
-use millrace::schedule::Timetable;
 use millrace::{Message, StreamId};
 use proptest::prelude::*;
 

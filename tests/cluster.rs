@@ -176,7 +176,7 @@ async fn keys_keep_their_order_on_a_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_dead_letters_and_delays_on_a_cluster() {
-    use millrace::retry::RetryPolicy;
+    use millrace::RetryPolicy;
     use millrace::{HandlerError, Worker};
 
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -228,9 +228,9 @@ async fn retries_dead_letters_and_delays_on_a_cluster() {
     let n = c
         .replay_dead_letters(
             "jobs",
-            &millrace::dlq::Selection::All,
+            &millrace::Selection::All,
             None,
-            millrace::dlq::ReplayTo::Topic,
+            millrace::ReplayTo::Topic,
         )
         .await
         .unwrap();

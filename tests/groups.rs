@@ -532,7 +532,7 @@ async fn describe_group_reports_lag_and_pending() {
 /// A one-partition topic with 300 ms retention and a group on it, and a
 /// producer that trims on every publish.
 async fn short_retention_topic(c: &Client, topic: &str, group: &str) -> millrace::Producer {
-    use millrace::producer::ProducerConfig;
+    use millrace::ProducerConfig;
     let retention = Duration::from_millis(300);
     c.create_topic(&TopicSpec::new(topic, 1).unwrap().retention(retention))
         .await
@@ -801,7 +801,7 @@ async fn a_panicking_handler_counts_as_a_failure_and_the_worker_goes_on() {
     let seen = calls.clone();
     let w = Worker::builder(&c, "g")
         .retry(
-            millrace::retry::RetryPolicy::default()
+            millrace::RetryPolicy::default()
                 .exponential(Duration::from_millis(10), Duration::from_millis(10)),
         )
         .handle_raw("fragile", move |msg, ctx| {

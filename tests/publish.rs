@@ -6,8 +6,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use millrace::ProducerConfig;
 use millrace::partitioner::partition_for_key;
-use millrace::producer::ProducerConfig;
 use millrace::{Client, Config, Error, Event, PublishOptions, Record, StartAt, TopicSpec};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use millrace::dlq::{ReplayTo, Selection};
-use millrace::retry::RetryPolicy;
+use millrace::RetryPolicy;
 use millrace::{Client, HandlerError, Mode, Record, TopicSpec, Worker};
+use millrace::{ReplayTo, Selection};
 
 async fn client(test: &str) -> Client {
     support::client(test).await
@@ -755,9 +755,8 @@ async fn a_promoter_runs_on_its_own() {
     }
     assert_eq!(c.describe_topic("later").await.unwrap().delayed, 30);
     let stop = tokio_util::sync::CancellationToken::new();
-    let promoter = tokio::spawn(
-        millrace::consumer::Promoter::new(&c, "later").run(stop.clone().cancelled_owned()),
-    );
+    let promoter =
+        tokio::spawn(millrace::Promoter::new(&c, "later").run(stop.clone().cancelled_owned()));
     let c2 = c.clone();
     support::wait_until(Duration::from_secs(10), "all promoted", || {
         let c = c2.clone();

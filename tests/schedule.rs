@@ -6,8 +6,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use millrace::schedule::{HEADER_FIRE_TIME, HEADER_SCHEDULE};
 use millrace::{Client, Config, Error, Message, ScheduleSpec, Scheduler, StartAt, TopicSpec};
+use millrace::{HEADER_FIRE_TIME, HEADER_SCHEDULE};
 use redis::AsyncCommands;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -261,7 +261,7 @@ async fn a_missed_stretch_is_published_once_on_return() {
     assert_eq!(messages.len(), 1, "{messages:#?}");
     assert_eq!(
         messages[0].headers[HEADER_FIRE_TIME],
-        millrace::schedule::fire_time_rfc3339(latest_minute)
+        millrace::fire_time_rfc3339(latest_minute)
     );
     assert_eq!(
         messages[0].decode::<serde_json::Value>().unwrap(),

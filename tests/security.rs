@@ -13,12 +13,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use millrace::dlq::{ReplayTo, Selection};
+use millrace::RetryPolicy;
 use millrace::keys::KeySpace;
-use millrace::retry::RetryPolicy;
 use millrace::{
     Client, Config, Error, HandlerError, Mode, PublishOptions, Record, StartAt, TopicSpec, Worker,
 };
+use millrace::{ReplayTo, Selection};
 use millrace::{ScheduleSpec, Scheduler};
 use support::RedisServer;
 use support::tls::Pki;

@@ -11,7 +11,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use millrace::TopicSpec;
-use millrace::producer::check_record;
+use millrace::check_record;
 
 #[path = "../../src/bin/millrace/jsonl.rs"]
 #[allow(dead_code)]

@@ -16,8 +16,8 @@ use millrace::duration::{format_duration, parse_duration};
 use millrace::envelope::validate_key;
 use millrace::fuzz_api;
 use millrace::keys::{validate_dedup_id, validate_name, validate_prefix, validate_topic};
-use millrace::rate_limit::RateLimit;
-use millrace::schedule::{Timetable, fire_time_rfc3339};
+use millrace::RateLimit;
+use millrace::{Timetable, fire_time_rfc3339};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -33,7 +33,7 @@ use crate::group::Mode;
 use crate::keys::{validate_name, validate_topic};
 use crate::reader::StartAt;
 
-pub use handler::{Context, HandlerError, HandlerFuture, RawHandler};
+pub use handler::{Context, HandlerError, RawHandler};
 
 /// How a worker behaves in its group.
 #[derive(Clone, Debug)]

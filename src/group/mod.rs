@@ -23,7 +23,6 @@ use crate::reader::StartAt;
 use crate::topic::Catalog;
 use crate::topic::TopicSpec;
 
-pub use assignment::Assignment;
 pub use reset::{LaneReset, ResetPlan};
 
 /// The placeholder consumer each group gets on creation (see `lua/trim.lua`).

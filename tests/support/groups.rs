@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use millrace::consumer::WorkerBuilder;
+use millrace::WorkerBuilder;
 use millrace::{Client, HandlerError, Record, StartAt, TopicSpec, Worker};
 
 /// Publishes `keys` × `per_key` messages `(key, seq)` keyed by `k<key>`,

@@ -48,7 +48,7 @@ pub struct Global {
         value_name = "P",
         env = "MILLRACE_PREFIX",
         hide_env_values = true,
-        default_value = millrace::config::DEFAULT_PREFIX
+        default_value = millrace::DEFAULT_PREFIX
     )]
     pub prefix: String,
 

@@ -25,16 +25,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use millrace::config::redact_url;
-use millrace::consumer::StatsSnapshot;
-use millrace::dlq::{ReplayTo, Selection};
+use millrace::HEADER_FIRE_TIME;
+use millrace::RetryPolicy;
+use millrace::StatsSnapshot;
 use millrace::local::{PrivateRedis, find_redis_server};
-use millrace::retry::RetryPolicy;
-use millrace::schedule::HEADER_FIRE_TIME;
+use millrace::redact_url;
 use millrace::{
     Client, Event, HandlerError, PublishOptions, ScheduleSpec, Scheduler, TopicSpec, Worker,
     WorkerHandle,
 };
+use millrace::{ReplayTo, Selection};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

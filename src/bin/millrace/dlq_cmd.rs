@@ -1,8 +1,8 @@
 //! `millrace dlq list|show|replay|purge`: thin calls to the library's
 //! dead-letter API, printed as a table, a list of fields or JSON.
 
-use millrace::dlq::{DeadLetter, ReplayTo, Selection};
 use millrace::{Client, Headers, StreamId};
+use millrace::{DeadLetter, ReplayTo, Selection};
 use serde::Serialize;
 use serde_json::Value;
 

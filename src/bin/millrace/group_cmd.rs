@@ -1,7 +1,7 @@
 //! `millrace group list|describe|pause|resume|reset`: thin calls to the library's group API,
 //! printed as lines, tables or JSON.
 
-use millrace::group::ResetPlan;
+use millrace::ResetPlan;
 use millrace::{GroupInfo, StartAt};
 
 use crate::cli::{
@@ -199,7 +199,7 @@ fn describe_text(info: &GroupInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use millrace::group::{MemberInfo, PartitionInfo};
+    use millrace::{MemberInfo, PartitionInfo};
 
     fn partition(partition: u32, owner: Option<&str>, lag: u64, pending: u64) -> PartitionInfo {
         PartitionInfo {
@@ -259,7 +259,7 @@ PARTITION  OWNER     LAG   PENDING
     }
 
     fn reset_plan(applied: bool, pending: u64) -> ResetPlan {
-        use millrace::group::LaneReset;
+        use millrace::LaneReset;
         let lane = |partition: u32, lane: u8, from: Option<&str>, lag_after: u64| LaneReset {
             partition,
             lane,

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
-use millrace::config::redact_url;
+use millrace::redact_url;
 use millrace::{Client, Config};
 
 use crate::cli::{Cli, Command, Global, TlsFiles};

@@ -1,8 +1,8 @@
 //! `millrace publish`: one message from flags and a JSON argument, or many
 //! from stdin with `--jsonl` (checked in full, then published in batches).
 
+use millrace::check_record;
 use millrace::duration::parse_duration;
-use millrace::producer::check_record;
 use millrace::{Error, PublishOptions, Receipt, Record};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;

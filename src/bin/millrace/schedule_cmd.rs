@@ -53,7 +53,7 @@ async fn add(global: &Global, args: ScheduleAddArgs, out: &mut Out) -> Result<()
         Some(next) => out.line(format_args!(
             "added schedule {}: next fire {}",
             spec.name,
-            millrace::schedule::fire_time_rfc3339(next)
+            millrace::fire_time_rfc3339(next)
         )),
         None => out.line(format_args!(
             "added schedule {}: it never fires again",
@@ -85,7 +85,7 @@ async fn list(global: &Global, args: ScheduleListArgs, out: &mut Out) -> Result<
         let next_fire = s
             .next_fire_after(now)
             .map_err(|e| CliError::from(e).context(format!("schedule {}", s.name)))?
-            .map(millrace::schedule::fire_time_rfc3339);
+            .map(millrace::fire_time_rfc3339);
         rows.push(ScheduleRow {
             name: s.name,
             cron: s.cron,

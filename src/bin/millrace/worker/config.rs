@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use millrace::Mode;
+use millrace::RateLimit;
 use millrace::duration::parse_duration;
-use millrace::rate_limit::RateLimit;
-use millrace::retry::{Backoff, RetryPolicy};
+use millrace::{Backoff, RetryPolicy};
 use serde::Deserialize;
 
 use crate::cli::TlsFiles;

@@ -16,7 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use millrace::Client;
-use millrace::consumer::WorkerStats;
+use millrace::WorkerStats;
 
 /// One consumer as the endpoints see it.
 pub struct Watched {
