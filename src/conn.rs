@@ -282,7 +282,7 @@ pub enum BlockingPool {
     Cluster(managed::Pool<ClusterManager>),
 }
 
-/// A connection taken from the [`BlockingPool`]; hold it for a read loop
+/// A connection taken from the client's pool of blocking connections; hold it for a read loop
 /// rather than taking one per read (each take costs a PING).
 pub struct BlockingConn(BlockingKind);
 

@@ -399,7 +399,7 @@ impl WorkerBuilder {
 /// A group member that handles messages; see [`Worker::builder`].
 ///
 /// ```no_run
-/// # use millrace::{Client, Event, consumer::Worker};
+/// # use millrace::{Client, Event, Worker};
 /// # use serde::{Deserialize, Serialize};
 /// # #[derive(Serialize, Deserialize)] struct InvoiceCreated { invoice: String }
 /// # impl Event for InvoiceCreated { const TOPIC: &'static str = "erp.v1.invoice.created"; }

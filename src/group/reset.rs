@@ -1,41 +1,5 @@
-//! Moving a group to another position: replay from the start, from a time
-//! or an id, or skip to the end (like `kafka-consumer-groups
-//! --reset-offsets`).
-//!
-//! A reset sets the last-delivered id of the group's Redis consumer group on
-//! every partition lane stream (`XGROUP SETID`), so its members' next reads
-//! (`XREADGROUP ... >`) start after it:
-//!
-//! | target | new last-delivered id, per lane | undelivered after the reset |
-//! | --- | --- | --- |
-//! | earliest | `0-0` | every retained entry (`XLEN`) |
-//! | latest | the stream's last generated id | none |
-//! | a time `t` | the id just before `t-0` | the entries published at or after `t` |
-//! | an id `i` | the id just before `i` | the entries with id `i` or later |
-//!
-//! **Lag after the reset** is counted at planning time: `XLEN` or 0 where
-//! the target is before the first or after the last entry; otherwise the
-//! entries on one side of the target are counted with paged `XRANGE` (the
-//! side that looks shorter from the ids' timestamps) and the other side
-//! follows from the length. The reset passes `ENTRIESREAD` (entries added
-//! ever, minus that lag) with `SETID`, so Redis's own `lag` in `XINFO
-//! GROUPS` (what `describe_group` shows) stays exact after a reset into the
-//! middle of a stream, where Redis alone would report it as unknown.
-//! Entries published after the plan was made count as undelivered, as they
-//! should; the count is exact while nothing is trimmed meanwhile.
-//!
-//! Left alone: the group's pending entries (delivered, not acknowledged)
-//! stay pending and are still redelivered by the group's normal recovery
-//! (a new owner's `XAUTOCLAIM`, the stranded-entry sweep); a reset to before
-//! them also delivers them again as new reads. The group's retry stream and
-//! retry set (retries and dead-letter replays to the group), its recorded
-//! failed attempts, its members, leases and pause flag are not touched.
-//!
-//! A reset refuses while the group has live members (a session deadline in
-//! the future), unless forced: they would carry on from the new position
-//! with messages already in hand. The check and the `SETID`s are separate
-//! steps (the members live in another cluster slot than the streams), so a
-//! member joining in between is not noticed.
+//! Moving a group to another position; how a reset works is told on
+//! [`ResetPlan`].
 
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
@@ -71,6 +35,47 @@ pub struct LaneReset {
 }
 
 /// What a group reset changes (or changed), per partition lane.
+///
+/// # How a reset works
+///
+/// Moving a group to another position: replay from the start, from a time
+/// or an id, or skip to the end (like `kafka-consumer-groups
+/// --reset-offsets`).
+///
+/// A reset sets the last-delivered id of the group's Redis consumer group on
+/// every partition lane stream (`XGROUP SETID`), so its members' next reads
+/// (`XREADGROUP ... >`) start after it:
+///
+/// | target | new last-delivered id, per lane | undelivered after the reset |
+/// | --- | --- | --- |
+/// | earliest | `0-0` | every retained entry (`XLEN`) |
+/// | latest | the stream's last generated id | none |
+/// | a time `t` | the id just before `t-0` | the entries published at or after `t` |
+/// | an id `i` | the id just before `i` | the entries with id `i` or later |
+///
+/// **Lag after the reset** is counted at planning time: `XLEN` or 0 where
+/// the target is before the first or after the last entry; otherwise the
+/// entries on one side of the target are counted with paged `XRANGE` (the
+/// side that looks shorter from the ids' timestamps) and the other side
+/// follows from the length. The reset passes `ENTRIESREAD` (entries added
+/// ever, minus that lag) with `SETID`, so Redis's own `lag` in `XINFO
+/// GROUPS` (what `describe_group` shows) stays exact after a reset into the
+/// middle of a stream, where Redis alone would report it as unknown.
+/// Entries published after the plan was made count as undelivered, as they
+/// should; the count is exact while nothing is trimmed meanwhile.
+///
+/// Left alone: the group's pending entries (delivered, not acknowledged)
+/// stay pending and are still redelivered by the group's normal recovery
+/// (a new owner's `XAUTOCLAIM`, the stranded-entry sweep); a reset to before
+/// them also delivers them again as new reads. The group's retry stream and
+/// retry set (retries and dead-letter replays to the group), its recorded
+/// failed attempts, its members, leases and pause flag are not touched.
+///
+/// A reset refuses while the group has live members (a session deadline in
+/// the future), unless forced: they would carry on from the new position
+/// with messages already in hand. The check and the `SETID`s are separate
+/// steps (the members live in another cluster slot than the streams), so a
+/// member joining in between is not noticed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ResetPlan {
     /// The topic.
