@@ -18,7 +18,8 @@ use crate::store::dead_letters::{Replay, ReplayTarget};
 use crate::topic::Catalog;
 
 /// One dead letter.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// Its id in the partition's dead-letter stream.
     pub id: String,

@@ -132,7 +132,7 @@ pub fn validate_key(key: &str) -> Result<()> {
 }
 
 /// A stream id (`<ms>-<seq>`), parsed for ordering.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     /// Milliseconds part: the time Redis added the entry.
     pub ms: u64,
@@ -197,7 +197,8 @@ impl redis::ToRedisArgs for StreamId {
 }
 
 /// One message as read from a partition.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Message {
     /// The stream id.
     pub id: StreamId,

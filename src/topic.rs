@@ -151,7 +151,8 @@ impl TopicSpec {
 }
 
 /// What `describe` reports about a topic.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct TopicInfo {
     /// The topic name.
     pub name: String,

@@ -301,15 +301,17 @@ proptest! {
         let m = fuzz_api::parse_entry("t", 3, lane, v).unwrap();
         prop_assert_eq!(
             m,
-            Message {
-                id: StreamId { ms, seq },
-                topic: "t".into(),
-                partition: 3,
-                lane,
-                key: key.clone(),
-                headers: headers.clone(),
-                payload: payload.clone().into(),
-            }
+            {
+let mut v = Message::default();
+v.id = StreamId { ms, seq };
+v.topic = "t".into();
+v.partition = 3;
+v.lane = lane;
+v.key = key.clone();
+v.headers = headers.clone();
+v.payload = payload.clone().into();
+v
+}
         );
 
         let member = fuzz_api::encode_delayed(nonce, lane, key.as_deref(), &hb, &payload);

@@ -83,14 +83,16 @@ fn bytes_decoders(bytes: &[u8]) {
     check(envelope::decode_delayed(bytes));
     check(envelope::decode::<serde_json::Value>(bytes));
     check(envelope::decode::<Headers>(bytes));
-    let msg = Message {
-        id: millrace::StreamId { ms: 1, seq: 0 },
-        topic: "t".into(),
-        partition: 0,
-        lane: 0,
-        key: None,
-        headers: Headers::new(),
-        payload: bytes.to_vec().into(),
+    let msg = {
+        let mut v = Message::default();
+        v.id = millrace::StreamId { ms: 1, seq: 0 };
+        v.topic = "t".into();
+        v.partition = 0;
+        v.lane = 0;
+        v.key = None;
+        v.headers = Headers::new();
+        v.payload = bytes.to_vec().into();
+        v
     };
     if let Some(json) = check(msg.decode::<serde_json::Value>()) {
         // What decoded re-encodes (the worker's exec handler does this).

@@ -11,7 +11,8 @@ use crate::envelope::{Headers, Message, StreamId};
 ///
 /// The names are shared (`Arc<str>`), so building a context per message
 /// costs no allocation for them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Context {
     /// The topic.
     pub topic: Arc<str>,

@@ -194,7 +194,8 @@ pub(crate) async fn list_groups(cat: &Catalog, topic: &str) -> Result<Vec<String
 }
 
 /// One member as `group describe` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct MemberInfo {
     /// Member id (the instance id of a static member).
     pub id: String,
@@ -210,7 +211,8 @@ pub struct MemberInfo {
 }
 
 /// One partition as `group describe` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PartitionInfo {
     /// The partition.
     pub partition: u32,
@@ -227,7 +229,8 @@ pub struct PartitionInfo {
 }
 
 /// What `group describe` reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct GroupInfo {
     /// The topic.
     pub topic: String,

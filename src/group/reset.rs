@@ -14,7 +14,8 @@ use crate::topic::Catalog;
 const COUNT_PAGE: usize = 1000;
 
 /// One partition lane of a [`ResetPlan`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LaneReset {
     /// The partition.
     pub partition: u32,
@@ -76,7 +77,8 @@ pub struct LaneReset {
 /// with messages already in hand. The check and the `SETID`s are separate
 /// steps (the members live in another cluster slot than the streams), so a
 /// member joining in between is not noticed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ResetPlan {
     /// The topic.
     pub topic: String,

@@ -344,19 +344,19 @@ mod tests {
     fn dead_letter(payload: &[u8], error: &str) -> DeadLetter {
         let mut headers = Headers::new();
         headers.insert("trace".into(), "abc".into());
-        DeadLetter {
-            id: "1764237600123-0".into(),
-            partition: 3,
-            lane: 0,
-            group: "pdf-report".into(),
-            origin_id: "1764237599000-2".into(),
-            key: Some("tenant-1".into()),
-            payload: payload.to_vec(),
-            headers,
-            attempts: 5,
-            error: error.into(),
-            failed_at_ms: 1_764_237_600_123,
-        }
+        let mut v = DeadLetter::default();
+        v.id = "1764237600123-0".into();
+        v.partition = 3;
+        v.lane = 0;
+        v.group = "pdf-report".into();
+        v.origin_id = "1764237599000-2".into();
+        v.key = Some("tenant-1".into());
+        v.payload = payload.to_vec();
+        v.headers = headers;
+        v.attempts = 5;
+        v.error = error.into();
+        v.failed_at_ms = 1_764_237_600_123;
+        v
     }
 
     #[test]

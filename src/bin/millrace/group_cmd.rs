@@ -202,45 +202,51 @@ mod tests {
     use millrace::{MemberInfo, PartitionInfo};
 
     fn partition(partition: u32, owner: Option<&str>, lag: u64, pending: u64) -> PartitionInfo {
-        PartitionInfo {
-            partition,
-            owner: owner.map(str::to_string),
-            assigned: owner.map(str::to_string),
-            epoch: 1,
-            lag,
-            pending,
-        }
+        let mut v = PartitionInfo::default();
+        v.partition = partition;
+        v.owner = owner.map(str::to_string);
+        v.assigned = owner.map(str::to_string);
+        v.epoch = 1;
+        v.lag = lag;
+        v.pending = pending;
+        v
     }
 
     #[test]
     fn describe_reads_as_tables() {
-        let info = GroupInfo {
-            paused: false,
-            topic: "erp.v1.invoice.created".into(),
-            group: "pdf-report".into(),
-            members: vec![
-                MemberInfo {
-                    id: "worker-a".into(),
-                    is_static: true,
-                    joined_ms: 1_764_237_000_000,
-                    last_heartbeat_ms: 1_764_237_600_123,
-                    session_deadline_ms: 1_764_237_630_123,
+        let info = {
+            let mut v = GroupInfo::default();
+            v.paused = false;
+            v.topic = "erp.v1.invoice.created".into();
+            v.group = "pdf-report".into();
+            v.members = vec![
+                {
+                    let mut v = MemberInfo::default();
+                    v.id = "worker-a".into();
+                    v.is_static = true;
+                    v.joined_ms = 1_764_237_000_000;
+                    v.last_heartbeat_ms = 1_764_237_600_123;
+                    v.session_deadline_ms = 1_764_237_630_123;
+                    v
                 },
-                MemberInfo {
-                    id: "0f3c9e1a".into(),
-                    is_static: false,
-                    joined_ms: 1_764_237_500_000,
-                    last_heartbeat_ms: 1_764_237_601_000,
-                    session_deadline_ms: 1_764_237_631_000,
+                {
+                    let mut v = MemberInfo::default();
+                    v.id = "0f3c9e1a".into();
+                    v.is_static = false;
+                    v.joined_ms = 1_764_237_500_000;
+                    v.last_heartbeat_ms = 1_764_237_601_000;
+                    v.session_deadline_ms = 1_764_237_631_000;
+                    v
                 },
-            ],
-            partitions: vec![
+            ];
+            v.partitions = vec![
                 partition(0, Some("worker-a"), 12, 3),
                 partition(1, None, 0, 0),
                 partition(2, Some("0f3c9e1a"), 1500, 16),
-            ],
-            lag: 1512,
-            pending: 19,
+            ];
+            v.lag = 1512;
+            v.pending = 19;
+            v
         };
         assert_eq!(
             describe_text(&info),
@@ -260,29 +266,31 @@ PARTITION  OWNER     LAG   PENDING
 
     fn reset_plan(applied: bool, pending: u64) -> ResetPlan {
         use millrace::LaneReset;
-        let lane = |partition: u32, lane: u8, from: Option<&str>, lag_after: u64| LaneReset {
-            partition,
-            lane,
-            from: from.map(str::to_string),
-            to: "1764237599999-18446744073709551615".into(),
-            lag_before: Some(0),
-            lag_after,
-            pending,
+        let lane = |partition: u32, lane: u8, from: Option<&str>, lag_after: u64| {
+            let mut v = LaneReset::default();
+            v.partition = partition;
+            v.lane = lane;
+            v.from = from.map(str::to_string);
+            v.to = "1764237599999-18446744073709551615".into();
+            v.lag_before = Some(0);
+            v.lag_after = lag_after;
+            v.pending = pending;
+            v
         };
-        ResetPlan {
-            topic: "t".into(),
-            group: "g".into(),
-            to: "2025-11-27T10:00:00Z".into(),
-            members: vec![],
-            partitions: vec![
-                lane(0, 0, Some("1764237600500-0"), 12),
-                lane(0, 1, Some("0-0"), 0),
-                lane(1, 0, None, 3),
-            ],
-            lag_after: 15,
-            pending: 3 * pending,
-            applied,
-        }
+        let mut v = ResetPlan::default();
+        v.topic = "t".into();
+        v.group = "g".into();
+        v.to = "2025-11-27T10:00:00Z".into();
+        v.members = vec![];
+        v.partitions = vec![
+            lane(0, 0, Some("1764237600500-0"), 12),
+            lane(0, 1, Some("0-0"), 0),
+            lane(1, 0, None, 3),
+        ];
+        v.lag_after = 15;
+        v.pending = 3 * pending;
+        v.applied = applied;
+        v
     }
 
     #[test]
@@ -310,14 +318,16 @@ dry run: nothing changed; add --execute to apply"
 
     #[test]
     fn a_group_without_members_says_so() {
-        let info = GroupInfo {
-            paused: true,
-            topic: "t".into(),
-            group: "g".into(),
-            members: vec![],
-            partitions: vec![partition(0, None, 1, 0)],
-            lag: 1,
-            pending: 0,
+        let info = {
+            let mut v = GroupInfo::default();
+            v.paused = true;
+            v.topic = "t".into();
+            v.group = "g".into();
+            v.members = vec![];
+            v.partitions = vec![partition(0, None, 1, 0)];
+            v.lag = 1;
+            v.pending = 0;
+            v
         };
         assert_eq!(
             describe_text(&info),

@@ -127,18 +127,18 @@ mod tests {
     fn message(payload: &[u8], key: Option<&str>) -> Message {
         let mut headers = Headers::new();
         headers.insert("trace".into(), "abc".into());
-        Message {
-            id: StreamId {
-                ms: 1_764_237_600_123,
-                seq: 0,
-            },
-            topic: "t".into(),
-            partition: 3,
-            lane: 0,
-            key: key.map(String::from),
-            headers,
-            payload: payload.to_vec().into(),
-        }
+        let mut v = Message::default();
+        v.id = StreamId {
+            ms: 1_764_237_600_123,
+            seq: 0,
+        };
+        v.topic = "t".into();
+        v.partition = 3;
+        v.lane = 0;
+        v.key = key.map(String::from);
+        v.headers = headers;
+        v.payload = payload.to_vec().into();
+        v
     }
 
     #[test]

@@ -176,17 +176,19 @@ mod tests {
 
     #[test]
     fn describe_reads_as_a_table() {
-        let info = TopicInfo {
-            name: "erp.v1.invoice.created".into(),
-            partitions: 2,
-            lanes: 1,
-            retention_ms: 604_800_000,
-            max_len: None,
-            length: 5,
-            partition_lengths: vec![3, 2],
-            delayed: 0,
-            groups: vec!["billing".into(), "pdf".into()],
-            dlq_length: 1,
+        let info = {
+            let mut v = TopicInfo::default();
+            v.name = "erp.v1.invoice.created".into();
+            v.partitions = 2;
+            v.lanes = 1;
+            v.retention_ms = 604_800_000;
+            v.max_len = None;
+            v.length = 5;
+            v.partition_lengths = vec![3, 2];
+            v.delayed = 0;
+            v.groups = vec!["billing".into(), "pdf".into()];
+            v.dlq_length = 1;
+            v
         };
         assert_eq!(
             describe_text(&info),
