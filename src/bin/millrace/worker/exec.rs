@@ -82,7 +82,10 @@ pub async fn run(
         .kill_on_drop(true);
     // SAFETY: prctl in the forked child before exec only sets a signal for
     // it. A handler must not outlive a worker that died (it would go on
-    // working on a message the new owner handles too).
+    // working on a message the new owner handles too). Linux only: other
+    // systems have no parent-death signal, and there a handler outlives a
+    // worker killed with SIGKILL.
+    #[cfg(target_os = "linux")]
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
