@@ -9,22 +9,51 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::discipline::Discipline;
+use super::state::DeliveryId;
 use super::{AckReq, Rt};
 use crate::duration::Doubling;
 use crate::envelope::StreamId;
 use crate::error::Result;
-use crate::group::Mode;
 use crate::store::Guarded;
 use crate::store::settle::{AckBatch, AckOf};
 
-/// Ids to ack, per (partition, src, epoch), and which of them had recorded
-/// failures.
-type AckGroup = ((u32, u8, u64), Vec<(StreamId, bool)>);
+/// The stream (a partition's lane or retry stream) and epoch a group of
+/// acks is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct AckKey {
+    partition: u32,
+    src: u8,
+    epoch: u64,
+}
 
-/// A batch of acks by (partition, src, epoch).
-type AckGroups = HashMap<(u32, u8, u64), Vec<(StreamId, bool)>, foldhash::fast::RandomState>;
+/// An id to ack, and whether failures were recorded for it.
+#[derive(Clone, Copy, Debug)]
+struct ToAck {
+    id: StreamId,
+    clear_attempts: bool,
+}
 
-impl Rt {
+/// The ids to ack of one stream at one epoch.
+#[derive(Clone, Debug)]
+struct AckGroup {
+    key: AckKey,
+    ids: Vec<ToAck>,
+}
+
+impl AckGroup {
+    /// The in-flight delivery each id of the group is.
+    fn deliveries(&self) -> impl Iterator<Item = DeliveryId> + '_ {
+        self.ids.iter().map(|a| DeliveryId {
+            partition: self.key.partition,
+            src: self.key.src,
+            id: a.id,
+            epoch: self.key.epoch,
+        })
+    }
+}
+
+impl<D: Discipline> Rt<D> {
     pub(super) async fn ack_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckReq>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -34,14 +63,24 @@ impl Rt {
                     Err(_) => break,
                 }
             }
-            let mut groups: AckGroups = HashMap::default();
+            let mut groups: HashMap<AckKey, Vec<ToAck>, foldhash::fast::RandomState> =
+                HashMap::default();
             for a in batch {
-                groups
-                    .entry((a.partition, a.src, a.epoch))
-                    .or_default()
-                    .push((a.id, a.clear_attempts));
+                let d = a.delivery;
+                let key = AckKey {
+                    partition: d.partition,
+                    src: d.src,
+                    epoch: d.epoch,
+                };
+                groups.entry(key).or_default().push(ToAck {
+                    id: d.id,
+                    clear_attempts: a.clear_attempts,
+                });
             }
-            let all: Vec<AckGroup> = groups.into_iter().collect();
+            let all: Vec<AckGroup> = groups
+                .into_iter()
+                .map(|(key, ids)| AckGroup { key, ids })
+                .collect();
             let mut pending: Vec<AckGroup> = all.clone();
             let mut delay = Doubling::new(Duration::from_millis(20), Duration::from_secs(2));
             while !pending.is_empty() {
@@ -50,41 +89,38 @@ impl Rt {
                     Err(e) => {
                         tracing::warn!(topic = %self.spec.name, group = %self.s.group, error = %e,
                             "ack failed; retrying");
-                        if self.killed.is_cancelled() {
+                        if self.stop.killed.is_cancelled() {
                             break;
                         }
                         tokio::time::sleep(delay.next_wait()).await;
                         // Give up on partitions that are no longer ours: the
                         // new owner handles those messages again.
-                        pending.retain(|((p, _, epoch), _)| {
-                            self.s.mode == Mode::Shared
-                                || self.lock().owned.get(p).is_some_and(|o| o.epoch == *epoch)
-                        });
+                        pending.retain(|g| D::keeps_acking(&self, g.key.partition, g.key.epoch));
                     }
                 }
             }
-            for ((p, src, epoch), ids) in &all {
-                for (id, _) in ids {
-                    self.done(*p, *src, *id, *epoch);
+            for g in &all {
+                for d in g.deliveries() {
+                    self.done(d);
                 }
             }
         }
     }
 
-    /// Acks each (partition, src, epoch) group of ids.
+    /// Acks each group of ids.
     async fn ack(&self, groups: &[AckGroup]) -> Result<()> {
         let (topic, group) = (&self.spec.name, &self.s.group);
         let ids: Vec<Vec<StreamId>> = groups
             .iter()
-            .map(|(_, ids)| ids.iter().map(|(id, _)| *id).collect())
+            .map(|g| g.ids.iter().map(|a| a.id).collect())
             .collect();
         let batches: Vec<AckBatch> = groups
             .iter()
             .zip(&ids)
-            .map(|(((p, src, epoch), _), ids)| AckBatch {
-                partition: *p,
-                source: Self::source(*src),
-                epoch: *epoch,
+            .map(|(g, ids)| AckBatch {
+                partition: g.key.partition,
+                source: Self::source(g.key.src),
+                epoch: g.key.epoch,
                 ids,
             })
             .collect();
@@ -92,11 +128,12 @@ impl Rt {
             topic,
             group,
             member: &self.s.member,
-            fenced: self.s.mode == Mode::Ordered,
+            fenced: D::FENCED,
         };
         let results = self.client.store().ack(of, &batches).await?;
         let mut clear: Vec<(u32, Vec<String>)> = Vec::new();
-        for (((p, _, epoch), ids), result) in groups.iter().zip(results) {
+        for (g, result) in groups.iter().zip(results) {
+            let (p, epoch, ids) = (g.key.partition, g.key.epoch, &g.ids);
             match result {
                 Guarded::LeaseLost => {
                     self.stats
@@ -110,11 +147,11 @@ impl Rt {
                     self.stats.acked.fetch_add(n, Ordering::Relaxed);
                     let failed: Vec<String> = ids
                         .iter()
-                        .filter(|(_, had)| *had)
-                        .map(|(id, _)| id.to_string())
+                        .filter(|a| a.clear_attempts)
+                        .map(|a| a.id.to_string())
                         .collect();
                     if !failed.is_empty() {
-                        clear.push((*p, failed));
+                        clear.push((p, failed));
                     }
                 }
             }

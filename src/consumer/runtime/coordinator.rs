@@ -1,26 +1,38 @@
-//! The coordinator: heartbeat, target assignment, and in ordered mode the
-//! partition leases (acquire, renew, drain, release).
+//! The coordinator: heartbeat (membership, pause), and in ordered mode the
+//! group's target assignment and the partition leases (acquire, renew,
+//! drain, release).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Owned, Rt};
+use super::Rt;
+use super::discipline::{Discipline, Ordered};
+use super::state::Owned;
 use crate::error::Result;
+use crate::group::Lease;
 use crate::group::assignment::{partitions_of, rebalance};
-use crate::group::{Lease, Mode};
 use crate::store::Guarded;
-use crate::store::membership::Beat;
+use crate::store::membership::{Beat, Heartbeat};
 
-impl Rt {
-    fn lease_margin(&self) -> Duration {
-        // Stop a little before Redis would expire the lease, so two members
-        // never handle a partition at once even with some clock-rate drift.
-        self.s.session_timeout / 5
-    }
+/// What one lease round does, as the store takes it: `(partition, epoch)`
+/// pairs (epoch 0 to acquire).
+#[derive(Debug, Default)]
+struct LeasePlan {
+    /// Held and still ours: keep.
+    renew: Vec<(u32, u64)>,
+    /// Drained (assigned elsewhere) and idle: give back.
+    release: Vec<(u32, u64)>,
+    /// Assigned to us and not held: take.
+    acquire: Vec<(u32, u64)>,
+    /// Run out locally before a renewal succeeded: already dropped.
+    lost: Vec<u32>,
+}
 
-    /// One heartbeat: membership, assignment, leases.
+impl<D: Discipline> Rt<D> {
+    /// One heartbeat: membership, pause, and the discipline's assignment
+    /// and leases.
     pub(super) async fn coordinate(&self) -> Result<()> {
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let hb = self
@@ -28,15 +40,99 @@ impl Rt {
             .store()
             .heartbeat(self.member(), self.s.session_timeout, Beat::Alive)
             .await?;
-        let was = self.paused.swap(hb.paused, Ordering::SeqCst);
+        let was = self.gates.paused.swap(hb.paused, Ordering::SeqCst);
         if was != hb.paused {
             tracing::info!(topic = %topic, group = %group, member = %me, paused = hb.paused,
                 "group {}", if hb.paused { "paused" } else { "resumed" });
-            self.changed.notify_waiters();
+            self.wake.changed.notify_waiters();
         }
-        if self.s.mode == Mode::Shared {
-            return Ok(());
+        D::manage_leases(self, &hb).await
+    }
+
+    pub(super) async fn coordinator_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.stop.coord.cancelled() => return,
+                _ = self.stop.killed.cancelled() => return,
+                _ = tokio::time::sleep(self.s.heartbeat_interval) => {}
+            }
+            if let Err(e) = self.coordinate().await {
+                tracing::warn!(topic = %self.spec.name, group = %self.s.group, error = %e, "heartbeat failed");
+                // Without renewals, leases run out locally all the same.
+                let now = Instant::now();
+                let mut st = self.lock();
+                let before = st.owned.len();
+                st.owned.retain(|_, o| o.lease.valid_until > now);
+                if st.owned.len() != before {
+                    drop(st);
+                    self.wake.changed.notify_waiters();
+                }
+            }
         }
+    }
+}
+
+impl Rt<Ordered> {
+    fn lease_margin(&self) -> Duration {
+        // Stop a little before Redis would expire the lease, so two members
+        // never handle a partition at once even with some clock-rate drift.
+        self.s.session_timeout / 5
+    }
+
+    /// Drops leases run out locally, marks partitions assigned elsewhere as
+    /// draining, and plans this round: renew what is held, release what
+    /// drained and is idle, acquire what `mine` adds.
+    fn lease_plan(&self, mine: &BTreeSet<u32>) -> LeasePlan {
+        let (topic, me) = (&self.spec.name, &self.s.member);
+        let now = Instant::now();
+        let mut st = self.lock();
+        let lost: Vec<u32> = st
+            .owned
+            .iter()
+            .filter(|(_, o)| o.lease.valid_until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &lost {
+            st.owned.remove(p);
+        }
+        for (p, o) in st.owned.iter_mut() {
+            if !mine.contains(p) && !o.lease.draining {
+                tracing::debug!(topic = %topic, member = %me, partition = p, "draining");
+                o.lease.draining = true;
+            }
+        }
+        let release: Vec<(u32, u64)> = st
+            .owned
+            .iter()
+            .filter(|(_, o)| o.lease.draining && o.activity.is_idle())
+            .map(|(p, o)| (*p, o.epoch))
+            .collect();
+        let renew: Vec<(u32, u64)> = st
+            .owned
+            .iter()
+            .filter(|(p, _)| !release.iter().any(|r| r.0 == **p))
+            .map(|(p, o)| (*p, o.epoch))
+            .collect();
+        let acquire: Vec<(u32, u64)> = if st.shutting_down {
+            Vec::new()
+        } else {
+            mine.iter()
+                .filter(|p| !st.owned.contains_key(p))
+                .map(|p| (*p, 0))
+                .collect()
+        };
+        LeasePlan {
+            renew,
+            release,
+            acquire,
+            lost,
+        }
+    }
+
+    /// After a heartbeat `hb`: moves the group's target assignment on if it
+    /// should, then renews, releases (drained) and acquires leases to match.
+    pub(super) async fn lease_round(&self, hb: &Heartbeat) -> Result<()> {
+        let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let mut assignment = hb.assignment.clone();
         let target = rebalance(self.spec.partitions, &hb.members, &hb.assignment);
         if target != hb.assignment
@@ -51,46 +147,12 @@ impl Rt {
         }
         let mine: BTreeSet<u32> = partitions_of(&assignment, me).into_iter().collect();
 
-        let now = Instant::now();
-        let (renew, release, acquire, lost) = {
-            let mut st = self.lock();
-            let lost: Vec<u32> = st
-                .owned
-                .iter()
-                .filter(|(_, o)| o.valid_until <= now)
-                .map(|(p, _)| *p)
-                .collect();
-            for p in &lost {
-                st.owned.remove(p);
-            }
-            for (p, o) in st.owned.iter_mut() {
-                if !mine.contains(p) && !o.draining {
-                    tracing::debug!(topic = %topic, member = %me, partition = p, "draining");
-                    o.draining = true;
-                }
-            }
-            let release: Vec<(u32, u64)> = st
-                .owned
-                .iter()
-                .filter(|(_, o)| o.draining && o.in_flight == 0 && o.reading == 0)
-                .map(|(p, o)| (*p, o.epoch))
-                .collect();
-            let renew: Vec<(u32, u64)> = st
-                .owned
-                .iter()
-                .filter(|(p, _)| !release.iter().any(|r| r.0 == **p))
-                .map(|(p, o)| (*p, o.epoch))
-                .collect();
-            let acquire: Vec<(u32, u64)> = if st.shutting_down {
-                Vec::new()
-            } else {
-                mine.iter()
-                    .filter(|p| !st.owned.contains_key(p))
-                    .map(|p| (*p, 0))
-                    .collect()
-            };
-            (renew, release, acquire, lost)
-        };
+        let LeasePlan {
+            renew,
+            release,
+            acquire,
+            lost,
+        } = self.lease_plan(&mine);
         if !lost.is_empty() {
             tracing::warn!(topic = %topic, group = %group, member = %me, partitions = ?lost,
                 "lease not renewed in time: stopped handling these partitions");
@@ -112,8 +174,8 @@ impl Rt {
                 if let Some(o) = st.owned.get_mut(&p)
                     && Some(o.epoch) == epoch
                 {
-                    if ok && o.valid_until > Instant::now() {
-                        o.valid_until = sent + ttl - self.lease_margin();
+                    if ok && o.lease.valid_until > Instant::now() {
+                        o.lease.valid_until = sent + ttl - self.lease_margin();
                     } else {
                         // Refused, or renewed only after our own deadline
                         // had passed: meanwhile deliveries of this partition
@@ -167,30 +229,8 @@ impl Rt {
             let owned: Vec<u32> = self.lock().owned.keys().copied().collect();
             tracing::info!(topic = %topic, group = %group, member = %me,
                 gained = ?gained, lost = ?dropped, owned = ?owned, "rebalance");
-            self.changed.notify_waiters();
+            self.wake.changed.notify_waiters();
         }
         Ok(())
-    }
-
-    pub(super) async fn coordinator_loop(self: Arc<Self>) {
-        loop {
-            tokio::select! {
-                _ = self.stop_coord.cancelled() => return,
-                _ = self.killed.cancelled() => return,
-                _ = tokio::time::sleep(self.s.heartbeat_interval) => {}
-            }
-            if let Err(e) = self.coordinate().await {
-                tracing::warn!(topic = %self.spec.name, group = %self.s.group, error = %e, "heartbeat failed");
-                // Without renewals, leases run out locally all the same.
-                let now = Instant::now();
-                let mut st = self.lock();
-                let before = st.owned.len();
-                st.owned.retain(|_, o| o.valid_until > now);
-                if st.owned.len() != before {
-                    drop(st);
-                    self.changed.notify_waiters();
-                }
-            }
-        }
     }
 }

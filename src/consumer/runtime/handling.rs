@@ -1,7 +1,11 @@
 //! The dispatcher and each message's handling: key order, the concurrency
-//! limit, panics, and what a failure leads to (the retry policy).
+//! limit, panics, and what a failure leads to (the retry policy): a retry is
+//! the discipline's ([`Discipline::retry`]): wait in place (ordered,
+//! [`Rt::wait_in_place`]) or park in the group's retry set (shared,
+//! [`Rt::park`]); giving up dead-letters.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,19 +14,19 @@ use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::Instrument;
 
-use super::fetch::Recorded;
+use super::discipline::{Discipline, Ordered, Shared};
+use super::takeover::Recorded;
 use super::{AckReq, Delivery, Done, Rt};
 use crate::consumer::dispatch::KeyOrder;
 use crate::consumer::handler::Context;
-use crate::envelope::{encode_headers, encode_retry};
+use crate::envelope::{Message, encode_headers, encode_retry};
 use crate::error::{Error, Result};
-use crate::group::Mode;
 use crate::retry::{Decision, jitter_unit};
 use crate::store::settle::{DeadLetter, Failure, RetryLater};
 use crate::store::{Guarded, Holder};
 
 /// How a message's handling ended.
-enum Outcome {
+pub(super) enum Outcome {
     Acked,
     DeadLettered,
     /// Parked in the group's retry set (shared mode).
@@ -31,7 +35,13 @@ enum Outcome {
     Abandoned,
 }
 
-impl Rt {
+/// The key whose messages `msg` must wait for: its key in ordered mode
+/// ([`Discipline::KEY_ORDER`]), none otherwise.
+fn order_key<D: Discipline>(msg: &Message) -> Option<String> {
+    if D::KEY_ORDER { msg.key.clone() } else { None }
+}
+
+impl<D: Discipline> Rt<D> {
     pub(super) async fn dispatch_loop(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<Vec<Delivery>>,
@@ -42,7 +52,6 @@ impl Rt {
         let mut ready: VecDeque<Delivery> = VecDeque::new();
         let mut running = 0usize;
         let mut open = true;
-        let ordered = self.s.mode == Mode::Ordered;
         loop {
             // Fast path, without awaiting: take every finished handler, then
             // start as many ready messages as there are free permits. Only
@@ -52,14 +61,15 @@ impl Rt {
                 self.next_of_key(&mut order, &mut ready, done);
             }
             // A paused group starts nothing new (what runs finishes).
-            let paused = self.paused.load(Ordering::SeqCst) && !self.stop_reading.is_cancelled();
+            let paused =
+                self.gates.paused.load(Ordering::SeqCst) && !self.stop.reading.is_cancelled();
             while !paused && !ready.is_empty() {
-                let Ok(permit) = self.workers.clone().try_acquire_owned() else {
+                let Ok(permit) = self.gates.workers.clone().try_acquire_owned() else {
                     break;
                 };
                 if let Some(d) = ready.pop_front() {
                     running += 1;
-                    self.start(d, permit, ordered, &done_tx, &ack_tx);
+                    self.start(d, permit, &done_tx, &ack_tx);
                 }
             }
             if !open && running == 0 && ready.is_empty() {
@@ -69,7 +79,7 @@ impl Rt {
                 batch = rx.recv(), if open => match batch {
                     Some(batch) => {
                         for d in batch {
-                            let key = if ordered { d.msg.key.clone() } else { None };
+                            let key = order_key::<D>(&d.msg);
                             if let Some(d) = order.offer(d.msg.partition, key.as_deref(), d) {
                                 ready.push_back(d);
                             }
@@ -81,12 +91,12 @@ impl Rt {
                     running -= 1;
                     self.next_of_key(&mut order, &mut ready, done);
                 },
-                _ = self.changed.notified(), if paused => {}
-                permit = self.workers.clone().acquire_owned(), if !ready.is_empty() && !paused => {
+                _ = self.wake.changed.notified(), if paused => {}
+                permit = self.gates.workers.clone().acquire_owned(), if !ready.is_empty() && !paused => {
                     let Ok(permit) = permit else { return };
                     if let Some(d) = ready.pop_front() {
                         running += 1;
-                        self.start(d, permit, ordered, &done_tx, &ack_tx);
+                        self.start(d, permit, &done_tx, &ack_tx);
                     }
                 },
             }
@@ -116,13 +126,12 @@ impl Rt {
         self: &Arc<Self>,
         d: Delivery,
         permit: OwnedSemaphorePermit,
-        ordered: bool,
         done_tx: &mpsc::UnboundedSender<Done>,
         ack_tx: &mpsc::UnboundedSender<AckReq>,
     ) {
         if !self.may_start(&d) {
             self.abandon(&d);
-            let key = if ordered { d.msg.key.clone() } else { None };
+            let key = order_key::<D>(&d.msg);
             let _ = done_tx.send(Done {
                 partition: d.msg.partition,
                 key,
@@ -144,14 +153,14 @@ impl Rt {
     /// started stays pending, in order, for the next owner).
     fn may_start(&self, d: &Delivery) -> bool {
         self.is_current(d.msg.partition, d.epoch)
-            && !self.killed.is_cancelled()
-            && !self.stop_reading.is_cancelled()
+            && !self.stop.killed.is_cancelled()
+            && !self.stop.reading.is_cancelled()
     }
 
     fn abandon(&self, d: &Delivery) {
         tracing::debug!(topic = %self.spec.name, member = %self.s.member, partition = d.msg.partition,
             id = %d.msg.id, epoch = d.epoch, "abandoned (left pending)");
-        self.done(d.msg.partition, d.src, d.msg.id, d.epoch);
+        self.done(d.id());
         self.unbuffer();
     }
 
@@ -162,19 +171,15 @@ impl Rt {
         done_tx: mpsc::UnboundedSender<Done>,
         ack_tx: mpsc::UnboundedSender<AckReq>,
     ) {
-        let key = if self.s.mode == Mode::Ordered {
-            d.msg.key.clone()
-        } else {
-            None
-        };
-        let (partition, src, id, epoch) = (d.msg.partition, d.src, d.msg.id, d.epoch);
+        let key = order_key::<D>(&d.msg);
+        let (partition, id) = (d.msg.partition, d.id());
         let outcome = self.attempts(&d, permit, &ack_tx).await;
         self.unbuffer();
         match outcome {
             // Done when the ack is flushed.
             Outcome::Acked => {}
             Outcome::DeadLettered | Outcome::Parked | Outcome::Abandoned => {
-                self.done(partition, src, id, epoch);
+                self.done(id);
             }
         }
         let _ = done_tx.send(Done { partition, key });
@@ -200,12 +205,12 @@ impl Rt {
             drop(permit.take());
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(due - now)) => {}
-                _ = self.killed.cancelled() => return Outcome::Abandoned,
+                _ = self.stop.killed.cancelled() => return Outcome::Abandoned,
             }
             if !self.is_current(msg.partition, d.epoch) {
                 return Outcome::Abandoned;
             }
-            match self.workers.clone().acquire_owned().await {
+            match self.gates.workers.clone().acquire_owned().await {
                 Ok(p) => permit = Some(p),
                 Err(_) => return Outcome::Abandoned,
             }
@@ -220,14 +225,14 @@ impl Rt {
             return self.dead_letter(d, attempt - 1, &error).await;
         }
         loop {
-            if let Some(rate) = &self.rate {
+            if let Some(rate) = &self.gates.rate {
                 tokio::select! {
                     r = rate.take(&self.client) => {
                         if let Err(e) = r {
                             tracing::warn!(topic = %self.spec.name, error = %e, "rate limit check failed");
                         }
                     }
-                    _ = self.killed.cancelled() => return Outcome::Abandoned,
+                    _ = self.stop.killed.cancelled() => return Outcome::Abandoned,
                 }
             }
             // Checked again as late as possible: the task may have waited
@@ -237,9 +242,9 @@ impl Rt {
                 return Outcome::Abandoned;
             }
             let ctx = Context {
-                topic: self.names.0.clone(),
-                group: self.names.1.clone(),
-                member: self.names.2.clone(),
+                topic: self.names.topic.clone(),
+                group: self.names.group.clone(),
+                member: self.names.member.clone(),
                 partition: msg.partition,
                 lane: msg.lane,
                 id: msg.id,
@@ -259,17 +264,14 @@ impl Rt {
             let started = std::time::Instant::now();
             let outcome = tokio::select! {
                 r = fut.instrument(span) => r,
-                _ = self.killed.cancelled() => return Outcome::Abandoned,
+                _ = self.stop.killed.cancelled() => return Outcome::Abandoned,
             };
             self.stats.latency.record(started.elapsed());
             let error = match outcome {
                 Ok(Ok(())) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
                     let _ = ack_tx.send(AckReq {
-                        partition: msg.partition,
-                        src: d.src,
-                        epoch: d.epoch,
-                        id: msg.id,
+                        delivery: d.id(),
                         clear_attempts: attempt > d.attempt || d.last_error.is_some(),
                     });
                     return Outcome::Acked;
@@ -296,104 +298,9 @@ impl Rt {
                 Decision::Retry(wait) => wait,
             };
             self.stats.retried.fetch_add(1, Ordering::Relaxed);
-            if self.s.mode == Mode::Shared {
-                return self.park(d, attempt, wait).await;
-            }
-            // Ordered: record the failure (a new owner continues the count),
-            // then wait holding back only this key.
-            match self.record_failure(d, attempt, wait, &text).await {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Abandoned,
-                Err(e) => {
-                    tracing::warn!(topic = %self.spec.name, error = %e, "recording a failure failed");
-                }
-            }
-            drop(permit.take());
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.killed.cancelled() => return Outcome::Abandoned,
-            }
-            if !self.is_current(msg.partition, d.epoch) || self.stop_reading.is_cancelled() {
-                return Outcome::Abandoned;
-            }
-            match self.workers.clone().acquire_owned().await {
-                Ok(p) => permit = Some(p),
-                Err(_) => return Outcome::Abandoned,
-            }
-            attempt += 1;
-        }
-    }
-
-    /// Ordered mode: writes the failure to the group's attempts hash, fenced
-    /// by the lease. `Ok(false)` when the lease moved on.
-    async fn record_failure(
-        &self,
-        d: &Delivery,
-        attempt: u32,
-        wait: Duration,
-        error: &str,
-    ) -> Result<bool> {
-        let (topic, group) = (&self.spec.name, &self.s.group);
-        let now = self.client.redis_time_ms().await?;
-        let record = serde_json::to_string(&Recorded {
-            n: attempt,
-            due: now + wait.as_millis() as u64,
-            err: error.to_string(),
-        })
-        .map_err(|e| Error::Encode(e.to_string()))?;
-        let outcome = self
-            .client
-            .store()
-            .record_failure(Failure {
-                topic,
-                group,
-                partition: d.msg.partition,
-                holder: Holder {
-                    member: &self.s.member,
-                    epoch: d.epoch,
-                },
-                id: d.msg.id,
-                record: &record,
-            })
-            .await?;
-        Ok(outcome == Guarded::Done(()))
-    }
-
-    /// Shared mode: ack the message and park it in the group's retry set.
-    async fn park(&self, d: &Delivery, attempt: u32, wait: Duration) -> Outcome {
-        let (topic, group) = (&self.spec.name, &self.s.group);
-        let p = d.msg.partition;
-        let headers = encode_headers(&d.msg.headers).unwrap_or_default();
-        let origin = d.origin.clone().unwrap_or_else(|| d.msg.id.to_string());
-        let member = encode_retry(
-            crate::store::publish::unique_nonce(),
-            &d.msg,
-            &headers,
-            attempt + 1,
-            &origin,
-        );
-        let r = self
-            .client
-            .store()
-            .retry_later(RetryLater {
-                topic,
-                group,
-                partition: p,
-                source: Self::source(d.src),
-                id: d.msg.id,
-                wait,
-                entry: &member,
-            })
-            .await;
-        match r {
-            Ok(_) => {
-                self.scheduled.notify_one();
-                Outcome::Parked
-            }
-            Err(e) => {
-                // Still pending: taken over after the visibility timeout.
-                tracing::warn!(topic = %topic, group = %group, error = %e, "parking a retry failed");
-                Outcome::Abandoned
+            match D::retry(self, d, &mut permit, attempt, wait, &text).await {
+                ControlFlow::Continue(()) => attempt += 1,
+                ControlFlow::Break(outcome) => return outcome,
             }
         }
     }
@@ -403,7 +310,7 @@ impl Rt {
         let (topic, group) = (&self.spec.name, &self.s.group);
         let p = d.msg.partition;
         let headers = encode_headers(&d.msg.headers).unwrap_or_default();
-        let holder = (self.s.mode == Mode::Ordered).then_some(Holder {
+        let holder = D::FENCED.then_some(Holder {
             member: &self.s.member,
             epoch: d.epoch,
         });
@@ -442,6 +349,118 @@ impl Rt {
             }
             Err(e) => {
                 tracing::warn!(topic = %topic, group = %group, error = %e, "dead-lettering failed");
+                Outcome::Abandoned
+            }
+        }
+    }
+}
+
+impl Rt<Ordered> {
+    /// Ordered mode, after a failed attempt to retry after `wait`: records
+    /// the failure (a new owner continues the count), then waits holding
+    /// back only this key, without a worker permit. `Continue` to try again
+    /// (the permit held again).
+    pub(super) async fn wait_in_place(
+        &self,
+        d: &Delivery,
+        permit: &mut Option<OwnedSemaphorePermit>,
+        attempt: u32,
+        wait: Duration,
+        error: &str,
+    ) -> ControlFlow<Outcome> {
+        match self.record_failure(d, attempt, wait, error).await {
+            Ok(true) => {}
+            Ok(false) => return ControlFlow::Break(Outcome::Abandoned),
+            Err(e) => {
+                tracing::warn!(topic = %self.spec.name, error = %e, "recording a failure failed");
+            }
+        }
+        drop(permit.take());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.stop.killed.cancelled() => return ControlFlow::Break(Outcome::Abandoned),
+        }
+        if !self.is_current(d.msg.partition, d.epoch) || self.stop.reading.is_cancelled() {
+            return ControlFlow::Break(Outcome::Abandoned);
+        }
+        match self.gates.workers.clone().acquire_owned().await {
+            Ok(p) => *permit = Some(p),
+            Err(_) => return ControlFlow::Break(Outcome::Abandoned),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Ordered mode: writes the failure to the group's attempts hash, fenced
+    /// by the lease. `Ok(false)` when the lease moved on.
+    async fn record_failure(
+        &self,
+        d: &Delivery,
+        attempt: u32,
+        wait: Duration,
+        error: &str,
+    ) -> Result<bool> {
+        let (topic, group) = (&self.spec.name, &self.s.group);
+        let now = self.client.redis_time_ms().await?;
+        let record = serde_json::to_string(&Recorded {
+            n: attempt,
+            due: now + wait.as_millis() as u64,
+            err: error.to_string(),
+        })
+        .map_err(|e| Error::Encode(e.to_string()))?;
+        let outcome = self
+            .client
+            .store()
+            .record_failure(Failure {
+                topic,
+                group,
+                partition: d.msg.partition,
+                holder: Holder {
+                    member: &self.s.member,
+                    epoch: d.epoch,
+                },
+                id: d.msg.id,
+                record: &record,
+            })
+            .await?;
+        Ok(outcome == Guarded::Done(()))
+    }
+}
+
+impl Rt<Shared> {
+    /// Shared mode: ack the message and park it in the group's retry set.
+    pub(super) async fn park(&self, d: &Delivery, attempt: u32, wait: Duration) -> Outcome {
+        let (topic, group) = (&self.spec.name, &self.s.group);
+        let p = d.msg.partition;
+        let headers = encode_headers(&d.msg.headers).unwrap_or_default();
+        let origin = d.origin.clone().unwrap_or_else(|| d.msg.id.to_string());
+        let member = encode_retry(
+            crate::store::publish::unique_nonce(),
+            &d.msg,
+            &headers,
+            attempt + 1,
+            &origin,
+        );
+        let r = self
+            .client
+            .store()
+            .retry_later(RetryLater {
+                topic,
+                group,
+                partition: p,
+                source: Self::source(d.src),
+                id: d.msg.id,
+                wait,
+                entry: &member,
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                self.wake.scheduled.notify_one();
+                Outcome::Parked
+            }
+            Err(e) => {
+                // Still pending: taken over after the visibility timeout.
+                tracing::warn!(topic = %topic, group = %group, error = %e, "parking a retry failed");
                 Outcome::Abandoned
             }
         }

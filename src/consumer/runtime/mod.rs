@@ -1,14 +1,19 @@
-//! One topic's share of a running worker: five tasks around a small state.
+//! One topic's share of a running worker: five tasks around a small state,
+//! generic over the mode's [`Discipline`].
 //!
-//! - [`coordinator`] heartbeats, keeps the group's target assignment up to
-//!   date (sticky, compare-and-set), and in ordered mode acquires, renews,
-//!   drains and releases partition leases. A lease whose renewal did not
-//!   succeed in time is dropped locally before it can expire in Redis.
+//! The tasks:
+//!
+//! - [`coordinator`] heartbeats, and in ordered mode keeps the group's
+//!   target assignment up to date (sticky, compare-and-set) and acquires,
+//!   renews, drains and releases partition leases. A lease whose renewal
+//!   did not succeed in time is dropped locally before it can expire in
+//!   Redis.
 //! - [`fetch`] reads owned partitions (lane 0 first, then the group's retry
 //!   stream; blocking only when idle), first taking over a newly owned
-//!   partition's pending entries with their attempt counts, and hands
-//!   messages to the dispatcher. A partition is released only when no read
-//!   that included it is in progress and nothing of it is in flight.
+//!   partition's pending entries with their attempt counts ([`takeover`]),
+//!   and hands messages to the dispatcher. A partition is released only
+//!   when no read that included it is in progress and nothing of it is in
+//!   flight.
 //! - [`handling`] runs handlers under the worker's concurrency limit,
 //!   keeping messages of one key in order (ordered mode), and applies the
 //!   retry policy: wait and try again holding back only the key (ordered),
@@ -17,26 +22,49 @@
 //!   mode, plain `XACK` in shared mode.
 //! - [`promote`] moves due delayed messages (and, in shared mode, the group's
 //!   due retries) of the partitions this member reads into their streams.
+//!
+//! What the modes do differently is one trait, [`Discipline`]
+//! ([`discipline`]), with two zero-sized implementations, [`Ordered`] and
+//! [`Shared`]: what is read from the start, whether a delivery is still
+//! current, the sweep for stranded entries, the read pass, fencing, key
+//! order, what a retried failure does, whether the promoter moves the
+//! group's retries, and leases (kept, released). [`Rt<D>`](Rt) is generic
+//! over it, so nothing is decided per message at run time; [`TopicRuntime`]
+//! hides the type parameter behind an enum, and its `start` is the one
+//! place the worker's `Mode` is looked at. Longer mode-specific steps stay
+//! in their task's module, as methods of `Rt<Ordered>` or `Rt<Shared>`.
+//!
+//! [`Rt`] holds the worker's handles (client, topic, settings, handler,
+//! stats) and its state in named parts: its [`Names`], the [`State`] behind
+//! one lock (owned partitions and what is in flight, [`state`]), [`Flow`]
+//! (in-flight and buffered counts: drain and read backpressure), [`Gates`]
+//! (what lets a handler start: the worker's permits, pause, rate limit),
+//! [`Wake`] (re-plan signals), [`Stop`] (cancellation) and [`ReadConns`]
+//! (the fetcher's connections).
 
 mod ack;
 mod coordinator;
+mod discipline;
 mod fetch;
 mod handling;
 pub(crate) mod promote;
+mod state;
+mod takeover;
 
-use std::collections::{BTreeMap, HashSet};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::discipline::{Discipline, Ordered, Shared};
+use self::state::{DeliveryId, State};
 use super::handler::RawHandler;
 use super::{WorkerSettings, WorkerStats};
 use crate::client::{Client, idempotent};
-use crate::envelope::{Message, StreamId};
+use crate::envelope::Message;
 use crate::error::Result;
 use crate::group::Mode;
 use crate::rate_limit::RateGate;
@@ -48,60 +76,6 @@ use crate::topic::TopicSpec;
 /// The `src` of a message read from the group's retry stream (lanes are
 /// below 16).
 pub(super) const RETRY_SRC: u8 = u8::MAX;
-
-/// A partition this member owns (or, in shared mode, reads).
-#[derive(Debug)]
-struct Owned {
-    epoch: u64,
-    /// Stop handling after this instant unless a renewal succeeds first.
-    valid_until: Instant,
-    /// Assigned elsewhere now: no more reads; release once idle.
-    draining: bool,
-    /// Pending entries taken over since the lease was acquired.
-    claimed: bool,
-    /// A read's outcome is unknown (its reply was lost): entries it may have
-    /// delivered are pending for us unseen, so read our own pending entries
-    /// again before anything new (key order depends on it).
-    resync: bool,
-    /// Messages delivered and not yet acked or abandoned.
-    in_flight: usize,
-    /// Reads in progress that include this partition.
-    reading: usize,
-    /// The lease's `fence` value this member last wrote (empty since it took
-    /// the lease): the cluster's fenced read carries it.
-    fence: String,
-}
-
-impl Owned {
-    /// A partition just acquired at `epoch` (or, in shared mode, always
-    /// read: `claimed` then, since there is no handover to take over).
-    fn new(epoch: u64, valid_until: Instant, claimed: bool) -> Self {
-        Owned {
-            epoch,
-            valid_until,
-            draining: false,
-            claimed,
-            resync: false,
-            in_flight: 0,
-            reading: 0,
-            fence: String::new(),
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct State {
-    owned: BTreeMap<u32, Owned>,
-    /// (partition, src, id, epoch) of every message delivered and not yet
-    /// done. The epoch is part of it: after a partition comes back with a
-    /// new epoch, its pending entries must be delivered again even if stale
-    /// copies still wait in the dispatcher (they will be dropped there).
-    in_flight_ids: HashSet<(u32, u8, StreamId, u64), foldhash::fast::RandomState>,
-    shutting_down: bool,
-}
-
-/// A partition and the lease epoch it is held at.
-type Held = (u32, u64);
 
 /// A message on its way to a handler.
 struct Delivery {
@@ -119,55 +93,108 @@ struct Delivery {
     last_error: Option<String>,
 }
 
+impl Delivery {
+    /// How the runtime tracks this delivery while it is in flight.
+    fn id(&self) -> DeliveryId {
+        DeliveryId {
+            partition: self.msg.partition,
+            src: self.src,
+            id: self.msg.id,
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// A handler finished a message of `key` (ordered mode) in `partition`.
 struct Done {
     partition: u32,
     key: Option<String>,
 }
 
+/// A handled message to ack.
 struct AckReq {
-    partition: u32,
-    src: u8,
-    epoch: u64,
-    id: StreamId,
+    delivery: DeliveryId,
     /// Failed attempts were recorded for it: clear them once acked.
     clear_attempts: bool,
 }
 
-struct Rt {
-    /// Topic, group and member names, shared by every message's `Context`.
-    names: (Arc<str>, Arc<str>, Arc<str>),
+/// Topic, group and member names, shared by every message's `Context`.
+struct Names {
+    topic: Arc<str>,
+    group: Arc<str>,
+    member: Arc<str>,
+}
+
+/// Counts of what is delivered and buffered, and their signals.
+#[derive(Default)]
+struct Flow {
+    /// Messages delivered and not yet done, over all partitions.
+    in_flight: AtomicUsize,
+    /// Nothing is in flight any more.
+    idle: Notify,
+    /// Messages fetched and not yet finished by a handler (read backpressure).
+    buffered: AtomicUsize,
+    /// A buffered message finished: room for more reads.
+    space: Notify,
+}
+
+/// What lets a handler start.
+struct Gates {
+    /// The worker's concurrency limit, over all topics.
+    workers: Arc<Semaphore>,
+    /// The group is paused: take nothing new.
+    paused: AtomicBool,
+    /// Most handler starts per window, for the whole group.
+    rate: Option<RateGate>,
+}
+
+/// Signals that make tasks re-plan.
+#[derive(Default)]
+struct Wake {
+    /// Ownership (or the pause) changed: the fetcher and promoter re-plan.
+    changed: Notify,
+    /// Something was scheduled locally: the promoter re-plans.
+    scheduled: Notify,
+}
+
+/// Cancellation, in the order shutdown uses it.
+struct Stop {
+    /// Read nothing more (shutdown began).
+    reading: CancellationToken,
+    /// End the coordinator (every other task has ended).
+    coord: CancellationToken,
+    /// Abandon what is in flight (drain timeout, or abort); the worker's.
+    killed: CancellationToken,
+}
+
+/// Connections the fetcher keeps between its reads.
+#[derive(Default)]
+struct ReadConns {
+    /// Blocking connections for group reads and waits.
+    held: crate::conn::HeldConns,
+    /// Ordered mode on a single server: the lease-watching read connection.
+    watched: tokio::sync::Mutex<crate::consumer::watched::WatchedReader>,
+}
+
+/// A topic's runtime state, shared by its tasks; `D` is the mode.
+struct Rt<D> {
+    names: Names,
     client: Client,
     spec: Arc<TopicSpec>,
     s: Arc<WorkerSettings>,
     handler: RawHandler,
-    workers: Arc<Semaphore>,
     stats: Arc<WorkerStats>,
     state: Mutex<State>,
-    /// Ownership changed (the fetcher and promoter re-plan).
-    changed: Notify,
-    /// Something was scheduled locally (the promoter re-plans).
-    scheduled: Notify,
-    /// Messages delivered and not yet done, over all partitions.
-    in_flight: AtomicUsize,
-    /// Blocking connections the fetcher keeps between its reads.
-    held_conns: crate::conn::HeldConns,
-    /// Ordered mode on a single server: the lease-watching read connection.
-    watched: tokio::sync::Mutex<crate::consumer::watched::WatchedReader>,
-    idle: Notify,
-    /// Messages fetched and not yet finished by a handler (read backpressure).
-    buffered: AtomicUsize,
-    space: Notify,
-    stop_reading: CancellationToken,
-    stop_coord: CancellationToken,
-    killed: CancellationToken,
-    /// The group is paused: take nothing new.
-    paused: AtomicBool,
-    rate: Option<RateGate>,
+    flow: Flow,
+    gates: Gates,
+    wake: Wake,
+    stop: Stop,
+    conns: ReadConns,
+    discipline: PhantomData<D>,
 }
 
-/// A topic's runtime inside a worker.
-pub(crate) struct TopicRuntime {
-    rt: Arc<Rt>,
+/// The five tasks of a topic's runtime.
+struct Tasks {
     coordinator: JoinHandle<()>,
     fetcher: JoinHandle<()>,
     dispatcher: JoinHandle<()>,
@@ -175,7 +202,41 @@ pub(crate) struct TopicRuntime {
     promoter: JoinHandle<()>,
 }
 
+impl Tasks {
+    fn abort(self) {
+        self.coordinator.abort();
+        self.fetcher.abort();
+        self.dispatcher.abort();
+        self.acker.abort();
+        self.promoter.abort();
+    }
+}
+
+/// A runtime of either discipline (chosen once, at start).
+enum AnyRt {
+    Ordered(Arc<Rt<Ordered>>),
+    Shared(Arc<Rt<Shared>>),
+}
+
+/// Evaluates `$body` with `$rt` bound to the runtime, whichever its
+/// discipline.
+macro_rules! with_rt {
+    ($any:expr, $rt:ident => $body:expr) => {
+        match $any {
+            AnyRt::Ordered($rt) => $body,
+            AnyRt::Shared($rt) => $body,
+        }
+    };
+}
+
+/// A topic's runtime inside a worker.
+pub(crate) struct TopicRuntime {
+    rt: AnyRt,
+    tasks: Tasks,
+}
+
 impl TopicRuntime {
+    /// Joins the group and starts the topic's tasks, in the worker's mode.
     pub(crate) async fn start(
         client: Client,
         spec: Arc<TopicSpec>,
@@ -185,74 +246,124 @@ impl TopicRuntime {
         stats: Arc<WorkerStats>,
         killed: CancellationToken,
     ) -> Result<TopicRuntime> {
-        let mut state = State::default();
-        if s.mode == Mode::Shared {
-            let forever = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-            for p in 0..spec.partitions {
-                state.owned.insert(p, Owned::new(0, forever, true));
+        Ok(match s.mode {
+            Mode::Ordered => {
+                let rt = Rt::<Ordered>::new(client, spec, s, handler, workers, stats, killed);
+                let tasks = rt.clone().launch().await?;
+                TopicRuntime {
+                    rt: AnyRt::Ordered(rt),
+                    tasks,
+                }
             }
-        }
-        let rate = s.rate_limit.map(|l| RateGate::new(l, &spec.name, &s.group));
-        let rt = Arc::new(Rt {
-            names: (
-                Arc::from(spec.name.as_str()),
-                Arc::from(s.group.as_str()),
-                Arc::from(s.member.as_str()),
-            ),
-            client,
-            spec,
-            s,
-            handler,
-            workers,
-            stats,
-            state: Mutex::new(state),
-            changed: Notify::new(),
-            scheduled: Notify::new(),
-            in_flight: AtomicUsize::new(0),
-            held_conns: crate::conn::HeldConns::default(),
-            watched: Default::default(),
-            idle: Notify::new(),
-            buffered: AtomicUsize::new(0),
-            space: Notify::new(),
-            stop_reading: CancellationToken::new(),
-            stop_coord: CancellationToken::new(),
-            rate,
-            paused: AtomicBool::new(false),
-            killed,
-        });
-        // Join before returning, so the caller knows it is a member.
-        rt.coordinate().await?;
-        let (deliver_tx, deliver_rx) = mpsc::channel(16);
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        Ok(TopicRuntime {
-            coordinator: tokio::spawn(rt.clone().coordinator_loop()),
-            fetcher: tokio::spawn(rt.clone().fetch_loop(deliver_tx)),
-            dispatcher: tokio::spawn(rt.clone().dispatch_loop(deliver_rx, ack_tx)),
-            acker: tokio::spawn(rt.clone().ack_loop(ack_rx)),
-            promoter: tokio::spawn(rt.clone().promote_loop()),
-            rt,
+            Mode::Shared => {
+                let rt = Rt::<Shared>::new(client, spec, s, handler, workers, stats, killed);
+                let tasks = rt.clone().launch().await?;
+                TopicRuntime {
+                    rt: AnyRt::Shared(rt),
+                    tasks,
+                }
+            }
         })
     }
 
     pub(crate) fn topic(&self) -> &str {
-        &self.rt.spec.name
+        with_rt!(&self.rt, rt => &rt.spec.name)
     }
 
     pub(crate) fn owned(&self) -> Vec<u32> {
-        self.rt.lock().owned.keys().copied().collect()
+        with_rt!(&self.rt, rt => rt.lock().owned.keys().copied().collect())
     }
 
     pub(crate) fn stop_reading(&self) {
-        self.rt.lock().shutting_down = true;
-        self.rt.stop_reading.cancel();
-        self.rt.space.notify_waiters();
+        with_rt!(&self.rt, rt => rt.stop_reading())
     }
 
     /// Waits until nothing is in flight, or the deadline.
     pub(crate) async fn drain(&self, deadline: tokio::time::Instant) {
+        with_rt!(&self.rt, rt => rt.drain(deadline).await)
+    }
+
+    /// Ends the tasks in order, releases leases and leaves the group.
+    pub(crate) async fn finish(self) -> Result<()> {
+        with_rt!(self.rt, rt => rt.finish(self.tasks).await)
+    }
+
+    pub(crate) fn abort(self) {
+        with_rt!(&self.rt, rt => rt.stop.killed.cancel());
+        self.tasks.abort();
+    }
+}
+
+impl<D: Discipline> Rt<D> {
+    fn new(
+        client: Client,
+        spec: Arc<TopicSpec>,
+        s: Arc<WorkerSettings>,
+        handler: RawHandler,
+        workers: Arc<Semaphore>,
+        stats: Arc<WorkerStats>,
+        killed: CancellationToken,
+    ) -> Arc<Self> {
+        let state = State {
+            owned: D::initially_owned(spec.partitions),
+            ..State::default()
+        };
+        let rate = s.rate_limit.map(|l| RateGate::new(l, &spec.name, &s.group));
+        Arc::new(Rt {
+            names: Names {
+                topic: Arc::from(spec.name.as_str()),
+                group: Arc::from(s.group.as_str()),
+                member: Arc::from(s.member.as_str()),
+            },
+            client,
+            spec,
+            s,
+            handler,
+            stats,
+            state: Mutex::new(state),
+            flow: Flow::default(),
+            gates: Gates {
+                workers,
+                paused: AtomicBool::new(false),
+                rate,
+            },
+            wake: Wake::default(),
+            stop: Stop {
+                reading: CancellationToken::new(),
+                coord: CancellationToken::new(),
+                killed,
+            },
+            conns: ReadConns::default(),
+            discipline: PhantomData,
+        })
+    }
+
+    /// Joins the group (before returning, so the caller knows it is a
+    /// member), then spawns the tasks.
+    async fn launch(self: Arc<Self>) -> Result<Tasks> {
+        self.coordinate().await?;
+        let (deliver_tx, deliver_rx) = mpsc::channel(16);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        Ok(Tasks {
+            coordinator: tokio::spawn(self.clone().coordinator_loop()),
+            fetcher: tokio::spawn(self.clone().fetch_loop(deliver_tx)),
+            dispatcher: tokio::spawn(self.clone().dispatch_loop(deliver_rx, ack_tx)),
+            acker: tokio::spawn(self.clone().ack_loop(ack_rx)),
+            promoter: tokio::spawn(self.promote_loop()),
+        })
+    }
+
+    fn stop_reading(&self) {
+        self.lock().shutting_down = true;
+        self.stop.reading.cancel();
+        self.flow.space.notify_waiters();
+    }
+
+    /// Waits until nothing is in flight, or the deadline.
+    async fn drain(&self, deadline: tokio::time::Instant) {
         loop {
-            let idle = self.rt.idle.notified();
-            if self.rt.in_flight.load(Ordering::SeqCst) == 0 {
+            let idle = self.flow.idle.notified();
+            if self.flow.in_flight.load(Ordering::SeqCst) == 0 {
                 return;
             }
             tokio::select! {
@@ -263,29 +374,23 @@ impl TopicRuntime {
     }
 
     /// Ends the tasks in order, releases leases and leaves the group.
-    pub(crate) async fn finish(self) -> Result<()> {
-        let rt = self.rt;
-        if rt.in_flight.load(Ordering::SeqCst) > 0 {
+    async fn finish(self: Arc<Self>, tasks: Tasks) -> Result<()> {
+        let rt = self;
+        if rt.flow.in_flight.load(Ordering::SeqCst) > 0 {
             tracing::warn!(
                 topic = %rt.spec.name,
-                in_flight = rt.in_flight.load(Ordering::SeqCst),
+                in_flight = rt.flow.in_flight.load(Ordering::SeqCst),
                 "drain timeout: abandoning in-flight messages (they stay pending)"
             );
-            rt.killed.cancel();
+            rt.stop.killed.cancel();
         }
-        let _ = self.fetcher.await;
-        let _ = self.dispatcher.await;
-        let _ = self.acker.await;
-        let _ = self.promoter.await;
-        rt.stop_coord.cancel();
-        let _ = self.coordinator.await;
-        let held: Vec<Held> = rt.lock().owned.iter().map(|(p, o)| (*p, o.epoch)).collect();
-        if rt.s.mode == Mode::Ordered && !held.is_empty() {
-            idempotent(|| async { rt.client.store().lease_release(rt.leases(), &held).await })
-                .await?;
-            tracing::info!(topic = %rt.spec.name, group = %rt.s.group,
-                released = ?held.iter().map(|h| h.0).collect::<Vec<_>>(), "released partitions");
-        }
+        let _ = tasks.fetcher.await;
+        let _ = tasks.dispatcher.await;
+        let _ = tasks.acker.await;
+        let _ = tasks.promoter.await;
+        rt.stop.coord.cancel();
+        let _ = tasks.coordinator.await;
+        D::release(&rt).await?;
         rt.lock().owned.clear();
         idempotent(|| async {
             rt.client
@@ -297,24 +402,12 @@ impl TopicRuntime {
         Ok(())
     }
 
-    pub(crate) fn abort(self) {
-        self.rt.killed.cancel();
-        self.coordinator.abort();
-        self.fetcher.abort();
-        self.dispatcher.abort();
-        self.acker.abort();
-        self.promoter.abort();
-    }
-}
-
-impl Rt {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock is a bug in this module; the
         // state stays usable (every update is a few assignments).
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The stream a message of `partition` was read from.
     /// This member of the group.
     fn member(&self) -> Member<'_> {
         Member {
@@ -344,38 +437,55 @@ impl Rt {
     }
 
     /// Whether messages of `partition` delivered at `epoch` may still be
-    /// handled: ours at that epoch, not draining, and the lease not run out
-    /// locally (checked here too, so a stalled coordinator cannot extend it).
+    /// handled (see [`Discipline::is_current`]).
     fn is_current(&self, partition: u32, epoch: u64) -> bool {
-        if self.s.mode == Mode::Shared {
-            return !self.killed.is_cancelled();
-        }
-        let now = Instant::now();
-        self.lock()
-            .owned
-            .get(&partition)
-            .is_some_and(|o| o.epoch == epoch && !o.draining && o.valid_until > now)
+        D::is_current(self, partition, epoch)
     }
 
     /// A delivered message is done: acked, dead-lettered, or abandoned.
-    fn done(&self, partition: u32, src: u8, id: StreamId, epoch: u64) {
+    fn done(&self, d: DeliveryId) {
         let mut st = self.lock();
-        if st.in_flight_ids.remove(&(partition, src, id, epoch)) {
-            if let Some(o) = st.owned.get_mut(&partition)
-                && o.epoch == epoch
+        if st.in_flight_ids.remove(&d) {
+            if let Some(o) = st.owned.get_mut(&d.partition)
+                && o.epoch == d.epoch
             {
-                o.in_flight = o.in_flight.saturating_sub(1);
+                o.activity.in_flight = o.activity.in_flight.saturating_sub(1);
             }
             drop(st);
-            if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-                self.idle.notify_waiters();
+            if self.flow.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.flow.idle.notify_waiters();
             }
         }
     }
 
     /// A handler finished (or a delivery was dropped): room for more reads.
     fn unbuffer(&self) {
-        self.buffered.fetch_sub(1, Ordering::SeqCst);
-        self.space.notify_one();
+        self.flow.buffered.fetch_sub(1, Ordering::SeqCst);
+        self.flow.space.notify_one();
+    }
+}
+
+impl Rt<Ordered> {
+    /// Releases every lease still held (at shutdown).
+    async fn release_all(&self) -> Result<()> {
+        let held: Vec<(u32, u64)> = self
+            .lock()
+            .owned
+            .iter()
+            .map(|(p, o)| (*p, o.epoch))
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        idempotent(|| async {
+            self.client
+                .store()
+                .lease_release(self.leases(), &held)
+                .await
+        })
+        .await?;
+        tracing::info!(topic = %self.spec.name, group = %self.s.group,
+            released = ?held.iter().map(|h| h.0).collect::<Vec<_>>(), "released partitions");
+        Ok(())
     }
 }

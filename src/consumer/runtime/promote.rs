@@ -17,10 +17,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Rt;
+use super::discipline::Discipline;
 use crate::client::Client;
 use crate::conn::ReadGuard;
 use crate::error::{Error, Result};
-use crate::group::Mode;
 use crate::store::promote::Promote;
 use crate::topic::TopicSpec;
 
@@ -147,16 +147,16 @@ async fn run_promoter(
     waker.abort();
 }
 
-impl Rt {
+impl<D: Discipline> Rt<D> {
     pub(super) async fn promote_loop(self: Arc<Self>) {
-        let group = (self.s.mode == Mode::Shared).then(|| self.s.group.clone());
+        let group = D::PROMOTES_RETRIES.then(|| self.s.group.clone());
         let stop = CancellationToken::new();
         let rt = self.clone();
         let partitions = move || -> Vec<u32> {
             rt.lock()
                 .owned
                 .iter()
-                .filter(|(_, o)| !o.draining)
+                .filter(|(_, o)| !o.lease.draining)
                 .map(|(p, _)| *p)
                 .collect()
         };
@@ -166,8 +166,8 @@ impl Rt {
         let forward = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = e2.changed.notified() => e1.notify_one(),
-                    _ = e2.scheduled.notified() => e1.notify_one(),
+                    _ = e2.wake.changed.notified() => e1.notify_one(),
+                    _ = e2.wake.scheduled.notified() => e1.notify_one(),
                 }
             }
         });
@@ -181,8 +181,8 @@ impl Rt {
         );
         tokio::select! {
             _ = runner => {}
-            _ = self.stop_reading.cancelled() => stop.cancel(),
-            _ = self.killed.cancelled() => stop.cancel(),
+            _ = self.stop.reading.cancelled() => stop.cancel(),
+            _ = self.stop.killed.cancelled() => stop.cancel(),
         }
         forward.abort();
     }
