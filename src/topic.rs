@@ -10,14 +10,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::error::check;
 use crate::error::{Error, Result};
 use crate::keys::validate_topic;
 use crate::store::backend::Backend;
 use crate::store::coordination::TopicCreate;
+use crate::store::topics::Layout;
 
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -105,6 +104,15 @@ impl TopicSpec {
             return Err(Error::invalid("max_len", "must be at least 1"));
         }
         Ok(())
+    }
+
+    /// Where the store finds the topic's keys.
+    pub(crate) fn layout(&self) -> Layout<'_> {
+        Layout {
+            topic: &self.name,
+            partitions: self.partitions,
+            lanes: self.lanes,
+        }
     }
 
     /// The settings that define a topic, as stored in its meta hash.
@@ -215,7 +223,6 @@ impl Catalog {
     /// Fails with [`Error::TopicConflict`] if it exists with other settings.
     pub(crate) async fn create_topic(&self, spec: &TopicSpec) -> Result<Created> {
         spec.validate()?;
-        let keys = self.keys();
         let created_ms = self.redis_time_ms().await?;
         let created = match self
             .store()
@@ -246,8 +253,7 @@ impl Catalog {
                 });
             }
         };
-        let mut conn = self.connection();
-        let _: () = conn.sadd(keys.topics(), &spec.name).await?;
+        self.store().register_topic(&spec.name).await?;
         self.cache_topic(spec.clone());
         Ok(created)
     }
@@ -290,17 +296,15 @@ impl Catalog {
             return Ok(Arc::new(view));
         }
         validate_topic(name)?;
-        let fields: Vec<(String, String)> =
-            self.connection().hgetall(self.keys().meta(name)).await?;
-        if fields.is_empty() {
+        let Some(fields) = self.store().topic_meta(name).await? else {
             return Err(Error::TopicNotFound(name.to_string()));
-        }
+        };
         Ok(self.cache_topic(TopicSpec::from_fields(name, &fields)?))
     }
 
     /// Names of all topics, sorted.
     pub(crate) async fn list_topics(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self.connection().smembers(self.keys().topics()).await?;
+        let mut names = self.store().topic_names().await?;
         names.sort();
         Ok(names)
     }
@@ -312,34 +316,15 @@ impl Catalog {
             cache.remove(name);
         }
         let spec = self.topic_cached(name).await?;
-        let keys = self.keys();
-        let groups_per_partition: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
-            .map(|p| {
-                let mut cmds: Vec<redis::Cmd> = (0..spec.lanes)
-                    .map(|lane| redis::cmd("XLEN").arg(keys.stream(name, p, lane)).clone())
-                    .collect();
-                cmds.push(redis::cmd("ZCARD").arg(keys.delayed(name, p)).clone());
-                cmds.push(redis::cmd("XLEN").arg(keys.dlq(name, p)).clone());
-                cmds
-            })
-            .collect();
-        let replies = self.query_grouped(groups_per_partition).await?;
-        let mut partition_lengths = Vec::with_capacity(replies.len());
+        let store = self.store();
+        let mut partition_lengths = Vec::with_capacity(spec.partitions as usize);
         let (mut delayed, mut dlq_length) = (0, 0);
-        for part in replies {
-            let nums = part
-                .into_iter()
-                .map(|v| {
-                    redis::from_redis_value::<u64>(check(v)?)
-                        .map_err(|e| Error::Decode(e.to_string()))
-                })
-                .collect::<Result<Vec<u64>>>()?;
-            let lanes = spec.lanes as usize;
-            partition_lengths.push(nums[..lanes].iter().sum());
-            delayed += nums[lanes];
-            dlq_length += nums[lanes + 1];
+        for part in store.topic_lengths(spec.layout()).await? {
+            partition_lengths.push(part.lanes.iter().sum());
+            delayed += part.delayed;
+            dlq_length += part.dead_letters;
         }
-        let mut groups: Vec<String> = self.connection().smembers(keys.groups(name)).await?;
+        let mut groups = store.group_names(name).await?;
         groups.sort();
         Ok(TopicInfo {
             name: spec.name.clone(),
@@ -371,47 +356,9 @@ impl Catalog {
             Err(Error::TopicNotFound(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let keys = self.keys();
-        let groups: Vec<String> = self.connection().smembers(keys.groups(name)).await?;
-        let per_partition: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
-            .map(|p| {
-                let mut del = redis::cmd("DEL");
-                for lane in 0..spec.lanes {
-                    del.arg(keys.stream(name, p, lane));
-                }
-                del.arg(keys.delayed(name, p)).arg(keys.dlq(name, p));
-                del.arg(keys.wake(name, p));
-                for g in &groups {
-                    del.arg(keys.retry(name, p, g))
-                        .arg(keys.lease(name, p, g))
-                        .arg(keys.retry_stream(name, p, g))
-                        .arg(keys.attempts(name, p, g));
-                }
-                vec![del]
-            })
-            .collect();
-        for reply in self
-            .query_grouped(per_partition)
-            .await?
-            .into_iter()
-            .flatten()
-        {
-            check(reply)?;
-        }
-        let mut conn = self.connection();
-        for g in &groups {
-            let _: () = conn
-                .del(&[
-                    keys.members(name, g),
-                    keys.member_info(name, g),
-                    keys.assign(name, g),
-                    keys.paused(name, g),
-                    keys.rate(name, g),
-                ])
-                .await?;
-        }
-        let _: () = conn.del(&[keys.meta(name), keys.groups(name)]).await?;
-        let _: () = conn.srem(keys.topics(), name).await?;
+        let store = self.store();
+        let groups = store.group_names(name).await?;
+        store.delete_topic_keys(spec.layout(), &groups).await?;
         if let Ok(mut cache) = self.specs.lock() {
             cache.remove(name);
         }

@@ -12,16 +12,14 @@ pub mod assignment;
 mod lag;
 pub mod reset;
 
-use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
 use crate::envelope::StreamId;
-use crate::error::check;
 use crate::error::{Error, Result};
 use crate::keys::validate_name;
 use crate::reader::StartAt;
+use crate::store::groups::NewGroup;
 use crate::topic::Catalog;
-use crate::topic::TopicSpec;
 
 pub use reset::{LaneReset, ResetPlan};
 
@@ -79,103 +77,46 @@ pub(crate) async fn create_group(
     validate_name("group", group)?;
     let spec = cat.topic_cached(topic).await?;
     let id = start_id(start);
-    let keys = cat.keys();
-    let cmds: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
-        .map(|p| {
-            let mut v: Vec<redis::Cmd> = (0..spec.lanes)
-                .map(|lane| {
-                    redis::cmd("XGROUP")
-                        .arg("CREATE")
-                        .arg(keys.stream(topic, p, lane))
-                        .arg(group)
-                        .arg(&id)
-                        .arg("MKSTREAM")
-                        .clone()
-                })
-                .collect();
-            // The group's own retry stream (retries, replays to the group).
-            v.push(
-                redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(keys.retry_stream(topic, p, group))
-                    .arg(group)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .clone(),
-            );
-            v
-        })
-        .collect();
-    for v in cat.query_grouped(cmds).await?.into_iter().flatten() {
-        match v {
-            Value::ServerError(e) if e.code() == "BUSYGROUP" => {}
-            other => {
-                check(other)?;
-            }
-        }
-    }
-    // A placeholder consumer whose idle time is the group's age: the
-    // trim script counts a group as live for one retention period after
+    // Each lane stream gets the group at `id`, and each partition the
+    // group's own retry stream (retries, replays to the group). Then a
+    // placeholder consumer whose idle time is the group's age: the trim
+    // script counts a group as live for one retention period after
     // creation, even before any member reads (it is never reset).
-    let placeholders: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
-        .map(|p| {
-            (0..spec.lanes)
-                .map(|lane| {
-                    redis::cmd("XGROUP")
-                        .arg("CREATECONSUMER")
-                        .arg(keys.stream(topic, p, lane))
-                        .arg(group)
-                        .arg(CREATED_CONSUMER)
-                        .clone()
-                })
-                .collect()
+    cat.store()
+        .create_group(NewGroup {
+            layout: spec.layout(),
+            group,
+            start_id: &id,
+            placeholder: CREATED_CONSUMER,
         })
-        .collect();
-    for v in cat.query_grouped(placeholders).await?.into_iter().flatten() {
-        check(v)?;
-    }
-    let _: () = cat.connection().sadd(keys.groups(topic), group).await?;
-    Ok(())
+        .await
 }
 
 /// Pauses a group: its members stop taking new messages at their next
 /// heartbeat (in-flight work finishes). Idempotent.
 pub(crate) async fn pause_group(cat: &Catalog, topic: &str, group: &str) -> Result<()> {
     require_group(cat, topic, group).await?;
-    let _: () = cat
-        .connection()
-        .set(cat.keys().paused(topic, group), "1")
-        .await?;
-    Ok(())
+    cat.store().set_group_paused(topic, group, true).await
 }
 
 /// Resumes a paused group. Idempotent.
 pub(crate) async fn resume_group(cat: &Catalog, topic: &str, group: &str) -> Result<()> {
     require_group(cat, topic, group).await?;
-    let _: () = cat
-        .connection()
-        .del(cat.keys().paused(topic, group))
-        .await?;
-    Ok(())
+    cat.store().set_group_paused(topic, group, false).await
 }
 
 /// Whether a group is paused.
 pub(crate) async fn is_group_paused(cat: &Catalog, topic: &str, group: &str) -> Result<bool> {
     require_group(cat, topic, group).await?;
-    Ok(cat
-        .connection()
-        .exists(cat.keys().paused(topic, group))
-        .await?)
+    cat.store().group_paused(topic, group).await
 }
 
+/// Checks the group name, that the topic exists and that the group is
+/// registered ([`Error::GroupNotFound`] if not).
 pub(crate) async fn require_group(cat: &Catalog, topic: &str, group: &str) -> Result<()> {
     validate_name("group", group)?;
     cat.topic_cached(topic).await?;
-    let known: bool = cat
-        .connection()
-        .sismember(cat.keys().groups(topic), group)
-        .await?;
-    if known {
+    if cat.store().group_exists(topic, group).await? {
         Ok(())
     } else {
         Err(Error::GroupNotFound {
@@ -188,7 +129,7 @@ pub(crate) async fn require_group(cat: &Catalog, topic: &str, group: &str) -> Re
 /// Names of a topic's groups, sorted.
 pub(crate) async fn list_groups(cat: &Catalog, topic: &str) -> Result<Vec<String>> {
     cat.topic_cached(topic).await?;
-    let mut names: Vec<String> = cat.connection().smembers(cat.keys().groups(topic)).await?;
+    let mut names = cat.store().group_names(topic).await?;
     names.sort();
     Ok(names)
 }
@@ -251,86 +192,40 @@ pub struct GroupInfo {
 /// Members, owners, lag and pending of a group.
 pub(crate) async fn describe_group(cat: &Catalog, topic: &str, group: &str) -> Result<GroupInfo> {
     validate_name("group", group)?;
-    let spec: std::sync::Arc<TopicSpec> = cat.topic_cached(topic).await?;
-    let keys = cat.keys();
-    let mut conn = cat.connection();
-    let known: bool = conn.sismember(keys.groups(topic), group).await?;
-    if !known {
+    let spec = cat.topic_cached(topic).await?;
+    let store = cat.store();
+    if !store.group_exists(topic, group).await? {
         return Err(Error::GroupNotFound {
             topic: topic.to_string(),
             group: group.to_string(),
         });
     }
     let now = cat.redis_time_ms().await?;
-    let deadlines: Vec<(String, u64)> = conn
-        .zrangebyscore_withscores(keys.members(topic, group), now, "+inf")
-        .await?;
-    let info: std::collections::HashMap<String, String> =
-        conn.hgetall(keys.member_info(topic, group)).await?;
-    let members = deadlines
+    let live = store.live_members(topic, group, now).await?;
+    let records = store.member_records(topic, group).await?;
+    let members = live
         .into_iter()
-        .map(|(id, deadline)| {
-            let parts: Vec<&str> = info
-                .get(&id)
-                .map(|s| s.split('|').collect())
-                .unwrap_or_default();
-            let num = |i: usize| parts.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+        .map(|m| {
+            let r = records.get(&m.id).copied().unwrap_or_default();
             MemberInfo {
-                is_static: parts.first() == Some(&"1"),
-                joined_ms: num(1),
-                last_heartbeat_ms: num(2),
-                session_deadline_ms: deadline,
-                id,
+                is_static: r.is_static,
+                joined_ms: r.joined_ms,
+                last_heartbeat_ms: r.last_heartbeat_ms,
+                session_deadline_ms: m.deadline_ms,
+                id: m.id,
             }
         })
         .collect();
-    let assign: std::collections::HashMap<String, String> =
-        conn.hgetall(keys.assign(topic, group)).await?;
+    let assign = store.stored_assignment(topic, group).await?;
 
-    // Per partition: the lease, then XINFO GROUPS of each lane.
-    let cmds: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
-        .map(|p| {
-            let mut v = vec![
-                redis::cmd("HGETALL")
-                    .arg(keys.lease(topic, p, group))
-                    .clone(),
-            ];
-            for lane in 0..spec.lanes {
-                let stream = keys.stream(topic, p, lane);
-                v.push(redis::cmd("XINFO").arg("GROUPS").arg(&stream).clone());
-                v.push(redis::cmd("XINFO").arg("STREAM").arg(&stream).clone());
-            }
-            v
-        })
-        .collect();
-    let replies = cat.query_grouped(cmds).await?;
     let mut partitions = Vec::new();
-    for (p, mut vals) in replies.into_iter().enumerate() {
-        let p = p as u32;
-        let lease: std::collections::HashMap<String, String> =
-            redis::from_redis_value(check(vals.remove(0))?)
-                .map_err(|e| Error::Decode(e.to_string()))?;
-        let expires: u64 = lease
-            .get("expires")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let owner = lease
-            .get("owner")
-            .filter(|o| !o.is_empty() && expires > now)
-            .cloned();
+    for (p, part) in (0..).zip(store.group_partitions(spec.layout(), group).await?) {
+        // An expired lease has no owner.
+        let owner = part.lease.owner.filter(|_| part.lease.expires_ms > now);
         let (mut lag, mut pending) = (0, 0);
-        let mut lanes = vals.into_iter();
-        while let (Some(groups), Some(stream)) = (lanes.next(), lanes.next()) {
-            // A lane stream that never existed has no groups yet;
-            // any other error is an error.
-            let missing = |v: &Value| {
-                matches!(v, Value::ServerError(e)
-                    if e.details().is_some_and(|d| d.contains("no such key")))
-            };
-            if missing(&groups) || missing(&stream) {
-                continue;
-            }
-            if let Some((l, pe)) = lag::lane_counts(&check(groups)?, &check(stream)?, group) {
+        // A lane stream that never existed has no groups yet.
+        for lane in part.lanes.iter().flatten() {
+            if let Some((l, pe)) = lag::lane_counts(&lane.groups, &lane.stream, group) {
                 lag += l;
                 pending += pe;
             }
@@ -338,13 +233,13 @@ pub(crate) async fn describe_group(cat: &Catalog, topic: &str, group: &str) -> R
         partitions.push(PartitionInfo {
             partition: p,
             owner,
-            assigned: assign.get(&p.to_string()).cloned(),
-            epoch: lease.get("epoch").and_then(|v| v.parse().ok()).unwrap_or(0),
+            assigned: assign.get(&p).cloned(),
+            epoch: part.lease.epoch,
             lag,
             pending,
         });
     }
-    let paused: bool = conn.exists(keys.paused(topic, group)).await?;
+    let paused = store.group_paused(topic, group).await?;
     Ok(GroupInfo {
         paused,
         topic: topic.to_string(),

@@ -1,17 +1,16 @@
 //! Moving a group to another position; how a reset works is told on
 //! [`ResetPlan`].
 
-use redis::{AsyncCommands, Value};
+use redis::Value;
 use serde::Serialize;
 
 use crate::envelope::StreamId;
 use crate::error::check;
 use crate::error::{Error, Result};
 use crate::reader::StartAt;
+use crate::store::group_positions::{EntryRange, LanePosition, entry_id};
+use crate::store::groups::{LaneXinfo, no_such_key};
 use crate::topic::Catalog;
-
-/// Entries fetched per `XRANGE` while counting.
-const COUNT_PAGE: usize = 1000;
 
 /// One partition lane of a [`ResetPlan`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -210,19 +209,6 @@ fn id(v: Option<&Value>) -> Result<Option<StreamId>> {
     }
 }
 
-/// The id of an entry as `XRANGE` or `XINFO STREAM` returns it (`[id, fields]`).
-fn entry_id(v: &Value) -> Result<Option<StreamId>> {
-    match v {
-        Value::Array(parts) => id(parts.first()),
-        _ => Ok(None),
-    }
-}
-
-/// Whether a reply is Redis's "the stream does not exist".
-fn no_such_key(v: &Value) -> bool {
-    matches!(v, Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")))
-}
-
 /// Parses a lane's `XINFO STREAM` and `XINFO GROUPS` replies.
 fn lane_state(stream: Value, groups: Value, group: &str) -> Result<LaneState> {
     if no_such_key(&stream) {
@@ -261,7 +247,7 @@ fn lane_state(stream: Value, groups: Value, group: &str) -> Result<LaneState> {
     Ok(state)
 }
 
-/// What [`reset_group`](Client::reset_group) would do, without changing
+/// What [`reset_group`](crate::Client::reset_group) would do, without changing
 /// anything: per partition lane the group's last-delivered id now and
 /// after the reset, and the lag the reset leaves. See [`crate::group::reset`].
 pub(crate) async fn plan_group_reset(
@@ -283,43 +269,21 @@ async fn plan(
 ) -> Result<(ResetPlan, Vec<u64>)> {
     super::require_group(cat, topic, group).await?;
     let spec = cat.topic_cached(topic).await?;
-    let keys = cat.keys();
+    let store = cat.store();
 
     let now = cat.redis_time_ms().await?;
-    let mut members: Vec<String> = cat
-        .connection()
-        .zrangebyscore(keys.members(topic, group), now, "+inf")
-        .await?;
+    let mut members = store.live_member_ids(topic, group, now).await?;
     members.sort();
-
-    let cmds: Vec<Vec<redis::Cmd>> = (0..spec.partitions)
-        .map(|p| {
-            (0..spec.lanes)
-                .flat_map(|lane| {
-                    let key = keys.stream(topic, p, lane);
-                    [
-                        redis::cmd("XINFO").arg("STREAM").arg(&key).clone(),
-                        redis::cmd("XINFO").arg("GROUPS").arg(&key).clone(),
-                    ]
-                })
-                .collect()
-        })
-        .collect();
-    let replies = cat.query_grouped(cmds).await?;
 
     let mut partitions = Vec::new();
     let mut entries_read = Vec::new();
-    for (p, vals) in (0..spec.partitions).zip(replies) {
-        let mut vals = vals.into_iter();
-        for lane in 0..spec.lanes {
-            let (Some(stream), Some(groups)) = (vals.next(), vals.next()) else {
-                return Err(Error::Decode("XINFO reply is missing".into()));
-            };
+    for (p, lanes) in (0..spec.partitions).zip(store.lanes_xinfo(spec.layout()).await?) {
+        for (lane, LaneXinfo { stream, groups }) in (0..spec.lanes).zip(lanes) {
             let state = lane_state(stream, groups, group)?;
             let (new_id, lag) = target(to, &state);
             let lag_after = match lag {
                 Lag::Known(n) => n,
-                Lag::After(x) => count_after(cat, &keys.stream(topic, p, lane), x, &state).await?,
+                Lag::After(x) => count_after(cat, topic, (p, lane), x, &state).await?,
             };
             partitions.push(LaneReset {
                 partition: p,
@@ -348,7 +312,7 @@ async fn plan(
 
 /// Moves `group` to `to` on every partition lane of `topic`
 /// (`XGROUP SETID`), and returns what it changed (see
-/// [`plan_group_reset`](Client::plan_group_reset)). Pending entries stay
+/// [`plan_group_reset`](crate::Client::plan_group_reset)). Pending entries stay
 /// pending; they are still redelivered by the group's normal recovery.
 ///
 /// Refuses with [`Error::GroupHasMembers`] while the group has live
@@ -374,97 +338,55 @@ pub(crate) async fn reset_group(
         // there the way a worker would, then set it like the others.
         super::create_group(cat, topic, group, to).await?;
     }
-    let keys = cat.keys();
-    // One group of commands per partition (one cluster slot each).
-    let batch = |with_entries_read: bool| -> Vec<Vec<redis::Cmd>> {
-        let mut groups: Vec<Vec<redis::Cmd>> = Vec::new();
-        for (l, read) in plan.partitions.iter().zip(&entries_read) {
-            let mut c = redis::cmd("XGROUP");
-            c.arg("SETID")
-                .arg(keys.stream(topic, l.partition, l.lane))
-                .arg(group)
-                .arg(&l.to);
-            if with_entries_read {
-                c.arg("ENTRIESREAD").arg(*read);
-            }
-            match groups.last_mut() {
-                Some(g) if l.lane > 0 => g.push(c),
-                _ => groups.push(vec![c]),
-            }
-        }
-        groups
-    };
-    let mut replies: Vec<Value> = cat
-        .query_grouped(batch(true))
-        .await?
-        .into_iter()
-        .flatten()
+    let lanes: Vec<LanePosition> = plan
+        .partitions
+        .iter()
+        .zip(&entries_read)
+        .map(|(l, read)| LanePosition {
+            partition: l.partition,
+            lane: l.lane,
+            to: &l.to,
+            entries_read: *read,
+        })
         .collect();
-    // A Redis-compatible server without ENTRIESREAD: set the ids alone
-    // (Redis then reports the lag as unknown until the group reads).
-    let unsupported = |v: &Value| {
-        matches!(v, Value::ServerError(e)
-        if e.details().is_some_and(|d| {
-            let d = d.to_ascii_lowercase();
-            d.contains("syntax") || d.contains("entriesread")
-        }))
-    };
-    if replies.iter().any(unsupported) {
-        tracing::debug!("XGROUP SETID without ENTRIESREAD");
-        replies = cat
-            .query_grouped(batch(false))
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-    }
-    for v in replies {
-        check(v)?;
-    }
+    cat.store()
+        .set_group_positions(topic, group, &lanes)
+        .await?;
     tracing::info!(topic = %topic, group = %group, to = %plan.to, lag_after = plan.lag_after,
         forced = !plan.members.is_empty(), "group reset");
     plan.applied = true;
     Ok(plan)
 }
 
-/// Counts the entries of `key` after `x`, which lies between its first
-/// entry and its last generated id: directly, or as the length minus
+/// Counts the entries of a lane stream after `x`, which lies between its
+/// first entry and its last generated id: directly, or as the length minus
 /// the entries up to `x` when that side looks shorter by time.
-async fn count_after(cat: &Catalog, key: &str, x: StreamId, s: &LaneState) -> Result<u64> {
+async fn count_after(
+    cat: &Catalog,
+    topic: &str,
+    (partition, lane): (u32, u8),
+    x: StreamId,
+    s: &LaneState,
+) -> Result<u64> {
     let first = s.first_entry.unwrap_or(ZERO);
     let before_is_shorter = x.ms.saturating_sub(first.ms) < s.last_generated.ms - x.ms;
+    let range = |after, through| EntryRange {
+        topic,
+        partition,
+        lane,
+        after,
+        through,
+    };
+    let store = cat.store();
     if before_is_shorter {
-        let upto = count_range(cat, key, "-".into(), &x.to_string()).await?;
+        let upto = store.count_lane_entries(range(None, x)).await?;
         Ok(s.length.saturating_sub(upto))
     } else {
         // Only up to the last id seen in the summary: entries added since
         // are not in `entries_added` either, and count as lag anyway.
-        count_range(cat, key, format!("({x}"), &s.last_generated.to_string()).await
-    }
-}
-
-/// Counts the entries of `key` from `start` to `end` (`XRANGE` syntax)
-/// in pages.
-async fn count_range(cat: &Catalog, key: &str, mut start: String, end: &str) -> Result<u64> {
-    let mut conn = cat.connection();
-    let mut total = 0u64;
-    loop {
-        let page: Value = redis::cmd("XRANGE")
-            .arg(key)
-            .arg(&start)
-            .arg(end)
-            .arg("COUNT")
-            .arg(COUNT_PAGE)
-            .query_async(&mut conn)
-            .await?;
-        let Value::Array(entries) = page else {
-            return Err(Error::Decode("XRANGE reply is not an array".into()));
-        };
-        total += entries.len() as u64;
-        match entries.last().map(entry_id).transpose()?.flatten() {
-            Some(last) if entries.len() == COUNT_PAGE => start = format!("({last}"),
-            _ => return Ok(total),
-        }
+        store
+            .count_lane_entries(range(Some(x), s.last_generated))
+            .await
     }
 }
 

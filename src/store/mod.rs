@@ -15,11 +15,14 @@
 pub(crate) mod backend;
 pub(crate) mod coordination;
 pub(crate) mod dead_letters;
+pub(crate) mod group_positions;
+pub(crate) mod groups;
 pub(crate) mod lease;
 pub(crate) mod membership;
 pub(crate) mod promote;
 pub(crate) mod publish;
 pub(crate) mod settle;
+pub(crate) mod topics;
 
 use futures_util::future::join_all;
 use redis::{Cmd, Value};
