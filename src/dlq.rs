@@ -11,11 +11,14 @@
 
 use serde::Serialize;
 
-use crate::envelope::{Headers, StreamId, meta, parse_entries};
-use crate::error::check;
+use crate::envelope::{Headers, Message, StreamId, meta};
 use crate::error::{Error, Result};
 use crate::store::dead_letters::{Replay, ReplayTarget};
+use crate::store::dlq_entries::DeadLetterPage;
 use crate::topic::Catalog;
+
+/// Entries read per page of a dead-letter stream.
+const PAGE: usize = 500;
 
 /// One dead letter.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -68,18 +71,29 @@ fn take(headers: &mut Headers, name: &str) -> String {
     headers.remove(name).unwrap_or_default()
 }
 
+/// Parses an `XRANGE` reply of a dead-letter stream, as the store's reads
+/// and [`dead_letters_of`] do (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn parse_dead_letters(
     topic: &str,
     partition: u32,
     v: redis::Value,
 ) -> Result<Vec<DeadLetter>> {
-    Ok(parse_entries(topic, partition, 0, v)?
+    Ok(dead_letters_of(crate::envelope::parse_entries(
+        topic, partition, 0, v,
+    )?))
+}
+
+/// Dead letters from the entries of a dead-letter stream: where and why
+/// each failed comes out of its headers.
+fn dead_letters_of(entries: Vec<Message>) -> Vec<DeadLetter> {
+    entries
         .into_iter()
         .map(|m| {
             let mut headers = m.headers;
             DeadLetter {
                 id: m.id.to_string(),
-                partition,
+                partition: m.partition,
                 lane: take(&mut headers, meta::LANE).parse().unwrap_or(0),
                 group: take(&mut headers, meta::GROUP),
                 origin_id: take(&mut headers, meta::ORIGIN_ID),
@@ -94,7 +108,7 @@ pub(crate) fn parse_dead_letters(
                 },
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Splits `P:ms-seq` into its partition and id; a bare id has no partition.
@@ -135,29 +149,28 @@ async fn partition_dead_letters(
     group: Option<&str>,
     limit: usize,
 ) -> Result<Vec<DeadLetter>> {
-    let key = cat.keys().dlq(topic, p);
+    let store = cat.store();
     let mut out = Vec::new();
-    let mut start = "-".to_string();
+    let mut after = None;
     loop {
-        let v: redis::Value = redis::cmd("XRANGE")
-            .arg(&key)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut cat.connection())
-            .await?;
-        let batch = parse_dead_letters(topic, p, v)?;
-        let n = batch.len();
-        if let Some(last) = batch.last() {
-            start = format!("({}", last.id);
+        let page = DeadLetterPage {
+            topic,
+            partition: p,
+            after,
+            count: PAGE,
+        };
+        let entries = store.dead_letter_page(page).await?;
+        let n = entries.len();
+        if let Some(last) = entries.last() {
+            after = Some(last.id);
         }
+        let batch = dead_letters_of(entries);
         out.extend(
             batch
                 .into_iter()
                 .filter(|d| group.is_none_or(|g| d.group == g)),
         );
-        if n < 500 || out.len() >= limit {
+        if n < PAGE || out.len() >= limit {
             return Ok(out);
         }
     }
@@ -192,13 +205,8 @@ async fn find_dead_letters(cat: &Catalog, topic: &str, ids: &[String]) -> Result
         };
         let mut matches = Vec::new();
         for p in parts {
-            let v: redis::Value = redis::cmd("XRANGE")
-                .arg(cat.keys().dlq(topic, p))
-                .arg(sid.to_string())
-                .arg(sid.to_string())
-                .query_async(&mut cat.connection())
-                .await?;
-            matches.extend(parse_dead_letters(topic, p, v)?);
+            let entries = cat.store().dead_letters_with_id(topic, p, sid).await?;
+            matches.extend(dead_letters_of(entries));
         }
         // Each partition's stream makes its own ids, so a bare id can
         // name entries in two partitions: refuse rather than guess.
@@ -273,21 +281,5 @@ pub(crate) async fn purge_dead_letters(
     for d in found {
         per_partition.entry(d.partition).or_default().push(d.id);
     }
-    let cmds = per_partition
-        .iter()
-        .map(|(p, ids)| {
-            vec![
-                redis::cmd("XDEL")
-                    .arg(cat.keys().dlq(topic, *p))
-                    .arg(ids)
-                    .clone(),
-            ]
-        })
-        .collect();
-    let mut deleted = 0;
-    for v in cat.query_grouped(cmds).await?.into_iter().flatten() {
-        deleted += redis::from_redis_value::<usize>(check(v)?)
-            .map_err(|e| Error::Decode(e.to_string()))?;
-    }
-    Ok(deleted)
+    cat.store().delete_dead_letters(topic, &per_partition).await
 }

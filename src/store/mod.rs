@@ -15,6 +15,7 @@
 pub(crate) mod backend;
 pub(crate) mod coordination;
 pub(crate) mod dead_letters;
+pub(crate) mod dlq_entries;
 pub(crate) mod group_positions;
 pub(crate) mod groups;
 pub(crate) mod lease;
