@@ -48,7 +48,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, LocalResult, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{Headers, validate_key};
@@ -349,9 +348,8 @@ pub(crate) async fn add_schedule(cat: &Catalog, spec: &ScheduleSpec) -> Result<(
     spec.validate()?;
     cat.topic(&spec.topic).await?;
     let json = serde_json::to_string(spec).map_err(|e| Error::Encode(format!("schedule: {e}")))?;
-    let keys = cat.keys();
-    let mut conn = cat.connection();
-    let existing: Option<String> = conn.hget(keys.schedules(), &spec.name).await?;
+    let store = cat.store();
+    let existing = store.schedule_json(&spec.name).await?;
     let same_timing = existing
         .and_then(|old| serde_json::from_str::<ScheduleSpec>(&old).ok())
         .is_some_and(|old| old.cron == spec.cron && old.tz == spec.tz);
@@ -359,17 +357,14 @@ pub(crate) async fn add_schedule(cat: &Catalog, spec: &ScheduleSpec) -> Result<(
         // `last` first: a scheduler that sees the new spec must not
         // catch up on fires of the old timing.
         let now = cat.redis_time_ms().await?;
-        let _: () = conn
-            .hset(keys.schedules_last(), &spec.name, now.to_string())
-            .await?;
+        store.set_schedule_last(&spec.name, now).await?;
     }
-    let _: () = conn.hset(keys.schedules(), &spec.name, json).await?;
-    Ok(())
+    store.put_schedule(&spec.name, &json).await
 }
 
 /// Every schedule, sorted by name.
 pub(crate) async fn list_schedules(cat: &Catalog) -> Result<Vec<ScheduleSpec>> {
-    let raw: HashMap<String, String> = cat.connection().hgetall(cat.keys().schedules()).await?;
+    let raw = cat.store().schedules_json().await?;
     let mut specs = raw
         .into_iter()
         .map(|(name, json)| decode_spec(&name, &json))
@@ -381,25 +376,15 @@ pub(crate) async fn list_schedules(cat: &Catalog) -> Result<Vec<ScheduleSpec>> {
 /// Removes a schedule; false if there was none of that name.
 pub(crate) async fn remove_schedule(cat: &Catalog, name: &str) -> Result<bool> {
     validate_name("schedule", name)?;
-    let keys = cat.keys();
-    let mut conn = cat.connection();
-    let removed: u64 = conn.hdel(keys.schedules(), name).await?;
-    let _: u64 = conn.hdel(keys.schedules_last(), name).await?;
-    Ok(removed > 0)
+    cat.store().remove_schedule(name).await
 }
 
 /// When each schedule last fired (ms since the epoch, Redis clock).
 pub(crate) async fn schedule_last_fires(cat: &Catalog) -> Result<HashMap<String, u64>> {
-    let raw: HashMap<String, String> = cat
-        .connection()
-        .hgetall(cat.keys().schedules_last())
-        .await?;
-    Ok(raw
-        .into_iter()
-        .filter_map(|(name, ms)| Some((name, ms.parse().ok()?)))
-        .collect())
+    cat.store().schedule_last_fires().await
 }
 
+/// Decodes a schedule spec as stored in the schedules hash (JSON).
 pub(crate) fn decode_spec(name: &str, json: &str) -> Result<ScheduleSpec> {
     serde_json::from_str(json).map_err(|e| Error::Decode(format!("schedule {name}: {e}")))
 }

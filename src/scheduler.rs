@@ -6,12 +6,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::duration::Doubling;
-use crate::error::{Error, Result, check};
+use crate::error::{Error, Result};
 use crate::producer::{Producer, PublishOptions, Record};
 use crate::schedule::*;
 use crate::topic::Catalog;
@@ -206,8 +205,7 @@ impl Scheduler {
         warned: &mut HashMap<String, String>,
     ) -> Result<Clock> {
         let client = &self.catalog;
-        let mut conn = client.connection();
-        let raw: HashMap<String, String> = conn.hgetall(client.keys().schedules()).await?;
+        let raw = client.store().schedules_json().await?;
         let last = schedule_last_fires(client).await?;
         let now_ms = client.redis_time_ms().await?;
         let clock = Clock {
@@ -260,30 +258,12 @@ impl Scheduler {
     /// and `last`, publishes with the fire's dedup id, then marks `last`.
     async fn fire(&self, entry: &Entry, fire_ms: u64) -> Result<Fired> {
         let client = &self.catalog;
-        let keys = client.keys();
         let name = &entry.spec.name;
-        // Two hashes, two slots on a cluster: one group each.
-        let replies = client
-            .query_grouped(vec![
-                vec![redis::cmd("HGET").arg(keys.schedules()).arg(name).clone()],
-                vec![
-                    redis::cmd("HGET")
-                        .arg(keys.schedules_last())
-                        .arg(name)
-                        .clone(),
-                ],
-            ])
-            .await?;
-        let mut values = replies.into_iter().flatten().map(|v| {
-            let v = check(v)?;
-            redis::from_redis_value::<Option<String>>(v).map_err(|e| Error::Decode(e.to_string()))
-        });
-        let stored = values.next().transpose()?.flatten();
-        let last = values.next().transpose()?.flatten();
-        if stored.as_deref() != Some(entry.raw.as_str()) {
+        let stored = client.store().stored_schedule(name).await?;
+        if stored.json.as_deref() != Some(entry.raw.as_str()) {
             return Ok(Fired::Changed);
         }
-        if let Some(last) = last.and_then(|l| l.parse::<u64>().ok())
+        if let Some(last) = stored.last_ms
             && last >= fire_ms
         {
             return Ok(Fired::Behind(last));

@@ -22,6 +22,7 @@ pub(crate) mod lease;
 pub(crate) mod membership;
 pub(crate) mod promote;
 pub(crate) mod publish;
+pub(crate) mod schedules;
 pub(crate) mod settle;
 pub(crate) mod topics;
 
