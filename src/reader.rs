@@ -8,19 +8,18 @@
 //! `XREAD` on a dedicated pooled connection (one per partition on a cluster,
 //! where one `XREAD` cannot span slots).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::str::FromStr;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use redis::Value;
-
-use crate::envelope::{Message, StreamId, parse_entries, parse_entry};
-use crate::error::check;
+use crate::envelope::{Message, StreamId};
 use crate::error::{Error, Result};
-use crate::store::idempotent;
+use crate::store::lane_reads::{LaneCursor, LaneRef};
 use crate::topic::Catalog;
 use crate::topic::TopicSpec;
+
+/// Splits an XREAD reply into (stream key, entries) pairs (for the group
+/// reads and the fuzz targets).
+pub(crate) use crate::store::lane_reads::xread_streams;
 
 /// Where a reader (or a group, later) starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,15 +61,25 @@ impl FromStr for StartAt {
     }
 }
 
+/// One partition lane as the reader goes through it.
 struct Lane {
-    partition: u32,
-    lane: u8,
-    key: String,
+    /// The lane stream.
+    at: LaneRef,
     /// Last id delivered (or the position before the start): exclusive.
     after: StreamId,
     buffer: VecDeque<Message>,
     /// True once a read found nothing new.
     drained: bool,
+}
+
+impl Lane {
+    /// Where the next read of this lane starts.
+    fn cursor(&self) -> LaneCursor {
+        LaneCursor {
+            at: self.at,
+            after: self.after,
+        }
+    }
 }
 
 /// Reads a topic without a group, in publish-time order across partitions.
@@ -86,14 +95,11 @@ impl Reader {
     /// A reader of `topic` from `start`.
     pub(crate) async fn open(client: &Catalog, topic: &str, start: StartAt) -> Result<Reader> {
         let spec = client.topic(topic).await?;
-        let keys = client.keys();
         let mut lanes = Vec::new();
-        for p in 0..spec.partitions {
+        for partition in 0..spec.partitions {
             for lane in 0..spec.lanes {
                 lanes.push(Lane {
-                    partition: p,
-                    lane,
-                    key: keys.stream(topic, p, lane),
+                    at: LaneRef { partition, lane },
                     after: StreamId { ms: 0, seq: 0 },
                     buffer: VecDeque::new(),
                     drained: false,
@@ -113,20 +119,11 @@ impl Reader {
                 }
             }
             StartAt::Latest => {
-                let groups = per_partition(&lanes, |l| {
-                    redis::cmd("XREVRANGE")
-                        .arg(&l.key)
-                        .arg("+")
-                        .arg("-")
-                        .arg("COUNT")
-                        .arg(1)
-                        .clone()
-                });
-                let replies = idempotent(|| client.query_grouped(groups.cmds.clone())).await?;
-                for (i, v) in groups.order.iter().zip(replies.into_iter().flatten()) {
-                    let l = &mut lanes[*i];
-                    if let Some(m) = parse_entries(topic, l.partition, l.lane, check(v)?)?.pop() {
-                        l.after = m.id;
+                let at: Vec<LaneRef> = lanes.iter().map(|l| l.at).collect();
+                let last = client.store().last_lane_ids(topic, &at).await?;
+                for (l, last) in lanes.iter_mut().zip(last) {
+                    if let Some(id) = last {
+                        l.after = id;
                     }
                 }
             }
@@ -188,21 +185,15 @@ impl Reader {
             return Ok(());
         }
         let count = self.batch;
-        let subset: Vec<&Lane> = need.iter().map(|&i| &self.lanes[i]).collect();
-        let groups = per_partition_refs(&subset, |l| {
-            redis::cmd("XRANGE")
-                .arg(&l.key)
-                .arg(format!("({}", l.after))
-                .arg("+")
-                .arg("COUNT")
-                .arg(count)
-                .clone()
-        });
-        let replies = idempotent(|| self.client.query_grouped(groups.cmds.clone())).await?;
-        for (j, v) in groups.order.iter().zip(replies.into_iter().flatten()) {
-            let i = need[*j];
+        let cursors: Vec<LaneCursor> = need.iter().map(|&i| self.lanes[i].cursor()).collect();
+        let read = self
+            .client
+            .store()
+            .read_lanes(&self.spec.name, &cursors, count)
+            .await?;
+        for (&i, msgs) in need.iter().zip(read) {
+            let msgs = msgs?;
             let l = &mut self.lanes[i];
-            let msgs = parse_entries(&self.spec.name, l.partition, l.lane, check(v)?)?;
             l.drained = msgs.len() < count;
             l.buffer.extend(msgs);
         }
@@ -211,130 +202,26 @@ impl Reader {
 
     /// Waits for new entries in any lane (up to the block timeout).
     async fn block(&mut self) -> Result<()> {
-        let block_ms = self.client.config().block_timeout.as_millis() as u64;
-        let by_key: HashMap<String, usize> = self
-            .lanes
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.key.clone(), i))
-            .collect();
-        // One XREAD per slot: everything on a single server, per partition on a cluster.
-        let mut slots: Vec<Vec<usize>> = Vec::new();
-        if self.client.connection().is_cluster() {
-            let mut map: HashMap<u32, Vec<usize>> = HashMap::new();
-            for (i, l) in self.lanes.iter().enumerate() {
-                map.entry(l.partition).or_default().push(i);
-            }
-            slots.extend(map.into_values());
-        } else {
-            slots.push((0..self.lanes.len()).collect());
-        }
-        let mut futs = FuturesUnordered::new();
-        for idx in slots {
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT")
-                .arg(self.batch)
-                .arg("BLOCK")
-                .arg(block_ms)
-                .arg("STREAMS");
-            for &i in &idx {
-                cmd.arg(&self.lanes[i].key);
-            }
-            for &i in &idx {
-                cmd.arg(self.lanes[i].after.to_string());
-            }
-            let client = self.client.clone();
-            // Idempotent like the other reads: a wait cut by a restart or a
-            // dropped connection is sent again on a new connection.
-            futs.push(async move {
-                idempotent(|| async {
-                    let mut conn = client.blocking_connection().await?;
-                    let v: Value = cmd.query_async(&mut conn).await?;
-                    Ok::<Value, Error>(v)
-                })
-                .await
-            });
-        }
-        while let Some(reply) = futs.next().await {
-            let reply = reply?;
-            if matches!(reply, Value::Nil) {
-                continue;
-            }
-            for (key, entries) in xread_streams(reply)? {
-                let Some(&i) = by_key.get(&key) else { continue };
-                let l = &mut self.lanes[i];
-                if let Value::Array(items) = entries {
-                    for e in items {
-                        let m = parse_entry(&self.spec.name, l.partition, l.lane, e)?;
-                        if m.id > l.after && l.buffer.back().is_none_or(|b| m.id > b.id) {
-                            l.buffer.push_back(m);
-                        }
-                    }
+        let block = self.client.config().block_timeout;
+        let cursors: Vec<LaneCursor> = self.lanes.iter().map(Lane::cursor).collect();
+        let news = self
+            .client
+            .wait_for_lanes(&self.spec.name, &cursors, self.batch, block)
+            .await?;
+        // Something arrived: hand it out now; other partitions' blocked
+        // reads are dropped and simply read again next time.
+        for n in news {
+            let l = &mut self.lanes[n.index];
+            for m in n.messages {
+                let m = m?;
+                if m.id > l.after && l.buffer.back().is_none_or(|b| m.id > b.id) {
+                    l.buffer.push_back(m);
                 }
-                l.drained = false;
             }
-            // Something arrived: hand it out now; other partitions' blocked
-            // reads are dropped and simply read again next time.
-            return Ok(());
+            l.drained = false;
         }
         Ok(())
     }
-}
-
-/// Splits an XREAD reply into (stream key, entries) pairs (RESP2 or RESP3).
-pub(crate) fn xread_streams(v: Value) -> Result<Vec<(String, Value)>> {
-    let pairs: Vec<(Value, Value)> = match v {
-        Value::Array(items) => items
-            .into_iter()
-            .filter_map(|kv| match kv {
-                Value::Array(mut kv) if kv.len() == 2 => {
-                    let entries = kv.pop()?;
-                    let key = kv.pop()?;
-                    Some((key, entries))
-                }
-                _ => None,
-            })
-            .collect(),
-        Value::Map(items) => items,
-        Value::Nil => Vec::new(),
-        other => return Err(Error::Decode(format!("unexpected XREAD reply {other:?}"))),
-    };
-    pairs
-        .into_iter()
-        .map(|(k, e)| {
-            let key: String =
-                redis::from_redis_value(k).map_err(|e| Error::Decode(e.to_string()))?;
-            Ok((key, e))
-        })
-        .collect()
-}
-
-/// Commands grouped per partition, and which lane each reply belongs to.
-struct Grouped {
-    cmds: Vec<Vec<redis::Cmd>>,
-    order: Vec<usize>,
-}
-
-fn per_partition(lanes: &[Lane], f: impl Fn(&Lane) -> redis::Cmd) -> Grouped {
-    let refs: Vec<&Lane> = lanes.iter().collect();
-    per_partition_refs(&refs, f)
-}
-
-fn per_partition_refs(lanes: &[&Lane], f: impl Fn(&Lane) -> redis::Cmd) -> Grouped {
-    let mut by_part: Vec<(u32, Vec<usize>)> = Vec::new();
-    for (i, l) in lanes.iter().enumerate() {
-        match by_part.iter_mut().find(|(p, _)| *p == l.partition) {
-            Some((_, v)) => v.push(i),
-            None => by_part.push((l.partition, vec![i])),
-        }
-    }
-    let mut cmds = Vec::new();
-    let mut order = Vec::new();
-    for (_, idx) in by_part {
-        cmds.push(idx.iter().map(|&i| f(lanes[i])).collect());
-        order.extend(idx);
-    }
-    Grouped { cmds, order }
 }
 
 #[cfg(test)]

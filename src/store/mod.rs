@@ -18,6 +18,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod dlq_entries;
 pub(crate) mod group_positions;
 pub(crate) mod groups;
+pub(crate) mod lane_reads;
 pub(crate) mod lease;
 pub(crate) mod membership;
 pub(crate) mod promote;
