@@ -11,20 +11,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
-use crate::conn::{BlockingConn, Conn, ServerInfo};
 use crate::dlq::{self, DeadLetter, ReplayTo, Selection};
 use crate::envelope::Event;
 use crate::error::Result;
 use crate::group::{self, GroupInfo, ResetPlan, reset};
-use crate::keys::KeySpace;
 use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 use crate::reader::{Reader, StartAt};
 use crate::schedule::{self, ScheduleSpec};
 use crate::store::backend::Backend;
+use crate::store::conn::{BlockingConn, Conn, ServerInfo};
+use crate::store::keys::KeySpace;
 use crate::topic::{Catalog, Created, TopicInfo, TopicSpec};
-
-// Until the consumer runtime takes its helpers from the store directly.
-pub(crate) use crate::store::idempotent;
 
 /// A connected millrace client.
 ///
@@ -97,18 +94,6 @@ impl Client {
     /// The topics and the backend under them, for the domain modules.
     pub(crate) fn catalog(&self) -> &Catalog {
         &self.catalog
-    }
-
-    /// The store's typed steps (until the consumer runtime holds the
-    /// catalog itself).
-    pub(crate) fn store(&self) -> crate::store::Store<'_> {
-        self.catalog.store()
-    }
-
-    /// A topic's cached settings (until the consumer runtime holds the
-    /// catalog itself).
-    pub(crate) async fn topic_cached(&self, name: &str) -> Result<Arc<TopicSpec>> {
-        self.catalog.topic_cached(name).await
     }
 
     /// The client's shared producer (auto-batching, default settings),

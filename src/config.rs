@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::keys::validate_prefix;
-use crate::tls::{Pem, TlsSettings};
+use crate::store::keys::validate_prefix;
+use crate::store::tls::{Pem, TlsSettings};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "mr";

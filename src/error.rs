@@ -283,7 +283,7 @@ fn permission_denied(code: Option<&str>, detail: &str) -> Option<String> {
             if detail.starts_with("The user executing the script can't")
                 || detail.contains("NOPERM") =>
         {
-            Some(match crate::scripts::denied_call(detail) {
+            Some(match crate::store::scripts::denied_call(detail) {
                 Some(call) => format!("{call}: {detail}"),
                 None => detail.to_string(),
             })

@@ -25,7 +25,7 @@ pub fn parse_entries(topic: &str, partition: u32, lane: u8, v: Value) -> Result<
 
 /// Splits an XREAD / XREADGROUP reply into (stream key, entries) pairs.
 pub fn xread_streams(v: Value) -> Result<Vec<(String, Value)>> {
-    crate::reader::xread_streams(v)
+    crate::store::lane_reads::xread_streams(v)
 }
 
 /// Parses an XRANGE reply of a dead-letter stream.
@@ -86,13 +86,13 @@ pub fn is_input_error(e: &Error) -> bool {
 /// does: `Ok(None)` until all of it is there, then the value and the bytes
 /// it took; a protocol violation is an error.
 pub fn decode_resp(bytes: &[u8]) -> std::result::Result<Option<(Value, usize)>, String> {
-    crate::resp::decode(bytes).map_err(|e| e.0)
+    crate::store::resp::decode(bytes).map_err(|e| e.0)
 }
 
 /// The source of script `name` (`lua/<name>.lua`) as millrace sends it to
 /// Redis, shared pieces included: for tests that call a script directly.
 pub fn script_source(name: &str) -> Option<&'static str> {
-    crate::scripts::Scripts::new()
+    crate::store::scripts::Scripts::new()
         .all()
         .into_iter()
         .find(|s| s.name == name)

@@ -15,9 +15,7 @@ pub mod acl;
 pub mod bench;
 mod client;
 mod config;
-mod conn;
 mod consumer;
-mod direct;
 mod dlq;
 pub mod duration;
 pub mod envelope;
@@ -26,7 +24,6 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz_api;
 mod group;
-pub mod keys;
 #[cfg(feature = "tools")]
 #[doc(hidden)]
 pub mod local;
@@ -34,18 +31,14 @@ pub mod partitioner;
 mod producer;
 mod rate_limit;
 mod reader;
-mod resp;
 mod retry;
 mod schedule;
 mod scheduler;
-mod scripts;
 mod store;
-mod tls;
 mod topic;
 
 pub use client::Client;
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PREFIX, redact_url};
-pub use conn::{BlockingConn, Conn, ServerInfo};
 pub use consumer::{
     Context, HandlerError, LATENCY_BUCKETS, LatencyHistogram, Promoter, StatsSnapshot, Worker,
     WorkerBuilder, WorkerHandle, WorkerSettings, WorkerStats,
@@ -67,4 +60,6 @@ pub use schedule::{
     Timetable, fire_time_rfc3339,
 };
 pub use scheduler::Scheduler;
+pub use store::conn::{BlockingConn, Conn, ServerInfo};
+pub use store::keys;
 pub use topic::{Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, TopicInfo, TopicSpec};

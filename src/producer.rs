@@ -23,11 +23,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::envelope::{self, Event, Headers, encode_headers, validate_key};
 use crate::error::{Error, Result};
-use crate::keys::{KeySpace, validate_dedup_id};
 use crate::partitioner::partition_for_key;
-use crate::scripts::Scripts;
 use crate::store::backend::Backend;
+use crate::store::keys::{KeySpace, validate_dedup_id};
 use crate::store::publish::{self, Due, Prepared, PublishStep, send, unique_nonce};
+use crate::store::scripts::Scripts;
 use crate::topic::{Catalog, TopicSpec};
 
 pub use crate::store::publish::Receipt;

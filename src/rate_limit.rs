@@ -8,9 +8,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::client::Client;
 use crate::duration::parse_duration;
 use crate::error::{Error, Result};
+use crate::store::backend::Backend;
 use crate::store::coordination::{RateAsk, RateGrant};
 
 /// `permits` handler starts per `per`, e.g. `50/1s`.
@@ -121,7 +121,7 @@ impl RateGate {
     }
 
     /// Waits until this member may start one handler.
-    pub(crate) async fn take(&self, client: &Client) -> Result<()> {
+    pub(crate) async fn take(&self, backend: &Backend) -> Result<()> {
         loop {
             if self.held().take(Instant::now()) {
                 return Ok(());
@@ -135,7 +135,7 @@ impl RateGate {
                 granted,
                 left_ms,
                 window,
-            } = client
+            } = backend
                 .store()
                 .rate_take(
                     &self.topic,

@@ -17,10 +17,6 @@ use crate::store::lane_reads::{LaneCursor, LaneRef};
 use crate::topic::Catalog;
 use crate::topic::TopicSpec;
 
-/// Splits an XREAD reply into (stream key, entries) pairs (for the group
-/// reads and the fuzz targets).
-pub(crate) use crate::store::lane_reads::xread_streams;
-
 /// Where a reader (or a group, later) starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartAt {

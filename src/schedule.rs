@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::{Headers, validate_key};
 use crate::error::{Error, Result};
-use crate::keys::{validate_name, validate_topic};
+use crate::store::keys::{validate_name, validate_topic};
 use crate::topic::Catalog;
 
 /// Header naming the schedule that published a message.

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::keys::validate_topic;
 use crate::store::backend::Backend;
 use crate::store::coordination::TopicCreate;
+use crate::store::keys::validate_topic;
 use crate::store::topics::Layout;
 
 /// Most partitions a topic may have.

@@ -11,9 +11,7 @@
 
 mod dispatch;
 pub mod handler;
-mod read;
 mod runtime;
-mod watched;
 
 pub use runtime::promote::Promoter;
 
@@ -30,8 +28,8 @@ use crate::client::Client;
 use crate::envelope::{Event, Message};
 use crate::error::{Error, Result};
 use crate::group::Mode;
-use crate::keys::{validate_name, validate_topic};
 use crate::reader::StartAt;
+use crate::store::keys::{validate_name, validate_topic};
 
 pub use handler::{Context, HandlerError, RawHandler};
 
@@ -456,10 +454,10 @@ impl Worker {
             self.client
                 .create_group(&topic, &self.settings.group, &self.settings.start)
                 .await?;
-            let spec = self.client.topic_cached(&topic).await?;
+            let spec = self.client.catalog().topic_cached(&topic).await?;
             topics.push(
                 runtime::TopicRuntime::start(
-                    self.client.clone(),
+                    self.client.catalog().clone(),
                     spec,
                     self.settings.clone(),
                     handler,

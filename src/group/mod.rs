@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::envelope::StreamId;
 use crate::error::{Error, Result};
-use crate::keys::validate_name;
 use crate::reader::StartAt;
 use crate::store::groups::NewGroup;
+use crate::store::keys::validate_name;
 use crate::topic::Catalog;
 
 pub use reset::{LaneReset, ResetPlan};
@@ -62,8 +62,6 @@ pub(crate) fn start_id(start: &StartAt) -> String {
         StartAt::Id(id) => id.predecessor().to_string(),
     }
 }
-
-pub(crate) use crate::store::lease::Lease;
 
 /// Creates `group` on every partition lane of `topic` at `start` (no-op
 /// where it exists) and registers it. Idempotent; the start position only

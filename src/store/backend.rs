@@ -9,10 +9,10 @@ use redis::{Cmd, Value};
 
 use super::Store;
 use crate::config::Config;
-use crate::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
 use crate::error::Result;
-use crate::keys::KeySpace;
-use crate::scripts::Scripts;
+use crate::store::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
+use crate::store::keys::KeySpace;
+use crate::store::scripts::Scripts;
 
 /// A connected Redis and the means to run millrace's steps on it.
 #[derive(Clone)]

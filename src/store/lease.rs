@@ -18,6 +18,14 @@ pub(crate) enum Lease {
     Taken { owner: String, expires_ms: u64 },
 }
 
+/// A partition and the lease epoch it is held at (0: not held yet, or
+/// shared mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub partition: u32,
+    pub epoch: u64,
+}
+
 /// Leases of one group on some partitions of a topic, for one member.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Leases<'a> {
@@ -27,55 +35,56 @@ pub(crate) struct Leases<'a> {
 }
 
 impl Store<'_> {
-    /// Tries to take (or keep) the lease of each `(partition, epoch held or
-    /// 0)` for `ttl`. A partition whose lease changes hands gets a new epoch.
+    /// Tries to take (or keep) the lease of each partition (at the epoch
+    /// held, or 0) for `ttl`. A partition whose lease changes hands gets a
+    /// new epoch.
     pub(crate) async fn lease_acquire(
         &self,
         of: Leases<'_>,
         ttl: Duration,
-        partitions: &[(u32, u64)],
+        partitions: &[Held],
     ) -> Result<Vec<(u32, Result<Lease>)>> {
         let ttl = ttl.as_millis().to_string();
         let s = &self.scripts.lease_acquire;
         let cmds = partitions
             .iter()
-            .map(|(p, epoch)| {
-                let lease = self.keys.lease(of.topic, *p, of.group);
-                vec![s.cmd(&[&lease], &[of.member, &ttl, &epoch.to_string()][..])]
+            .map(|h| {
+                let lease = self.keys.lease(of.topic, h.partition, of.group);
+                vec![s.cmd(&[&lease], &[of.member, &ttl, &h.epoch.to_string()][..])]
             })
             .collect();
         let replies = self.query_grouped(cmds).await?;
         Ok(partitions
             .iter()
             .zip(replies.into_iter().flatten())
-            .map(|((p, _), v)| (*p, parse_lease(v)))
+            .map(|(h, v)| (h.partition, parse_lease(v)))
             .collect())
     }
 
-    /// Renews each held `(partition, epoch)` for `ttl`; an expired lease is
+    /// Renews each held partition for `ttl`; an expired lease is
     /// not renewed, even if nobody took it.
     pub(crate) async fn lease_renew(
         &self,
         of: Leases<'_>,
         ttl: Duration,
-        held: &[(u32, u64)],
+        held: &[Held],
     ) -> Result<Vec<(u32, Guarded<()>)>> {
         let ttl = ttl.as_millis().to_string();
         let s = &self.scripts.lease_renew;
         let cmds = held
             .iter()
-            .map(|(p, epoch)| {
-                let lease = self.keys.lease(of.topic, *p, of.group);
-                vec![s.cmd(&[&lease], &[of.member, &epoch.to_string(), &ttl][..])]
+            .map(|h| {
+                let lease = self.keys.lease(of.topic, h.partition, of.group);
+                vec![s.cmd(&[&lease], &[of.member, &h.epoch.to_string(), &ttl][..])]
             })
             .collect();
         let replies = self.query_grouped(cmds).await?;
         held.iter()
             .zip(replies.into_iter().flatten())
-            .map(|((p, _), v)| {
+            .map(|(h, v)| {
                 let renewed = int(&check(v)?)? == 1;
                 Ok((
-                    *p,
+                    h.partition,
                     if renewed {
                         Guarded::Done(())
                     } else {
@@ -86,21 +95,36 @@ impl Store<'_> {
             .collect()
     }
 
-    /// Gives each held `(partition, epoch)` back at once, keeping the epoch
+    /// Gives each held partition back at once, keeping the epoch
     /// so the next holder's is higher.
-    pub(crate) async fn lease_release(&self, of: Leases<'_>, held: &[(u32, u64)]) -> Result<()> {
+    pub(crate) async fn lease_release(&self, of: Leases<'_>, held: &[Held]) -> Result<()> {
         let s = &self.scripts.lease_release;
         let cmds = held
             .iter()
-            .map(|(p, epoch)| {
-                let lease = self.keys.lease(of.topic, *p, of.group);
-                vec![s.cmd(&[&lease], &[of.member, &epoch.to_string()][..])]
+            .map(|h| {
+                let lease = self.keys.lease(of.topic, h.partition, of.group);
+                vec![s.cmd(&[&lease], &[of.member, &h.epoch.to_string()][..])]
             })
             .collect();
         for v in self.query_grouped(cmds).await?.into_iter().flatten() {
             check(v)?;
         }
         Ok(())
+    }
+
+    /// Writes a fresh `fence` value into the lease of `partition` and
+    /// returns it: a fenced read sent before (under a `WATCH` of the lease,
+    /// or carrying the fence it last saw) then reads nothing.
+    pub(crate) async fn lease_fence(&self, of: Leases<'_>, partition: u32) -> Result<String> {
+        let lease = self.keys.lease(of.topic, partition, of.group);
+        let fence = super::publish::unique_nonce().to_string();
+        let _: i64 = redis::cmd("HSET")
+            .arg(lease)
+            .arg("fence")
+            .arg(&fence)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(fence)
     }
 }
 

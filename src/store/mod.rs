@@ -13,28 +13,36 @@
 //! ([`settle`]) so far.
 
 pub(crate) mod backend;
+pub(crate) mod conn;
 pub(crate) mod coordination;
 pub(crate) mod dead_letters;
+pub(crate) mod direct;
 pub(crate) mod dlq_entries;
 pub(crate) mod group_positions;
+pub(crate) mod group_reads;
 pub(crate) mod groups;
+pub mod keys;
 pub(crate) mod lane_reads;
 pub(crate) mod lease;
 pub(crate) mod membership;
 pub(crate) mod promote;
 pub(crate) mod publish;
+pub(crate) mod resp;
 pub(crate) mod schedules;
+pub(crate) mod scripts;
 pub(crate) mod settle;
+pub(crate) mod tls;
 pub(crate) mod topics;
+pub(crate) mod watched;
 
 use futures_util::future::join_all;
 use redis::{Cmd, Value};
 
-use crate::conn::{Conn, run_pipeline};
 use crate::duration::Doubling;
 use crate::error::{Error, Result};
-use crate::keys::KeySpace;
-use crate::scripts::Scripts;
+use crate::store::conn::{Conn, run_pipeline};
+use crate::store::keys::KeySpace;
+use crate::store::scripts::Scripts;
 
 /// A view of the store for one call: the connection, the scripts and the
 /// key space (cheap: a clone of the multiplexed connection and two
@@ -94,7 +102,7 @@ impl<'a> Store<'a> {
     /// Runs one script call (reloading the scripts on `NOSCRIPT`).
     async fn eval(
         &self,
-        script: &crate::scripts::Script,
+        script: &crate::store::scripts::Script,
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<Value> {

@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+use redis::Value;
+
 use super::Store;
+use super::backend::Backend;
 use crate::error::{Error, Result, check};
+use crate::store::conn::ReadGuard;
 
 /// What to promote: a topic's delayed messages on some partitions, and with
 /// `group`, that group's retries there too.
@@ -71,5 +75,28 @@ impl Store<'_> {
             }
         }
         Ok(round)
+    }
+}
+
+impl Backend {
+    /// Waits up to `timeout` (whole seconds) for a token on the wake list of
+    /// any of `partitions` of `topic` (`BLPOP` on a blocking connection; a
+    /// single server only, since one `BLPOP` cannot span cluster slots).
+    /// True when one came: something was scheduled.
+    pub(crate) async fn wait_for_wake(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        timeout: Duration,
+    ) -> Result<bool> {
+        let mut cmd = redis::cmd("BLPOP");
+        for p in partitions {
+            cmd.arg(self.keys().wake(topic, *p));
+        }
+        cmd.arg(timeout.as_secs().max(1));
+        let mut guard = ReadGuard::new(self.blocking_connection().await?);
+        let v: Value = cmd.query_async(guard.conn()).await?;
+        guard.done();
+        Ok(v != Value::Nil)
     }
 }

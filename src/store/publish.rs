@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::{Cmd, Value};
 use serde::Serialize;
 
-use crate::conn::{Conn, run_pipeline};
 use crate::envelope::{encode_delayed, entry_fields};
 use crate::error::{Error, Result};
-use crate::keys::KeySpace;
-use crate::scripts::Scripts;
+use crate::store::conn::{Conn, run_pipeline};
+use crate::store::keys::KeySpace;
+use crate::store::scripts::Scripts;
 
 /// Where a published message went.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -4,6 +4,7 @@
 //! shared guard in `lua/lib/lease.lua`), so a member whose lease moved on
 //! settles nothing.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Value;
@@ -41,8 +42,26 @@ pub(crate) struct Failure<'a> {
     pub partition: u32,
     pub holder: Holder<'a>,
     pub id: StreamId,
-    /// The JSON record `{n, due, err}`.
-    pub record: &'a str,
+    /// Failed attempts so far, this one included.
+    pub failures: u32,
+    /// How long to wait before the next attempt (the record's due time is
+    /// Redis's clock plus this).
+    pub wait: Duration,
+    /// The error of this attempt.
+    pub error: &'a str,
+}
+
+/// A failed attempt as the group's attempts hash keeps it (ordered mode):
+/// the JSON `{"n": failures, "due": ms, "err": text}` that `lua/fail.lua`
+/// writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub(crate) struct FailureRecord {
+    /// Failed attempts so far.
+    pub n: u32,
+    /// Not before this Redis time (ms).
+    pub due: u64,
+    /// The last error.
+    pub err: String,
 }
 
 /// A failed message to park in the group's retry set (shared mode).
@@ -156,6 +175,8 @@ impl Store<'_> {
         let attempts = self.keys.attempts(f.topic, f.partition, f.group);
         let epoch = f.holder.epoch.to_string();
         let id = f.id.to_string();
+        let failures = f.failures.to_string();
+        let wait_ms = f.wait.as_millis().to_string();
         let v = self
             .eval(
                 &self.scripts.fail,
@@ -164,7 +185,9 @@ impl Store<'_> {
                     f.holder.member.as_bytes(),
                     epoch.as_bytes(),
                     id.as_bytes(),
-                    f.record.as_bytes(),
+                    failures.as_bytes(),
+                    wait_ms.as_bytes(),
+                    f.error.as_bytes(),
                 ],
             )
             .await?;
@@ -172,6 +195,28 @@ impl Store<'_> {
             Guarded::Done(_) => Guarded::Done(()),
             Guarded::LeaseLost => Guarded::LeaseLost,
         })
+    }
+
+    /// The failures recorded for `ids` of `partition` by `group` (ordered
+    /// mode); an id without a readable record is left out.
+    pub(crate) async fn recorded_failures(
+        &self,
+        topic: &str,
+        group: &str,
+        partition: u32,
+        ids: &[StreamId],
+    ) -> Result<HashMap<StreamId, FailureRecord>> {
+        let key = self.keys.attempts(topic, partition, group);
+        let raw: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&key)
+            .arg(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(raw)
+            .filter_map(|(id, r)| Some((*id, serde_json::from_str(&r?).ok()?)))
+            .collect())
     }
 
     /// Acks a failed message and parks it in the group's retry set until

@@ -130,7 +130,7 @@ impl<D: Discipline> Rt<D> {
             member: &self.s.member,
             fenced: D::FENCED,
         };
-        let results = self.client.store().ack(of, &batches).await?;
+        let results = self.catalog.store().ack(of, &batches).await?;
         let mut clear: Vec<(u32, Vec<String>)> = Vec::new();
         for (g, result) in groups.iter().zip(results) {
             let (p, epoch, ids) = (g.key.partition, g.key.epoch, &g.ids);
@@ -157,7 +157,7 @@ impl<D: Discipline> Rt<D> {
             }
         }
         if !clear.is_empty() {
-            self.client
+            self.catalog
                 .store()
                 .clear_attempts(topic, group, clear)
                 .await?;

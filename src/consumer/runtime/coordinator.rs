@@ -11,9 +11,9 @@ use super::Rt;
 use super::discipline::{Discipline, Ordered};
 use super::state::Owned;
 use crate::error::Result;
-use crate::group::Lease;
 use crate::group::assignment::{partitions_of, rebalance};
 use crate::store::Guarded;
+use crate::store::lease::{Held, Lease};
 use crate::store::membership::{Beat, Heartbeat};
 
 /// What one lease round does, as the store takes it: `(partition, epoch)`
@@ -21,11 +21,11 @@ use crate::store::membership::{Beat, Heartbeat};
 #[derive(Debug, Default)]
 struct LeasePlan {
     /// Held and still ours: keep.
-    renew: Vec<(u32, u64)>,
+    renew: Vec<Held>,
     /// Drained (assigned elsewhere) and idle: give back.
-    release: Vec<(u32, u64)>,
+    release: Vec<Held>,
     /// Assigned to us and not held: take.
-    acquire: Vec<(u32, u64)>,
+    acquire: Vec<Held>,
     /// Run out locally before a renewal succeeded: already dropped.
     lost: Vec<u32>,
 }
@@ -36,7 +36,7 @@ impl<D: Discipline> Rt<D> {
     pub(super) async fn coordinate(&self) -> Result<()> {
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
         let hb = self
-            .client
+            .catalog
             .store()
             .heartbeat(self.member(), self.s.session_timeout, Beat::Alive)
             .await?;
@@ -101,24 +101,33 @@ impl Rt<Ordered> {
                 o.lease.draining = true;
             }
         }
-        let release: Vec<(u32, u64)> = st
+        let release: Vec<Held> = st
             .owned
             .iter()
             .filter(|(_, o)| o.lease.draining && o.activity.is_idle())
-            .map(|(p, o)| (*p, o.epoch))
+            .map(|(p, o)| Held {
+                partition: *p,
+                epoch: o.epoch,
+            })
             .collect();
-        let renew: Vec<(u32, u64)> = st
+        let renew: Vec<Held> = st
             .owned
             .iter()
-            .filter(|(p, _)| !release.iter().any(|r| r.0 == **p))
-            .map(|(p, o)| (*p, o.epoch))
+            .filter(|(p, _)| !release.iter().any(|r| r.partition == **p))
+            .map(|(p, o)| Held {
+                partition: *p,
+                epoch: o.epoch,
+            })
             .collect();
-        let acquire: Vec<(u32, u64)> = if st.shutting_down {
+        let acquire: Vec<Held> = if st.shutting_down {
             Vec::new()
         } else {
             mine.iter()
                 .filter(|p| !st.owned.contains_key(p))
-                .map(|p| (*p, 0))
+                .map(|p| Held {
+                    partition: *p,
+                    epoch: 0,
+                })
                 .collect()
         };
         LeasePlan {
@@ -137,7 +146,7 @@ impl Rt<Ordered> {
         let target = rebalance(self.spec.partitions, &hb.members, &hb.assignment);
         if target != hb.assignment
             && self
-                .client
+                .catalog
                 .store()
                 .assign(topic, group, hb.version, &target)
                 .await?
@@ -163,14 +172,14 @@ impl Rt<Ordered> {
         let mut dropped = lost.clone();
         if !renew.is_empty() {
             let results = self
-                .client
+                .catalog
                 .store()
                 .lease_renew(self.leases(), ttl, &renew)
                 .await?;
             let mut st = self.lock();
             for (p, renewed) in results {
                 let ok = renewed == Guarded::Done(());
-                let epoch = renew.iter().find(|r| r.0 == p).map(|r| r.1);
+                let epoch = renew.iter().find(|r| r.partition == p).map(|r| r.epoch);
                 if let Some(o) = st.owned.get_mut(&p)
                     && Some(o.epoch) == epoch
                 {
@@ -191,21 +200,25 @@ impl Rt<Ordered> {
             }
         }
         if !release.is_empty() {
-            self.client
+            self.catalog
                 .store()
                 .lease_release(self.leases(), &release)
                 .await?;
             let mut st = self.lock();
-            for (p, epoch) in &release {
-                if st.owned.get(p).is_some_and(|o| o.epoch == *epoch) {
-                    st.owned.remove(p);
-                    dropped.push(*p);
+            for h in &release {
+                if st
+                    .owned
+                    .get(&h.partition)
+                    .is_some_and(|o| o.epoch == h.epoch)
+                {
+                    st.owned.remove(&h.partition);
+                    dropped.push(h.partition);
                 }
             }
         }
         if !acquire.is_empty() {
             let results = self
-                .client
+                .catalog
                 .store()
                 .lease_acquire(self.leases(), ttl, &acquire)
                 .await?;

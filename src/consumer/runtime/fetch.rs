@@ -17,10 +17,10 @@ use super::discipline::{Discipline, Ordered, Shared};
 use super::state::{DeliveryId, Held};
 use super::takeover::Resumed;
 use super::{Delivery, RETRY_SRC, Rt};
-use crate::consumer::read::{FencedPart, Fetched, Source, read_fenced, read_new, wait_for_new};
 use crate::duration::Doubling;
 use crate::envelope::meta;
 use crate::error::Result;
+use crate::store::group_reads::{FencedPart, Fetched, Source, read_fenced, read_new, wait_for_new};
 
 /// The partitions one pass of the fetcher covers, each marked as being
 /// read until the pass ends.
@@ -46,27 +46,8 @@ impl ReadPlan {
 impl<D: Discipline> Rt<D> {
     /// The streams of `partitions`: every lane, then the group's retry stream.
     pub(super) fn sources(&self, partitions: &[u32]) -> Vec<Source> {
-        let keys = self.client.keys();
-        let mut out = Vec::new();
-        for lane in 0..self.spec.lanes {
-            for &p in partitions {
-                out.push(Source {
-                    partition: p,
-                    lane,
-                    key: keys.stream(&self.spec.name, p, lane),
-                    retry: false,
-                });
-            }
-        }
-        for &p in partitions {
-            out.push(Source {
-                partition: p,
-                lane: 0,
-                key: keys.retry_stream(&self.spec.name, p, &self.s.group),
-                retry: true,
-            });
-        }
-        out
+        self.catalog
+            .group_sources(&self.spec.name, &self.s.group, self.spec.lanes, partitions)
     }
 
     /// Marks the partitions of the next pass as being read.
@@ -349,34 +330,37 @@ impl Rt<Ordered> {
             return Ok(None);
         }
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
-        let keys = self.client.keys();
         let sources: Vec<Vec<Source>> = read.iter().map(|h| self.sources(&[h.partition])).collect();
-        let cluster = self.client.connection().is_cluster();
+        let cluster = self.catalog.is_cluster();
         // Only the cluster's script read carries the fence (on a single
         // server a WATCH of the lease does that job).
         let parts: Vec<FencedPart<'_>> = {
             let st = cluster.then(|| self.lock());
             read.iter()
                 .zip(&sources)
-                .map(|(h, srcs)| FencedPart {
-                    partition: h.partition,
-                    epoch: h.epoch,
-                    fence: st
+                .map(|(h, srcs)| {
+                    let fence = st
                         .as_ref()
                         .and_then(|st| st.owned.get(&h.partition))
                         .map(|o| o.lease.fence.clone())
-                        .unwrap_or_default(),
-                    lease: keys.lease(topic, h.partition, group),
-                    sources: srcs.iter().collect(),
+                        .unwrap_or_default();
+                    FencedPart::new(
+                        &self.catalog,
+                        topic,
+                        group,
+                        *h,
+                        fence,
+                        srcs.iter().collect(),
+                    )
                 })
                 .collect()
         };
         let got = if cluster {
-            read_fenced(&self.client, topic, group, me, &parts, self.s.batch).await?
+            read_fenced(&self.catalog, topic, group, me, &parts, self.s.batch).await?
         } else {
             let mut reader = self.conns.watched.lock().await;
             reader
-                .read(&self.client, topic, group, me, &parts, self.s.batch)
+                .read(&self.catalog, topic, group, me, &parts, self.s.batch)
                 .await?
         };
         if !got.lost.is_empty() {
@@ -399,7 +383,7 @@ impl Rt<Ordered> {
             };
             let keys = if cluster {
                 wait_for_new(
-                    &self.client,
+                    &self.catalog,
                     &got.idle,
                     &partition_of,
                     self.s.block,
@@ -408,7 +392,7 @@ impl Rt<Ordered> {
                 .await?
             } else {
                 let mut reader = self.conns.watched.lock().await;
-                reader.wait(&self.client, &got.idle, self.s.block).await?
+                reader.wait(&self.catalog, &got.idle, self.s.block).await?
             };
             if !keys.is_empty() {
                 let mut parts: Vec<u32> = keys.iter().map(|k| partition_of(k)).collect();
@@ -447,16 +431,10 @@ impl Rt<Ordered> {
     /// is a script that carries the fence we last wrote, so such a read
     /// finds a newer one and reads nothing.
     pub(super) async fn fence_lease(&self, held: Held) -> Result<()> {
-        let lease = self
-            .client
-            .keys()
-            .lease(&self.spec.name, held.partition, &self.s.group);
-        let fence = crate::store::publish::unique_nonce().to_string();
-        let _: i64 = redis::cmd("HSET")
-            .arg(lease)
-            .arg("fence")
-            .arg(&fence)
-            .query_async(&mut self.client.connection())
+        let fence = self
+            .catalog
+            .store()
+            .lease_fence(self.leases(), held.partition)
             .await?;
         if let Some(o) = self.lock().owned.get_mut(&held.partition)
             && o.epoch == held.epoch
@@ -495,7 +473,7 @@ impl Rt<Shared> {
                 .collect();
             got.extend(
                 read_new(
-                    &self.client,
+                    &self.catalog,
                     topic,
                     group,
                     me,
@@ -512,7 +490,7 @@ impl Rt<Shared> {
         }
         if got.is_empty() {
             got = read_new(
-                &self.client,
+                &self.catalog,
                 topic,
                 group,
                 me,

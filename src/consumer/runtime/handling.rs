@@ -15,12 +15,11 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::Instrument;
 
 use super::discipline::{Discipline, Ordered, Shared};
-use super::takeover::Recorded;
 use super::{AckReq, Delivery, Done, Rt};
 use crate::consumer::dispatch::KeyOrder;
 use crate::consumer::handler::Context;
 use crate::envelope::{Message, encode_headers, encode_retry};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::retry::{Decision, jitter_unit};
 use crate::store::settle::{DeadLetter, Failure, RetryLater};
 use crate::store::{Guarded, Holder};
@@ -199,7 +198,7 @@ impl<D: Discipline> Rt<D> {
         let policy = &self.s.retry;
         // A message taken over mid-retry waits out its recorded delay.
         if let Some(due) = d.due_ms
-            && let Ok(now) = self.client.redis_time_ms().await
+            && let Ok(now) = self.catalog.redis_time_ms().await
             && due > now
         {
             drop(permit.take());
@@ -227,7 +226,7 @@ impl<D: Discipline> Rt<D> {
         loop {
             if let Some(rate) = &self.gates.rate {
                 tokio::select! {
-                    r = rate.take(&self.client) => {
+                    r = rate.take(&self.catalog) => {
                         if let Err(e) = r {
                             tracing::warn!(topic = %self.spec.name, error = %e, "rate limit check failed");
                         }
@@ -316,7 +315,7 @@ impl<D: Discipline> Rt<D> {
         });
         let origin = d.origin.clone().unwrap_or_else(|| d.msg.id.to_string());
         let r = self
-            .client
+            .catalog
             .store()
             .dead_letter(DeadLetter {
                 topic,
@@ -400,15 +399,8 @@ impl Rt<Ordered> {
         error: &str,
     ) -> Result<bool> {
         let (topic, group) = (&self.spec.name, &self.s.group);
-        let now = self.client.redis_time_ms().await?;
-        let record = serde_json::to_string(&Recorded {
-            n: attempt,
-            due: now + wait.as_millis() as u64,
-            err: error.to_string(),
-        })
-        .map_err(|e| Error::Encode(e.to_string()))?;
         let outcome = self
-            .client
+            .catalog
             .store()
             .record_failure(Failure {
                 topic,
@@ -419,7 +411,9 @@ impl Rt<Ordered> {
                     epoch: d.epoch,
                 },
                 id: d.msg.id,
-                record: &record,
+                failures: attempt,
+                wait,
+                error,
             })
             .await?;
         Ok(outcome == Guarded::Done(()))
@@ -441,7 +435,7 @@ impl Rt<Shared> {
             &origin,
         );
         let r = self
-            .client
+            .catalog
             .store()
             .retry_later(RetryLater {
                 topic,

@@ -63,14 +63,15 @@ use self::discipline::{Discipline, Ordered, Shared};
 use self::state::{DeliveryId, State};
 use super::handler::RawHandler;
 use super::{WorkerSettings, WorkerStats};
-use crate::client::{Client, idempotent};
 use crate::envelope::Message;
 use crate::error::Result;
 use crate::group::Mode;
 use crate::rate_limit::RateGate;
 use crate::store::Source;
-use crate::store::lease::Leases;
+use crate::store::idempotent;
+use crate::store::lease::{Held, Leases};
 use crate::store::membership::{Beat, Member};
+use crate::topic::Catalog;
 use crate::topic::TopicSpec;
 
 /// The `src` of a message read from the group's retry stream (lanes are
@@ -171,15 +172,15 @@ struct Stop {
 #[derive(Default)]
 struct ReadConns {
     /// Blocking connections for group reads and waits.
-    held: crate::conn::HeldConns,
+    held: crate::store::conn::HeldConns,
     /// Ordered mode on a single server: the lease-watching read connection.
-    watched: tokio::sync::Mutex<crate::consumer::watched::WatchedReader>,
+    watched: tokio::sync::Mutex<crate::store::watched::WatchedReader>,
 }
 
 /// A topic's runtime state, shared by its tasks; `D` is the mode.
 struct Rt<D> {
     names: Names,
-    client: Client,
+    catalog: Catalog,
     spec: Arc<TopicSpec>,
     s: Arc<WorkerSettings>,
     handler: RawHandler,
@@ -238,7 +239,7 @@ pub(crate) struct TopicRuntime {
 impl TopicRuntime {
     /// Joins the group and starts the topic's tasks, in the worker's mode.
     pub(crate) async fn start(
-        client: Client,
+        catalog: Catalog,
         spec: Arc<TopicSpec>,
         s: Arc<WorkerSettings>,
         handler: RawHandler,
@@ -248,7 +249,7 @@ impl TopicRuntime {
     ) -> Result<TopicRuntime> {
         Ok(match s.mode {
             Mode::Ordered => {
-                let rt = Rt::<Ordered>::new(client, spec, s, handler, workers, stats, killed);
+                let rt = Rt::<Ordered>::new(catalog, spec, s, handler, workers, stats, killed);
                 let tasks = rt.clone().launch().await?;
                 TopicRuntime {
                     rt: AnyRt::Ordered(rt),
@@ -256,7 +257,7 @@ impl TopicRuntime {
                 }
             }
             Mode::Shared => {
-                let rt = Rt::<Shared>::new(client, spec, s, handler, workers, stats, killed);
+                let rt = Rt::<Shared>::new(catalog, spec, s, handler, workers, stats, killed);
                 let tasks = rt.clone().launch().await?;
                 TopicRuntime {
                     rt: AnyRt::Shared(rt),
@@ -296,7 +297,7 @@ impl TopicRuntime {
 
 impl<D: Discipline> Rt<D> {
     fn new(
-        client: Client,
+        catalog: Catalog,
         spec: Arc<TopicSpec>,
         s: Arc<WorkerSettings>,
         handler: RawHandler,
@@ -315,7 +316,7 @@ impl<D: Discipline> Rt<D> {
                 group: Arc::from(s.group.as_str()),
                 member: Arc::from(s.member.as_str()),
             },
-            client,
+            catalog,
             spec,
             s,
             handler,
@@ -393,7 +394,7 @@ impl<D: Discipline> Rt<D> {
         D::release(&rt).await?;
         rt.lock().owned.clear();
         idempotent(|| async {
-            rt.client
+            rt.catalog
                 .store()
                 .heartbeat(rt.member(), rt.s.session_timeout, Beat::Leave)
                 .await
@@ -468,24 +469,27 @@ impl<D: Discipline> Rt<D> {
 impl Rt<Ordered> {
     /// Releases every lease still held (at shutdown).
     async fn release_all(&self) -> Result<()> {
-        let held: Vec<(u32, u64)> = self
+        let held: Vec<Held> = self
             .lock()
             .owned
             .iter()
-            .map(|(p, o)| (*p, o.epoch))
+            .map(|(p, o)| Held {
+                partition: *p,
+                epoch: o.epoch,
+            })
             .collect();
         if held.is_empty() {
             return Ok(());
         }
         idempotent(|| async {
-            self.client
+            self.catalog
                 .store()
                 .lease_release(self.leases(), &held)
                 .await
         })
         .await?;
         tracing::info!(topic = %self.spec.name, group = %self.s.group,
-            released = ?held.iter().map(|h| h.0).collect::<Vec<_>>(), "released partitions");
+            released = ?held.iter().map(|h| h.partition).collect::<Vec<_>>(), "released partitions");
         Ok(())
     }
 }

@@ -12,16 +12,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Rt;
 use super::discipline::Discipline;
 use crate::client::Client;
-use crate::conn::ReadGuard;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::promote::Promote;
+use crate::topic::Catalog;
 use crate::topic::TopicSpec;
 
 /// Longest sleep between two promotion rounds.
@@ -32,7 +31,7 @@ const CHUNK: usize = 500;
 /// Promotes what is due in `partitions` (and, with `group`, that group's
 /// retries); returns the time until the next due entry, if any.
 pub(crate) async fn promote_once(
-    client: &Client,
+    catalog: &Catalog,
     spec: &TopicSpec,
     group: Option<&str>,
     partitions: &[u32],
@@ -47,7 +46,7 @@ pub(crate) async fn promote_once(
         chunk: CHUNK,
     };
     loop {
-        let round = client.store().promote(step).await?;
+        let round = catalog.store().promote(step).await?;
         if !round.full {
             return Ok(round.next);
         }
@@ -60,16 +59,15 @@ pub(crate) async fn promote_once(
 /// then polls every 100 ms. The due times themselves are kept with local
 /// timers, which are more precise than Redis's blocking timeouts.
 async fn waker(
-    client: Client,
+    catalog: Catalog,
     topic: String,
     partitions: impl Fn() -> Vec<u32>,
     wake: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    if client.connection().is_cluster() {
+    if catalog.is_cluster() {
         return;
     }
-    let keys = client.keys().clone();
     loop {
         let parts = partitions();
         if parts.is_empty() {
@@ -78,21 +76,10 @@ async fn waker(
                 _ = stop.cancelled() => return,
             }
         }
-        let mut cmd = redis::cmd("BLPOP");
-        for p in &parts {
-            cmd.arg(keys.wake(&topic, *p));
-        }
-        cmd.arg(1);
-        let blpop = async {
-            let mut guard = ReadGuard::new(client.blocking_connection().await?);
-            let v: Value = cmd.query_async(guard.conn()).await?;
-            guard.done();
-            Ok::<Value, Error>(v)
-        };
         tokio::select! {
-            r = blpop => match r {
-                Ok(Value::Nil) => {}
-                Ok(_) => wake.notify_one(),
+            r = catalog.wait_for_wake(&topic, &parts, Duration::from_secs(1)) => match r {
+                Ok(false) => {}
+                Ok(true) => wake.notify_one(),
                 Err(e) => {
                     tracing::debug!(topic = %topic, error = %e, "wake wait failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -106,7 +93,7 @@ async fn waker(
 /// Promotes until `stop`: after each round, sleeps until the next due time
 /// (at most a second; 100 ms on a cluster), or until woken.
 async fn run_promoter(
-    client: Client,
+    catalog: Catalog,
     spec: Arc<TopicSpec>,
     group: Option<String>,
     partitions: impl Fn() -> Vec<u32> + Clone + Send + 'static,
@@ -114,13 +101,13 @@ async fn run_promoter(
     stop: CancellationToken,
 ) {
     let wake = Arc::new(Notify::new());
-    let cap = if client.connection().is_cluster() {
+    let cap = if catalog.is_cluster() {
         Duration::from_millis(100)
     } else {
         MAX_WAIT
     };
     let waker = tokio::spawn(waker(
-        client.clone(),
+        catalog.clone(),
         spec.name.clone(),
         partitions.clone(),
         wake.clone(),
@@ -130,7 +117,7 @@ async fn run_promoter(
         let woken = wake.notified();
         let poked = extra.notified();
         let parts = partitions();
-        let wait = match promote_once(&client, &spec, group.as_deref(), &parts).await {
+        let wait = match promote_once(&catalog, &spec, group.as_deref(), &parts).await {
             Ok(next) => next.unwrap_or(cap).min(cap),
             Err(e) => {
                 tracing::warn!(topic = %spec.name, error = %e, "promotion failed; retrying");
@@ -172,7 +159,7 @@ impl<D: Discipline> Rt<D> {
             }
         });
         let runner = run_promoter(
-            self.client.clone(),
+            self.catalog.clone(),
             self.spec.clone(),
             group,
             partitions,
@@ -193,7 +180,7 @@ impl<D: Discipline> Rt<D> {
 /// they read, so this is for topics nobody consumes yet, or to keep
 /// promotion apart from handling.
 pub struct Promoter {
-    client: Client,
+    catalog: Catalog,
     topic: String,
 }
 
@@ -201,18 +188,18 @@ impl Promoter {
     /// A promoter of every partition of `topic`.
     pub fn new(client: &Client, topic: &str) -> Self {
         Promoter {
-            client: client.clone(),
+            catalog: client.catalog().clone(),
             topic: topic.to_string(),
         }
     }
 
     /// Runs until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let spec = self.client.topic_cached(&self.topic).await?;
+        let spec = self.catalog.topic_cached(&self.topic).await?;
         let n = spec.partitions;
         let stop = CancellationToken::new();
         let runner = run_promoter(
-            self.client.clone(),
+            self.catalog.clone(),
             spec,
             None,
             move || (0..n).collect(),

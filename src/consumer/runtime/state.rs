@@ -6,12 +6,7 @@ use std::time::Instant;
 
 use crate::envelope::StreamId;
 
-/// A partition and the lease epoch it is held at (0 in shared mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Held {
-    pub partition: u32,
-    pub epoch: u64,
-}
+pub(super) use crate::store::lease::Held;
 
 /// A delivered message as the runtime tracks it: its entry, and the epoch
 /// it was delivered at. The epoch is part of it: after a partition comes

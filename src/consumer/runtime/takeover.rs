@@ -8,20 +8,10 @@ use std::time::Duration;
 
 use super::discipline::Discipline;
 use super::{RETRY_SRC, Rt};
-use crate::consumer::read::{Fetched, Source, claim, deliveries, own_pending};
 use crate::envelope::StreamId;
 use crate::error::Result;
-
-/// A failure recorded in the group's attempts hash (ordered mode).
-#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
-pub(super) struct Recorded {
-    /// Failed attempts so far.
-    pub n: u32,
-    /// Not before this Redis time (ms).
-    pub due: u64,
-    /// The last error.
-    pub err: String,
-}
+use crate::store::group_reads::{Fetched, Source, claim, deliveries, own_pending};
+use crate::store::settle::FailureRecord;
 
 /// Attempt metadata of a message taken over from another (or an earlier)
 /// consumer.
@@ -42,13 +32,13 @@ impl<D: Discipline> Rt<D> {
         limit: usize,
     ) -> Result<Vec<(Fetched, Resumed)>> {
         let (topic, group, me) = (&self.spec.name, &self.s.group, &self.s.member);
-        let claimed = claim(&self.client, topic, group, me, src, min_idle, limit).await?;
+        let claimed = claim(&self.catalog, topic, group, me, src, min_idle, limit).await?;
         self.note_trimmed(claimed.trimmed, src.partition);
         if claimed.messages.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<StreamId> = claimed.messages.iter().map(|f| f.msg.id).collect();
-        let delivered = deliveries(&self.client, group, me, src, &ids).await?;
+        let delivered = deliveries(&self.catalog, group, me, src, &ids).await?;
         let recorded = self.recorded_failures(src, &ids).await?;
         Ok(claimed
             .messages
@@ -90,7 +80,7 @@ impl<D: Discipline> Rt<D> {
             .filter(|d| d.partition == src.partition && d.src == code && d.epoch == epoch)
             .map(|d| d.id)
             .collect();
-        let (got, trimmed) = own_pending(&self.client, topic, group, me, src, |id| {
+        let (got, trimmed) = own_pending(&self.catalog, topic, group, me, src, |id| {
             known.contains(&id)
         })
         .await?;
@@ -126,23 +116,13 @@ impl<D: Discipline> Rt<D> {
         &self,
         src: &Source,
         ids: &[StreamId],
-    ) -> Result<HashMap<StreamId, Recorded>> {
+    ) -> Result<HashMap<StreamId, FailureRecord>> {
         if !D::RECORDS_FAILURES || src.retry || ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let key = self
-            .client
-            .keys()
-            .attempts(&self.spec.name, src.partition, &self.s.group);
-        let raw: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&key)
-            .arg(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
-            .query_async(&mut self.client.connection())
-            .await?;
-        Ok(ids
-            .iter()
-            .zip(raw)
-            .filter_map(|(id, r)| Some((*id, serde_json::from_str(&r?).ok()?)))
-            .collect())
+        self.catalog
+            .store()
+            .recorded_failures(&self.spec.name, &self.s.group, src.partition, ids)
+            .await
     }
 }

@@ -4,7 +4,7 @@
 //! [`Config`](crate::Config) reads and checks the PEM when it is given, so a
 //! missing file, a file that holds no certificate or a key that does not
 //! belong to its certificate is reported before anything connects, naming the
-//! file. [`crate::conn`] hands the bytes to redis-rs for every connection it
+//! file. [`crate::store::conn`] hands the bytes to redis-rs for every connection it
 //! makes (the multiplexed one, the blocking pool, the cluster client). The
 //! bytes are never shown: `Debug` prints where they came from.
 

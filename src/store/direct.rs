@@ -1,5 +1,5 @@
 //! The dedicated read connection on a plain-TCP single server: one socket,
-//! requests written whole, replies decoded by [`crate::resp`]. Used by the
+//! requests written whole, replies decoded by [`crate::store::resp`]. Used by the
 //! blocking pool for fetches, waits and fenced reads (one request at a time
 //! per connection, which is all a read loop needs), where redis-rs's reply
 //! parser was most of a consumer's client CPU. TLS, Unix sockets and
@@ -16,7 +16,7 @@ use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisFutu
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::resp;
+use crate::store::resp;
 
 /// A plain-TCP connection speaking RESP2.
 pub struct DirectConn {

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::read::{FencedPart, FencedRead, Fetched, Source, parse_read, wake_cmd};
-use crate::client::Client;
-use crate::conn::{BlockingConn, ReadGuard};
+use super::backend::Backend;
+use super::group_reads::{FencedPart, FencedRead, Fetched, Source, parse_read, wake_cmd};
+use super::lane_reads::xread_streams;
 use crate::error::check;
 use crate::error::{Error, Result};
-use crate::reader::xread_streams;
+use crate::store::conn::{BlockingConn, ReadGuard};
 
 /// The read connection and the leases checked under its `WATCH`.
 #[derive(Default)]
@@ -56,13 +56,13 @@ impl WatchedReader {
     /// Errors inside `EXEC`'s reply are left in place for the caller's
     /// [`check`]: redis-rs would otherwise walk and rebuild every entry of
     /// the reply looking for them, a fifth of a consumer's client CPU.
-    async fn run(&mut self, client: &Client, mut pipe: redis::Pipeline) -> Result<Vec<Value>> {
+    async fn run(&mut self, backend: &Backend, mut pipe: redis::Pipeline) -> Result<Vec<Value>> {
         pipe.ignore_errors();
         let conn = match self.conn.take() {
             Some(c) => c,
             None => {
                 self.watched.clear();
-                client.catalog().pool().get().await?
+                backend.pool().get().await?
             }
         };
         let mut guard = ReadGuard::new(conn);
@@ -76,7 +76,7 @@ impl WatchedReader {
             });
         match replies {
             Ok(v) => {
-                if client.catalog().pool().has_spare() {
+                if backend.pool().has_spare() {
                     self.conn = guard.into_inner();
                 } else {
                     // Others need it: back to the pool (which UNWATCHes it);
@@ -97,7 +97,7 @@ impl WatchedReader {
     /// epochs; returns the partitions that are not.
     async fn check(
         &mut self,
-        client: &Client,
+        backend: &Backend,
         member: &str,
         parts: &[FencedPart<'_>],
     ) -> Result<Vec<u32>> {
@@ -116,7 +116,7 @@ impl WatchedReader {
                 .arg("epoch")
                 .arg("expires");
         }
-        let replies = self.run(client, pipe).await?;
+        let replies = self.run(backend, pipe).await?;
         let mut replies = replies.into_iter().skip(2);
         let (secs, micros): (u64, u64) = replies
             .next()
@@ -155,7 +155,7 @@ impl WatchedReader {
     /// their leases. Partitions whose lease is not ours come back in `lost`.
     pub(crate) async fn read(
         &mut self,
-        client: &Client,
+        backend: &Backend,
         topic: &str,
         group: &str,
         member: &str,
@@ -167,7 +167,7 @@ impl WatchedReader {
             w.iter().any(|(q, e, _)| *q == p.partition && *e == p.epoch)
         };
         if self.conn.is_none() || !parts.iter().all(|p| is_watched(&self.watched, p)) {
-            out.lost = self.check(client, member, parts).await?;
+            out.lost = self.check(backend, member, parts).await?;
         }
         let parts: Vec<&FencedPart<'_>> = parts
             .iter()
@@ -199,7 +199,7 @@ impl WatchedReader {
                 })
                 .collect();
             match self
-                .read_tier(client, topic, group, member, &tier, count)
+                .read_tier(backend, topic, group, member, &tier, count)
                 .await?
             {
                 None => return Ok(out),
@@ -224,7 +224,7 @@ impl WatchedReader {
     /// each stream's newest id (for a wait, when nothing was read).
     async fn read_tier(
         &mut self,
-        client: &Client,
+        backend: &Backend,
         topic: &str,
         group: &str,
         member: &str,
@@ -264,7 +264,7 @@ impl WatchedReader {
             watch.arg(lease);
         }
         pipe.add_command(watch);
-        let replies = self.run(client, pipe).await?;
+        let replies = self.run(backend, pipe).await?;
         // MULTI, QUEUED per command, EXEC, WATCH.
         let exec = replies
             .into_iter()
@@ -304,7 +304,7 @@ impl WatchedReader {
     /// have something.
     pub(crate) async fn wait(
         &mut self,
-        client: &Client,
+        backend: &Backend,
         streams: &[(String, String)],
         block: Duration,
     ) -> Result<Vec<String>> {
@@ -313,7 +313,7 @@ impl WatchedReader {
         }
         let mut pipe = redis::pipe();
         pipe.add_command(wake_cmd(streams.iter(), block));
-        let v = self.run(client, pipe).await?.pop().unwrap_or(Value::Nil);
+        let v = self.run(backend, pipe).await?.pop().unwrap_or(Value::Nil);
         Ok(xread_streams(check(v)?)?
             .into_iter()
             .map(|(k, _)| k)

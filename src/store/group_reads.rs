@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::client::Client;
-use crate::conn::{HeldConns, query_value};
+use super::backend::Backend;
+use super::lane_reads::xread_streams;
+use super::lease::Held;
 use crate::envelope::{Message, parse_entries, parse_entry};
 use crate::error::check;
 use crate::error::{Error, Result};
-use crate::reader::xread_streams;
+use crate::store::conn::{HeldConns, query_value};
 
 /// One stream a member reads: partition, lane, key, and whether it is the
 /// group's retry stream of the partition (retries and replays).
@@ -22,6 +23,47 @@ pub(crate) struct Source {
     pub lane: u8,
     pub key: String,
     pub retry: bool,
+}
+
+impl Backend {
+    /// The streams a member of `group` reads of `partitions` of `topic`
+    /// (`lanes` lanes each): every lane of every partition in priority
+    /// order, then each partition's retry stream of the group.
+    pub(crate) fn group_sources(
+        &self,
+        topic: &str,
+        group: &str,
+        lanes: u8,
+        partitions: &[u32],
+    ) -> Vec<Source> {
+        let keys = self.keys();
+        let mut out = Vec::new();
+        for lane in 0..lanes {
+            for &p in partitions {
+                out.push(Source {
+                    partition: p,
+                    lane,
+                    key: keys.stream(topic, p, lane),
+                    retry: false,
+                });
+            }
+        }
+        for &p in partitions {
+            out.push(Source {
+                partition: p,
+                lane: 0,
+                key: keys.retry_stream(topic, p, group),
+                retry: true,
+            });
+        }
+        out
+    }
+
+    /// Whether this is a cluster (each partition's commands go to its own
+    /// slot; scripts stand in for `WATCH`).
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.connection().is_cluster()
+    }
 }
 
 /// A message as read, with where it came from.
@@ -87,7 +129,7 @@ pub(crate) fn parse_read(
 /// on dedicated pooled connections.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_new(
-    client: &Client,
+    backend: &Backend,
     topic: &str,
     group: &str,
     member: &str,
@@ -100,7 +142,7 @@ pub(crate) async fn read_new(
         return Ok(Vec::new());
     }
     let by_key: HashMap<&str, &Source> = sources.iter().map(|s| (s.key.as_str(), s)).collect();
-    let slots: Vec<Vec<&Source>> = if client.connection().is_cluster() {
+    let slots: Vec<Vec<&Source>> = if backend.connection().is_cluster() {
         let mut per: Vec<(u32, Vec<&Source>)> = Vec::new();
         for s in sources {
             match per.iter_mut().find(|(p, _)| *p == s.partition) {
@@ -119,13 +161,7 @@ pub(crate) async fn read_new(
                 .iter()
                 .map(|srcs| vec![xreadgroup(group, member, count, None, srcs)])
                 .collect();
-            for v in client
-                .catalog()
-                .query_grouped(cmds)
-                .await?
-                .into_iter()
-                .flatten()
-            {
+            for v in backend.query_grouped(cmds).await?.into_iter().flatten() {
                 out.extend(parse_read(topic, &by_key, check(v)?)?);
             }
         }
@@ -133,9 +169,9 @@ pub(crate) async fn read_new(
             let futs = slots.iter().map(|srcs| {
                 let cmd = xreadgroup(group, member, count, Some(b), srcs);
                 async move {
-                    let mut guard = held.take(client.catalog().pool()).await?;
+                    let mut guard = held.take(backend.pool()).await?;
                     let v = query_value(guard.conn(), &cmd).await?;
-                    guard.keep(held, client.catalog().pool());
+                    guard.keep(held, backend.pool());
                     Ok::<Value, Error>(v)
                 }
             });
@@ -158,6 +194,27 @@ pub(crate) struct FencedPart<'a> {
     pub sources: Vec<&'a Source>,
 }
 
+impl<'a> FencedPart<'a> {
+    /// A partition of `topic` that `group`'s member holds (`held`), to
+    /// read from `sources`.
+    pub(crate) fn new(
+        backend: &Backend,
+        topic: &str,
+        group: &str,
+        held: Held,
+        fence: String,
+        sources: Vec<&'a Source>,
+    ) -> Self {
+        FencedPart {
+            partition: held.partition,
+            epoch: held.epoch,
+            fence,
+            lease: backend.keys().lease(topic, held.partition, group),
+            sources,
+        }
+    }
+}
+
 /// What [`read_fenced`] found.
 #[derive(Debug, Default)]
 pub(crate) struct FencedRead {
@@ -173,14 +230,14 @@ pub(crate) struct FencedRead {
 /// `lua/read_fenced.lua`: one script per partition, all in one pipeline (one
 /// per slot on a cluster), each reading only while the lease is ours.
 pub(crate) async fn read_fenced(
-    client: &Client,
+    backend: &Backend,
     topic: &str,
     group: &str,
     member: &str,
     parts: &[FencedPart<'_>],
     count: usize,
 ) -> Result<FencedRead> {
-    let script = &client.catalog().scripts().read_fenced;
+    let script = &backend.scripts().read_fenced;
     let count = count.max(1).to_string();
     let groups: Vec<Vec<redis::Cmd>> = parts
         .iter()
@@ -198,7 +255,7 @@ pub(crate) async fn read_fenced(
             vec![script.cmd(&keys, &argv[..])]
         })
         .collect();
-    let replies = client.catalog().query_grouped(groups).await?;
+    let replies = backend.query_grouped(groups).await?;
     let mut out = FencedRead::default();
     let mut idle = Vec::new();
     for (p, v) in parts.iter().zip(replies.into_iter().flatten()) {
@@ -258,7 +315,7 @@ pub(crate) fn wake_cmd<'a>(
 /// cluster. Returns the streams that have something new (none on a
 /// timeout); the caller then reads them with [`read_fenced`].
 pub(crate) async fn wait_for_new(
-    client: &Client,
+    backend: &Backend,
     streams: &[(String, String)],
     partition_of: impl Fn(&str) -> u32,
     block: Duration,
@@ -267,7 +324,7 @@ pub(crate) async fn wait_for_new(
     if streams.is_empty() {
         return Ok(Vec::new());
     }
-    let slots: Vec<Vec<&(String, String)>> = if client.connection().is_cluster() {
+    let slots: Vec<Vec<&(String, String)>> = if backend.connection().is_cluster() {
         let mut per: Vec<(u32, Vec<&(String, String)>)> = Vec::new();
         for s in streams {
             let p = partition_of(&s.0);
@@ -283,9 +340,9 @@ pub(crate) async fn wait_for_new(
     let futs = slots.iter().map(|streams| {
         let cmd = wake_cmd(streams.iter().copied(), block);
         async move {
-            let mut guard = held.take(client.catalog().pool()).await?;
+            let mut guard = held.take(backend.pool()).await?;
             let v = query_value(guard.conn(), &cmd).await?;
-            guard.keep(held, client.catalog().pool());
+            guard.keep(held, backend.pool());
             Ok::<Value, Error>(v)
         }
     });
@@ -308,7 +365,7 @@ pub(crate) struct Claimed {
 /// Takes over every entry of `source` pending for `group` that has been idle
 /// at least `min_idle` (`XAUTOCLAIM`), up to `limit` entries.
 pub(crate) async fn claim(
-    client: &Client,
+    backend: &Backend,
     topic: &str,
     group: &str,
     member: &str,
@@ -318,7 +375,7 @@ pub(crate) async fn claim(
 ) -> Result<Claimed> {
     let mut out = Claimed::default();
     let mut cursor = "0-0".to_string();
-    let mut conn = client.connection();
+    let mut conn = backend.connection();
     loop {
         let v: Value = redis::cmd("XAUTOCLAIM")
             .arg(&source.key)
@@ -365,7 +422,7 @@ pub(crate) async fn claim(
 /// How often each of `ids` (pending for `member` in `source`) has been
 /// delivered (`XPENDING` extended form), to continue attempt counts.
 pub(crate) async fn deliveries(
-    client: &Client,
+    backend: &Backend,
     group: &str,
     member: &str,
     source: &Source,
@@ -381,7 +438,7 @@ pub(crate) async fn deliveries(
         .arg(last.to_string())
         .arg(ids.len() + 10)
         .arg(member)
-        .query_async(&mut client.connection())
+        .query_async(&mut backend.connection())
         .await?;
     Ok(rows
         .into_iter()
@@ -395,7 +452,7 @@ pub(crate) async fn deliveries(
 /// command counts as a delivery. Used after a read whose reply was lost: the
 /// entries it delivered are pending for us, but no handler saw them.
 pub(crate) async fn own_pending(
-    client: &Client,
+    backend: &Backend,
     topic: &str,
     group: &str,
     member: &str,
@@ -412,7 +469,7 @@ pub(crate) async fn own_pending(
             .arg("+")
             .arg(500)
             .arg(member)
-            .query_async(&mut client.connection())
+            .query_async(&mut backend.connection())
             .await?;
         let full = rows.len() == 500;
         if let Some((last, ..)) = rows.last() {
@@ -441,7 +498,7 @@ pub(crate) async fn own_pending(
                 .clone()
         })
         .collect();
-    let replies = client.catalog().query_grouped(vec![cmds]).await?;
+    let replies = backend.query_grouped(vec![cmds]).await?;
     let mut out = Vec::new();
     let mut trimmed = 0;
     for ((_, n), v) in wanted.iter().zip(replies.into_iter().flatten()) {

@@ -2,7 +2,7 @@
 //! preloaded on connect and invoked by SHA.
 //!
 //! `SCRIPT LOAD` is not replicated and a restarted server forgets scripts, so
-//! callers go through [`crate::conn::Conn::eval`] (single calls) or check
+//! callers go through [`crate::store::conn::Conn::eval`] (single calls) or check
 //! pipelined replies for `NOSCRIPT` and reload with `conn::load_scripts`.
 //! The registry itself is pure: sources, SHAs, commands.
 
@@ -75,8 +75,8 @@ impl Script {
 /// The source of a shared piece (`lua/lib/<piece>.lua`).
 fn piece_source(piece: &str) -> &'static str {
     match piece {
-        "clock" => include_str!("../lua/lib/clock.lua"),
-        "lease" => include_str!("../lua/lib/lease.lua"),
+        "clock" => include_str!("../../lua/lib/clock.lua"),
+        "lease" => include_str!("../../lua/lib/lease.lua"),
         _ => "",
     }
 }
@@ -86,8 +86,8 @@ fn piece_source(piece: &str) -> &'static str {
 macro_rules! assembled {
     ($file:literal [$($piece:literal),*]) => {
         concat!(
-            $(include_str!(concat!("../lua/lib/", $piece, ".lua")),)*
-            include_str!(concat!("../lua/", $file, ".lua"))
+            $(include_str!(concat!("../../lua/lib/", $piece, ".lua")),)*
+            include_str!(concat!("../../lua/", $file, ".lua"))
         )
     };
 }
@@ -106,7 +106,7 @@ macro_rules! scripts {
                     $($field: Script::new(
                         $file,
                         assembled!($file [$($piece),*]),
-                        include_str!(concat!("../lua/", $file, ".lua")),
+                        include_str!(concat!("../../lua/", $file, ".lua")),
                         &[$($piece),*],
                     ),)*
                 }
@@ -211,8 +211,8 @@ mod tests {
             denied_call(&detail).as_deref(),
             Some(format!("script ack.lua, line {xack}, XACK").as_str())
         );
-        let hmget = include_str!("../lua/lib/clock.lua").lines().count()
-            + include_str!("../lua/lib/lease.lua")
+        let hmget = include_str!("../../lua/lib/clock.lua").lines().count()
+            + include_str!("../../lua/lib/lease.lua")
                 .lines()
                 .position(|l| l.contains("'HMGET'"))
                 .unwrap()

@@ -17,10 +17,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
 
 use crate::config::{Config, redact_url};
-use crate::direct::{DirectConn, DirectManager};
 use crate::error::{Error, PoolFailure, Result};
-use crate::scripts::{Script, Scripts};
-use crate::tls;
+use crate::store::direct::{DirectConn, DirectManager};
+use crate::store::scripts::{Script, Scripts};
+use crate::store::tls;
 
 /// What the server said about itself on connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
