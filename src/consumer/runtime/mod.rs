@@ -34,7 +34,7 @@
 //! place the worker's `Mode` is looked at. Longer mode-specific steps stay
 //! in their task's module, as methods of `Rt<Ordered>` or `Rt<Shared>`.
 //!
-//! [`Rt`] holds the worker's handles (client, topic, settings, handler,
+//! [`Rt`] holds the worker's handles (catalog, topic, settings, handler,
 //! stats) and its state in named parts: its [`Names`], the [`State`] behind
 //! one lock (owned partitions and what is in flight, [`state`]), [`Flow`]
 //! (in-flight and buffered counts: drain and read backpressure), [`Gates`]
