@@ -106,6 +106,14 @@ impl PublishOptions {
 
     /// Makes the publish idempotent: the same id within the TTL (default 1
     /// hour) returns the first message's id and publishes nothing.
+    ///
+    /// **Scope: the partition.** The id is checked in the partition the
+    /// record goes to (the check and the write are one script in that
+    /// partition's slot): its key's partition, or for a keyless record the
+    /// dedup id's own. So two publishes with the same dedup id are one
+    /// message when both have the same key, or both have none; with
+    /// different keys they can land in different partitions and are both
+    /// published. Retry a publish with the record it had.
     pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
         let ttl = self.dedup.as_ref().map_or(DEFAULT_DEDUP_TTL, |d| d.1);
         self.dedup = Some((id.into(), ttl));
@@ -192,7 +200,8 @@ impl Record {
         self
     }
 
-    /// Makes the publish idempotent by `id`.
+    /// Makes the publish idempotent by `id`, within the record's partition
+    /// (see [`PublishOptions::dedup_id`] for the scope).
     pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
         self.options = self.options.dedup_id(id);
         self

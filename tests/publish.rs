@@ -293,6 +293,45 @@ async fn dedup_within_and_after_ttl() {
     assert_eq!(c.describe_topic("payments").await.unwrap().delayed, 1);
 }
 
+/// The documented scope of a dedup id: the partition the record goes to.
+#[tokio::test]
+async fn a_dedup_id_is_checked_within_the_records_partition() {
+    let c = client("dedup-scope").await;
+    topic(&c, "orders", 8).await;
+    // Two keys that map to different partitions.
+    let (a, b) = ("tenant-a", "tenant-b");
+    let (pa, pb) = (partition_for_key(a, 8), partition_for_key(b, 8));
+    assert_ne!(pa, pb, "the test needs keys in two partitions");
+    let publish = |key: Option<&'static str>, n: u32| {
+        let mut r = Record::encode(&n).unwrap().dedup_id("order-7");
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        c.publish_record("orders", r)
+    };
+    // Same key: one message.
+    let first = publish(Some(a), 1).await.unwrap();
+    let again = publish(Some(a), 2).await.unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!((again.partition, &again.id), (pa, &first.id));
+    // Another key, another partition: published again, as documented.
+    let other = publish(Some(b), 3).await.unwrap();
+    assert!(!other.duplicate);
+    assert_eq!(other.partition, pb);
+    // Keyless: placed by the dedup id, so a keyless retry is caught.
+    let keyless = publish(None, 4).await.unwrap();
+    let keyless_again = publish(None, 5).await.unwrap();
+    assert!(!keyless.duplicate && keyless_again.duplicate);
+    assert_eq!(keyless.partition, partition_for_key("order-7", 8));
+    let mut values: Vec<u32> = read_all(&c, "orders")
+        .await
+        .iter()
+        .map(|m| m.decode().unwrap())
+        .collect();
+    values.sort();
+    assert_eq!(values, vec![1, 3, 4]);
+}
+
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct InvoiceCreatedV1 {
     invoice: String,

@@ -277,7 +277,9 @@ pub struct PublishArgs {
     #[arg(long, value_name = "N")]
     pub priority: Option<u8>,
     /// Idempotency id: publishing the same id again within an hour publishes
-    /// nothing and prints the first message's id
+    /// nothing and prints the first message's id. Checked within the
+    /// partition the message goes to: the same id with another --key can be
+    /// published again
     #[arg(long, value_name = "ID")]
     pub dedup_id: Option<String>,
     /// A header, as name=value (repeatable)
