@@ -940,6 +940,33 @@ fn dead_letters_list_as_json_show_and_replay_to_the_topic() {
     }
     insta::assert_json_snapshot!("dlq_list_json_line", first);
 
+    // The dead-letter view reads like a topic: `tail T.dlq`.
+    let view = format!("{TOPIC}.dlq");
+    let tailed = m.run(&["tail", &view, "--json"]).ok().json_lines();
+    assert_eq!(tailed.len(), 3, "{tailed:#?}");
+    for t in &tailed {
+        assert_eq!(t["data"]["bad"], true);
+        assert_eq!(t["headers"]["millrace-group"], "pdf");
+        assert_eq!(t["headers"]["millrace-error"], "bad invoice");
+        assert_eq!(t["lane"], 0);
+    }
+    let mut tailed_ids: Vec<String> = tailed
+        .iter()
+        .map(|t| format!("{}:{}", t["partition"], t["id"].as_str().unwrap()))
+        .collect();
+    let mut listed_ids: Vec<String> = lines
+        .iter()
+        .map(|l| format!("{}:{}", l["partition"], l["id"].as_str().unwrap()))
+        .collect();
+    tailed_ids.sort();
+    listed_ids.sort();
+    assert_eq!(
+        tailed_ids, listed_ids,
+        "tail shows the dead letters dlq list shows"
+    );
+    let nested = m.run(&["tail", &format!("{view}.dlq")]).code(2);
+    assert!(nested.stderr.contains(".dlq"), "{nested:#?}");
+
     // Human: a table addressed by PARTITION:ID.
     let human = m.run(&["dlq", "list", TOPIC]).ok();
     let table: Vec<&str> = human.stdout.lines().collect();

@@ -12,7 +12,9 @@ use crate::error::CliError;
 use crate::output::{Out, rfc3339_ms};
 
 pub async fn run(global: &Global, args: TailArgs, out: &mut Out) -> Result<(), CliError> {
-    millrace::keys::validate_topic(&args.topic)?;
+    // A topic, or its dead-letter view `T.dlq` (every dead letter, with
+    // its group, attempts and error as `millrace-*` headers).
+    millrace::keys::validate_topic(args.topic.strip_suffix(".dlq").unwrap_or(&args.topic))?;
     let start: StartAt = args
         .from
         .parse()
@@ -44,8 +46,9 @@ struct TailLine<'a> {
     partition: u32,
     lane: u8,
     key: Option<&'a str>,
-    /// The payload as JSON; null when it is not MessagePack.
-    data: Value,
+    /// The payload as JSON; absent when it is not MessagePack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
     headers: &'a Headers,
     published_at: String,
     /// The payload bytes when they are not MessagePack (raw publishes).
@@ -82,20 +85,21 @@ impl<'a> TailLine<'a> {
             let h = serde_json::to_string(self.headers).unwrap_or_default();
             s.push_str(&format!("  headers={h}"));
         }
-        match &self.raw_base64 {
-            Some(raw) => s.push_str(&format!("  raw:{raw}")),
-            None => s.push_str(&format!("  {}", self.data)),
+        match (&self.data, &self.raw_base64) {
+            (_, Some(raw)) => s.push_str(&format!("  raw:{raw}")),
+            (Some(data), None) => s.push_str(&format!("  {data}")),
+            (None, None) => {}
         }
         s
     }
 }
 
-/// `data` and `raw_base64` of a JSON line: the payload as JSON and no raw
-/// bytes, or null and the bytes in base64 when it is not MessagePack.
-pub fn payload_fields(payload: &[u8]) -> (Value, Option<String>) {
+/// `data` and `raw_base64` of a JSON line, exactly one of them set: the
+/// payload as JSON, or (when it is not MessagePack) its bytes in base64.
+pub fn payload_fields(payload: &[u8]) -> (Option<Value>, Option<String>) {
     match payload_json(payload) {
-        Some(v) => (v, None),
-        None => (Value::Null, Some(BASE64.encode(payload))),
+        Some(v) => (Some(v), None),
+        None => (None, Some(BASE64.encode(payload))),
     }
 }
 
@@ -155,10 +159,17 @@ mod tests {
             serde_json::to_value(&line).unwrap(),
             serde_json::json!({
                 "id": "1764237600123-0", "partition": 3, "lane": 0, "key": null,
-                "data": null, "headers": {"trace": "abc"},
+                "headers": {"trace": "abc"},
                 "published_at": "2025-11-27T10:00:00.123Z", "raw_base64": "aGVsbG8="
             })
         );
         assert!(line.human().ends_with("  raw:aGVsbG8="));
+        // A JSON null payload is data, not raw bytes.
+        let null = millrace::envelope::encode(&()).unwrap();
+        let v = serde_json::to_value(TailLine::new(&message(&null, None))).unwrap();
+        assert_eq!(
+            (v.get("data"), v.get("raw_base64")),
+            (Some(&Value::Null), None)
+        );
     }
 }
