@@ -54,7 +54,7 @@ pub use producer::{
 };
 pub use rate_limit::RateLimit;
 pub use reader::{Reader, StartAt};
-pub use retry::{Backoff, RetryPolicy};
+pub use retry::{Backoff, HEADER_MAX_ATTEMPTS, RetryPolicy};
 pub use schedule::{
     DEFAULT_RELOAD_INTERVAL, FIRE_DEDUP_TTL, HEADER_FIRE_TIME, HEADER_SCHEDULE, ScheduleSpec,
     Timetable, fire_time_rfc3339,

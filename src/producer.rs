@@ -24,6 +24,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::envelope::{self, Event, Headers, encode_headers, validate_key};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
+use crate::retry::{HEADER_MAX_ATTEMPTS, attempts_cap};
 use crate::store::backend::Backend;
 use crate::store::keys::{KeySpace, validate_dedup_id};
 use crate::store::publish::{self, Due, Prepared, PublishStep, send, unique_nonce};
@@ -86,6 +87,15 @@ impl PublishOptions {
     pub fn priority(mut self, lane: u8) -> Self {
         self.priority = lane;
         self
+    }
+
+    /// Caps how often this message is attempted: a group gives up after
+    /// `attempts` (or its own `max_attempts`, whichever is fewer) and
+    /// dead-letters it. Travels as the header [`HEADER_MAX_ATTEMPTS`], so
+    /// it holds across retries, dead-lettering and replay; 0 is refused
+    /// when publishing.
+    pub fn max_attempts(self, attempts: u32) -> Self {
+        self.header(HEADER_MAX_ATTEMPTS, attempts.to_string())
     }
 
     /// Delays visibility by `delay` (on Redis's clock).
@@ -185,6 +195,12 @@ impl Record {
     /// Sets the priority lane.
     pub fn priority(mut self, lane: u8) -> Self {
         self.options = self.options.priority(lane);
+        self
+    }
+
+    /// Caps this message's attempts (see [`PublishOptions::max_attempts`]).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.options = self.options.max_attempts(attempts);
         self
     }
 
@@ -293,8 +309,8 @@ struct Job {
 }
 
 /// Checks a record against a topic and a size limit, as publishing would:
-/// the lane, the key, the dedup id and the encoded size. Lets a caller
-/// validate a whole batch before publishing any of it.
+/// the lane, the key, the attempts cap, the dedup id and the encoded size.
+/// Lets a caller validate a whole batch before publishing any of it.
 pub fn check_record(spec: &TopicSpec, record: &Record, max_bytes: usize) -> Result<()> {
     let options = &record.options;
     if options.priority >= spec.lanes {
@@ -307,6 +323,9 @@ pub fn check_record(spec: &TopicSpec, record: &Record, max_bytes: usize) -> Resu
     let key = options.key.as_deref();
     if let Some(k) = key {
         validate_key(k)?;
+    }
+    if let Some(cap) = options.headers.get(HEADER_MAX_ATTEMPTS) {
+        attempts_cap(cap)?;
     }
     if let Some((id, ttl)) = &options.dedup {
         validate_dedup_id(id)?;

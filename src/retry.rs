@@ -58,6 +58,22 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Header capping a message's attempts below its group's `max_attempts`
+/// (a positive integer; see
+/// [`PublishOptions::max_attempts`](crate::PublishOptions::max_attempts)).
+pub const HEADER_MAX_ATTEMPTS: &str = "millrace-max-attempts";
+
+/// The value of a [`HEADER_MAX_ATTEMPTS`] header: a positive integer.
+pub(crate) fn attempts_cap(value: &str) -> Result<u32> {
+    match value.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::invalid(
+            HEADER_MAX_ATTEMPTS,
+            format!("{value:?}: must be a whole number of attempts, at least 1"),
+        )),
+    }
+}
+
 /// What happens to a message after a failed attempt.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Decision {
@@ -131,9 +147,18 @@ impl RetryPolicy {
         base.mul_f64((1.0 + spread).max(0.0)).min(self.max_delay)
     }
 
-    /// What to do after attempt `attempt` failed with `error`.
-    pub(crate) fn decide(&self, attempt: u32, error: &HandlerError, unit: f64) -> Decision {
-        if error.is_permanent() || attempt >= self.max_attempts {
+    /// What to do after attempt `attempt` failed with `error`, for a
+    /// message whose own cap (its `millrace-max-attempts` header) is `cap`:
+    /// the fewer of the cap and `max_attempts` wins.
+    pub(crate) fn decide(
+        &self,
+        attempt: u32,
+        error: &HandlerError,
+        unit: f64,
+        cap: Option<u32>,
+    ) -> Decision {
+        let max = cap.map_or(self.max_attempts, |c| c.min(self.max_attempts));
+        if error.is_permanent() || attempt >= max {
             return Decision::DeadLetter;
         }
         match error.retry_delay() {
@@ -322,18 +347,29 @@ mod tests {
         let p = policy(Backoff::Fixed);
         let retry = HandlerError::retry("flaky");
         assert_eq!(
-            p.decide(1, &retry, 0.5),
+            p.decide(1, &retry, 0.5, None),
             Decision::Retry(Duration::from_millis(500))
         );
-        assert_eq!(p.decide(5, &retry, 0.5), Decision::DeadLetter);
+        assert_eq!(p.decide(5, &retry, 0.5, None), Decision::DeadLetter);
         assert_eq!(
-            p.decide(1, &HandlerError::permanent("bad"), 0.5),
+            p.decide(1, &HandlerError::permanent("bad"), 0.5, None),
             Decision::DeadLetter
         );
         let later = HandlerError::retry_after("busy", Duration::from_secs(7));
         assert_eq!(
-            p.decide(2, &later, 0.5),
+            p.decide(2, &later, 0.5, None),
             Decision::Retry(Duration::from_secs(7))
+        );
+        // A message's own cap lowers the group's maximum, never raises it.
+        assert_eq!(p.decide(2, &retry, 0.5, Some(2)), Decision::DeadLetter);
+        assert_eq!(
+            p.decide(1, &retry, 0.5, Some(2)),
+            Decision::Retry(Duration::from_millis(500))
+        );
+        assert_eq!(p.decide(5, &retry, 0.5, Some(9)), Decision::DeadLetter);
+        assert_eq!(
+            p.decide(4, &retry, 0.5, Some(9)),
+            Decision::Retry(Duration::from_millis(500))
         );
         assert!(RetryPolicy::attempts(0).validate().is_err());
         assert!(RetryPolicy::default().validate().is_ok());

@@ -280,6 +280,90 @@ async fn a_retrying_key_holds_back_only_itself() {
     assert!(log[first_slow].2 >= 2, "slow 0 was retried: {log:?}");
 }
 
+/// A producer caps one message's attempts below the group's maximum; a cap
+/// above it changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_can_cap_its_own_attempts() {
+    for mode in [Mode::Ordered, Mode::Shared] {
+        let c = client("attempts-cap").await;
+        c.create_topic(&TopicSpec::new("capped", 2).unwrap())
+            .await
+            .unwrap();
+        let attempts: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+        let seen = attempts.clone();
+        let w = Worker::builder(&c, "g")
+            .mode(mode)
+            .retry(fixed(4, 10))
+            .handle_raw("capped", move |msg, ctx| {
+                let seen = seen.clone();
+                async move {
+                    let n: u32 = msg.decode().map_err(HandlerError::permanent)?;
+                    let mut seen = seen.lock().unwrap();
+                    let max = seen.entry(n).or_default();
+                    *max = (*max).max(ctx.attempt);
+                    Err(HandlerError::retry("always"))
+                }
+            })
+            .start()
+            .await
+            .unwrap();
+        let records = [
+            Record::encode(&1u32).unwrap().max_attempts(2),
+            Record::encode(&2u32).unwrap(),
+            Record::encode(&3u32).unwrap().max_attempts(9),
+            Record::encode(&4u32).unwrap().max_attempts(1),
+        ];
+        for r in records {
+            c.publish_record("capped", r).await.unwrap();
+        }
+        until("all dead-lettered", 20, || w.stats().dead_lettered == 4).await;
+        w.shutdown().await.unwrap();
+        let attempts = attempts.lock().unwrap().clone();
+        assert_eq!(
+            attempts,
+            HashMap::from([(1, 2), (2, 4), (3, 4), (4, 1)]),
+            "{mode:?}"
+        );
+        let mut dead: Vec<(String, u32)> = c
+            .dead_letters("capped", None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                (
+                    d.headers
+                        .get(millrace::HEADER_MAX_ATTEMPTS)
+                        .cloned()
+                        .unwrap_or_default(),
+                    d.attempts,
+                )
+            })
+            .collect();
+        dead.sort();
+        assert_eq!(
+            dead,
+            [
+                ("".into(), 4),
+                ("1".into(), 1),
+                ("2".into(), 2),
+                ("9".into(), 4)
+            ],
+            "the cap travels with the dead letter ({mode:?})"
+        );
+    }
+    // Publishing refuses a cap of 0.
+    let c = client("attempts-cap-zero").await;
+    c.create_topic(&TopicSpec::new("capped", 1).unwrap())
+        .await
+        .unwrap();
+    let e = c
+        .publish_record("capped", Record::encode(&1u32).unwrap().max_attempts(0))
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    assert!(e.to_string().contains("millrace-max-attempts"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_continues_the_attempt_count_after_a_crash() {
     let c = client("crash-retry").await;

@@ -285,12 +285,16 @@ pub struct PublishArgs {
     /// A header, as name=value (repeatable)
     #[arg(long = "header", value_name = "K=V")]
     pub headers: Vec<String>,
+    /// Give up on this message after N attempts, or the group's own
+    /// maximum if that is fewer (the header millrace-max-attempts)
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
     /// Read many messages from stdin, one JSON object per line:
-    /// {"data": ..., "key"?, "headers"?, "delay"?, "priority"?, "dedup_id"?}.
-    /// Every line is checked before anything is published
+    /// {"data": ..., "key"?, "headers"?, "delay"?, "priority"?, "dedup_id"?,
+    /// "max_attempts"?}. Every line is checked before anything is published
     #[arg(
         long,
-        conflicts_with_all = ["key", "delay", "at", "priority", "dedup_id", "headers"]
+        conflicts_with_all = ["key", "delay", "at", "priority", "dedup_id", "headers", "max_attempts"]
     )]
     pub jsonl: bool,
     /// Print the receipt (or the count, with --jsonl) as JSON

@@ -2,7 +2,7 @@
 //! the lines of `publish --jsonl`, the DATA argument, `--header` and `--at`.
 //!
 //! Each `--jsonl` line is one JSON object `{"data": ..., "key"?, "headers"?,
-//! "delay"?, "priority"?, "dedup_id"?}`. This module checks the JSON shape;
+//! "delay"?, "priority"?, "dedup_id"?, "max_attempts"?}`. This module checks the JSON shape;
 //! the caller then runs the library's `check_record` on every record before
 //! publishing any, because a batch publish sends the good records of a batch
 //! even when others fail, and the CLI promises all or nothing for a bad input.
@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const FIELDS: &str = "data, key, headers, delay, priority, dedup_id";
+const FIELDS: &str = "data, key, headers, delay, priority, dedup_id, max_attempts";
 
 /// Turns one line into a record ready to publish, or says what is wrong with
 /// it (without the line number, which the caller adds).
@@ -39,6 +39,7 @@ fn parse_object(map: Map<String, Value>) -> Result<Record, String> {
     let mut data = None;
     let mut options = PublishOptions::new();
     let mut headers = Headers::new();
+    let mut max_attempts: Option<u32> = None;
     for (field, v) in map {
         if v.is_null() && field != "data" {
             // An explicit null is the same as leaving the field out.
@@ -90,8 +91,21 @@ fn parse_object(map: Map<String, Value>) -> Result<Record, String> {
                 validate_dedup_id(&id).map_err(|e| e.to_string())?;
                 options = options.dedup_id(id);
             }
+            "max_attempts" => {
+                let n = v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        format!("\"max_attempts\" must be a whole number, at least 1, found {v}")
+                    })?;
+                max_attempts = Some(n);
+            }
             other => return Err(format!("unknown field {other:?} (fields are {FIELDS})")),
         }
+    }
+    if let Some(n) = max_attempts {
+        headers.insert(millrace::HEADER_MAX_ATTEMPTS.to_string(), n.to_string());
     }
     let data = data.ok_or_else(|| "missing field \"data\"".to_string())?;
     let payload = envelope::encode(&data).map_err(|e| e.to_string())?;
@@ -172,8 +186,24 @@ mod tests {
             r#"{"data": [1, 2], "key": "tenant-1", "headers": {"a": "b"}}"#,
             r#"{"data": "x", "delay": "5m", "priority": 1, "dedup_id": "inv-1"}"#,
             r#"{"data": 1, "key": null, "priority": null}"#,
+            r#"{"data": 1, "max_attempts": 2}"#,
         ] {
             assert!(parse_line(line).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn max_attempts_becomes_the_cap_header() {
+        let record = parse_line(r#"{"data": 1, "max_attempts": 2, "headers": {"a": "b"}}"#);
+        let dbg = format!("{:?}", record.unwrap());
+        assert!(dbg.contains(r#""millrace-max-attempts": "2""#), "{dbg}");
+        assert!(dbg.contains(r#""a": "b""#), "{dbg}");
+        for bad in ["0", "-1", "\"3\"", "1.5", "4294967296"] {
+            let e = err(&format!(r#"{{"data": 1, "max_attempts": {bad}}}"#));
+            assert!(
+                e.starts_with("\"max_attempts\" must be a whole number, at least 1"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -190,7 +220,7 @@ mod tests {
         assert_eq!(err(r#"{"key": "k"}"#), r#"missing field "data""#);
         assert_eq!(
             err(r#"{"data": 1, "tenant": "x"}"#),
-            r#"unknown field "tenant" (fields are data, key, headers, delay, priority, dedup_id)"#
+            r#"unknown field "tenant" (fields are data, key, headers, delay, priority, dedup_id, max_attempts)"#
         );
         assert_eq!(
             err(r#"{"data": 1, "key": 5}"#),

@@ -82,6 +82,12 @@ fn options(args: &PublishArgs) -> Result<PublishOptions, CliError> {
             .map_err(|e| CliError::from(e).context("--dedup-id"))?;
         o = o.dedup_id(id);
     }
+    if let Some(n) = args.max_attempts {
+        if n == 0 {
+            return Err(CliError::usage("--max-attempts must be at least 1"));
+        }
+        o = o.max_attempts(n);
+    }
     Ok(o)
 }
 

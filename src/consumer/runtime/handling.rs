@@ -20,7 +20,7 @@ use crate::consumer::dispatch::KeyOrder;
 use crate::consumer::handler::Context;
 use crate::envelope::{Message, encode_headers, encode_retry};
 use crate::error::Result;
-use crate::retry::{Decision, jitter_unit};
+use crate::retry::{Decision, HEADER_MAX_ATTEMPTS, jitter_unit};
 use crate::store::settle::{DeadLetter, Failure, RetryLater};
 use crate::store::{Guarded, Holder};
 
@@ -288,7 +288,7 @@ impl<D: Discipline> Rt<D> {
             };
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             let text = error.to_string();
-            let decision = policy.decide(attempt, &error, jitter_unit());
+            let decision = policy.decide(attempt, &error, jitter_unit(), attempts_cap(&msg));
             tracing::warn!(topic = %self.spec.name, group = %self.s.group, partition = msg.partition,
                 id = %msg.id, attempt, permanent = error.is_permanent(), error = %text,
                 next = ?decision, "handler failed");
@@ -457,6 +457,21 @@ impl Rt<Shared> {
                 tracing::warn!(topic = %topic, group = %group, error = %e, "parking a retry failed");
                 Outcome::Abandoned
             }
+        }
+    }
+}
+
+/// A message's own attempts cap (its `millrace-max-attempts` header), if it
+/// has a valid one; an invalid value (written by hand: publishing checks
+/// it) is ignored, with a warning.
+fn attempts_cap(msg: &Message) -> Option<u32> {
+    let value = msg.headers.get(HEADER_MAX_ATTEMPTS)?;
+    match crate::retry::attempts_cap(value) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(topic = %msg.topic, partition = msg.partition, id = %msg.id,
+                error = %e, "ignoring the message's attempts cap");
+            None
         }
     }
 }
