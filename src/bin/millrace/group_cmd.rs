@@ -3,6 +3,7 @@
 
 use millrace::ResetPlan;
 use millrace::{GroupInfo, StartAt};
+use serde::Serialize;
 
 use crate::cli::{
     Global, GroupCommand, GroupDescribeArgs, GroupListArgs, GroupPauseArgs, GroupResetArgs,
@@ -40,9 +41,58 @@ async fn describe(global: &Global, args: GroupDescribeArgs, out: &mut Out) -> Re
     let client = crate::connect(global).await?;
     let info = client.describe_group(&args.topic, &args.group).await?;
     if args.json {
-        out.json_pretty(&info)
+        out.json_pretty(&DescribeJson::new(&info))
     } else {
         out.line(describe_text(&info))
+    }
+}
+
+/// `group describe --json`: the library's `GroupInfo`, with the members'
+/// times in RFC 3339 (UTC, milliseconds) like every time the CLI prints.
+#[derive(Debug, Serialize)]
+struct DescribeJson<'a> {
+    topic: &'a str,
+    group: &'a str,
+    paused: bool,
+    members: Vec<MemberJson<'a>>,
+    partitions: &'a [millrace::PartitionInfo],
+    lag: u64,
+    pending: u64,
+}
+
+/// One member in `group describe --json`; a time Redis has no record of
+/// is null.
+#[derive(Debug, Serialize)]
+struct MemberJson<'a> {
+    id: &'a str,
+    is_static: bool,
+    joined_at: Option<String>,
+    last_heartbeat_at: Option<String>,
+    session_deadline_at: Option<String>,
+}
+
+impl<'a> DescribeJson<'a> {
+    fn new(info: &'a GroupInfo) -> Self {
+        let at = |ms: u64| (ms > 0).then(|| rfc3339_ms(ms));
+        DescribeJson {
+            topic: &info.topic,
+            group: &info.group,
+            paused: info.paused,
+            members: info
+                .members
+                .iter()
+                .map(|m| MemberJson {
+                    id: &m.id,
+                    is_static: m.is_static,
+                    joined_at: at(m.joined_ms),
+                    last_heartbeat_at: at(m.last_heartbeat_ms),
+                    session_deadline_at: at(m.session_deadline_ms),
+                })
+                .collect(),
+            partitions: &info.partitions,
+            lag: info.lag,
+            pending: info.pending,
+        }
     }
 }
 
@@ -261,6 +311,39 @@ PARTITION  OWNER     LAG   PENDING
 0          worker-a  12    3
 1          -         0     0
 2          0f3c9e1a  1500  16"
+        );
+    }
+
+    #[test]
+    fn describe_json_shows_member_times_in_rfc3339() {
+        let mut member = MemberInfo::default();
+        member.id = "worker-a".into();
+        member.is_static = true;
+        member.joined_ms = 1_764_237_000_000;
+        member.last_heartbeat_ms = 1_764_237_600_123;
+        let mut info = GroupInfo::default();
+        info.topic = "t".into();
+        info.group = "g".into();
+        info.members = vec![member];
+        info.partitions = vec![partition(0, Some("worker-a"), 2, 1)];
+        info.lag = 2;
+        info.pending = 1;
+        assert_eq!(
+            serde_json::to_value(DescribeJson::new(&info)).unwrap(),
+            serde_json::json!({
+                "topic": "t", "group": "g", "paused": false,
+                "members": [{
+                    "id": "worker-a", "is_static": true,
+                    "joined_at": "2025-11-27T09:50:00.000Z",
+                    "last_heartbeat_at": "2025-11-27T10:00:00.123Z",
+                    "session_deadline_at": null
+                }],
+                "partitions": [{
+                    "partition": 0, "owner": "worker-a", "assigned": "worker-a",
+                    "epoch": 1, "lag": 2, "pending": 1
+                }],
+                "lag": 2, "pending": 1
+            })
         );
     }
 
