@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use millrace::Mode;
 use millrace::RateLimit;
+use millrace::StartAt;
 use millrace::duration::parse_duration;
 use millrace::{Backoff, RetryPolicy};
 use serde::Deserialize;
@@ -97,7 +98,9 @@ pub struct ConsumerConfig {
     pub mode: Mode,
     pub concurrency: usize,
     pub rate_limit: Option<RateLimit>,
-    pub start_latest: bool,
+    /// Where the group starts if this creates it (an existing group keeps
+    /// its position).
+    pub start: StartAt,
     pub retry: RetryPolicy,
     pub handler: HandlerSpec,
 }
@@ -250,15 +253,15 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
                 })
             })
             .transpose()?;
-        let start_latest = match c.start.as_deref() {
-            None | Some("earliest") => false,
-            Some("latest") => true,
-            Some(other) => {
-                return Err(format!(
-                    "{}: expected \"earliest\" or \"latest\"; got {other:?}",
+        // The forms of `group reset --to`, with the same parser.
+        let start = match c.start.as_deref() {
+            None => StartAt::Earliest,
+            Some(v) => v.parse::<StartAt>().map_err(|_| {
+                format!(
+                    "{}: expected earliest, latest, an RFC 3339 time such as \"2026-12-01T00:00:00Z\" or a stream id such as \"1764237600000-0\"; got {v:?}",
                     key("start")
-                ));
-            }
+                )
+            })?,
         };
         let mut retry = RetryPolicy::default();
         if let Some(r) = &c.retry {
@@ -340,7 +343,7 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             mode,
             concurrency,
             rate_limit,
-            start_latest,
+            start,
             retry,
             handler,
         });
@@ -449,6 +452,63 @@ timeout = "30s"
         );
     }
 
+    /// EXAMPLE with `start = VALUE`, parsed.
+    fn start(value: &str) -> Result<StartAt, String> {
+        let text = EXAMPLE.replace("concurrency = 16", &format!("start = {value:?}"));
+        parse(&text).map(|c| c.consumers[0].start.clone())
+    }
+
+    #[test]
+    fn start_takes_the_forms_of_group_reset_to() {
+        let bare = parse(EXAMPLE).unwrap();
+        assert_eq!(bare.consumers[0].start, StartAt::Earliest);
+        assert_eq!(start("earliest"), Ok(StartAt::Earliest));
+        assert_eq!(start("latest"), Ok(StartAt::Latest));
+        assert_eq!(
+            start("2026-12-01T00:00:00Z"),
+            Ok(StartAt::TimeMs(1_796_083_200_000))
+        );
+        assert_eq!(
+            start("2026-12-01T01:00:00.250+01:00"),
+            Ok(StartAt::TimeMs(1_796_083_200_250))
+        );
+        assert_eq!(
+            start("1764237600000-0"),
+            Ok(StartAt::Id(millrace::StreamId {
+                ms: 1_764_237_600_000,
+                seq: 0
+            }))
+        );
+        assert_eq!(
+            start("1764237600000-7"),
+            Ok(StartAt::Id(millrace::StreamId {
+                ms: 1_764_237_600_000,
+                seq: 7
+            }))
+        );
+        // A bare millisecond time is an id too (`<ms>-0`), as in Redis.
+        assert_eq!(
+            start("1764237600000"),
+            Ok(StartAt::Id(millrace::StreamId {
+                ms: 1_764_237_600_000,
+                seq: 0
+            }))
+        );
+        let expected = "consumers[0].start: expected earliest, latest, an RFC 3339 time such as \"2026-12-01T00:00:00Z\" or a stream id such as \"1764237600000-0\"; got";
+        for bad in [
+            "",
+            "Earliest",
+            "now",
+            "2026-12-01",
+            "2026-13-01T00:00:00Z",
+            "1764237600000-x",
+            "-1-0",
+        ] {
+            let e = start(bad).unwrap_err();
+            assert_eq!(e, format!("{expected} {bad:?}"));
+        }
+    }
+
     #[test]
     fn errors_name_the_key_and_what_was_expected() {
         let cases = [
@@ -459,6 +519,8 @@ timeout = "30s"
                 "exec = [\"./bin/render-pdf\", \"--stdin\"]",
                 "http = \"https://x\"",
             ),
+            EXAMPLE.replace("concurrency = 16", "start = \"yesterday\""),
+            EXAMPLE.replace("concurrency = 16", "start = \"2026-12-01T00:00:00\""),
             EXAMPLE.replace("exec = [\"./bin/render-pdf\", \"--stdin\"]", ""),
             EXAMPLE.replace("concurrency = 16", "concurency = 16"),
             EXAMPLE.replace("\"erp.v1.invoice.created\"", "\"Invoices\""),

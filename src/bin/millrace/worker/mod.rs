@@ -11,7 +11,7 @@ mod metrics;
 use std::path::Path;
 use std::sync::Arc;
 
-use millrace::{StartAt, Worker};
+use millrace::Worker;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::Global;
@@ -66,11 +66,7 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
             .heartbeat_interval(cfg.session_timeout / 10)
             .drain_timeout(cfg.drain_timeout)
             .retry(c.retry.clone())
-            .start_at(if c.start_latest {
-                StartAt::Latest
-            } else {
-                StartAt::Earliest
-            });
+            .start_at(c.start.clone());
         if let Some(id) = &cfg.instance_id {
             b = b.instance_id(id.clone());
         }
