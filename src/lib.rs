@@ -27,6 +27,7 @@ mod group;
 #[cfg(feature = "tools")]
 #[doc(hidden)]
 pub mod local;
+mod metrics;
 pub mod partitioner;
 mod producer;
 mod rate_limit;
@@ -49,6 +50,7 @@ pub use error::{Error, PoolFailure, Result};
 pub use group::{
     CREATED_CONSUMER, GroupInfo, LaneReset, MemberInfo, Mode, PartitionInfo, ResetPlan,
 };
+pub use metrics::Metrics;
 pub use producer::{
     DEFAULT_DEDUP_TTL, Producer, ProducerConfig, PublishOptions, Receipt, Record, check_record,
 };
