@@ -14,6 +14,8 @@ use millrace::RateLimit;
 use millrace::StartAt;
 use millrace::duration::parse_duration;
 use millrace::{Backoff, RetryPolicy};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 
 use crate::cli::TlsFiles;
@@ -75,6 +77,7 @@ struct RawRetry {
 struct RawHandler {
     exec: Option<Vec<String>>,
     http: Option<String>,
+    ca: Option<PathBuf>,
     timeout: Option<String>,
 }
 
@@ -87,7 +90,24 @@ pub enum HandlerSpec {
         timeout: Duration,
     },
     /// An HTTP endpoint to POST to.
-    Http { url: String, timeout: Duration },
+    Http {
+        url: String,
+        timeout: Duration,
+        /// `ca`: the CA an `https://` endpoint is verified with instead of
+        /// the system's roots.
+        ca: Option<HandlerCa>,
+    },
+}
+
+/// A handler's `ca` file and the certificates in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandlerCa {
+    /// As written by [`parse`]; relative to the file's directory once
+    /// [`load`] has read it.
+    pub path: PathBuf,
+    /// Every certificate in the file, at least one: filled in by [`load`]
+    /// ([`parse`] reads no files and leaves it empty).
+    pub certs: Vec<CertificateDer<'static>>,
 }
 
 /// One `[[consumers]]` entry, checked.
@@ -138,7 +158,43 @@ pub fn load(path: &Path) -> Result<WorkerConfig, String> {
         cert: resolve(config.tls.cert.take()),
         key: resolve(config.tls.key.take()),
     };
+    for (i, c) in config.consumers.iter_mut().enumerate() {
+        if let HandlerSpec::Http { ca: Some(ca), .. } = &mut c.handler {
+            ca.path = dir.join(&ca.path);
+            ca.certs = read_ca(&ca.path)
+                .map_err(|e| format!("{}: consumers[{i}].handler.ca: {e}", path.display()))?;
+        }
+    }
     Ok(config)
+}
+
+/// The certificates of a PEM file: at least one, each one a certificate
+/// rustls can verify with.
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "expected a PEM CA certificate (-----BEGIN CERTIFICATE-----); {} holds none",
+            path.display()
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|e| {
+            let why = match e {
+                rustls::Error::InvalidCertificate(e) => format!("{e:?}"),
+                e => e.to_string(),
+            };
+            format!(
+                "{} holds a certificate that cannot be used as a CA ({why})",
+                path.display()
+            )
+        })?;
+    }
+    Ok(certs)
 }
 
 /// Parses and checks TOML text (errors without the file name).
@@ -294,8 +350,18 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             c.handler.timeout.as_ref(),
             DEFAULT_HANDLER_TIMEOUT,
         )?;
+        let ca = c.handler.ca.map(|path| HandlerCa {
+            path,
+            certs: Vec::new(),
+        });
         let handler = match (c.handler.exec, c.handler.http) {
             (Some(argv), None) => {
+                if ca.is_some() {
+                    return Err(format!(
+                        "{}: expected only with http = \"https://...\"; this handler is exec",
+                        key("handler.ca")
+                    ));
+                }
                 if argv.is_empty() || argv[0].is_empty() {
                     return Err(format!(
                         "{}: expected a program and its arguments, e.g. [\"./bin/render\", \"--stdin\"]",
@@ -305,13 +371,20 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
                 HandlerSpec::Exec { argv, timeout }
             }
             (None, Some(url)) => {
-                if !url.starts_with("http://") {
+                let https = url.starts_with("https://");
+                if !https && !url.starts_with("http://") {
                     return Err(format!(
-                        "{}: expected an http:// URL (https is not supported yet); got {url:?}",
+                        "{}: expected an http:// or https:// URL; got {url:?}",
                         key("handler.http")
                     ));
                 }
-                HandlerSpec::Http { url, timeout }
+                if ca.is_some() && !https {
+                    return Err(format!(
+                        "{}: expected only with http = \"https://...\"; got http = {url:?}",
+                        key("handler.ca")
+                    ));
+                }
+                HandlerSpec::Http { url, timeout, ca }
             }
             (Some(_), Some(_)) => {
                 return Err(format!(
@@ -510,6 +583,89 @@ timeout = "30s"
     }
 
     #[test]
+    fn a_ca_goes_with_an_https_handler_only() {
+        let https = EXAMPLE.replace(
+            "exec = [\"./bin/render-pdf\", \"--stdin\"]",
+            "http = \"https://hooks.internal/pdf\"\nca = \"certs/ca.pem\"",
+        );
+        match &parse(&https).unwrap().consumers[0].handler {
+            HandlerSpec::Http { url, ca, .. } => {
+                assert_eq!(url, "https://hooks.internal/pdf");
+                let ca = ca.as_ref().unwrap();
+                assert_eq!(ca.path, PathBuf::from("certs/ca.pem"));
+                assert!(ca.certs.is_empty(), "parse reads no files");
+            }
+            other => panic!("{other:?}"),
+        }
+        let plain = https.replace("https://", "http://");
+        assert_eq!(
+            parse(&plain).unwrap_err(),
+            "consumers[0].handler.ca: expected only with http = \"https://...\"; got http = \"http://hooks.internal/pdf\""
+        );
+        let without = https.replace("ca = \"certs/ca.pem\"", "");
+        match &parse(&without).unwrap().consumers[0].handler {
+            HandlerSpec::Http { ca, .. } => assert_eq!(ca, &None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn load_reads_the_ca_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        std::fs::write(dir.path().join("certs/ca.pem"), cert.pem()).unwrap();
+        let write = |ca: &str| {
+            let path = dir.path().join("w.toml");
+            let text = EXAMPLE.replace(
+                "exec = [\"./bin/render-pdf\", \"--stdin\"]",
+                &format!("http = \"https://127.0.0.1:8443/pdf\"\nca = {ca:?}"),
+            );
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let path = write("certs/ca.pem");
+        match &load(&path).unwrap().consumers[0].handler {
+            HandlerSpec::Http { ca: Some(ca), .. } => {
+                assert_eq!(ca.path, dir.path().join("certs/ca.pem"));
+                assert_eq!(ca.certs, vec![cert.der().clone()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Each error names the file, the key and the CA file.
+        std::fs::write(dir.path().join("empty.pem"), "no certificate here\n").unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(
+            dir.path().join("broken.pem"),
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("junk.pem"),
+            "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let errors: String = [
+            "missing.pem",
+            "empty.pem",
+            "key.pem",
+            "broken.pem",
+            "junk.pem",
+            "certs",
+        ]
+        .iter()
+        .map(|ca| {
+            let e = load(&write(ca)).unwrap_err();
+            format!("{}\n", e.replace(&dir.path().display().to_string(), "DIR"))
+        })
+        .collect();
+        insta::assert_snapshot!(errors);
+    }
+
+    #[test]
     fn errors_name_the_key_and_what_was_expected() {
         let cases = [
             EXAMPLE.replace("\"500ms\"", "\"fast\""),
@@ -517,8 +673,13 @@ timeout = "30s"
             EXAMPLE.replace("\"100/1s\"", "\"lots\""),
             EXAMPLE.replace(
                 "exec = [\"./bin/render-pdf\", \"--stdin\"]",
-                "http = \"https://x\"",
+                "http = \"ftp://x\"",
             ),
+            EXAMPLE.replace(
+                "exec = [\"./bin/render-pdf\", \"--stdin\"]",
+                "http = \"http://x/hook\"\nca = \"ca.pem\"",
+            ),
+            EXAMPLE.replace("timeout = \"30s\"", "ca = \"ca.pem\""),
             EXAMPLE.replace("concurrency = 16", "start = \"yesterday\""),
             EXAMPLE.replace("concurrency = 16", "start = \"2026-12-01T00:00:00\""),
             EXAMPLE.replace("exec = [\"./bin/render-pdf\", \"--stdin\"]", ""),

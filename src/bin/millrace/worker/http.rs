@@ -1,11 +1,13 @@
 //! `http` handlers: POST the payload as JSON, metadata as `X-Millrace-*`
 //! headers, over pooled keep-alive connections. 2xx acks; 4xx is permanent
 //! except 408 and 429; 5xx, timeouts and connection errors are retryable
-//! (a `Retry-After` in seconds is honoured).
+//! (a `Retry-After` in seconds is honoured). `https://` endpoints are
+//! verified with the system's roots, or with the handler's `ca` only.
 
 use std::time::Duration;
 
 use millrace::{Context, HandlerError, Message};
+use rustls_pki_types::CertificateDer;
 
 use super::exec::payload_json;
 
@@ -25,6 +27,62 @@ pub fn verdict(status: u16) -> Verdict {
         400..=499 => Verdict::Permanent,
         _ => Verdict::Retry,
     }
+}
+
+/// Whom a client trusts to be the `https://` server.
+pub enum Trust<'a> {
+    /// Nobody: for `http://` URLs, so that they never need the system's
+    /// roots (a container may have none).
+    Nobody,
+    /// The system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` when set).
+    System,
+    /// These CA certificates only (a handler's `ca`).
+    Only(&'a [CertificateDer<'static>]),
+}
+
+/// A client for handlers: pooled keep-alive connections, TLS by rustls
+/// with the ring provider millrace already uses.
+pub fn client(trust: Trust<'_>) -> Result<reqwest::Client, String> {
+    // reqwest's rustls takes the process's provider: millrace's own, ring.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let system = matches!(trust, Trust::System);
+    let builder = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60));
+    let builder = match trust {
+        Trust::Nobody => builder.tls_certs_only([]),
+        Trust::System => builder,
+        Trust::Only(certs) => builder.tls_certs_only(
+            certs
+                .iter()
+                .map(|c| reqwest::Certificate::from_der(c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error_chain(&e))?,
+        ),
+    };
+    builder.build().map_err(|e| match system {
+        true => format!(
+            "{}: an https:// handler without ca trusts the system's CA certificates; install them or set ca",
+            error_chain(&e)
+        ),
+        false => error_chain(&e),
+    })
+}
+
+/// An error and its causes, `: `-separated: reqwest's own text leaves out
+/// why a request failed (a refused connection, a certificate not trusted).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Header name for a message header: `X-Millrace-Header-<name>`.
@@ -66,7 +124,7 @@ pub async fn run(
         .body(body)
         .send()
         .await
-        .map_err(|e| HandlerError::retry(format!("POST {url}: {e}")))?;
+        .map_err(|e| HandlerError::retry(format!("POST {url}: {}", error_chain(&e))))?;
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()

@@ -8,6 +8,8 @@ mod exec;
 mod http;
 mod metrics;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -51,10 +53,10 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
         tls,
     )
     .await?;
-    let http_client = reqwest::Client::builder()
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .build()
-        .map_err(|e| CliError::other(format!("cannot set up the HTTP client: {e}")))?;
+    // Handlers without a `ca` share a client (and its connection pool) per
+    // scheme, made when first needed: the system's roots are looked for only
+    // when an https:// handler without `ca` needs them.
+    let mut shared_http: HashMap<bool, reqwest::Client> = HashMap::new();
 
     let mut handles = Vec::new();
     let mut watched = Vec::new();
@@ -82,8 +84,27 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
                     async move { exec::run(&argv, timeout, msg, ctx).await }
                 })
             }
-            HandlerSpec::Http { url, timeout } => {
-                let (url, timeout, client) = (Arc::new(url.clone()), *timeout, http_client.clone());
+            HandlerSpec::Http { url, timeout, ca } => {
+                let https = url.starts_with("https://");
+                let trust = match ca {
+                    Some(ca) => http::Trust::Only(&ca.certs),
+                    None if https => http::Trust::System,
+                    None => http::Trust::Nobody,
+                };
+                let made = |trust| {
+                    http::client(trust).map_err(|e| {
+                        CliError::other(format!(
+                            "cannot set up the HTTP client of {} {}: {e}",
+                            c.topic, c.group
+                        ))
+                    })
+                };
+                let client = match (ca, shared_http.entry(https)) {
+                    (Some(_), _) => made(trust)?,
+                    (None, Entry::Occupied(e)) => e.get().clone(),
+                    (None, Entry::Vacant(e)) => e.insert(made(trust)?).clone(),
+                };
+                let (url, timeout) = (Arc::new(url.clone()), *timeout);
                 b.handle_raw(&c.topic, move |msg, ctx| {
                     let (url, client) = (url.clone(), client.clone());
                     async move { http::run(&client, &url, timeout, msg, ctx).await }
