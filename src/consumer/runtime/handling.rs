@@ -288,7 +288,7 @@ impl<D: Discipline> Rt<D> {
             };
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             let text = error.to_string();
-            let decision = policy.decide(attempt, &error, jitter_unit(), attempts_cap(&msg));
+            let decision = policy.decide(attempt, &error, jitter_unit(), attempts_cap(msg));
             tracing::warn!(topic = %self.spec.name, group = %self.s.group, partition = msg.partition,
                 id = %msg.id, attempt, permanent = error.is_permanent(), error = %text,
                 next = ?decision, "handler failed");
