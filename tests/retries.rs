@@ -280,6 +280,45 @@ async fn a_retrying_key_holds_back_only_itself() {
     assert!(log[first_slow].2 >= 2, "slow 0 was retried: {log:?}");
 }
 
+/// A group reading a dead-letter view that gives up on an entry acks it:
+/// it is not dead-lettered into the stream the group reads (which would
+/// loop without end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_up_on_a_dead_letter_view_entry_does_not_loop() {
+    let c = client("dlq-view-give-up").await;
+    c.create_topic(&TopicSpec::new("jobs", 2).unwrap())
+        .await
+        .unwrap();
+    let failing = Worker::builder(&c, "g")
+        .handle_raw("jobs", |_m, _c| async {
+            Err(HandlerError::permanent("bad job"))
+        })
+        .start()
+        .await
+        .unwrap();
+    c.publish_record("jobs", Record::encode(&1u32).unwrap())
+        .await
+        .unwrap();
+    until("dead-lettered", 10, || failing.stats().dead_lettered == 1).await;
+    failing.shutdown().await.unwrap();
+    let alerts = Worker::builder(&c, "alerts")
+        .retry(fixed(2, 10))
+        .handle_raw("jobs.dlq", |_m, _c| async {
+            Err(HandlerError::retry("alerting is down"))
+        })
+        .start()
+        .await
+        .unwrap();
+    until("alerts gave up", 10, || alerts.stats().dead_lettered == 1).await;
+    until("acked", 10, || alerts.stats().acked == 1).await;
+    alerts.shutdown().await.unwrap();
+    let dead = c.dead_letters("jobs", None, 100).await.unwrap();
+    assert_eq!(dead.len(), 1, "one dead letter, not a loop: {dead:#?}");
+    assert_eq!(dead[0].group, "g");
+    let info = c.describe_group("jobs.dlq", "alerts").await.unwrap();
+    assert_eq!((info.lag, info.pending), (0, 0));
+}
+
 /// A producer caps one message's attempts below the group's maximum; a cap
 /// above it changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

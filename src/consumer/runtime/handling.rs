@@ -293,6 +293,22 @@ impl<D: Discipline> Rt<D> {
                 id = %msg.id, attempt, permanent = error.is_permanent(), error = %text,
                 next = ?decision, "handler failed");
             let wait = match decision {
+                // A dead-letter view's entries are dead letters already:
+                // dead-lettering one again would write it into the very
+                // stream the group reads, to be read and fail again
+                // without end. Giving up acks it for this group; it stays
+                // in the dead-letter stream.
+                Decision::DeadLetter if self.spec.name.ends_with(".dlq") => {
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %self.spec.name, group = %self.s.group,
+                        partition = msg.partition, id = %msg.id, attempts = attempt, error = %text,
+                        "gave up on a dead letter: acked for this group, it stays in the dead-letter stream");
+                    let _ = ack_tx.send(AckReq {
+                        delivery: d.id(),
+                        clear_attempts: attempt > d.attempt || d.last_error.is_some(),
+                    });
+                    return Outcome::Acked;
+                }
                 Decision::DeadLetter => return self.dead_letter(d, attempt, &text).await,
                 Decision::Retry(wait) => wait,
             };
