@@ -976,6 +976,10 @@ impl Report {
 
 /// Sums a counter's samples on a worker's `/metrics`.
 pub async fn scrape_counter(port: u16, name: &str) -> u64 {
+    // reqwest is built without a TLS crypto provider of its own (the
+    // binary's handlers install ring): install it here too, or building a
+    // client panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let Ok(resp) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
         return 0;
     };
