@@ -209,7 +209,7 @@ impl Client {
 
     /// What [`reset_group`](Client::reset_group) would do, without changing
     /// anything: per partition lane the group's last-delivered id now and
-    /// after the reset, and the lag the reset leaves. See [`ResetPlan`](crate::ResetPlan).
+    /// after the reset, and the lag the reset leaves. See [`ResetPlan`].
     pub async fn plan_group_reset(
         &self,
         topic: &str,

@@ -104,7 +104,7 @@ fn check_version(server: &str, version: &str, compat: &str) -> Result<()> {
 
 /// The multiplexed connection: cheap to clone, reconnects by itself. Use
 /// it with redis-rs's commands (it implements
-/// [`ConnectionLike`](redis::aio::ConnectionLike)).
+/// [`ConnectionLike`]).
 #[derive(Clone)]
 pub struct Conn(ConnKind);
 

@@ -1,16 +1,15 @@
 //! The store: the layer between millrace's domain modules (producer,
-//! consumer runtime, group, topic, schedule, dlq, rate limit) and Redis.
+//! consumer runtime, group, topic, schedule, dlq, rate limit, reader) and
+//! Redis. Every Redis command millrace sends is built here.
 //!
-//! It owns the key space, the script registry and the connection for the
-//! atomic steps, and offers one typed function per step: named arguments in,
-//! typed outcomes out (a lease that moved on is [`Guarded::LeaseLost`], not a
-//! `-1`). Callers never build keys for a step, pick a script or read its
-//! reply by position. Pipelines are grouped per partition, so on a cluster
-//! each partition's commands go to its own slot.
-//!
-//! Moving here step by step (see docs/architecture.md): the lease steps
-//! ([`lease`]) and the steps that settle a handled or failed message
-//! ([`settle`]) so far.
+//! It owns the connected [`backend::Backend`] (connections, key space,
+//! script registry), the connection layer under it ([`conn`], [`direct`],
+//! [`tls`], [`scripts`], [`keys`], [`resp`]), and offers one typed function
+//! per step: named arguments in, typed outcomes out (a lease that moved on
+//! is [`Guarded::LeaseLost`], not a `-1`). Callers never build keys, pick a
+//! script or read a reply by position. Pipelines are grouped per partition,
+//! so on a cluster each partition's commands go to its own slot. The steps,
+//! module by module, are listed in docs/architecture.md.
 
 pub(crate) mod backend;
 pub(crate) mod conn;
