@@ -358,7 +358,7 @@ fn prepare(
     max_bytes: usize,
 ) -> Result<Prepared> {
     check_record(spec, &record, max_bytes)?;
-    if spec.name.ends_with(".dlq") {
+    if spec.is_dead_letter_view() {
         return Err(Error::InvalidName {
             what: "topic",
             name: spec.name.clone(),

@@ -47,6 +47,12 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl TopicSpec {
+    /// Whether this is a dead-letter view `T.dlq` (the dead letters of `T`,
+    /// read like a topic; nothing is published or dead-lettered into it).
+    pub(crate) fn is_dead_letter_view(&self) -> bool {
+        self.name.ends_with(".dlq")
+    }
+
     /// A topic with `partitions` partitions, one lane, 7 days retention and
     /// no length cap. Checks the name and the partition count.
     pub fn new(name: impl Into<String>, partitions: u32) -> Result<Self> {

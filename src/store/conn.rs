@@ -142,6 +142,14 @@ impl Conn {
     }
 }
 
+/// A blocking pool that could not be built.
+fn pool_build_failed(e: impl std::fmt::Display) -> Error {
+    Error::Pool {
+        kind: PoolFailure::Build,
+        message: e.to_string(),
+    }
+}
+
 /// Loads every script of `scripts` (on a cluster, into every primary).
 pub(crate) async fn load_scripts(scripts: &Scripts, conn: &mut Conn) -> Result<()> {
     let mut pipe = redis::pipe();
@@ -522,10 +530,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             .max_size(config.blocking_pool_size)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
-            .map_err(|e| Error::Pool {
-                kind: PoolFailure::Build,
-                message: e.to_string(),
-            })?;
+            .map_err(pool_build_failed)?;
         Ok(Connected {
             conn,
             pool: BlockingPool::Cluster(pool),
@@ -554,10 +559,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
                 .max_size(config.blocking_pool_size)
                 .runtime(deadpool::Runtime::Tokio1)
                 .build()
-                .map_err(|e| Error::Pool {
-                    kind: PoolFailure::Build,
-                    message: e.to_string(),
-                })?;
+                .map_err(pool_build_failed)?;
             return Ok(Connected {
                 conn,
                 pool: BlockingPool::Direct(pool),
@@ -577,10 +579,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             .max_size(config.blocking_pool_size)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
-            .map_err(|e| Error::Pool {
-                kind: PoolFailure::Build,
-                message: e.to_string(),
-            })?;
+            .map_err(pool_build_failed)?;
         Ok(Connected {
             conn,
             pool: BlockingPool::Single(pool),

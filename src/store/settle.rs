@@ -82,8 +82,9 @@ pub(crate) struct RetryLater<'a> {
 /// records of it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DeadLetter<'a> {
-    /// The topic it was read from (a dead-letter view `T.dlq` writes to
-    /// `T`'s dead-letter streams).
+    /// The topic it was read from; never a dead-letter view (a view's
+    /// group acks what it gives up on: its entries are dead letters
+    /// already).
     pub topic: &'a str,
     pub group: &'a str,
     pub partition: u32,
@@ -247,10 +248,10 @@ impl Store<'_> {
     /// in one step (`lua/dead_letter.lua`). Returns the dead-letter entry's
     /// id.
     pub(crate) async fn dead_letter(&self, d: DeadLetter<'_>) -> Result<Guarded<String>> {
-        let base = d.topic.strip_suffix(".dlq").unwrap_or(d.topic);
+        debug_assert!(!d.topic.ends_with(".dlq"), "dead-lettering from a view");
         let lease = self.keys.lease(d.topic, d.partition, d.group);
         let source = self.stream(d.topic, d.partition, d.group, d.source);
-        let dlq = self.keys.dlq(base, d.partition);
+        let dlq = self.keys.dlq(d.topic, d.partition);
         let attempts_key = self.keys.attempts(d.topic, d.partition, d.group);
         let (member, epoch, check_lease) = match d.holder {
             Some(h) => (h.member, h.epoch.to_string(), "1"),

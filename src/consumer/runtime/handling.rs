@@ -298,7 +298,7 @@ impl<D: Discipline> Rt<D> {
                 // stream the group reads, to be read and fail again
                 // without end. Giving up acks it for this group; it stays
                 // in the dead-letter stream.
-                Decision::DeadLetter if self.spec.name.ends_with(".dlq") => {
+                Decision::DeadLetter if self.spec.is_dead_letter_view() => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(topic = %self.spec.name, group = %self.s.group,
                         partition = msg.partition, id = %msg.id, attempts = attempt, error = %text,
