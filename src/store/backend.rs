@@ -77,6 +77,12 @@ impl Backend {
         self.parts.conn.clone()
     }
 
+    /// Whether this is a cluster (each partition's commands go to its own
+    /// slot; scripts stand in for `WATCH`), without cloning the connection.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.parts.conn.is_cluster()
+    }
+
     /// The pool of dedicated connections for blocking reads.
     pub(crate) fn pool(&self) -> &BlockingPool {
         &self.parts.pool

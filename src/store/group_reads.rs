@@ -58,12 +58,6 @@ impl Backend {
         }
         out
     }
-
-    /// Whether this is a cluster (each partition's commands go to its own
-    /// slot; scripts stand in for `WATCH`).
-    pub(crate) fn is_cluster(&self) -> bool {
-        self.connection().is_cluster()
-    }
 }
 
 /// A message as read, with where it came from.
@@ -142,7 +136,7 @@ pub(crate) async fn read_new(
         return Ok(Vec::new());
     }
     let by_key: HashMap<&str, &Source> = sources.iter().map(|s| (s.key.as_str(), s)).collect();
-    let slots: Vec<Vec<&Source>> = if backend.connection().is_cluster() {
+    let slots: Vec<Vec<&Source>> = if backend.is_cluster() {
         let mut per: Vec<(u32, Vec<&Source>)> = Vec::new();
         for s in sources {
             match per.iter_mut().find(|(p, _)| *p == s.partition) {
@@ -324,7 +318,7 @@ pub(crate) async fn wait_for_new(
     if streams.is_empty() {
         return Ok(Vec::new());
     }
-    let slots: Vec<Vec<&(String, String)>> = if backend.connection().is_cluster() {
+    let slots: Vec<Vec<&(String, String)>> = if backend.is_cluster() {
         let mut per: Vec<(u32, Vec<&(String, String)>)> = Vec::new();
         for s in streams {
             let p = partition_of(&s.0);

@@ -134,7 +134,7 @@ impl Backend {
             .collect();
         // One XREAD per slot: everything on a single server, per partition on a cluster.
         let mut slots: Vec<Vec<usize>> = Vec::new();
-        if self.connection().is_cluster() {
+        if self.is_cluster() {
             let mut map: HashMap<u32, Vec<usize>> = HashMap::new();
             for (i, c) in lanes.iter().enumerate() {
                 map.entry(c.at.partition).or_default().push(i);
