@@ -6,9 +6,11 @@
 -- ARGV[1] delay ms (when ARGV[2] is "rel") or due ms (when "abs")
 -- ARGV[2] "rel" or "abs"
 -- ARGV[3] member: the MessagePack-encoded delayed entry (unique by a nonce)
--- ARGV[4] dedup marker TTL ms, or "" without dedup
--- Returns {1, token} when stored, {0, first token} when a duplicate;
--- token is "<due ms>-<sha1 of the member>", which names the entry.
+-- ARGV[4] dedup marker TTL ms, or "" without dedup  ARGV[5] the message's lane
+-- Returns {1, token} when stored, {0, marker} when a duplicate; token is
+-- "<due ms>-<sha1 of the member>", which names the entry (promote.lua gives
+-- it to the stream entry as its first id), and the marker "<lane>:<token>"
+-- (or the bare token an older version set).
 if ARGV[4] ~= '' then
   local first = redis.call('GET', KEYS[3])
   if first then return {0, first} end
@@ -26,6 +28,6 @@ if tonumber(first_due[2]) >= due then
 end
 local token = string.format('%d', due) .. '-' .. redis.sha1hex(ARGV[3])
 if ARGV[4] ~= '' then
-  redis.call('SET', KEYS[3], token, 'PX', ARGV[4])
+  redis.call('SET', KEYS[3], ARGV[5] .. ':' .. token, 'PX', ARGV[4])
 end
 return {1, token}

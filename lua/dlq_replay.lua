@@ -11,7 +11,9 @@ local fields = e[1][2]
 for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
 local id
 if ARGV[2] == 'topic' then
-  id = redis.call('XADD', KEYS[2], '*', 'k', f['k'] or '', 'h', f['h'] or '', 'd', f['d'] or '')
+  -- 'o' keeps the message's first id (its identity) across the replay.
+  id = redis.call('XADD', KEYS[2], '*', 'k', f['k'] or '', 'h', f['h'] or '', 'd', f['d'] or '',
+    'o', f['o'] or '')
 else
   id = redis.call('XADD', KEYS[2], '*', 'k', f['k'] or '', 'h', f['h'] or '', 'd', f['d'] or '',
     'l', f['l'] or '0', 'a', '1', 'o', f['o'] or '')

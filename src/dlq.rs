@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::envelope::{Headers, Message, StreamId, meta};
 use crate::error::{Error, Result};
+use crate::id::MessageId;
 use crate::store::dead_letters::{Replay, ReplayTarget};
 use crate::store::dlq_entries::DeadLetterPage;
 use crate::topic::Catalog;
@@ -24,7 +25,12 @@ const PAGE: usize = 500;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct DeadLetter {
-    /// Its id in the partition's dead-letter stream.
+    /// The message's identity (`<partition>:<lane>:<first id>`), as its
+    /// handlers saw it: the same for every dead letter of one message (one
+    /// per group that gave up on it).
+    pub message_id: MessageId,
+    /// Its id in the partition's dead-letter stream (`<partition>:<id>`
+    /// addresses this dead letter).
     pub id: String,
     /// The partition it came from.
     pub partition: u32,
@@ -32,7 +38,8 @@ pub struct DeadLetter {
     pub lane: u8,
     /// The group that gave up on it.
     pub group: String,
-    /// Its id in the partition (or in the group's retry stream).
+    /// The message's first id: the stream id it was published with, or a
+    /// delayed message's token (the last part of `message_id`).
     pub origin_id: String,
     /// The partition key.
     pub key: Option<String>,
@@ -52,7 +59,9 @@ pub struct DeadLetter {
 /// Which dead letters an operation applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {
-    /// These ids: `ms-seq` (looked up in every partition) or `P:ms-seq`.
+    /// These ids: dead-letter ids `ms-seq` (looked up in every partition)
+    /// or `P:ms-seq`, or message ids `P:L:first` (every dead letter of that
+    /// message).
     Ids(Vec<String>),
     /// All of them (optionally of one group).
     All,
@@ -91,12 +100,15 @@ fn dead_letters_of(entries: Vec<Message>) -> Vec<DeadLetter> {
         .into_iter()
         .map(|m| {
             let mut headers = m.headers;
+            let lane = take(&mut headers, meta::LANE).parse().unwrap_or(0);
+            let origin_id = take(&mut headers, meta::ORIGIN_ID);
             DeadLetter {
+                message_id: MessageId::read(m.partition, lane, origin_id.clone()),
                 id: m.id.to_string(),
                 partition: m.partition,
-                lane: take(&mut headers, meta::LANE).parse().unwrap_or(0),
+                lane,
                 group: take(&mut headers, meta::GROUP),
-                origin_id: take(&mut headers, meta::ORIGIN_ID),
+                origin_id,
                 attempts: take(&mut headers, meta::ATTEMPTS).parse().unwrap_or(0),
                 error: take(&mut headers, meta::ERROR),
                 failed_at_ms: take(&mut headers, meta::FAILED_AT_MS).parse().unwrap_or(0),
@@ -116,7 +128,10 @@ pub(crate) fn parse_id(id: &str) -> Result<(Option<u32>, StreamId)> {
     match id.split_once(':') {
         Some((p, rest)) => {
             let p = p.parse().map_err(|_| {
-                Error::invalid("dead-letter id", format!("{id:?}: use ID or PARTITION:ID"))
+                Error::invalid(
+                    "dead-letter id",
+                    format!("{id:?}: use ID, PARTITION:ID or a message id PARTITION:LANE:ID"),
+                )
             })?;
             Ok((Some(p), StreamId::parse(rest)?))
         }
@@ -176,22 +191,64 @@ async fn partition_dead_letters(
     }
 }
 
-/// One dead letter by id (`ms-seq` or `P:ms-seq`; a bare id found in
-/// several partitions is an error naming each `P:ms-seq`).
+/// One dead letter by id (`ms-seq` or `P:ms-seq`, or the message id
+/// `P:L:first` of a message with one dead letter; a bare id found in
+/// several partitions, or a message dead-lettered by several groups, is an
+/// error naming each `P:ms-seq`).
 pub(crate) async fn dead_letter(
     cat: &Catalog,
     topic: &str,
     id: &str,
 ) -> Result<Option<DeadLetter>> {
-    Ok(find_dead_letters(cat, topic, &[id.to_string()])
-        .await?
-        .pop())
+    let mut found = find_dead_letters(cat, topic, &[id.to_string()]).await?;
+    if found.len() > 1 {
+        return Err(Error::invalid(
+            "dead-letter id",
+            format!(
+                "message {id} has {} dead letters (one per group that gave up on it); use one of {}",
+                found.len(),
+                addresses(&found)
+            ),
+        ));
+    }
+    Ok(found.pop())
+}
+
+/// `P:ms-seq, ...` of dead letters.
+fn addresses(letters: &[DeadLetter]) -> String {
+    letters
+        .iter()
+        .map(|d| format!("{}:{}", d.partition, d.id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every dead letter of the message `id` (one per group that gave up on it).
+async fn dead_letters_of_message(
+    cat: &Catalog,
+    topic: &str,
+    partitions: u32,
+    id: &MessageId,
+) -> Result<Vec<DeadLetter>> {
+    if id.partition() >= partitions {
+        return Err(Error::invalid(
+            "partition",
+            format!("{} is not a partition of {topic}", id.partition()),
+        ));
+    }
+    let all = partition_dead_letters(cat, topic, id.partition(), None, usize::MAX).await?;
+    Ok(all.into_iter().filter(|d| d.message_id == *id).collect())
 }
 
 async fn find_dead_letters(cat: &Catalog, topic: &str, ids: &[String]) -> Result<Vec<DeadLetter>> {
     let spec = cat.topic_cached(topic).await?;
     let mut out = Vec::new();
     for id in ids {
+        if id.matches(':').count() == 2 {
+            let message = MessageId::parse(id)?;
+            out.extend(dead_letters_of_message(cat, topic, spec.partitions, &message).await?);
+            continue;
+        }
         let (partition, sid) = parse_id(id)?;
         let parts: Vec<u32> = match partition {
             Some(p) if p < spec.partitions => vec![p],
@@ -211,15 +268,11 @@ async fn find_dead_letters(cat: &Catalog, topic: &str, ids: &[String]) -> Result
         // Each partition's stream makes its own ids, so a bare id can
         // name entries in two partitions: refuse rather than guess.
         if partition.is_none() && matches.len() > 1 {
-            let which: Vec<String> = matches
-                .iter()
-                .map(|d| format!("{}:{}", d.partition, d.id))
-                .collect();
             return Err(Error::invalid(
                 "dead-letter id",
                 format!(
                     "{id} is in several partitions; use one of {}",
-                    which.join(", ")
+                    addresses(&matches)
                 ),
             ));
         }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::id::MessageId;
 
 /// Field name of the key.
 pub const FIELD_KEY: &str = "k";
@@ -131,76 +132,17 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// A stream id (`<ms>-<seq>`), parsed for ordering.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StreamId {
-    /// Milliseconds part: the time Redis added the entry.
-    pub ms: u64,
-    /// Sequence within the millisecond.
-    pub seq: u64,
-}
-
-impl StreamId {
-    /// Parses `ms-seq` (or a bare `ms`, meaning `ms-0`).
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::invalid("stream id", format!("{s:?} is not <ms>-<seq>"));
-        let (ms, seq) = match s.split_once('-') {
-            Some((ms, seq)) => (ms, seq),
-            None => (s, "0"),
-        };
-        Ok(StreamId {
-            ms: ms.parse().map_err(|_| bad())?,
-            seq: seq.parse().map_err(|_| bad())?,
-        })
-    }
-}
-
-impl StreamId {
-    /// The id just before this one, so an exclusive cursor at it includes
-    /// this id (`0-0` stays `0-0`).
-    pub fn predecessor(self) -> StreamId {
-        match self {
-            StreamId { ms: 0, seq: 0 } => self,
-            StreamId { ms, seq: 0 } => StreamId {
-                ms: ms - 1,
-                seq: u64::MAX,
-            },
-            StreamId { ms, seq } => StreamId { ms, seq: seq - 1 },
-        }
-    }
-}
-
-impl std::fmt::Display for StreamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (mut ms, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
-        f.write_str(ms.format(self.ms))?;
-        f.write_str("-")?;
-        f.write_str(seq.format(self.seq))
-    }
-}
-
-/// Written as `ms-seq` straight into the command: acks send one per message.
-impl redis::ToRedisArgs for StreamId {
-    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        let (mut ms, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let (ms, seq) = (
-            ms.format(self.ms).as_bytes(),
-            seq.format(self.seq).as_bytes(),
-        );
-        // Two u64s in decimal (at most 20 digits each) and the dash.
-        let mut buf = [0u8; 41];
-        buf[..ms.len()].copy_from_slice(ms);
-        buf[ms.len()] = b'-';
-        buf[ms.len() + 1..ms.len() + 1 + seq.len()].copy_from_slice(seq);
-        out.write_arg(&buf[..ms.len() + 1 + seq.len()]);
-    }
-}
+pub use crate::id::StreamId;
 
 /// One message as read from a partition.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Message {
-    /// The stream id.
+    /// The message's identity within its topic: the same across retries,
+    /// dead-lettering and replay (deduplicate on this, not on `id`).
+    pub message_id: MessageId,
+    /// The stream id of this entry: unique only within its partition lane,
+    /// and new when the message is retried in shared mode or replayed.
     pub id: StreamId,
     /// The topic.
     pub topic: String,
@@ -405,11 +347,38 @@ pub(crate) fn parse_entry(topic: &str, partition: u32, lane: u8, v: Value) -> Re
             }
         }
     }
-    // Dead-letter and retry entries carry their origin in extra fields,
-    // shown to handlers as `millrace-*` headers.
-    headers.extend(meta.into_iter().map(|(k, v)| (k.to_string(), v)));
     let payload = payload.ok_or_else(|| Error::Decode(format!("entry {id}: no payload field")))?;
+    // A dead letter (it names the group that gave up) is a message of its
+    // own: its extra fields are shown as `millrace-*` headers. In any other
+    // entry (a promoted delayed message, a replay, a group's retry), `o` is
+    // the message's first id and `l` its lane: its identity, not headers.
+    let dead_letter = meta.iter().any(|(name, _)| *name == meta::GROUP);
+    let mut lane = lane;
+    let mut first = None;
+    if !dead_letter {
+        meta.retain(|(name, v)| match *name {
+            meta::ORIGIN_ID => {
+                if !v.is_empty() {
+                    first = Some(v.clone());
+                }
+                false
+            }
+            meta::LANE => {
+                if let Ok(l) = v.parse() {
+                    lane = l;
+                }
+                false
+            }
+            _ => true,
+        });
+    }
+    headers.extend(meta.into_iter().map(|(k, v)| (k.to_string(), v)));
+    let message_id = match first {
+        Some(first) => MessageId::read(partition, lane, first),
+        None => MessageId::of_stream(partition, lane, id),
+    };
     Ok(Message {
+        message_id,
         id,
         topic: topic.to_string(),
         partition,

@@ -24,6 +24,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz_api;
 mod group;
+mod id;
 #[cfg(feature = "tools")]
 #[doc(hidden)]
 pub mod local;
@@ -50,6 +51,7 @@ pub use error::{Error, PoolFailure, Result};
 pub use group::{
     CREATED_CONSUMER, GroupInfo, LaneReset, MemberInfo, Mode, PartitionInfo, ResetPlan,
 };
+pub use id::MessageId;
 pub use metrics::Metrics;
 pub use producer::{
     DEFAULT_DEDUP_TTL, Producer, ProducerConfig, PublishOptions, Receipt, Record, check_record,

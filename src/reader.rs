@@ -47,6 +47,20 @@ impl FromStr for StartAt {
                 let ms = t.unix_timestamp_nanos() / 1_000_000;
                 Ok(StartAt::TimeMs(u64::try_from(ms).unwrap_or(0)))
             }
+            _ if s.contains(':') => Err(Error::invalid(
+                "start",
+                match crate::id::MessageId::parse(s) {
+                    Ok(id) => format!(
+                        "{s:?} is a message id, not a position: a start applies to every \
+                         partition; use earliest, latest, an RFC 3339 time or a stream id \
+                         (this message was first published as {})",
+                        id.first()
+                    ),
+                    Err(_) => {
+                        format!("{s:?}: use earliest, latest, an RFC 3339 time or a stream id")
+                    }
+                },
+            )),
             _ => StreamId::parse(s).map(StartAt::Id).map_err(|_| {
                 Error::invalid(
                     "start",
@@ -236,6 +250,8 @@ mod tests {
             StartAt::Id(StreamId { ms: 5, seq: 1 })
         );
         assert!("yesterday".parse::<StartAt>().is_err());
+        let e = "2:0:5-1".parse::<StartAt>().unwrap_err().to_string();
+        assert!(e.contains("is a message id, not a position"), "{e}");
     }
 
     #[test]

@@ -303,6 +303,7 @@ proptest! {
             m,
             {
 let mut v = Message::default();
+v.message_id = millrace::MessageId::new(3, lane, &format!("{ms}-{seq}")).unwrap();
 v.id = StreamId { ms, seq };
 v.topic = "t".into();
 v.partition = 3;

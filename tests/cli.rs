@@ -281,30 +281,41 @@ fn a_published_message_reads_back_with_key_data_headers_and_partition() {
     let partition = millrace::partitioner::partition_for_key("tenant-1", 4);
     assert_eq!(receipt["partition"], partition);
     assert_eq!(receipt["duplicate"], false);
-    // A keyless one, in human mode: stdout is just the id.
+    let receipt_id = receipt["id"].as_str().expect("id");
+    assert_eq!(
+        receipt["message_id"],
+        json!(format!("{partition}:0:{receipt_id}"))
+    );
+    // A keyless one, in human mode: stdout is just the message id.
     let second = m.run(&["publish", TOPIC, r#""plain string""#]).ok();
-    let second_id = second.stdout.trim_end().to_string();
+    let second_message = second.stdout.trim_end().to_string();
+    let (p2, rest) = second_message.split_once(':').expect("P:L:ID");
+    let second_id = rest.strip_prefix("0:").expect("lane 0").to_string();
+    assert!(p2.parse::<u32>().is_ok_and(|p| p < 4), "{second_message}");
     assert_is_stream_id(&second_id);
 
     let lines = m.run(&["tail", TOPIC, "--json"]).ok().json_lines();
     assert_eq!(lines.len(), 2, "{lines:#?}");
     let mut first = lines[0].clone();
     assert_eq!(first["id"], receipt["id"]);
+    assert_eq!(first["message_id"], receipt["message_id"]);
     let id = first["id"].as_str().expect("id").to_string();
     assert_is_stream_id(&id);
     assert_published_at_matches_id(&first, &id);
     first["id"] = json!("[id]");
+    first["message_id"] = json!("[message_id]");
     first["published_at"] = json!("[published_at]");
     insta::assert_json_snapshot!("tail_json_line", first);
 
     assert_eq!(lines[1]["id"], json!(second_id));
+    assert_eq!(lines[1]["message_id"], json!(second_message));
     assert_eq!(lines[1]["key"], Value::Null);
     assert_eq!(lines[1]["data"], json!("plain string"));
     assert_eq!(lines[1]["headers"], json!({}));
 
     let human = m.run(&["tail", TOPIC, "--count", "1"]).ok();
     let expected_tail = format!(
-        "  p{partition}/l0  {id}  key=tenant-1  headers={{\"source\":\"cli\",\"traceparent\":\"00-abc-def-01\"}}  {{\"cents\":420,\"invoice\":\"inv-1\",\"lines\":[1,2.5,null]}}\n"
+        "  {partition}:0:{id}  key=tenant-1  headers={{\"source\":\"cli\",\"traceparent\":\"00-abc-def-01\"}}  {{\"cents\":420,\"invoice\":\"inv-1\",\"lines\":[1,2.5,null]}}\n"
     );
     assert!(human.stdout.ends_with(&expected_tail), "{human:#?}");
 }
@@ -530,7 +541,7 @@ fn tail_into_a_closed_pipe_ends_quietly() {
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut first = String::new();
     stdout.read_line(&mut first).expect("read a line");
-    assert!(first.starts_with("{\"id\":"), "{first}");
+    assert!(first.starts_with("{\"message_id\":"), "{first}");
     drop(stdout);
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -913,12 +924,22 @@ fn dead_letters_list_as_json_show_and_replay_to_the_topic() {
                 "id",
                 "key",
                 "lane",
+                "message_id",
                 "origin_id",
                 "partition"
             ]
         );
         assert_is_stream_id(line["id"].as_str().expect("id"));
         assert_is_stream_id(line["origin_id"].as_str().expect("origin_id"));
+        assert_eq!(
+            line["message_id"],
+            json!(format!(
+                "{}:{}:{}",
+                line["partition"],
+                line["lane"],
+                line["origin_id"].as_str().unwrap()
+            ))
+        );
         let at = line["failed_at"].as_str().expect("failed_at");
         time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
             .expect("RFC 3339");
@@ -935,7 +956,7 @@ fn dead_letters_list_as_json_show_and_replay_to_the_topic() {
         .find(|l| l["key"] == "tenant-0")
         .expect("tenant-0 is dead-lettered")
         .clone();
-    for field in ["id", "origin_id", "failed_at"] {
+    for field in ["id", "message_id", "origin_id", "failed_at"] {
         first[field] = json!(format!("[{field}]"));
     }
     insta::assert_json_snapshot!("dlq_list_json_line", first);
@@ -972,14 +993,27 @@ fn dead_letters_list_as_json_show_and_replay_to_the_topic() {
     let table: Vec<&str> = human.stdout.lines().collect();
     assert_eq!(table.len(), 4, "{human:#?}");
     let header: Vec<&str> = table[0].split_whitespace().collect();
-    assert_eq!(header, ["ID", "GROUP", "ATTEMPTS", "FAILED", "AT", "ERROR"]);
+    assert_eq!(
+        header,
+        [
+            "ID", "MESSAGE", "GROUP", "ATTEMPTS", "FAILED", "AT", "ERROR"
+        ]
+    );
     let address = |l: &Value| format!("{}:{}", l["partition"], l["id"].as_str().unwrap());
     for (row, line) in table[1..].iter().zip(&lines) {
         let cells: Vec<&str> = row.split_whitespace().collect();
         let failed_at = line["failed_at"].as_str().unwrap();
         assert_eq!(
             cells,
-            [&address(line), "pdf", "1", failed_at, "bad", "invoice"],
+            [
+                &address(line),
+                line["message_id"].as_str().unwrap(),
+                "pdf",
+                "1",
+                failed_at,
+                "bad",
+                "invoice"
+            ],
             "{human:#?}"
         );
     }
@@ -990,6 +1024,18 @@ fn dead_letters_list_as_json_show_and_replay_to_the_topic() {
         .ok()
         .json();
     assert_eq!(shown, lines[1]);
+    // And by the message's id (one group gave up on it: one dead letter).
+    let by_message = m
+        .run(&[
+            "dlq",
+            "show",
+            TOPIC,
+            lines[1]["message_id"].as_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(by_message, lines[1]);
     // A bare id is looked up in every partition (two partitions may hold
     // the same one: that case has a test of its own).
     for line in &lines {
@@ -1005,8 +1051,9 @@ fn dead_letters_list_as_json_show_and_replay_to_the_topic() {
     let human = m.run(&["dlq", "show", TOPIC, &address(&lines[1])]).ok();
     assert!(
         human.stdout.starts_with(&format!(
-            "dead letter  {}\ngroup        pdf\n",
-            address(&lines[1])
+            "dead letter  {}\nmessage id   {}\ngroup        pdf\n",
+            address(&lines[1]),
+            lines[1]["message_id"].as_str().unwrap()
         )),
         "{human:#?}"
     );
@@ -1078,6 +1125,16 @@ fn dead_letters_list_as_json_show_and_replay_to_the_topic() {
         .filter(|l| l["data"]["bad"] == true)
         .collect();
     assert_eq!(replayed.len(), 6, "each bad invoice twice: {replayed:#?}");
+    // The replay is a new entry of the same message: a new stream id, the
+    // message id it was dead-lettered with.
+    for line in &lines {
+        let again: Vec<&Value> = replayed
+            .iter()
+            .filter(|r| r["message_id"] == line["message_id"])
+            .collect();
+        assert_eq!(again.len(), 2, "{line:#?} in {replayed:#?}");
+        assert_ne!(again[0]["id"], again[1]["id"]);
+    }
 }
 
 #[test]

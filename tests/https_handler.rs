@@ -264,7 +264,7 @@ async fn https_with_the_handlers_ca_is_delivered_and_acked() {
     // The machine's roots are replaced by an unrelated CA: only `ca` can
     // make the server trusted.
     let mut w = s.worker(&cfg, &pki.stranger_ca);
-    s.client.publish_record("hooks", invoice()).await.unwrap();
+    let receipt = s.client.publish_record("hooks", invoice()).await.unwrap();
     support::wait_until(Duration::from_secs(30), "the POST", || {
         let n = seen.requests_of("g").len();
         async move { n == 1 }
@@ -281,6 +281,11 @@ async fn https_with_the_handlers_ca_is_delivered_and_acked() {
     assert_eq!(header("x-millrace-key").as_deref(), Some("customer-7"));
     assert_eq!(header("x-millrace-attempt").as_deref(), Some("1"));
     assert_eq!(header("x-millrace-header-trace").as_deref(), Some("t-1"));
+    assert_eq!(
+        header("x-millrace-id"),
+        Some(receipt.message_id.to_string())
+    );
+    assert_eq!(header("x-millrace-stream-id"), Some(receipt.id));
     assert_eq!(seen.failed_handshakes.load(Ordering::SeqCst), 0);
     let status = w.stop();
     assert!(status.success(), "exit {status:?}");

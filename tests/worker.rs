@@ -112,7 +112,7 @@ async fn an_exec_handler_handles_every_message_once_in_two_groups() {
     let s = setup("exec-2k", "orders", 4).await;
     let script = s.script(
         "record.sh",
-        r#"body=$(cat); echo "$MILLRACE_GROUP|$MILLRACE_KEY|$MILLRACE_ATTEMPT|$MILLRACE_EPOCH|$body" >> "$OUT""#,
+        r#"body=$(cat); echo "$MILLRACE_GROUP|$MILLRACE_KEY|$MILLRACE_ATTEMPT|$MILLRACE_EPOCH|$MILLRACE_ID|$MILLRACE_STREAM_ID|$body" >> "$OUT""#,
     );
     let exec = format!("exec = [\"{}\"]", script.display());
     let cfg = s.config(
@@ -139,10 +139,17 @@ async fn an_exec_handler_handles_every_message_once_in_two_groups() {
     assert_eq!(lines.len(), 4_000, "each message exactly once per group");
     let mut per_group: HashMap<String, HashSet<String>> = HashMap::new();
     let mut order: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    let mut ids: HashMap<String, HashSet<String>> = HashMap::new();
     for l in &lines {
-        let parts: Vec<&str> = l.splitn(5, '|').collect();
-        let body: serde_json::Value = serde_json::from_str(parts[4]).unwrap();
+        let parts: Vec<&str> = l.splitn(7, '|').collect();
+        let body: serde_json::Value = serde_json::from_str(parts[6]).unwrap();
         assert_eq!(parts[2], "1");
+        // The message id: its key's partition, lane 0, the stream id.
+        let partition = millrace::partitioner::partition_for_key(parts[1], 4);
+        assert_eq!(parts[4], format!("{partition}:0:{}", parts[5]), "{l}");
+        ids.entry(parts[0].into())
+            .or_default()
+            .insert(parts[4].into());
         // Ordered mode: the lease's epoch, at least Redis's clock in ms.
         let epoch: u64 = parts[3].parse().unwrap();
         assert!(epoch > 1_600_000_000_000, "epoch {epoch}");
@@ -157,6 +164,8 @@ async fn an_exec_handler_handles_every_message_once_in_two_groups() {
     }
     assert_eq!(per_group["billing"].len(), 2_000);
     assert_eq!(per_group["audit"].len(), 2_000);
+    assert_eq!(ids["billing"].len(), 2_000, "one message id per message");
+    assert_eq!(ids["billing"], ids["audit"], "the same ids in every group");
     for ((g, k), ns) in order {
         assert!(ns.windows(2).all(|w| w[0] < w[1]), "{g}/{k} out of order");
     }

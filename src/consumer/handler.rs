@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::envelope::{Headers, Message, StreamId};
+use crate::id::MessageId;
 
 /// Where a message came from and how often it was tried.
 ///
@@ -24,7 +25,13 @@ pub struct Context {
     pub partition: u32,
     /// The lane (priority).
     pub lane: u8,
-    /// The message id (stream id).
+    /// The message's identity within its topic (`<partition>:<lane>:<first
+    /// id>`): the same on every attempt, after dead-lettering and after a
+    /// replay. Deduplicate on this.
+    pub message_id: MessageId,
+    /// The stream id of this delivery: unique only within its partition
+    /// lane, and new when a shared-mode retry or a replay re-adds the
+    /// message (use `message_id` to name the message).
     pub id: StreamId,
     /// The partition key.
     pub key: Option<String>,

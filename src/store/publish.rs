@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::envelope::{encode_delayed, entry_fields};
 use crate::error::{Error, Result};
+use crate::id::MessageId;
 use crate::store::conn::{Conn, run_pipeline};
 use crate::store::keys::KeySpace;
 use crate::store::scripts::Scripts;
@@ -25,13 +26,17 @@ pub struct Receipt {
     pub partition: u32,
     /// The lane.
     pub lane: u8,
+    /// The message's identity within the topic, `<partition>:<lane>:<id>`:
+    /// what handlers get as their context's `message_id`, `dlq list` shows
+    /// and commands that take a message id accept.
+    pub message_id: MessageId,
     /// The stream id (`<ms>-<seq>`) of a message in its stream, or for a
     /// delayed message a token `<due ms>-<sha1>` naming it in the delayed set.
     pub id: String,
     /// For a delayed message, when it is due (ms since the epoch, Redis clock).
     pub due_ms: Option<u64>,
     /// True when a dedup id matched an earlier publish: nothing was written
-    /// and `id` is the first message's.
+    /// and `message_id`, `lane` and `id` are the first message's.
     pub duplicate: bool,
 }
 
@@ -106,6 +111,7 @@ pub(crate) fn prepare(keys: &KeySpace, scripts: &Scripts, s: PublishStep<'_>) ->
     let (topic, partition, lane) = (s.topic, s.partition, s.lane);
     let stream = keys.stream(topic, partition, lane);
     let maxlen = s.max_len.map(|n| n.to_string()).unwrap_or_default();
+    let lane_arg = lane.to_string();
     let dedup = s.dedup.map(|(id, ttl)| {
         (
             keys.dedup(topic, partition, id),
@@ -132,6 +138,7 @@ pub(crate) fn prepare(keys: &KeySpace, scripts: &Scripts, s: PublishStep<'_>) ->
                 Some((marker, ttl)) => {
                     let mut args: Vec<&[u8]> = vec![ttl.as_bytes(), maxlen.as_bytes()];
                     args.extend(fields);
+                    args.push(lane_arg.as_bytes());
                     let c = scripts.publish_dedup.cmd(&[&marker, &stream], &args);
                     (Kind::Script, c, Some((stream, retention)))
                 }
@@ -150,11 +157,23 @@ pub(crate) fn prepare(keys: &KeySpace, scripts: &Scripts, s: PublishStep<'_>) ->
             let c = match &dedup {
                 None => scripts.delay.cmd(
                     &[&delayed, &wake],
-                    &[amount.as_bytes(), mode.as_bytes(), &member, b""][..],
+                    &[
+                        amount.as_bytes(),
+                        mode.as_bytes(),
+                        &member,
+                        b"",
+                        lane_arg.as_bytes(),
+                    ][..],
                 ),
                 Some((marker, ttl)) => scripts.delay.cmd(
                     &[&delayed, &wake, marker],
-                    &[amount.as_bytes(), mode.as_bytes(), &member, ttl.as_bytes()][..],
+                    &[
+                        amount.as_bytes(),
+                        mode.as_bytes(),
+                        &member,
+                        ttl.as_bytes(),
+                        lane_arg.as_bytes(),
+                    ][..],
                 ),
             };
             (Kind::Delay, c, None)
@@ -177,26 +196,30 @@ pub(crate) fn trim(scripts: &Scripts, stream: &str, retention_ms: u64) -> Cmd {
 
 fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt> {
     let bad = |v: &Value| Error::Decode(format!("unexpected publish reply {v:?}"));
+    let added = |id: String| Receipt {
+        partition,
+        lane,
+        message_id: MessageId::read(partition, lane, id.clone()),
+        id,
+        due_ms: None,
+        duplicate: false,
+    };
     match (kind, v) {
         (_, Value::ServerError(e)) => Err(Error::from(redis::RedisError::from(e))),
-        (Kind::Add, Value::BulkString(bytes)) => Ok(Receipt {
-            partition,
-            lane,
-            id: String::from_utf8(bytes).map_err(|e| bad(&Value::BulkString(e.into_bytes())))?,
-            due_ms: None,
-            duplicate: false,
-        }),
-        (Kind::Add, Value::SimpleString(id)) => Ok(Receipt {
-            partition,
-            lane,
-            id,
-            due_ms: None,
-            duplicate: false,
-        }),
+        (Kind::Add, Value::BulkString(bytes)) => Ok(added(
+            String::from_utf8(bytes).map_err(|e| bad(&Value::BulkString(e.into_bytes())))?,
+        )),
+        (Kind::Add, Value::SimpleString(id)) => Ok(added(id)),
         (Kind::Add, v) => Err(bad(&v)),
         (Kind::Script | Kind::Delay, v) => {
-            let (created, id): (i64, String) =
+            let (created, reply): (i64, String) =
                 redis::from_redis_value(v.clone()).map_err(|_| bad(&v))?;
+            // A duplicate's reply is the dedup marker: "<lane>:<id>" of the
+            // first message (a bare id when an older version set it).
+            let (lane, id) = match reply.split_once(':') {
+                Some((l, id)) if created == 0 => (l.parse().map_err(|_| bad(&v))?, id.to_string()),
+                _ => (lane, reply),
+            };
             let due_ms = match kind {
                 Kind::Delay => id.split('-').next().and_then(|d| d.parse().ok()),
                 _ => None,
@@ -204,6 +227,7 @@ fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt
             Ok(Receipt {
                 partition,
                 lane,
+                message_id: MessageId::read(partition, lane, id.clone()),
                 id,
                 due_ms,
                 duplicate: created == 0,

@@ -182,7 +182,10 @@ fn meta(ledger: &Ledger, headers: &HeaderMap, body: &str) -> Result<Meta, String
     let attempt: u32 = header(headers, "x-millrace-attempt")?;
     let epoch: u64 = header(headers, "x-millrace-epoch")?;
     let key_header: String = header(headers, "x-millrace-key")?;
-    let _id: String = header(headers, "x-millrace-id")?;
+    let id: millrace::MessageId = header(headers, "x-millrace-id")?;
+    if id.partition() != claimed {
+        return Err(format!("message id {id} for partition header {claimed}"));
+    }
     let want_key = format!("k{key}");
     if key_header != want_key {
         return Err(format!("key header {key_header:?} for body key {want_key}"));

@@ -575,8 +575,8 @@ impl Demo<'_> {
                 .map(|i| i.invoice)
                 .unwrap_or_else(|_| d.origin_id.clone());
             self.out.line(format!(
-                "   e.g. {name} (partition {}, {} attempts): {}",
-                d.partition, d.attempts, d.error
+                "   e.g. {name} (message {}, {} attempts): {}",
+                d.message_id, d.attempts, d.error
             ))?;
         }
         self.out.line(

@@ -1,7 +1,7 @@
 //! `millrace dlq list|show|replay|purge`: thin calls to the library's
 //! dead-letter API, printed as a table, a list of fields or JSON.
 
-use millrace::{Client, Headers, StreamId};
+use millrace::{Client, Headers, MessageId, StreamId};
 use millrace::{DeadLetter, ReplayTo, Selection};
 use serde::Serialize;
 use serde_json::Value;
@@ -45,6 +45,7 @@ async fn list(global: &Global, args: DlqListArgs, out: &mut Out) -> Result<(), C
         .map(|d| {
             vec![
                 format!("{}:{}", d.partition, d.id),
+                d.message_id.to_string(),
                 d.group.clone(),
                 d.attempts.to_string(),
                 rfc3339_ms(d.failed_at_ms),
@@ -53,7 +54,7 @@ async fn list(global: &Global, args: DlqListArgs, out: &mut Out) -> Result<(), C
         })
         .collect();
     out.line(table(
-        &["ID", "GROUP", "ATTEMPTS", "FAILED AT", "ERROR"],
+        &["ID", "MESSAGE", "GROUP", "ATTEMPTS", "FAILED AT", "ERROR"],
         &rows,
     ))
 }
@@ -215,8 +216,16 @@ fn check_group(group: Option<&str>) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A dead-letter id is `ms-seq` or `PARTITION:ms-seq`.
+/// A dead-letter id is `ms-seq` or `PARTITION:ms-seq`; a message id
+/// `PARTITION:LANE:ID` names every dead letter of that message.
 fn check_id(id: &str) -> Result<(), CliError> {
+    if id.matches(':').count() == 2 {
+        return MessageId::parse(id).map(drop).map_err(|e| {
+            CliError::usage(e.to_string()).hint(
+                "a message id is PARTITION:LANE:ID (e.g. 3:0:1764237599000-2), as `millrace dlq list` shows it",
+            )
+        });
+    }
     let stream_id = match id.split_once(':') {
         Some((p, rest)) if p.parse::<u32>().is_ok() => rest,
         Some(_) => "",
@@ -225,7 +234,7 @@ fn check_id(id: &str) -> Result<(), CliError> {
     StreamId::parse(stream_id).map(drop).map_err(|_| {
         CliError::usage(format!(
             "invalid dead-letter id {id:?}: write it as PARTITION:ID (e.g. 3:1764237600123-0) \
-             or ID, as `millrace dlq list` shows it"
+             or ID, or give the message id PARTITION:LANE:ID, as `millrace dlq list` shows them"
         ))
     })
 }
@@ -258,6 +267,8 @@ fn truncate(s: &str, max: usize) -> String {
 /// One dead letter as `dlq list --json` and `dlq show --json` print it.
 #[derive(Debug, Serialize)]
 struct DeadLetterLine<'a> {
+    /// The message's identity, `P:L:first id`.
+    message_id: String,
     /// The id in its partition's dead-letter stream (`P:id` addresses it).
     id: &'a str,
     group: &'a str,
@@ -281,6 +292,7 @@ impl<'a> DeadLetterLine<'a> {
     fn new(d: &'a DeadLetter) -> Self {
         let (data, raw_base64) = payload_fields(&d.payload);
         DeadLetterLine {
+            message_id: d.message_id.to_string(),
             id: &d.id,
             group: &d.group,
             partition: d.partition,
@@ -312,6 +324,7 @@ impl<'a> DeadLetterLine<'a> {
         };
         let mut error = self.error.trim_end().lines();
         let rows = vec![
+            vec!["message id".into(), self.message_id.clone()],
             vec!["group".into(), self.group.to_string()],
             vec!["partition".into(), self.partition.to_string()],
             vec!["lane".into(), self.lane.to_string()],
@@ -352,6 +365,7 @@ mod tests {
         v.lane = 0;
         v.group = "pdf-report".into();
         v.origin_id = "1764237599000-2".into();
+        v.message_id = MessageId::parse("3:0:1764237599000-2").unwrap();
         v.key = Some("tenant-1".into());
         v.payload = payload.to_vec();
         v.headers = headers;
@@ -368,6 +382,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(DeadLetterLine::new(&d)).unwrap(),
             serde_json::json!({
+                "message_id": "3:0:1764237599000-2",
                 "id": "1764237600123-0", "group": "pdf-report", "partition": 3, "lane": 0,
                 "origin_id": "1764237599000-2", "key": "tenant-1",
                 "data": {"invoice": "inv-1"}, "headers": {"trace": "abc"},
@@ -388,6 +403,7 @@ mod tests {
             DeadLetterLine::new(&d).human(),
             "\
 dead letter  3:1764237600123-0
+message id   3:0:1764237599000-2
 group        pdf-report
 partition    3
 lane         0
@@ -416,7 +432,18 @@ error        exit status 1
     fn ids_are_checked_before_connecting() {
         assert!(check_id("1764237600123-0").is_ok());
         assert!(check_id("3:1764237600123-0").is_ok());
-        for bad in ["", "x", "3:", "p:1-0", "1-0:3", "-1:1-0"] {
+        assert!(check_id("3:0:1764237600123-0").is_ok());
+        for bad in [
+            "",
+            "x",
+            "3:",
+            "p:1-0",
+            "1-0:3",
+            "-1:1-0",
+            "3:0:",
+            "3:x:1-0",
+            "3:0:1-0:1",
+        ] {
             let e = check_id(bad).unwrap_err();
             assert_eq!(e.code, crate::error::EXIT_USAGE, "{bad}");
         }

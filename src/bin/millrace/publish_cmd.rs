@@ -51,10 +51,10 @@ async fn single(global: &Global, args: PublishArgs, out: &mut Out) -> Result<(),
         note(&format!(
             "duplicate: dedup id {:?} was already published as {}; nothing new was published",
             args.dedup_id.as_deref().unwrap_or_default(),
-            receipt.id
+            receipt.message_id
         ));
     }
-    out.line(&receipt.id)
+    out.line(&receipt.message_id)
 }
 
 /// The publish options the flags ask for.

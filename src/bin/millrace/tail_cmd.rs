@@ -42,6 +42,9 @@ pub async fn run(global: &Global, args: TailArgs, out: &mut Out) -> Result<(), C
 /// One message as `tail --json` prints it.
 #[derive(Debug, Serialize)]
 struct TailLine<'a> {
+    /// The message's identity, `<partition>:<lane>:<first id>`.
+    message_id: String,
+    /// The stream id of this entry.
     id: String,
     partition: u32,
     lane: u8,
@@ -60,6 +63,7 @@ impl<'a> TailLine<'a> {
     fn new(m: &'a Message) -> Self {
         let (data, raw_base64) = payload_fields(&m.payload);
         TailLine {
+            message_id: m.message_id.to_string(),
             id: m.id.to_string(),
             partition: m.partition,
             lane: m.lane,
@@ -71,12 +75,9 @@ impl<'a> TailLine<'a> {
         }
     }
 
-    /// `2026-11-27T10:00:00.123Z  p3/l0  1764237600123-0  key=tenant-1  {"invoice":"inv-1"}`
+    /// `2026-11-27T10:00:00.123Z  3:0:1764237600123-0  key=tenant-1  {"invoice":"inv-1"}`
     fn human(&self) -> String {
-        let mut s = format!(
-            "{}  p{}/l{}  {}",
-            self.published_at, self.partition, self.lane, self.id
-        );
+        let mut s = format!("{}  {}", self.published_at, self.message_id);
         if let Some(k) = self.key {
             // Escaped, so a key with a newline cannot break the one-line shape.
             s.push_str(&format!("  key={}", k.escape_debug()));
@@ -114,7 +115,7 @@ fn payload_json(payload: &[u8]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use millrace::StreamId;
+    use millrace::{MessageId, StreamId};
 
     #[test]
     fn only_whole_messagepack_payloads_decode() {
@@ -136,6 +137,7 @@ mod tests {
             ms: 1_764_237_600_123,
             seq: 0,
         };
+        v.message_id = MessageId::parse("3:0:1764237600123-0").unwrap();
         v.topic = "t".into();
         v.partition = 3;
         v.lane = 0;
@@ -151,14 +153,14 @@ mod tests {
         let m = message(&payload, Some("tenant-1"));
         assert_eq!(
             TailLine::new(&m).human(),
-            r#"2025-11-27T10:00:00.123Z  p3/l0  1764237600123-0  key=tenant-1  headers={"trace":"abc"}  {"invoice":"inv-1"}"#
+            r#"2025-11-27T10:00:00.123Z  3:0:1764237600123-0  key=tenant-1  headers={"trace":"abc"}  {"invoice":"inv-1"}"#
         );
         let raw = message(b"hello", None);
         let line = TailLine::new(&raw);
         assert_eq!(
             serde_json::to_value(&line).unwrap(),
             serde_json::json!({
-                "id": "1764237600123-0", "partition": 3, "lane": 0, "key": null,
+                "message_id": "3:0:1764237600123-0", "id": "1764237600123-0", "partition": 3, "lane": 0, "key": null,
                 "headers": {"trace": "abc"},
                 "published_at": "2025-11-27T10:00:00.123Z", "raw_base64": "aGVsbG8="
             })

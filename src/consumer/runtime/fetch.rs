@@ -275,28 +275,23 @@ impl<D: Discipline> Rt<D> {
                     o.activity.in_flight += 1;
                 }
                 let mut attempt = resumed.attempt.max(1);
-                let mut origin = None;
                 if retry {
-                    // Retry-stream entries say which attempt they are and
-                    // where they came from; the handler sees the message as
-                    // it was published.
-                    let take = |m: &mut crate::envelope::Message, h: &str| m.headers.remove(h);
-                    if let Some(l) = take(&mut msg, meta::LANE).and_then(|l| l.parse().ok()) {
-                        msg.lane = l;
-                    }
-                    if let Some(a) =
-                        take(&mut msg, meta::ATTEMPTS).and_then(|a| a.parse::<u32>().ok())
+                    // Retry-stream entries say which attempt they are (their
+                    // lane and first id are in the message's identity); the
+                    // handler sees the message as it was published.
+                    if let Some(a) = msg
+                        .headers
+                        .remove(meta::ATTEMPTS)
+                        .and_then(|a| a.parse::<u32>().ok())
                     {
                         attempt = a + resumed.attempt.saturating_sub(1);
                     }
-                    origin = take(&mut msg, meta::ORIGIN_ID).filter(|o| !o.is_empty());
                 }
                 out.push(Delivery {
                     msg,
                     epoch,
                     src,
                     attempt,
-                    origin,
                     due_ms: resumed.due_ms,
                     last_error: resumed.last_error,
                 });

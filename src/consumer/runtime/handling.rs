@@ -246,6 +246,7 @@ impl<D: Discipline> Rt<D> {
                 member: self.names.member.clone(),
                 partition: msg.partition,
                 lane: msg.lane,
+                message_id: msg.message_id.clone(),
                 id: msg.id,
                 key: msg.key.clone(),
                 headers: msg.headers.clone(),
@@ -253,7 +254,7 @@ impl<D: Discipline> Rt<D> {
                 epoch: d.epoch,
             };
             let span = tracing::info_span!("message", topic = %self.spec.name, group = %self.s.group,
-                partition = msg.partition, id = %msg.id, attempt);
+                partition = msg.partition, message_id = %msg.message_id, id = %msg.id, attempt);
             // The handler is called inside the caught future, so a panic
             // while it builds its future is caught too.
             let handler = &self.handler;
@@ -290,7 +291,7 @@ impl<D: Discipline> Rt<D> {
             let text = error.to_string();
             let decision = policy.decide(attempt, &error, jitter_unit(), attempts_cap(msg));
             tracing::warn!(topic = %self.spec.name, group = %self.s.group, partition = msg.partition,
-                id = %msg.id, attempt, permanent = error.is_permanent(), error = %text,
+                message_id = %msg.message_id, id = %msg.id, attempt, permanent = error.is_permanent(), error = %text,
                 next = ?decision, "handler failed");
             let wait = match decision {
                 // A dead-letter view's entries are dead letters already:
@@ -301,7 +302,7 @@ impl<D: Discipline> Rt<D> {
                 Decision::DeadLetter if self.spec.is_dead_letter_view() => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(topic = %self.spec.name, group = %self.s.group,
-                        partition = msg.partition, id = %msg.id, attempts = attempt, error = %text,
+                        partition = msg.partition, message_id = %msg.message_id, id = %msg.id, attempts = attempt, error = %text,
                         "gave up on a dead letter: acked for this group, it stays in the dead-letter stream");
                     let _ = ack_tx.send(AckReq {
                         delivery: d.id(),
@@ -329,7 +330,7 @@ impl<D: Discipline> Rt<D> {
             member: &self.s.member,
             epoch: d.epoch,
         });
-        let origin = d.origin.clone().unwrap_or_else(|| d.msg.id.to_string());
+        let origin = d.msg.message_id.first();
         let r = self
             .catalog
             .store()
@@ -344,7 +345,7 @@ impl<D: Discipline> Rt<D> {
                 headers: &headers,
                 payload: &d.msg.payload,
                 lane: d.msg.lane,
-                origin: &origin,
+                origin,
                 attempts,
                 error,
             })
@@ -442,13 +443,13 @@ impl Rt<Shared> {
         let (topic, group) = (&self.spec.name, &self.s.group);
         let p = d.msg.partition;
         let headers = encode_headers(&d.msg.headers).unwrap_or_default();
-        let origin = d.origin.clone().unwrap_or_else(|| d.msg.id.to_string());
+        let origin = d.msg.message_id.first();
         let member = encode_retry(
             crate::store::publish::unique_nonce(),
             &d.msg,
             &headers,
             attempt + 1,
-            &origin,
+            origin,
         );
         let r = self
             .catalog

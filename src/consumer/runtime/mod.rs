@@ -86,8 +86,6 @@ struct Delivery {
     src: u8,
     /// The attempt this delivery is, from 1.
     attempt: u32,
-    /// For a retried or replayed message, the id it had in its partition.
-    origin: Option<String>,
     /// Do not start before this Redis time (a recorded retry wait).
     due_ms: Option<u64>,
     /// The error of the last recorded failure, if any.

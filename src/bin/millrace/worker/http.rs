@@ -106,7 +106,8 @@ pub async fn run(
         .header("x-millrace-topic", &*ctx.topic)
         .header("x-millrace-group", &*ctx.group)
         .header("x-millrace-partition", ctx.partition.to_string())
-        .header("x-millrace-id", ctx.id.to_string())
+        .header("x-millrace-id", ctx.message_id.to_string())
+        .header("x-millrace-stream-id", ctx.id.to_string())
         .header("x-millrace-attempt", ctx.attempt.to_string())
         .header("x-millrace-epoch", ctx.epoch.to_string());
     if let Some(k) = &ctx.key {
