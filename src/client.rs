@@ -18,6 +18,7 @@ use crate::group::{self, GroupInfo, ResetPlan, reset};
 use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 use crate::reader::{Reader, StartAt};
 use crate::schedule::{self, ScheduleSpec};
+use crate::schema::{self, CompatMode, Incompatibility, SchemaVersion};
 use crate::store::backend::Backend;
 use crate::store::conn::{BlockingConn, Conn, ServerInfo};
 use crate::store::keys::KeySpace;
@@ -235,6 +236,54 @@ impl Client {
         force: bool,
     ) -> Result<ResetPlan> {
         reset::reset_group(&self.catalog, topic, group, to, force).await
+    }
+
+    /// Registers a JSON Schema (draft 2020-12) as the next version of
+    /// `topic`'s subject, after checking it against the earlier versions as
+    /// the subject's mode says; a document equal to a registered version
+    /// returns that version. Fails with
+    /// [`Error::SchemaInvalid`](crate::Error::SchemaInvalid) (every problem,
+    /// with its JSON pointer) or
+    /// [`Error::SchemaIncompatible`](crate::Error::SchemaIncompatible)
+    /// (every reason).
+    pub async fn register_schema(
+        &self,
+        topic: &str,
+        schema: &serde_json::Value,
+    ) -> Result<SchemaVersion> {
+        schema::register(&self.catalog, topic, schema).await
+    }
+
+    /// Why `schema` could not be registered on `topic` now (empty when it
+    /// could, or is registered already). Writes nothing.
+    pub async fn check_schema(
+        &self,
+        topic: &str,
+        schema: &serde_json::Value,
+    ) -> Result<Vec<Incompatibility>> {
+        schema::check(&self.catalog, topic, schema).await
+    }
+
+    /// Every registered version of `topic`'s schema, oldest first.
+    pub async fn schemas(&self, topic: &str) -> Result<Vec<SchemaVersion>> {
+        schema::versions(&self.catalog, topic).await
+    }
+
+    /// One version of `topic`'s schema, the latest when `version` is
+    /// `None`; `None` when there is no such version.
+    pub async fn schema(&self, topic: &str, version: Option<u32>) -> Result<Option<SchemaVersion>> {
+        schema::version(&self.catalog, topic, version).await
+    }
+
+    /// The compatibility mode of `topic`'s schema subject (`BACKWARD`
+    /// unless set).
+    pub async fn schema_mode(&self, topic: &str) -> Result<CompatMode> {
+        schema::mode(&self.catalog, topic).await
+    }
+
+    /// Sets the compatibility mode of `topic`'s schema subject.
+    pub async fn set_schema_mode(&self, topic: &str, mode: CompatMode) -> Result<()> {
+        schema::set_mode(&self.catalog, topic, mode).await
     }
 
     /// Dead letters of `topic`, oldest first, at most `limit`, optionally of

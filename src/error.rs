@@ -65,6 +65,32 @@ pub enum Error {
         /// The live members, sorted.
         members: Vec<String>,
     },
+    /// A schema document is not a usable JSON Schema (draft 2020-12): every
+    /// problem, each as `<JSON pointer>: <what is wrong>`.
+    #[error("invalid schema: {}", .errors.join("; "))]
+    SchemaInvalid {
+        /// Every problem found.
+        errors: Vec<String>,
+    },
+    /// A schema is not compatible with the topic's registered versions
+    /// under the subject's mode: every reason, each with the JSON pointer
+    /// of its place.
+    #[error(
+        "schema is not {mode} compatible with topic {topic}'s: {}",
+        reason_list(.reasons)
+    )]
+    SchemaIncompatible {
+        /// The topic (subject).
+        topic: String,
+        /// The subject's compatibility mode.
+        mode: crate::schema::CompatMode,
+        /// Every reason.
+        reasons: Vec<crate::schema::Incompatibility>,
+    },
+    /// Registrations of a topic's schema kept coming in between this one's
+    /// check and its write; nothing was registered. Try again.
+    #[error("the schema subject of topic {0} kept changing while registering; try again")]
+    SchemaBusy(String),
     /// The topic exists with other settings.
     #[error("topic {name} exists with other settings: {differences}")]
     TopicConflict {
@@ -357,6 +383,7 @@ impl Error {
                 | Error::Encode(_)
                 | Error::TlsFile { .. }
                 | Error::TlsPem { .. }
+                | Error::SchemaInvalid { .. }
         )
     }
 }
@@ -371,6 +398,14 @@ pub(crate) fn check(v: redis::Value) -> Result<redis::Value> {
 
 /// The `Display` tail naming where PEM came from: ` /path/to/ca.pem`, or
 /// nothing for PEM given in memory.
+fn reason_list(reasons: &[crate::schema::Incompatibility]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub(crate) fn origin_suffix(path: &Option<PathBuf>) -> String {
     match path {
         Some(p) => format!(" {}", p.display()),

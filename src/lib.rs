@@ -36,6 +36,7 @@ mod reader;
 mod retry;
 mod schedule;
 mod scheduler;
+mod schema;
 mod store;
 mod topic;
 
@@ -64,6 +65,7 @@ pub use schedule::{
     Timetable, fire_time_rfc3339,
 };
 pub use scheduler::Scheduler;
+pub use schema::{CompatMode, Incompatibility, SchemaVersion, schema_changes};
 pub use store::conn::{BlockingConn, Conn, ServerInfo};
 pub use store::keys;
 pub use topic::{Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, TopicInfo, TopicSpec};

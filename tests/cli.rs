@@ -1579,3 +1579,124 @@ fn group_reset_refuses_while_members_are_live_unless_forced() {
     );
     rt.block_on(worker.shutdown()).unwrap();
 }
+
+#[test]
+fn schema_commands_register_check_list_show_diff_and_mode() {
+    let m = Millrace::new("schema_cli");
+    m.create_topic(TOPIC, 2);
+    let v1 = r#"{"type":"object","properties":{"invoice":{"type":"string"},"cents":{"type":"integer"}},"required":["invoice"],"additionalProperties":false}"#;
+    let v2 = r#"{"type":"object","properties":{"invoice":{"type":"string"},"cents":{"type":"integer"},"note":{"type":"string"}},"required":["invoice"],"additionalProperties":false}"#;
+    let broken = r#"{"type":"object","properties":{"invoice":{"type":"string"},"cents":{"type":"string"}},"required":["invoice","cents"],"additionalProperties":false}"#;
+
+    // Register from stdin (-): the version is printed; again, the same one.
+    let first = m
+        .run_with_stdin(&["schema", "register", TOPIC, "-"], v1)
+        .ok();
+    assert_eq!(first.stdout, "1\n");
+    let again = m
+        .run_with_stdin(&["schema", "register", TOPIC, "-", "--json"], v1)
+        .ok()
+        .json();
+    assert_eq!(again, json!({"topic": TOPIC, "version": 1}));
+    let check = m.run_with_stdin(&["schema", "check", TOPIC, "-"], v2).ok();
+    assert_eq!(check.stdout, "compatible (BACKWARD)\n");
+    assert_eq!(
+        m.run_with_stdin(&["schema", "register", TOPIC, "-"], v2)
+            .ok()
+            .stdout,
+        "2\n"
+    );
+
+    // Incompatible: exit 1, every reason on stderr, each with its path.
+    let refused = m
+        .run_with_stdin(&["schema", "check", TOPIC, "-"], broken)
+        .code(1);
+    let lines: Vec<&str> = refused.stderr.lines().collect();
+    assert!(lines.len() >= 3, "{refused:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("/properties/cents")),
+        "{refused:#?}"
+    );
+    assert!(
+        lines.last().unwrap().starts_with(&format!(
+            "error: the schema is not BACKWARD compatible with topic {TOPIC}'s: "
+        )),
+        "{refused:#?}"
+    );
+    let refused = m
+        .run_with_stdin(&["schema", "register", TOPIC, "-", "--json"], broken)
+        .code(1)
+        .json();
+    assert_eq!(refused["compatible"], false);
+    let reasons = refused["reasons"].as_array().expect("reasons");
+    assert!(reasons.len() >= 2, "{refused:#}");
+    for r in reasons {
+        assert!(r["path"].as_str().unwrap().starts_with('/'), "{r}");
+        assert!(!r["message"].as_str().unwrap().is_empty(), "{r}");
+        assert_eq!(r["version"], 2);
+    }
+    assert_eq!(
+        m.run(&["schema", "list", TOPIC, "--json"])
+            .ok()
+            .json_lines()
+            .len(),
+        2,
+        "nothing registered"
+    );
+
+    // An invalid document, or text that is not JSON: exit 2.
+    let invalid = m
+        .run_with_stdin(&["schema", "register", TOPIC, "-"], r#"{"type":"objekt"}"#)
+        .code(2);
+    assert_one_error_line(&invalid);
+    assert!(invalid.stderr.contains("/type: "), "{invalid:#?}");
+    m.run_with_stdin(&["schema", "check", TOPIC, "-"], "{not json")
+        .code(2);
+
+    // List, show, diff.
+    let table = m.run(&["schema", "list", TOPIC]).ok();
+    let rows: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(rows.len(), 3, "{table:#?}");
+    assert!(rows[0].starts_with("VERSION  SCHEMA"), "{table:#?}");
+    let shown = m
+        .run(&["schema", "show", TOPIC, "--version", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["schema"], serde_json::from_str::<Value>(v1).unwrap());
+    let pretty = m.run(&["schema", "show", TOPIC]).ok();
+    assert_eq!(
+        serde_json::from_str::<Value>(&pretty.stdout).unwrap(),
+        serde_json::from_str::<Value>(v2).unwrap()
+    );
+    let missing = m.run(&["schema", "show", TOPIC, "--version", "9"]).code(1);
+    assert_one_error_line(&missing);
+    let diff = m
+        .run(&["schema", "diff", TOPIC, "1", "2", "--json"])
+        .ok()
+        .json();
+    assert_eq!(diff["backward"], json!([]), "{diff:#}");
+    assert!(
+        !diff["forward"].as_array().unwrap().is_empty(),
+        "old readers of a closed model refuse the new property: {diff:#}"
+    );
+    let human = m.run(&["schema", "diff", TOPIC, "1", "2"]).ok();
+    assert!(
+        human.stdout.starts_with("version 1 -> 2\nbackward ("),
+        "{human:#?}"
+    );
+
+    // The mode: BACKWARD by default, set, and refused when unknown.
+    assert_eq!(m.run(&["schema", "mode", TOPIC]).ok().stdout, "BACKWARD\n");
+    assert_eq!(
+        m.run(&["schema", "mode", TOPIC, "full_transitive", "--json"])
+            .ok()
+            .json(),
+        json!({"topic": TOPIC, "mode": "FULL_TRANSITIVE"})
+    );
+    m.run(&["schema", "mode", TOPIC, "SIDEWAYS"]).code(2);
+    assert_eq!(
+        m.run(&["schema", "mode", TOPIC]).ok().stdout,
+        "FULL_TRANSITIVE\n"
+    );
+}

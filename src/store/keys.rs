@@ -128,6 +128,12 @@ impl KeySpace {
         format!("{}:{{{topic}}}:meta", self.prefix)
     }
 
+    /// Hash of a topic's schema subject: `latest`, `mode`, `v:<N>` (the
+    /// document of version N), `h:<sha1>` (the version of a document).
+    pub fn schemas(&self, topic: &str) -> String {
+        format!("{}:{{{topic}}}:schemas", self.prefix)
+    }
+
     /// Set of a topic's consumer group names.
     pub fn groups(&self, topic: &str) -> String {
         format!("{}:{{{topic}}}:groups", self.prefix)

@@ -28,6 +28,7 @@ pub(crate) mod promote;
 pub(crate) mod publish;
 pub(crate) mod resp;
 pub(crate) mod schedules;
+pub(crate) mod schemas;
 pub(crate) mod scripts;
 pub(crate) mod settle;
 pub(crate) mod tls;

@@ -142,6 +142,7 @@ scripts! {
     promote_retry => "promote_retry" ["clock"],
     dlq_replay => "dlq_replay" [],
     rate_take => "rate_take" ["clock"],
+    schema_register => "schema_register" [],
 }
 
 /// Which of millrace's scripts, at which line, ran the command an ACL

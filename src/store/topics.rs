@@ -139,7 +139,9 @@ impl Store<'_> {
                 ])
                 .await?;
         }
-        let _: () = conn.del(&[keys.meta(name), keys.groups(name)]).await?;
+        let _: () = conn
+            .del(&[keys.meta(name), keys.groups(name), keys.schemas(name)])
+            .await?;
         let _: () = conn.srem(keys.topics(), name).await?;
         Ok(())
     }

@@ -144,6 +144,9 @@ pub enum Command {
     /// List, show, replay and purge dead letters: messages a group gave up on
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Register, check, list and show a topic's JSON Schemas; set its compatibility mode
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Add, list and remove cron schedules that publish messages
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -459,6 +462,79 @@ pub struct DlqPurgeArgs {
     /// Confirm: the dead letters are deleted for good
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Register a JSON Schema as the topic's next version (checked against the earlier ones)
+    Register(SchemaFileArgs),
+    /// Check a JSON Schema against the topic's versions: exit 0 compatible, 1 not; changes nothing
+    Check(SchemaFileArgs),
+    /// List the topic's schema versions
+    List(SchemaListArgs),
+    /// Print one version (the latest unless --version)
+    Show(SchemaShowArgs),
+    /// What changed from version A to version B, and who it breaks
+    Diff(SchemaDiffArgs),
+    /// Print the topic's compatibility mode, or set it
+    Mode(SchemaModeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaFileArgs {
+    /// Topic name (the schema's subject)
+    pub topic: String,
+    /// The JSON Schema document (draft 2020-12), or - for stdin
+    pub file: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaListArgs {
+    /// Topic name
+    pub topic: String,
+    /// Print one JSON object per version
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
+pub struct SchemaShowArgs {
+    /// Topic name
+    pub topic: String,
+    /// The version (default: the latest)
+    #[arg(long, value_name = "N")]
+    pub version: Option<u32>,
+    /// Print one JSON object (topic, version, schema)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaDiffArgs {
+    /// Topic name
+    pub topic: String,
+    /// The older version
+    pub a: u32,
+    /// The newer version
+    pub b: u32,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaModeArgs {
+    /// Topic name
+    pub topic: String,
+    /// NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL or FULL_TRANSITIVE
+    pub mode: Option<String>,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

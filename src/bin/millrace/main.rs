@@ -18,6 +18,7 @@ mod jsonl;
 mod output;
 mod publish_cmd;
 mod schedule_cmd;
+mod schema_cmd;
 mod tail_cmd;
 mod topic_cmd;
 mod worker;
@@ -95,6 +96,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Tail(args) => tail_cmd::run(global, args, out).await,
         Command::Group(cmd) => group_cmd::run(global, cmd, out).await,
         Command::Dlq(cmd) => dlq_cmd::run(global, cmd, out).await,
+        Command::Schema(cmd) => schema_cmd::run(global, cmd, out).await,
         Command::Schedule(cmd) => schedule_cmd::run(global, cmd, out).await,
         Command::Scheduler => schedule_cmd::scheduler(global).await,
         Command::Demo => demo::run(global, out).await,

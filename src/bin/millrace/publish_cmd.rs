@@ -225,7 +225,7 @@ fn line_list(numbers: impl Iterator<Item = usize>) -> String {
     s
 }
 
-async fn read_stdin() -> Result<Vec<u8>, CliError> {
+pub async fn read_stdin() -> Result<Vec<u8>, CliError> {
     let mut buf = Vec::new();
     tokio::io::stdin()
         .read_to_end(&mut buf)

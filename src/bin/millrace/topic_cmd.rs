@@ -104,15 +104,30 @@ async fn describe(global: &Global, args: TopicDescribeArgs, out: &mut Out) -> Re
     millrace::keys::validate_topic(&args.name)?;
     let client = crate::connect(global).await?;
     let info = client.describe_topic(&args.name).await?;
+    let schema = Subject {
+        mode: client.schema_mode(&args.name).await?.to_string(),
+        version: client.schema(&args.name, None).await?.map(|v| v.version),
+    };
     if args.json {
-        out.json_pretty(&info)
+        let mut v = serde_json::to_value(&info)
+            .map_err(|e| CliError::other(format!("cannot print the topic: {e}")))?;
+        v["schema_mode"] = schema.mode.into();
+        v["schema_version"] = schema.version.into();
+        out.json_pretty(&v)
     } else {
-        out.line(describe_text(&info))
+        out.line(describe_text(&info, &schema))
     }
 }
 
+/// The topic's schema subject, as `describe` shows it.
+struct Subject {
+    mode: String,
+    /// The latest version, if any.
+    version: Option<u32>,
+}
+
 /// The human form of `describe`: settings, then lengths per partition.
-fn describe_text(info: &TopicInfo) -> String {
+fn describe_text(info: &TopicInfo, schema: &Subject) -> String {
     let none = || "-".to_string();
     let groups = if info.groups.is_empty() {
         none()
@@ -136,6 +151,13 @@ fn describe_text(info: &TopicInfo) -> String {
             vec!["delayed".into(), info.delayed.to_string()],
             vec!["dead letters".into(), info.dlq_length.to_string()],
             vec!["groups".into(), groups],
+            vec![
+                "schema".into(),
+                match schema.version {
+                    Some(v) => format!("version {v} ({})", schema.mode),
+                    None => format!("- ({})", schema.mode),
+                },
+            ],
         ],
     );
     let partitions: Vec<Vec<String>> = info
@@ -190,8 +212,12 @@ mod tests {
             v.dlq_length = 1;
             v
         };
+        let schema = Subject {
+            mode: "BACKWARD".into(),
+            version: Some(3),
+        };
         assert_eq!(
-            describe_text(&info),
+            describe_text(&info, &schema),
             "\
 topic         erp.v1.invoice.created
 partitions    2
@@ -202,6 +228,7 @@ length        5
 delayed       0
 dead letters  1
 groups        billing, pdf
+schema        version 3 (BACKWARD)
 
 PARTITION  LENGTH
 0          3

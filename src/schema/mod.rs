@@ -1,0 +1,222 @@
+//! The schema registry: one subject per topic (the topic's name), holding
+//! versions 1, 2, 3 ... of a JSON Schema document (draft 2020-12), each
+//! immutable once registered, and the subject's compatibility mode.
+//!
+//! A document is checked as a JSON Schema before anything else (every
+//! error, with the JSON pointer of its place), then against the earlier
+//! versions as the mode says ([`compat`], pure), then stored by
+//! `lua/schema_register.lua` only if no other version was registered in
+//! between (else read and check again): so versions are consecutive, never
+//! doubled, and each was checked against its real predecessors.
+
+pub(crate) mod compat;
+
+use serde_json::Value;
+
+pub use compat::{CompatMode, Incompatibility};
+
+use crate::error::{Error, Result};
+use crate::store::schemas::{Registered, StoredSubject};
+use crate::topic::Catalog;
+
+/// Most rounds a registration takes when other registrations keep coming
+/// in between its check and its write (each round, one of them succeeds).
+const MAX_ROUNDS: usize = 1000;
+
+/// One registered version of a topic's schema.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SchemaVersion {
+    /// The topic (the subject).
+    pub topic: String,
+    /// The version: 1, 2, 3 ...
+    pub version: u32,
+    /// The JSON Schema document.
+    pub schema: Value,
+}
+
+/// Checks that `document` is a JSON Schema (draft 2020-12) millrace can
+/// use: valid against the meta-schema, and compiling (a `$ref` must point
+/// into the same document). Every problem is reported, each with the JSON
+/// pointer of its place in the document.
+pub(crate) fn check_document(document: &Value) -> Result<()> {
+    let meta = jsonschema::draft202012::meta::validator();
+    let mut errors: Vec<String> = meta
+        .iter_errors(document)
+        .map(|e| format!("{}: {e}", place(e.instance_path().as_str())))
+        .collect();
+    if errors.is_empty()
+        && let Err(e) = jsonschema::draft202012::options().build(document)
+    {
+        errors.push(format!("{}: {e}", place(e.instance_path().as_str())));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::SchemaInvalid { errors })
+    }
+}
+
+/// What changed from `old` to `new` that breaks readers, as `mode` checks
+/// it: every reason, with the JSON pointer of its place. Pure: no Redis, so
+/// a build can check a schema change before it ships.
+///
+/// ```
+/// use millrace::{CompatMode, schema_changes};
+/// use serde_json::json;
+///
+/// let old = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+/// let new = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+/// assert!(schema_changes(CompatMode::Full, &old, &new).is_empty());
+/// ```
+pub fn schema_changes(mode: CompatMode, old: &Value, new: &Value) -> Vec<Incompatibility> {
+    compat::check(mode, &[(0, old)], new)
+        .into_iter()
+        .map(|mut r| {
+            r.version = None;
+            r
+        })
+        .collect()
+}
+
+/// A JSON pointer as shown: the root is `/`.
+fn place(pointer: &str) -> &str {
+    if pointer.is_empty() { "/" } else { pointer }
+}
+
+/// The text a document is stored and compared as: keys sorted, no spaces.
+fn canonical(document: &Value) -> Result<String> {
+    serde_json::to_string(document).map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// The versions of a stored subject, parsed, oldest first.
+fn parsed(topic: &str, subject: &StoredSubject) -> Result<Vec<SchemaVersion>> {
+    subject
+        .versions
+        .iter()
+        .map(|(v, text)| {
+            let schema = serde_json::from_str(text)
+                .map_err(|e| Error::Decode(format!("schema {topic} version {v}: {e}")))?;
+            Ok(SchemaVersion {
+                topic: topic.to_string(),
+                version: *v,
+                schema,
+            })
+        })
+        .collect()
+}
+
+fn mode_of(subject: &StoredSubject) -> CompatMode {
+    subject
+        .mode
+        .as_deref()
+        .and_then(CompatMode::parse)
+        .unwrap_or_default()
+}
+
+/// What registering or checking `document` against the subject as read
+/// finds: the version it already is, or the reasons it is not compatible.
+fn judge(
+    topic: &str,
+    subject: &StoredSubject,
+    text: &str,
+    document: &Value,
+) -> Result<Result<Option<u32>, Vec<Incompatibility>>> {
+    if let Some((v, _)) = subject.versions.iter().find(|(_, t)| *t == text) {
+        return Ok(Ok(Some(*v)));
+    }
+    let earlier = parsed(topic, subject)?;
+    let pairs: Vec<(u32, &Value)> = earlier.iter().map(|s| (s.version, &s.schema)).collect();
+    let reasons = compat::check(mode_of(subject), &pairs, document);
+    Ok(if reasons.is_empty() {
+        Ok(None)
+    } else {
+        Err(reasons)
+    })
+}
+
+/// Registers `document` as the next version of `topic`'s subject (or
+/// returns the version it already is).
+pub(crate) async fn register(
+    cat: &Catalog,
+    topic: &str,
+    document: &Value,
+) -> Result<SchemaVersion> {
+    cat.topic_cached(topic).await?;
+    check_document(document)?;
+    let text = canonical(document)?;
+    let store = cat.store();
+    for _ in 0..MAX_ROUNDS {
+        let subject = store.schema_subject(topic).await?;
+        let version = match judge(topic, &subject, &text, document)? {
+            Ok(Some(v)) => v,
+            Ok(None) => match store.register_schema(topic, subject.latest, &text).await? {
+                Registered::New(v) | Registered::Existing(v) => v,
+                Registered::Moved(_) => continue,
+            },
+            Err(reasons) => {
+                return Err(Error::SchemaIncompatible {
+                    topic: topic.to_string(),
+                    mode: mode_of(&subject),
+                    reasons,
+                });
+            }
+        };
+        return Ok(SchemaVersion {
+            topic: topic.to_string(),
+            version,
+            schema: document.clone(),
+        });
+    }
+    Err(Error::SchemaBusy(topic.to_string()))
+}
+
+/// The reasons `document` could not be registered now (none when it could,
+/// or is registered already); writes nothing.
+pub(crate) async fn check(
+    cat: &Catalog,
+    topic: &str,
+    document: &Value,
+) -> Result<Vec<Incompatibility>> {
+    cat.topic_cached(topic).await?;
+    check_document(document)?;
+    let text = canonical(document)?;
+    let subject = cat.store().schema_subject(topic).await?;
+    Ok(judge(topic, &subject, &text, document)?
+        .err()
+        .unwrap_or_default())
+}
+
+/// Every version of `topic`'s subject, oldest first.
+pub(crate) async fn versions(cat: &Catalog, topic: &str) -> Result<Vec<SchemaVersion>> {
+    cat.topic_cached(topic).await?;
+    let subject = cat.store().schema_subject(topic).await?;
+    parsed(topic, &subject)
+}
+
+/// One version of `topic`'s subject (the latest when `version` is `None`);
+/// `None` when there is no such version.
+pub(crate) async fn version(
+    cat: &Catalog,
+    topic: &str,
+    version: Option<u32>,
+) -> Result<Option<SchemaVersion>> {
+    let all = versions(cat, topic).await?;
+    Ok(match version {
+        None => all.into_iter().last(),
+        Some(v) => all.into_iter().find(|s| s.version == v),
+    })
+}
+
+/// The compatibility mode of `topic`'s subject (BACKWARD unless set).
+pub(crate) async fn mode(cat: &Catalog, topic: &str) -> Result<CompatMode> {
+    cat.topic_cached(topic).await?;
+    Ok(mode_of(&cat.store().schema_subject(topic).await?))
+}
+
+/// Sets the compatibility mode of `topic`'s subject; later registrations
+/// are checked with it (registered versions stay as they are).
+pub(crate) async fn set_mode(cat: &Catalog, topic: &str, mode: CompatMode) -> Result<()> {
+    cat.topic_cached(topic).await?;
+    cat.store().set_schema_mode(topic, mode.as_str()).await
+}

@@ -1,0 +1,100 @@
+//! A topic's schema subject: one hash beside the topic's settings (same
+//! hash tag, so one slot), holding every version's document, the latest
+//! version number, the subject's compatibility mode and a digest index.
+//! Registering is `lua/schema_register.lua`; reads are one `HGETALL`.
+
+use std::collections::BTreeMap;
+
+use redis::AsyncCommands;
+
+use super::{Store, int};
+use crate::error::{Error, Result};
+
+/// A subject as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StoredSubject {
+    /// The latest version (0 when none is registered).
+    pub latest: u32,
+    /// The subject's compatibility mode, when one was set.
+    pub mode: Option<String>,
+    /// Every version's document (canonical JSON text), by version.
+    pub versions: BTreeMap<u32, String>,
+}
+
+/// What registering a document did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// Stored as this new version.
+    New(u32),
+    /// The same document was registered before as this version.
+    Existing(u32),
+    /// Another version was registered since the caller read the subject:
+    /// nothing was written; this is the latest now.
+    Moved(u32),
+}
+
+impl Store<'_> {
+    /// The subject of `topic`.
+    pub(crate) async fn schema_subject(&self, topic: &str) -> Result<StoredSubject> {
+        let fields: BTreeMap<String, String> =
+            self.conn.clone().hgetall(self.keys.schemas(topic)).await?;
+        let mut subject = StoredSubject::default();
+        for (field, value) in fields {
+            if field == "latest" {
+                subject.latest = value
+                    .parse()
+                    .map_err(|_| Error::Decode(format!("schema subject latest {value:?}")))?;
+            } else if field == "mode" {
+                subject.mode = Some(value);
+            } else if let Some(v) = field.strip_prefix("v:") {
+                let v = v
+                    .parse()
+                    .map_err(|_| Error::Decode(format!("schema subject field {field:?}")))?;
+                subject.versions.insert(v, value);
+            }
+        }
+        Ok(subject)
+    }
+
+    /// Registers `document` (canonical JSON text) as the version after
+    /// `checked_latest`, unless it is registered already.
+    pub(crate) async fn register_schema(
+        &self,
+        topic: &str,
+        checked_latest: u32,
+        document: &str,
+    ) -> Result<Registered> {
+        let latest = checked_latest.to_string();
+        let reply = self
+            .eval(
+                &self.scripts.schema_register,
+                &[&self.keys.schemas(topic)],
+                &[latest.as_bytes(), document.as_bytes()],
+            )
+            .await?;
+        let parts = match reply {
+            redis::Value::Array(p) if p.len() == 2 => p,
+            other => {
+                return Err(Error::Decode(format!("schema_register replied {other:?}")));
+            }
+        };
+        let (a, b) = (int(&parts[0])?, int(&parts[1])?);
+        let version =
+            |n: i64| u32::try_from(n).map_err(|_| Error::Decode(format!("schema version {n}")));
+        Ok(match (a, b) {
+            (-1, latest) => Registered::Moved(version(latest)?),
+            (v, 1) => Registered::New(version(v)?),
+            (v, _) => Registered::Existing(version(v)?),
+        })
+    }
+
+    /// Sets the subject's compatibility mode.
+    pub(crate) async fn set_schema_mode(&self, topic: &str, mode: &str) -> Result<()> {
+        let _: () = self
+            .conn
+            .clone()
+            .hset(self.keys.schemas(topic), "mode", mode)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! The schema registry against a real Redis: versions and their identity,
+//! the compatibility check at registration, invalid documents, modes, and
+//! registrations racing for the next version.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use millrace::{Client, CompatMode, Error, TopicSpec};
+use serde_json::{Value, json};
+
+async fn topic(test: &str, name: &str) -> Client {
+    let c = support::client(test).await;
+    c.create_topic(&TopicSpec::new(name, 2).unwrap())
+        .await
+        .unwrap();
+    c
+}
+
+/// A closed invoice schema with `extra` optional properties added.
+fn invoice(extra: &[(&str, Value)]) -> Value {
+    let mut properties = json!({
+        "invoice": {"type": "string"},
+        "cents": {"type": "integer", "minimum": 0},
+    });
+    for (name, schema) in extra {
+        properties[*name] = schema.clone();
+    }
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": ["invoice", "cents"],
+        "additionalProperties": false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_count_up_and_an_equal_document_is_the_same_version() {
+    let c = topic("schema_versions", "inv").await;
+    assert!(c.schemas("inv").await.unwrap().is_empty());
+    assert_eq!(c.schema("inv", None).await.unwrap(), None);
+    assert_eq!(c.schema_mode("inv").await.unwrap(), CompatMode::Backward);
+
+    let v1 = c.register_schema("inv", &invoice(&[])).await.unwrap();
+    assert_eq!(v1.version, 1);
+    let currency = invoice(&[("currency", json!({"type": "string"}))]);
+    let v2 = c.register_schema("inv", &currency).await.unwrap();
+    assert_eq!(v2.version, 2);
+    // The same document again, keys in another order: the same version,
+    // nothing new.
+    let reordered: Value = serde_json::from_str(
+        r#"{"additionalProperties": false, "required": ["invoice", "cents"],
+            "properties": {"currency": {"type": "string"}, "cents": {"minimum": 0, "type": "integer"},
+                           "invoice": {"type": "string"}}, "type": "object"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.register_schema("inv", &reordered).await.unwrap().version,
+        2
+    );
+    assert_eq!(
+        c.register_schema("inv", &invoice(&[]))
+            .await
+            .unwrap()
+            .version,
+        1,
+        "an older version's document is that version"
+    );
+    let all = c.schemas("inv").await.unwrap();
+    let numbers: Vec<u32> = all.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, [1, 2]);
+    assert_eq!(all[1].schema, currency);
+    assert_eq!(c.schema("inv", None).await.unwrap().unwrap().version, 2);
+    assert_eq!(
+        c.schema("inv", Some(1)).await.unwrap().unwrap().schema,
+        invoice(&[])
+    );
+    assert_eq!(c.schema("inv", Some(3)).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_schema_is_refused_with_every_reason_and_nothing_is_stored() {
+    let c = topic("schema_incompatible", "inv").await;
+    c.register_schema("inv", &invoice(&[])).await.unwrap();
+    // Two breaking changes at once: a narrowed type and a new required
+    // property without a default.
+    let mut broken = invoice(&[("due", json!({"type": "string"}))]);
+    broken["properties"]["cents"]["type"] = json!("string");
+    broken["required"] = json!(["invoice", "cents", "due"]);
+    let reasons = c.check_schema("inv", &broken).await.unwrap();
+    let pointers: BTreeSet<&str> = reasons.iter().map(|r| r.pointer.as_str()).collect();
+    assert!(
+        pointers.iter().any(|p| p.starts_with("/properties/cents")),
+        "{reasons:#?}"
+    );
+    assert!(
+        pointers
+            .iter()
+            .any(|p| p.contains("due") || p.starts_with("/required")),
+        "{reasons:#?}"
+    );
+    let e = c.register_schema("inv", &broken).await.unwrap_err();
+    let Error::SchemaIncompatible {
+        topic,
+        mode,
+        reasons: refused,
+    } = &e
+    else {
+        panic!("{e}")
+    };
+    assert_eq!((topic.as_str(), *mode), ("inv", CompatMode::Backward));
+    assert_eq!(refused, &reasons, "the check and the refusal agree");
+    assert!(refused.iter().all(|r| r.version == Some(1)));
+    assert_eq!(c.schemas("inv").await.unwrap().len(), 1, "nothing stored");
+
+    // NONE registers anything; the mode is the subject's own.
+    c.set_schema_mode("inv", CompatMode::None).await.unwrap();
+    assert_eq!(c.schema_mode("inv").await.unwrap(), CompatMode::None);
+    assert!(c.check_schema("inv", &broken).await.unwrap().is_empty());
+    assert_eq!(c.register_schema("inv", &broken).await.unwrap().version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_document_is_refused_naming_each_place() {
+    let c = topic("schema_invalid", "inv").await;
+    let bad = json!({
+        "type": "objekt",
+        "properties": {"cents": {"minimum": "zero"}, "tags": {"items": 5}},
+    });
+    let e = c.register_schema("inv", &bad).await.unwrap_err();
+    let Error::SchemaInvalid { errors } = &e else {
+        panic!("{e}")
+    };
+    for place in [
+        "/type",
+        "/properties/cents/minimum",
+        "/properties/tags/items",
+    ] {
+        assert!(
+            errors.iter().any(|m| m.starts_with(&format!("{place}: "))),
+            "{place} in {errors:#?}"
+        );
+    }
+    assert!(e.is_invalid_input());
+    // A $ref must stay inside the document.
+    let outside = json!({"$ref": "https://example.com/invoice.json"});
+    assert!(matches!(
+        c.register_schema("inv", &outside).await,
+        Err(Error::SchemaInvalid { .. })
+    ));
+    let inside = json!({
+        "$defs": {"money": {"type": "integer", "minimum": 0}},
+        "type": "object",
+        "properties": {"cents": {"$ref": "#/$defs/money"}},
+    });
+    assert_eq!(c.register_schema("inv", &inside).await.unwrap().version, 1);
+    // Nothing else was stored, and a missing topic has no subject.
+    assert_eq!(c.schemas("inv").await.unwrap().len(), 1);
+    assert!(matches!(
+        c.register_schema("nope", &inside).await,
+        Err(Error::TopicNotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registrations_get_consecutive_versions() {
+    let c = topic("schema_race", "inv").await;
+    // Different documents, each compatible with any other (titles are
+    // annotations), registered at once from many tasks.
+    const N: usize = 24;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let doc = json!({"type": "object", "title": format!("draft {i}")});
+                (i, c.register_schema("inv", &doc).await.unwrap().version)
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    let versions: BTreeSet<u32> = got.iter().map(|(_, v)| *v).collect();
+    assert_eq!(
+        versions,
+        (1..=N as u32).collect(),
+        "no gap, no version given twice: {got:?}"
+    );
+    // Each task's document is stored under the version it was told.
+    let stored = c.schemas("inv").await.unwrap();
+    assert_eq!(stored.len(), N);
+    for (i, v) in got {
+        assert_eq!(stored[v as usize - 1].schema["title"], format!("draft {i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_deletes_its_schemas() {
+    let c = topic("schema_delete", "inv").await;
+    c.register_schema("inv", &invoice(&[])).await.unwrap();
+    c.set_schema_mode("inv", CompatMode::Full).await.unwrap();
+    c.delete_topic("inv").await.unwrap();
+    c.create_topic(&TopicSpec::new("inv", 2).unwrap())
+        .await
+        .unwrap();
+    assert!(c.schemas("inv").await.unwrap().is_empty());
+    assert_eq!(c.schema_mode("inv").await.unwrap(), CompatMode::Backward);
+}
