@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use crate::compat::{CompatMode, Incompatibility};
 use crate::config::Config;
 use crate::dlq::{self, DeadLetter, ReplayTo, Selection};
 use crate::envelope::Event;
@@ -18,7 +19,7 @@ use crate::group::{self, GroupInfo, ResetPlan, reset};
 use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 use crate::reader::{Reader, StartAt};
 use crate::schedule::{self, ScheduleSpec};
-use crate::schema::{self, CompatMode, Incompatibility, SchemaVersion};
+use crate::schema::{self, SchemaVersion};
 use crate::store::backend::Backend;
 use crate::store::conn::{BlockingConn, Conn, ServerInfo};
 use crate::store::keys::KeySpace;

@@ -83,9 +83,9 @@ pub enum Error {
         /// The topic (subject).
         topic: String,
         /// The subject's compatibility mode.
-        mode: crate::schema::CompatMode,
+        mode: crate::compat::CompatMode,
         /// Every reason.
-        reasons: Vec<crate::schema::Incompatibility>,
+        reasons: Vec<crate::compat::Incompatibility>,
     },
     /// Registrations of a topic's schema kept coming in between this one's
     /// check and its write; nothing was registered. Try again.
@@ -398,7 +398,7 @@ pub(crate) fn check(v: redis::Value) -> Result<redis::Value> {
 
 /// The `Display` tail naming where PEM came from: ` /path/to/ca.pem`, or
 /// nothing for PEM given in memory.
-fn reason_list(reasons: &[crate::schema::Incompatibility]) -> String {
+fn reason_list(reasons: &[crate::compat::Incompatibility]) -> String {
     reasons
         .iter()
         .map(ToString::to_string)

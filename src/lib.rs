@@ -14,6 +14,7 @@ pub mod acl;
 #[doc(hidden)]
 pub mod bench;
 mod client;
+mod compat;
 mod config;
 mod consumer;
 mod dlq;
@@ -41,6 +42,7 @@ mod store;
 mod topic;
 
 pub use client::Client;
+pub use compat::{CompatMode, Incompatibility};
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PREFIX, redact_url};
 pub use consumer::{
     Context, HandlerError, LATENCY_BUCKETS, LatencyHistogram, Promoter, StatsSnapshot, Worker,
@@ -65,7 +67,7 @@ pub use schedule::{
     Timetable, fire_time_rfc3339,
 };
 pub use scheduler::Scheduler;
-pub use schema::{CompatMode, Incompatibility, SchemaVersion, schema_changes};
+pub use schema::{SchemaVersion, schema_changes};
 pub use store::conn::{BlockingConn, Conn, ServerInfo};
 pub use store::keys;
 pub use topic::{Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, TopicInfo, TopicSpec};

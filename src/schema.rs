@@ -4,16 +4,14 @@
 //!
 //! A document is checked as a JSON Schema before anything else (every
 //! error, with the JSON pointer of its place), then against the earlier
-//! versions as the mode says ([`compat`], pure), then stored by
+//! versions as the mode says ([`crate::compat`], pure), then stored by
 //! `lua/schema_register.lua` only if no other version was registered in
 //! between (else read and check again): so versions are consecutive, never
 //! doubled, and each was checked against its real predecessors.
 
-pub(crate) mod compat;
-
 use serde_json::Value;
 
-pub use compat::{CompatMode, Incompatibility};
+use crate::compat::{self, CompatMode, Incompatibility};
 
 use crate::error::{Error, Result};
 use crate::store::schemas::{Registered, StoredSubject};
