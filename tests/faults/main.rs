@@ -312,9 +312,31 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() {
         let slot = rig.fleet.slot_of(worker).expect("the worker runs");
         let metrics_port = rig.fleet.metrics_port(slot).expect("metrics");
         let stale_before = rig::scrape_counter(metrics_port, "millrace_stale_acks_total").await;
+        let lease = rig.client.keys().lease(&rig.topic, partition, &group);
+        let epoch_of = |c: millrace::Client, key: String| async move {
+            let e: Option<u64> = redis::cmd("HGET")
+                .arg(key)
+                .arg("epoch")
+                .query_async(&mut c.connection())
+                .await
+                .unwrap();
+            e.unwrap_or(0)
+        };
+        let epoch_before = epoch_of(rig.client.clone(), lease.clone()).await;
         let at = Instant::now();
         rig.fleet.pause(slot, true);
         pause(stop_for).await;
+        // Stopped until another member holds the lease (on a loaded
+        // machine the takeover can take longer than the stop), so the
+        // stopped worker's ack is the one the new epoch refuses.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while epoch_of(rig.client.clone(), lease.clone()).await <= epoch_before {
+            assert!(
+                Instant::now() < deadline,
+                "no other member took partition {partition}'s lease while worker {worker} was stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         rig.fleet.pause(slot, false);
         rig.fault_since(
             format!("SIGSTOP of worker {worker} for 3 session timeouts"),
