@@ -363,11 +363,13 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        paused.push((slow, worker, partition));
+        // What the stopped worker said about it, for a failure below.
+        let said = rig.fleet.log_tail(worker, 20);
+        paused.push((slow, worker, partition, said));
     }
     let report = rig.finish(traffic).await;
     report.assert_held();
-    for (i, (slow, worker, partition)) in paused.into_iter().enumerate() {
+    for (i, (slow, worker, partition, said)) in paused.into_iter().enumerate() {
         let of_slow: Vec<_> = report
             .history
             .handlings
@@ -390,7 +392,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() {
             of_slow
                 .iter()
                 .any(|(w, o)| *w != worker && *o == verdict::Outcome::Done),
-            "round {}: the new owner did not handle {slow:?}: {of_slow:?}",
+            "round {}: the new owner did not handle {slow:?}: {of_slow:?}\nthe stopped worker {worker} said:\n{said}",
             i + 1
         );
     }
