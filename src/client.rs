@@ -255,6 +255,26 @@ impl Client {
         schema::register(&self.catalog, topic, schema).await
     }
 
+    /// Registers the JSON Schema of the event type `E` (derived by
+    /// `schemars`, see [`schema_of`](crate::schema_of)) as the next version
+    /// of `E::TOPIC`'s subject (feature `schemars`): a build can refuse a
+    /// breaking change to its own structs.
+    #[cfg(feature = "schemars")]
+    pub async fn register_schema_for<E: Event + schemars::JsonSchema>(
+        &self,
+    ) -> Result<SchemaVersion> {
+        schema::register(&self.catalog, E::TOPIC, &schema::schema_of::<E>()).await
+    }
+
+    /// Why the JSON Schema of `E` could not be registered on `E::TOPIC` now
+    /// (feature `schemars`). Writes nothing.
+    #[cfg(feature = "schemars")]
+    pub async fn check_schema_for<E: Event + schemars::JsonSchema>(
+        &self,
+    ) -> Result<Vec<Incompatibility>> {
+        schema::check(&self.catalog, E::TOPIC, &schema::schema_of::<E>()).await
+    }
+
     /// Why `schema` could not be registered on `topic` now (empty when it
     /// could, or is registered already). Writes nothing.
     pub async fn check_schema(

@@ -67,6 +67,8 @@ pub use schedule::{
     Timetable, fire_time_rfc3339,
 };
 pub use scheduler::Scheduler;
+#[cfg(feature = "schemars")]
+pub use schema::schema_of;
 pub use schema::{SchemaVersion, schema_changes};
 pub use store::conn::{BlockingConn, Conn, ServerInfo};
 pub use store::keys;

@@ -77,6 +77,18 @@ pub fn schema_changes(mode: CompatMode, old: &Value, new: &Value) -> Vec<Incompa
         .collect()
 }
 
+/// The JSON Schema of a Rust type, as `schemars` derives it (feature
+/// `schemars`): what [`Client::register_schema_for`](crate::Client::register_schema_for)
+/// registers. serde's attributes shape it: `Option<T>` and
+/// `#[serde(default)]` fields are not required, `#[serde(rename)]` renames
+/// the property, and only `#[serde(deny_unknown_fields)]` closes the
+/// content model (`"additionalProperties": false`), which is what lets a
+/// new optional field stay backward compatible (see docs/schemas.md).
+#[cfg(feature = "schemars")]
+pub fn schema_of<T: schemars::JsonSchema>() -> Value {
+    schemars::schema_for!(T).to_value()
+}
+
 /// A JSON pointer as shown: the root is `/`.
 fn place(pointer: &str) -> &str {
     if pointer.is_empty() { "/" } else { pointer }

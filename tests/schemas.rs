@@ -207,3 +207,127 @@ async fn deleting_a_topic_deletes_its_schemas() {
     assert!(c.schemas("inv").await.unwrap().is_empty());
     assert_eq!(c.schema_mode("inv").await.unwrap(), CompatMode::Backward);
 }
+
+/// Event types as a Rust service would evolve them, with the JSON Schemas
+/// `schemars` derives (feature `schemars`).
+mod rust_types {
+    use millrace::Event;
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    pub const TOPIC: &str = "erp.v1.invoice.created";
+
+    /// Version 1, closed (`deny_unknown_fields`).
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct V1 {
+        pub invoice: String,
+        pub cents: u64,
+    }
+
+    /// Adds an optional field.
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct V2 {
+        pub invoice: String,
+        pub cents: u64,
+        #[serde(default)]
+        pub currency: Option<String>,
+    }
+
+    /// Renames a field on the wire.
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Renamed {
+        pub invoice: String,
+        #[serde(rename = "total")]
+        pub cents: u64,
+    }
+
+    /// Changes a field's type.
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Retyped {
+        pub invoice: String,
+        pub cents: String,
+    }
+
+    /// Version 1 and 2 without `deny_unknown_fields`: an open model.
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct OpenV1 {
+        pub invoice: String,
+    }
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub struct OpenV2 {
+        pub invoice: String,
+        pub currency: Option<String>,
+    }
+
+    macro_rules! on_topic {
+        ($($t:ty => $topic:expr),*) => {
+            $(impl Event for $t { const TOPIC: &'static str = $topic; })*
+        };
+    }
+    on_topic!(V1 => TOPIC, V2 => TOPIC, Renamed => TOPIC, Retyped => TOPIC,
+        OpenV1 => "open.invoice", OpenV2 => "open.invoice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_types_register_and_their_serde_attributes_are_checked() {
+    use rust_types::*;
+    let c = topic("schema_rust", TOPIC).await;
+    c.create_topic(&TopicSpec::new("open.invoice", 1).unwrap())
+        .await
+        .unwrap();
+    // serde's attributes, as the derived schema says them.
+    let v2 = millrace::schema_of::<V2>();
+    assert_eq!(v2["additionalProperties"], false, "{v2:#}");
+    let required: BTreeSet<&str> = v2["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(required, BTreeSet::from(["invoice", "cents"]), "{v2:#}");
+    assert!(
+        millrace::schema_of::<Renamed>()["properties"]
+            .get("total")
+            .is_some()
+    );
+
+    assert_eq!(c.register_schema_for::<V1>().await.unwrap().version, 1);
+    // An optional field on a closed model: backward compatible.
+    assert_eq!(c.check_schema_for::<V2>().await.unwrap(), vec![]);
+    assert_eq!(c.register_schema_for::<V2>().await.unwrap().version, 2);
+    // A rename drops `cents` and adds a required `total`; a retype
+    // narrows `cents`: both refused, each naming its places.
+    let renamed = c.check_schema_for::<Renamed>().await.unwrap();
+    let places: Vec<&str> = renamed.iter().map(|r| r.pointer.as_str()).collect();
+    assert!(
+        places.iter().any(|p| p.contains("cents"))
+            && places
+                .iter()
+                .any(|p| p.contains("total") || *p == "/required"),
+        "{renamed:#?}"
+    );
+    let retyped = c.check_schema_for::<Retyped>().await.unwrap();
+    assert!(
+        retyped
+            .iter()
+            .any(|r| r.pointer == "/properties/cents/type"),
+        "{retyped:#?}"
+    );
+    assert!(matches!(
+        c.register_schema_for::<Retyped>().await,
+        Err(Error::SchemaIncompatible { .. })
+    ));
+    // Without deny_unknown_fields the model is open: adding even an
+    // optional field is not backward compatible (old data may carry it).
+    assert_eq!(c.register_schema_for::<OpenV1>().await.unwrap().version, 1);
+    let open = c.check_schema_for::<OpenV2>().await.unwrap();
+    assert!(
+        open.iter().any(|r| r.pointer == "/properties/currency"),
+        "{open:#?}"
+    );
+}
