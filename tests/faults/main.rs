@@ -294,6 +294,27 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() {
         ],
         ..Behaviour::default()
     });
+    // Every worker's refused acks so far, read before the slow message is
+    // found (and again after each round): between finding it and stopping
+    // its worker there must be no round trip, or on a loaded machine the
+    // quick one (0.4 s) ends and is acked before the stop, and nothing is
+    // left to fence.
+    let stale_acks = |rig: &Rig| {
+        let ports: Vec<(usize, u16)> = (0..rig.fleet.slots())
+            .filter_map(|s| rig.fleet.metrics_port(s).map(|p| (s, p)))
+            .collect();
+        async move {
+            let mut counts = std::collections::HashMap::new();
+            for (s, port) in ports {
+                counts.insert(
+                    s,
+                    rig::scrape_counter(port, "millrace_stale_acks_total").await,
+                );
+            }
+            counts
+        }
+    };
+    let mut stale_before = stale_acks(&rig).await;
     let traffic = rig.traffic(300);
     let group = rig.groups[0].clone();
     let mut paused = Vec::new();
@@ -310,8 +331,10 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let slot = rig.fleet.slot_of(worker).expect("the worker runs");
+        let at = Instant::now();
+        rig.fleet.pause(slot, true);
         let metrics_port = rig.fleet.metrics_port(slot).expect("metrics");
-        let stale_before = rig::scrape_counter(metrics_port, "millrace_stale_acks_total").await;
+        let stale_then = stale_before.get(&slot).copied().unwrap_or(0);
         let lease = rig.client.keys().lease(&rig.topic, partition, &group);
         let epoch_of = |c: millrace::Client, key: String| async move {
             let e: Option<u64> = redis::cmd("HGET")
@@ -323,8 +346,6 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() {
             e.unwrap_or(0)
         };
         let epoch_before = epoch_of(rig.client.clone(), lease.clone()).await;
-        let at = Instant::now();
-        rig.fleet.pause(slot, true);
         pause(stop_for).await;
         // Stopped until another member holds the lease (on a loaded
         // machine the takeover can take longer than the stop), so the
@@ -346,7 +367,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let n = rig::scrape_counter(metrics_port, "millrace_stale_acks_total").await;
-            if n > stale_before {
+            if n > stale_then {
                 break;
             }
             if Instant::now() > deadline {
@@ -365,6 +386,7 @@ async fn a_worker_paused_past_its_lease_is_fenced_off() {
         }
         // What the stopped worker said about it, for a failure below.
         let said = rig.fleet.log_tail(worker, 20);
+        stale_before = stale_acks(&rig).await;
         paused.push((slow, worker, partition, said));
     }
     let report = rig.finish(traffic).await;
