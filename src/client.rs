@@ -285,6 +285,21 @@ impl Client {
         schema::check(&self.catalog, topic, schema).await
     }
 
+    /// Checks a payload against version `version` of `topic`'s schema (the
+    /// latest when `None`) and returns the version it matches. Fails with
+    /// [`Error::SchemaViolation`](crate::Error::SchemaViolation) naming
+    /// every failing place of the payload, or
+    /// [`Error::SchemaNotFound`](crate::Error::SchemaNotFound). Each
+    /// version's validator is compiled once per process.
+    pub async fn validate_payload(
+        &self,
+        topic: &str,
+        payload: &serde_json::Value,
+        version: Option<u32>,
+    ) -> Result<u32> {
+        schema::validate(&self.catalog, topic, payload, version).await
+    }
+
     /// Every registered version of `topic`'s schema, oldest first.
     pub async fn schemas(&self, topic: &str) -> Result<Vec<SchemaVersion>> {
         schema::versions(&self.catalog, topic).await

@@ -91,6 +91,29 @@ pub enum Error {
     /// check and its write; nothing was registered. Try again.
     #[error("the schema subject of topic {0} kept changing while registering; try again")]
     SchemaBusy(String),
+    /// A payload does not match the topic's schema: every failing place,
+    /// each as `<JSON pointer into the payload>: <what is wrong>`.
+    #[error(
+        "payload does not match schema version {version} of topic {topic}: {}",
+        .errors.join("; ")
+    )]
+    SchemaViolation {
+        /// The topic.
+        topic: String,
+        /// The schema version it was checked against.
+        version: u32,
+        /// Every failing place.
+        errors: Vec<String>,
+    },
+    /// The topic has no schema version to check against (none registered,
+    /// or not the version asked for).
+    #[error("topic {topic} has no schema{}", .version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    SchemaNotFound {
+        /// The topic.
+        topic: String,
+        /// The version asked for; `None` for the latest.
+        version: Option<u32>,
+    },
     /// The topic exists with other settings.
     #[error("topic {name} exists with other settings: {differences}")]
     TopicConflict {
@@ -384,6 +407,7 @@ impl Error {
                 | Error::TlsFile { .. }
                 | Error::TlsPem { .. }
                 | Error::SchemaInvalid { .. }
+                | Error::SchemaViolation { .. }
         )
     }
 }

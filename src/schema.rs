@@ -9,6 +9,9 @@
 //! between (else read and check again): so versions are consecutive, never
 //! doubled, and each was checked against its real predecessors.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use serde_json::Value;
 
 use crate::compat::{self, CompatMode, Incompatibility};
@@ -87,6 +90,62 @@ pub fn schema_changes(mode: CompatMode, old: &Value, new: &Value) -> Vec<Incompa
 #[cfg(feature = "schemars")]
 pub fn schema_of<T: schemars::JsonSchema>() -> Value {
     schemars::schema_for!(T).to_value()
+}
+
+/// Compiled validators by document text: a version never changes, so a
+/// document compiles once per process, whatever topic or client asks.
+type Validators = Mutex<HashMap<String, Arc<jsonschema::Validator>>>;
+
+fn validators() -> &'static Validators {
+    static CACHE: OnceLock<Validators> = OnceLock::new();
+    CACHE.get_or_init(Validators::default)
+}
+
+/// The compiled validator of a stored document.
+fn validator_for(topic: &str, version: u32, text: &str) -> Result<Arc<jsonschema::Validator>> {
+    let mut cache = validators().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = cache.get(text) {
+        return Ok(v.clone());
+    }
+    let document: Value = serde_json::from_str(text)
+        .map_err(|e| Error::Decode(format!("schema {topic} version {version}: {e}")))?;
+    let compiled = jsonschema::draft202012::options()
+        .build(&document)
+        .map_err(|e| Error::Decode(format!("schema {topic} version {version}: {e}")))?;
+    let compiled = Arc::new(compiled);
+    cache.insert(text.to_string(), compiled.clone());
+    Ok(compiled)
+}
+
+/// Checks `payload` against version `version` of `topic`'s schema (the
+/// latest when `None`); returns the version it matches.
+pub(crate) async fn validate(
+    cat: &Catalog,
+    topic: &str,
+    payload: &Value,
+    version: Option<u32>,
+) -> Result<u32> {
+    cat.topic_cached(topic).await?;
+    let Some((version, text)) = cat.store().schema_document(topic, version).await? else {
+        return Err(Error::SchemaNotFound {
+            topic: topic.to_string(),
+            version,
+        });
+    };
+    let validator = validator_for(topic, version, &text)?;
+    let errors: Vec<String> = validator
+        .iter_errors(payload)
+        .map(|e| format!("{}: {e}", place(e.instance_path().as_str())))
+        .collect();
+    if errors.is_empty() {
+        Ok(version)
+    } else {
+        Err(Error::SchemaViolation {
+            topic: topic.to_string(),
+            version,
+            errors,
+        })
+    }
 }
 
 /// A JSON pointer as shown: the root is `/`.

@@ -331,3 +331,66 @@ async fn rust_types_register_and_their_serde_attributes_are_checked() {
         "{open:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_is_checked_against_a_version_naming_every_failing_place() {
+    let c = topic("schema_validate", "inv").await;
+    let good = json!({"invoice": "inv-1", "cents": 420});
+    assert!(matches!(
+        c.validate_payload("inv", &good, None).await,
+        Err(Error::SchemaNotFound { version: None, .. })
+    ));
+    c.register_schema("inv", &invoice(&[])).await.unwrap();
+    let v2 = invoice(&[(
+        "currency",
+        json!({"type": "string", "enum": ["EUR", "USD"]}),
+    )]);
+    c.register_schema("inv", &v2).await.unwrap();
+    assert_eq!(c.validate_payload("inv", &good, None).await.unwrap(), 2);
+    let with_currency = json!({"invoice": "inv-1", "cents": 420, "currency": "EUR"});
+    assert_eq!(
+        c.validate_payload("inv", &with_currency, None)
+            .await
+            .unwrap(),
+        2
+    );
+    // Pinned to version 1, whose model is closed: the currency is refused.
+    let e = c
+        .validate_payload("inv", &with_currency, Some(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::SchemaViolation { version: 1, .. }),
+        "{e}"
+    );
+    // Three faults at once: every one named, with its place.
+    let bad = json!({"cents": -5, "currency": "GBP", "note": "x"});
+    let e = c.validate_payload("inv", &bad, None).await.unwrap_err();
+    let Error::SchemaViolation {
+        topic,
+        version,
+        errors,
+    } = &e
+    else {
+        panic!("{e}")
+    };
+    assert_eq!((topic.as_str(), *version), ("inv", 2));
+    for place in ["/cents: ", "/currency: ", "/: "] {
+        assert!(
+            errors.iter().any(|m| m.starts_with(place)),
+            "{place} in {errors:#?}"
+        );
+    }
+    assert!(
+        errors.iter().any(|m| m.contains("invoice")),
+        "the missing property is named: {errors:#?}"
+    );
+    assert!(e.is_invalid_input());
+    assert!(matches!(
+        c.validate_payload("inv", &good, Some(9)).await,
+        Err(Error::SchemaNotFound {
+            version: Some(9),
+            ..
+        })
+    ));
+}

@@ -56,6 +56,30 @@ impl Store<'_> {
         Ok(subject)
     }
 
+    /// One version's document (the latest when `version` is `None`):
+    /// `(version, canonical JSON text)`, or `None` when there is none.
+    /// Two `HGET`s at most: versions never change once written.
+    pub(crate) async fn schema_document(
+        &self,
+        topic: &str,
+        version: Option<u32>,
+    ) -> Result<Option<(u32, String)>> {
+        let key = self.keys.schemas(topic);
+        let mut conn = self.conn.clone();
+        let version = match version {
+            Some(v) => v,
+            None => {
+                let latest: Option<u32> = conn.hget(&key, "latest").await?;
+                match latest {
+                    Some(v) => v,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let text: Option<String> = conn.hget(&key, format!("v:{version}")).await?;
+        Ok(text.map(|t| (version, t)))
+    }
+
     /// Registers `document` (canonical JSON text) as the version after
     /// `checked_latest`, unless it is registered already.
     pub(crate) async fn register_schema(
