@@ -107,8 +107,7 @@ fn validator_for(topic: &str, version: u32, text: &str) -> Result<Arc<jsonschema
     if let Some(v) = cache.get(text) {
         return Ok(v.clone());
     }
-    let document: Value = serde_json::from_str(text)
-        .map_err(|e| Error::Decode(format!("schema {topic} version {version}: {e}")))?;
+    let document = stored_version(topic, version, text)?.schema;
     let compiled = jsonschema::draft202012::options()
         .build(&document)
         .map_err(|e| Error::Decode(format!("schema {topic} version {version}: {e}")))?;
@@ -163,16 +162,19 @@ fn parsed(topic: &str, subject: &StoredSubject) -> Result<Vec<SchemaVersion>> {
     subject
         .versions
         .iter()
-        .map(|(v, text)| {
-            let schema = serde_json::from_str(text)
-                .map_err(|e| Error::Decode(format!("schema {topic} version {v}: {e}")))?;
-            Ok(SchemaVersion {
-                topic: topic.to_string(),
-                version: *v,
-                schema,
-            })
-        })
+        .map(|(v, text)| stored_version(topic, *v, text))
         .collect()
+}
+
+/// A version as stored (canonical JSON text), parsed.
+fn stored_version(topic: &str, version: u32, text: &str) -> Result<SchemaVersion> {
+    let schema = serde_json::from_str(text)
+        .map_err(|e| Error::Decode(format!("schema {topic} version {version}: {e}")))?;
+    Ok(SchemaVersion {
+        topic: topic.to_string(),
+        version,
+        schema,
+    })
 }
 
 fn mode_of(subject: &StoredSubject) -> CompatMode {
@@ -270,11 +272,11 @@ pub(crate) async fn version(
     topic: &str,
     version: Option<u32>,
 ) -> Result<Option<SchemaVersion>> {
-    let all = versions(cat, topic).await?;
-    Ok(match version {
-        None => all.into_iter().last(),
-        Some(v) => all.into_iter().find(|s| s.version == v),
-    })
+    cat.topic_cached(topic).await?;
+    let Some((version, text)) = cat.store().schema_document(topic, version).await? else {
+        return Ok(None);
+    };
+    stored_version(topic, version, &text).map(Some)
 }
 
 /// The compatibility mode of `topic`'s subject (BACKWARD unless set).
