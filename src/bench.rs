@@ -25,7 +25,7 @@ use crate::group::Mode;
 use crate::producer::{ProducerConfig, Record};
 use crate::rate_limit::RateLimit;
 use crate::reader::StartAt;
-use crate::topic::TopicSpec;
+use crate::topic::{SchemaPolicy, TopicSpec};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -285,6 +285,60 @@ fn entry_ids(v: &redis::Value) -> Vec<String> {
 /// millrace `publish` from 4 000 concurrent callers (auto-batched).
 async fn produce_concurrent(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
     fresh_topic(client, "bench.produce", o.partitions).await?;
+    let payload = payload.to_vec();
+    publish_concurrently(client, o, "bench.produce", move || {
+        Record::raw(payload.clone())
+    })
+    .await
+}
+
+/// The schema `produce.schema` checks every publish against: an invoice
+/// with a string, a bounded integer, an enum and a free-text note.
+fn bench_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "invoice": {"type": "string", "minLength": 1, "maxLength": 64},
+            "cents": {"type": "integer", "minimum": 0},
+            "currency": {"enum": ["EUR", "USD", "GBP"]},
+            "note": {"type": "string"},
+        },
+        "required": ["invoice", "cents", "currency"],
+        "additionalProperties": false,
+    })
+}
+
+/// A MessagePack payload matching [`bench_schema`], about `bytes` long.
+fn schema_payload(bytes: usize) -> Result<Vec<u8>> {
+    let mut value =
+        serde_json::json!({"invoice": "inv-000123", "cents": 420, "currency": "EUR", "note": ""});
+    let base = crate::envelope::encode(&value)?.len();
+    value["note"] = "x".repeat(bytes.saturating_sub(base + 2)).into();
+    crate::envelope::encode(&value)
+}
+
+/// `produce.concurrent` on a topic that requires schemas: every publish
+/// decoded and checked against the latest version before it is sent.
+async fn produce_schema(client: &Client, o: &BenchOptions) -> Result<f64> {
+    let topic = "bench.schema";
+    client.delete_topic(topic).await?;
+    client
+        .create_topic(&TopicSpec::new(topic, o.partitions)?.schema(SchemaPolicy::Required))
+        .await?;
+    client.register_schema(topic, &bench_schema()).await?;
+    let payload = schema_payload(o.payload_bytes)?;
+    let rate = publish_concurrently(client, o, topic, move || Record::raw(payload.clone())).await?;
+    client.delete_topic(topic).await?;
+    Ok(rate)
+}
+
+/// `o.n` publishes through one producer from 4 000 concurrent callers.
+async fn publish_concurrently(
+    client: &Client,
+    o: &BenchOptions,
+    topic: &'static str,
+    record: impl Fn() -> Record + Clone + Send + 'static,
+) -> Result<f64> {
     let producer = client.producer_with(ProducerConfig::default());
     // As many publishes in flight as the XADD ceiling has (4 pipelines of
     // 1 000): the comparison is then of the work per message, not of how
@@ -294,12 +348,12 @@ async fn produce_concurrent(client: &Client, o: &BenchOptions, payload: &[u8]) -
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
             let producer = producer.clone();
-            let payload = payload.to_vec();
+            let record = record.clone();
             let n = o.n;
             tokio::spawn(async move {
                 for i in (c..n).step_by(callers) {
-                    let r = Record::raw(payload.clone()).key(format!("key-{}", i % 1000));
-                    producer.publish("bench.produce", r).await?;
+                    let r = record().key(format!("key-{}", i % 1000));
+                    producer.publish(topic, r).await?;
                 }
                 Ok::<(), Error>(())
             })
@@ -664,6 +718,10 @@ pub async fn run(
         let v = reps(o, || produce_batch(client, o, p)).await?;
         push("produce.batch", "msg/s", v);
     }
+    if o.selects("produce.schema") {
+        let v = reps(o, || produce_schema(client, o)).await?;
+        push("produce.schema", "msg/s", v);
+    }
     tracing::info!("bench: consume");
     let consumes = [
         ("consume.ordered.c100", Mode::Ordered, 100, o.n),
@@ -752,6 +810,22 @@ pub async fn run(
             _ => None,
         };
         f.ratio_to_bullmq = peer.filter(|p| *p > 0.0).map(|p| f.value / p);
+    }
+    // What checking every publish against a schema costs: its throughput
+    // as a share of the same publishes unchecked, in this run.
+    if let (Some(checked), Some(plain)) = (
+        get(&figures, "produce.schema"),
+        get(&figures, "produce.concurrent"),
+    ) && plain > 0.0
+    {
+        figures.push(Figure {
+            name: "produce.schema_share".to_string(),
+            value: checked / plain,
+            unit: "share",
+            samples: vec![checked / plain],
+            ratio_to_ceiling: None,
+            ratio_to_bullmq: None,
+        });
     }
     let info = client.server_info();
     let cores = std::thread::available_parallelism()

@@ -19,11 +19,11 @@ use crate::group::{self, GroupInfo, ResetPlan, reset};
 use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 use crate::reader::{Reader, StartAt};
 use crate::schedule::{self, ScheduleSpec};
-use crate::schema::{self, SchemaVersion};
+use crate::schema::{self, Gate, SchemaVersion};
 use crate::store::backend::Backend;
 use crate::store::conn::{BlockingConn, Conn, ServerInfo};
 use crate::store::keys::KeySpace;
-use crate::topic::{Catalog, Created, TopicInfo, TopicSpec};
+use crate::topic::{Catalog, Created, SchemaPolicy, TopicInfo, TopicSpec};
 
 /// A connected millrace client.
 ///
@@ -36,6 +36,7 @@ use crate::topic::{Catalog, Created, TopicInfo, TopicSpec};
 #[derive(Clone)]
 pub struct Client {
     catalog: Catalog,
+    gate: Arc<Gate>,
     producer: Arc<OnceLock<Producer>>,
 }
 
@@ -54,6 +55,7 @@ impl Client {
     pub async fn connect(config: Config) -> Result<Client> {
         Ok(Client {
             catalog: Catalog::new(Backend::connect(config).await?),
+            gate: Arc::default(),
             producer: Arc::default(),
         })
     }
@@ -98,16 +100,26 @@ impl Client {
         &self.catalog
     }
 
+    /// What this client's producers and workers check payloads against.
+    pub(crate) fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
     /// The client's shared producer (auto-batching, default settings),
     /// started on first use.
     pub fn producer(&self) -> &Producer {
-        self.producer
-            .get_or_init(|| Producer::start(self.catalog.clone(), ProducerConfig::default()))
+        self.producer.get_or_init(|| {
+            Producer::start(
+                self.catalog.clone(),
+                self.gate.clone(),
+                ProducerConfig::default(),
+            )
+        })
     }
 
     /// A new producer with its own batching settings.
     pub fn producer_with(&self, config: ProducerConfig) -> Producer {
-        Producer::start(self.catalog.clone(), config)
+        Producer::start(self.catalog.clone(), self.gate.clone(), config)
     }
 
     /// Publishes a typed event to its topic, keyed by its key.
@@ -252,7 +264,7 @@ impl Client {
         topic: &str,
         schema: &serde_json::Value,
     ) -> Result<SchemaVersion> {
-        schema::register(&self.catalog, topic, schema).await
+        schema::register(&self.catalog, &self.gate, topic, schema).await
     }
 
     /// Registers the JSON Schema of the event type `E` (derived by
@@ -263,7 +275,13 @@ impl Client {
     pub async fn register_schema_for<E: Event + schemars::JsonSchema>(
         &self,
     ) -> Result<SchemaVersion> {
-        schema::register(&self.catalog, E::TOPIC, &schema::schema_of::<E>()).await
+        schema::register(
+            &self.catalog,
+            &self.gate,
+            E::TOPIC,
+            &schema::schema_of::<E>(),
+        )
+        .await
     }
 
     /// Why the JSON Schema of `E` could not be registered on `E::TOPIC` now
@@ -311,8 +329,8 @@ impl Client {
         schema::version(&self.catalog, topic, version).await
     }
 
-    /// The compatibility mode of `topic`'s schema subject (`BACKWARD`
-    /// unless set).
+    /// The compatibility mode of `topic`'s schema subject: its own when
+    /// set, else the default mode ([`Client::default_schema_mode`]).
     pub async fn schema_mode(&self, topic: &str) -> Result<CompatMode> {
         schema::mode(&self.catalog, topic).await
     }
@@ -320,6 +338,31 @@ impl Client {
     /// Sets the compatibility mode of `topic`'s schema subject.
     pub async fn set_schema_mode(&self, topic: &str, mode: CompatMode) -> Result<()> {
         schema::set_mode(&self.catalog, topic, mode).await
+    }
+
+    /// The compatibility mode of every subject that has no mode of its own
+    /// (`BACKWARD` unless set).
+    pub async fn default_schema_mode(&self) -> Result<CompatMode> {
+        schema::default_mode(&self.catalog).await
+    }
+
+    /// Sets the compatibility mode of every subject that has no mode of its
+    /// own (under this client's prefix).
+    pub async fn set_default_schema_mode(&self, mode: CompatMode) -> Result<()> {
+        schema::set_default_mode(&self.catalog, mode).await
+    }
+
+    /// Sets whether `topic`'s publishes must match its schema (see
+    /// [`SchemaPolicy`]). This client's producers follow at once, other
+    /// processes' within [`GATE_REFRESH`](crate::GATE_REFRESH).
+    pub async fn set_schema_policy(&self, topic: &str, policy: SchemaPolicy) -> Result<()> {
+        schema::set_policy(&self.catalog, &self.gate, topic, policy).await
+    }
+
+    /// Checks `record` as publishing it to `topic` would (options, size,
+    /// schema), sending nothing (see [`Producer::check`]).
+    pub async fn check_record(&self, topic: &str, record: &Record) -> Result<()> {
+        self.producer().check(topic, record).await
     }
 
     /// Dead letters of `topic`, oldest first, at most `limit`, optionally of

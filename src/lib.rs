@@ -69,7 +69,9 @@ pub use schedule::{
 pub use scheduler::Scheduler;
 #[cfg(feature = "schemars")]
 pub use schema::schema_of;
-pub use schema::{SchemaVersion, schema_changes};
+pub use schema::{GATE_REFRESH, HEADER_SCHEMA_VERSION, SchemaVersion, schema_changes};
 pub use store::conn::{BlockingConn, Conn, ServerInfo};
 pub use store::keys;
-pub use topic::{Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, TopicInfo, TopicSpec};
+pub use topic::{
+    Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, SchemaPolicy, TopicInfo, TopicSpec,
+};

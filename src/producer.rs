@@ -25,6 +25,7 @@ use crate::envelope::{self, Event, Headers, encode_headers, validate_key};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::retry::{HEADER_MAX_ATTEMPTS, attempts_cap};
+use crate::schema::{Gate, Seen};
 use crate::store::backend::Backend;
 use crate::store::keys::{KeySpace, validate_dedup_id};
 use crate::store::publish::{self, Due, Prepared, PublishStep, send, unique_nonce};
@@ -57,6 +58,7 @@ pub struct PublishOptions {
     priority: u8,
     when: When,
     dedup: Option<(String, Duration)>,
+    schema_version: Option<u32>,
 }
 
 impl PublishOptions {
@@ -135,6 +137,17 @@ impl PublishOptions {
         if let Some(d) = &mut self.dedup {
             d.1 = ttl;
         }
+        self
+    }
+
+    /// Checks the payload against this version of the topic's schema
+    /// rather than the latest (on any topic, whether or not it requires
+    /// schemas), and stamps it as the message's
+    /// [`HEADER_SCHEMA_VERSION`](crate::HEADER_SCHEMA_VERSION). For a
+    /// producer that is deployed with one version while a newer one is
+    /// registered.
+    pub fn schema_version(mut self, version: u32) -> Self {
+        self.schema_version = Some(version);
         self
     }
 }
@@ -227,6 +240,13 @@ impl Record {
     /// costs Redis memory until then.
     pub fn dedup_ttl(mut self, ttl: Duration) -> Self {
         self.options = self.options.dedup_ttl(ttl);
+        self
+    }
+
+    /// Checks the payload against this version of the topic's schema (see
+    /// [`PublishOptions::schema_version`]).
+    pub fn schema_version(mut self, version: u32) -> Self {
+        self.options = self.options.schema_version(version);
         self
     }
 
@@ -440,6 +460,7 @@ impl Trimmer {
 #[derive(Clone)]
 pub struct Producer {
     client: Catalog,
+    gate: Arc<Gate>,
     tx: mpsc::Sender<Job>,
     round_robin: Arc<AtomicU64>,
     config: Arc<ProducerConfig>,
@@ -447,7 +468,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub(crate) fn start(client: Catalog, config: ProducerConfig) -> Producer {
+    pub(crate) fn start(client: Catalog, gate: Arc<Gate>, config: ProducerConfig) -> Producer {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let trimmer = Arc::new(std::sync::Mutex::new(Trimmer::default()));
         let batcher = Batcher {
@@ -458,6 +479,7 @@ impl Producer {
         tokio::spawn(batcher.run(rx));
         Producer {
             client,
+            gate,
             tx,
             round_robin: Arc::new(AtomicU64::new(unique_nonce())),
             config: Arc::new(config),
@@ -465,8 +487,45 @@ impl Producer {
         }
     }
 
-    async fn prepare(&self, topic: &str, record: Record) -> Result<Prepared> {
+    /// Checks `record` against `spec`'s schema as its policy or the
+    /// record's pinned version asks, stamping the version it matched.
+    async fn stamp(&self, spec: &TopicSpec, record: &mut Record) -> Result<()> {
+        if spec.is_dead_letter_view() {
+            // Refused by `prepare`: nothing is published there.
+            return Ok(());
+        }
+        let pinned = record.options.schema_version;
+        let seen = self.gate.seen(&self.client, &spec.name, pinned).await?;
+        seen.stamp(
+            &spec.name,
+            pinned,
+            &record.payload,
+            &mut record.options.headers,
+        )
+    }
+
+    /// Checks `record` as publishing it to `topic` would (its options, its
+    /// size, and its payload against the topic's schema when the topic
+    /// requires one or the record pins a version), sending nothing: for a
+    /// caller that checks a whole batch before publishing any of it.
+    pub async fn check(&self, topic: &str, record: &Record) -> Result<()> {
         let spec = self.client.topic_cached(topic).await?;
+        let mut record = record.clone();
+        self.stamp(&spec, &mut record).await?;
+        prepare(
+            self.client.keys(),
+            self.client.scripts(),
+            &spec,
+            record,
+            &AtomicU64::new(0),
+            self.client.config().max_message_bytes,
+        )
+        .map(|_| ())
+    }
+
+    async fn prepare(&self, topic: &str, mut record: Record) -> Result<Prepared> {
+        let spec = self.client.topic_cached(topic).await?;
+        self.stamp(&spec, &mut record).await?;
         prepare(
             self.client.keys(),
             self.client.scripts(),
@@ -490,7 +549,9 @@ impl Producer {
 
     /// Publishes many records to `topic` in pipelines of `max_batch`,
     /// returning one result per record, in order. Records that fail
-    /// validation fail alone; the others are still published.
+    /// validation (their options, size or schema) fail alone; the others
+    /// are still published. To publish all or nothing, [`Producer::check`]
+    /// each record first.
     pub async fn publish_batch(
         &self,
         topic: &str,
@@ -498,6 +559,21 @@ impl Producer {
     ) -> Result<Vec<Result<Receipt>>> {
         let spec = self.client.topic_cached(topic).await?;
         let spec = &*spec;
+        let records: Vec<Record> = records.into_iter().collect();
+        // What the records are checked against, read before any is sent
+        // (preparing a chunk must not wait, or chunks could start out of
+        // order): the latest version's reading, and each pinned version's.
+        let mut seen: HashMap<Option<u32>, Arc<Seen>> = HashMap::new();
+        if !spec.is_dead_letter_view() {
+            for pinned in
+                std::iter::once(None).chain(records.iter().map(|r| r.options.schema_version))
+            {
+                if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(pinned) {
+                    slot.insert(self.gate.seen(&self.client, &spec.name, pinned).await?);
+                }
+            }
+        }
+        let seen = &seen;
         let backend: &Backend = &self.client;
         let conn = &backend.connection();
         let (keys, scripts) = (backend.keys(), backend.scripts());
@@ -518,8 +594,15 @@ impl Producer {
             .map(|part| async move {
                 let mut done = Vec::with_capacity(part.len());
                 let (mut idx, mut items) = (Vec::with_capacity(part.len()), Vec::new());
-                for (i, r) in part {
-                    match prepare(keys, scripts, spec, r, &self.round_robin, max_bytes) {
+                for (i, mut r) in part {
+                    let pinned = r.options.schema_version;
+                    let stamped = match seen.get(&pinned) {
+                        Some(s) => s.stamp(&spec.name, pinned, &r.payload, &mut r.options.headers),
+                        None => Ok(()),
+                    };
+                    match stamped.and_then(|()| {
+                        prepare(keys, scripts, spec, r, &self.round_robin, max_bytes)
+                    }) {
                         Ok(p) => {
                             idx.push(i);
                             items.push(p);

@@ -8,17 +8,37 @@
 //! `lua/schema_register.lua` only if no other version was registered in
 //! between (else read and check again): so versions are consecutive, never
 //! doubled, and each was checked against its real predecessors.
+//!
+//! Enforcement: a producer checks a publish against the topic's latest
+//! version when the topic's [`SchemaPolicy`] is required, or against the
+//! version the publish pins, and stamps the version it matched as the
+//! header [`HEADER_SCHEMA_VERSION`]. What it checks against comes from a
+//! [`Gate`]: the topic's policy and a version's compiled validator, read in
+//! one script call and trusted for [`GATE_REFRESH`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::compat::{self, CompatMode, Incompatibility};
 
+use crate::envelope::{self, Headers};
 use crate::error::{Error, Result};
 use crate::store::schemas::{Registered, StoredSubject};
-use crate::topic::Catalog;
+use crate::topic::{Catalog, SchemaPolicy};
+
+/// The header a producer puts on a message it checked against a schema
+/// version: the version's number. Set only by the producer: one a caller
+/// passes in is dropped.
+pub const HEADER_SCHEMA_VERSION: &str = "schema-version";
+
+/// How long a producer trusts what it read of a topic's schema policy and
+/// latest version before reading them again: a newly registered version,
+/// or a policy changed by another process, applies to its publishes within
+/// this time.
+pub const GATE_REFRESH: Duration = Duration::from_secs(1);
 
 /// Most rounds a registration takes when other registrations keep coming
 /// in between its check and its write (each round, one of them succeeds).
@@ -132,18 +152,219 @@ pub(crate) async fn validate(
         });
     };
     let validator = validator_for(topic, version, &text)?;
+    check_value(topic, version, &validator, payload)?;
+    Ok(version)
+}
+
+/// Checks a decoded payload against a compiled version: every failing
+/// place when it does not match.
+fn check_value(
+    topic: &str,
+    version: u32,
+    validator: &jsonschema::Validator,
+    payload: &Value,
+) -> Result<()> {
+    if validator.is_valid(payload) {
+        return Ok(());
+    }
     let errors: Vec<String> = validator
         .iter_errors(payload)
         .map(|e| format!("{}: {e}", place(e.instance_path().as_str())))
         .collect();
-    if errors.is_empty() {
-        Ok(version)
-    } else {
-        Err(Error::SchemaViolation {
+    Err(Error::SchemaViolation {
+        topic: topic.to_string(),
+        version,
+        errors,
+    })
+}
+
+/// Checks payload bytes (one MessagePack value, as typed events and the
+/// CLI write them) against a compiled version.
+fn check_payload(
+    topic: &str,
+    version: u32,
+    validator: &jsonschema::Validator,
+    payload: &[u8],
+) -> Result<()> {
+    let value: Value = envelope::decode(payload).map_err(|e| Error::SchemaViolation {
+        topic: topic.to_string(),
+        version,
+        errors: vec![format!(
+            "/: the payload is not one MessagePack value a schema can check ({e})"
+        )],
+    })?;
+    check_value(topic, version, validator, &value)
+}
+
+/// What was read of a topic's schema at one time: its policy and one
+/// version's compiled validator (the latest, or a pinned one).
+pub(crate) struct Seen {
+    at: Instant,
+    policy: SchemaPolicy,
+    schema: Option<(u32, Arc<jsonschema::Validator>)>,
+}
+
+impl Seen {
+    /// The version read, if there is one.
+    pub(crate) fn latest(&self) -> Option<u32> {
+        self.schema.as_ref().map(|(v, _)| *v)
+    }
+
+    /// Checks a publish to `topic` as this reading says, and stamps the
+    /// version it matched: against the version read when the publish pins
+    /// it (`pinned`) or the topic requires schemas; not at all otherwise.
+    /// A [`HEADER_SCHEMA_VERSION`] the caller set is dropped either way.
+    pub(crate) fn stamp(
+        &self,
+        topic: &str,
+        pinned: Option<u32>,
+        payload: &[u8],
+        headers: &mut Headers,
+    ) -> Result<()> {
+        headers.remove(HEADER_SCHEMA_VERSION);
+        if pinned.is_none() && self.policy == SchemaPolicy::Optional {
+            return Ok(());
+        }
+        let Some((version, validator)) = &self.schema else {
+            return Err(Error::SchemaNotFound {
+                topic: topic.to_string(),
+                version: pinned,
+            });
+        };
+        check_payload(topic, *version, validator, payload)?;
+        headers.insert(HEADER_SCHEMA_VERSION.to_string(), version.to_string());
+        Ok(())
+    }
+}
+
+/// One (topic, version) of a [`Gate`]: the last reading, and a lock so one
+/// task reads again when it is stale while the others wait for it.
+#[derive(Default)]
+struct Slot {
+    seen: Mutex<Option<Arc<Seen>>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn fresh(&self) -> Option<Arc<Seen>> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.as_ref()
+            .filter(|s| s.at.elapsed() < GATE_REFRESH)
+            .cloned()
+    }
+}
+
+/// A topic's slots, by version asked for (`None`: the latest).
+type TopicSlots = HashMap<Option<u32>, Arc<Slot>>;
+
+/// What publishes are checked against, per topic and version asked for
+/// (`None`: the latest), each read at most once per [`GATE_REFRESH`].
+/// Shared by a client's producers and validating workers.
+#[derive(Default)]
+pub(crate) struct Gate {
+    slots: Mutex<HashMap<String, TopicSlots>>,
+}
+
+impl Gate {
+    /// The reading for `topic` and `version`, fresh within [`GATE_REFRESH`].
+    pub(crate) async fn seen(
+        &self,
+        cat: &Catalog,
+        topic: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<Seen>> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let versions = match slots.get_mut(topic) {
+                Some(v) => v,
+                None => slots.entry(topic.to_string()).or_default(),
+            };
+            versions.entry(version).or_default().clone()
+        };
+        if let Some(seen) = slot.fresh() {
+            return Ok(seen);
+        }
+        let _reading = slot.refresh.lock().await;
+        if let Some(seen) = slot.fresh() {
+            return Ok(seen);
+        }
+        let Some(read) = cat.store().schema_gate(topic, version).await? else {
+            return Err(Error::TopicNotFound(topic.to_string()));
+        };
+        let schema = match read.document {
+            Some((v, text)) => Some((v, validator_for(topic, v, &text)?)),
+            None => None,
+        };
+        let seen = Arc::new(Seen {
+            at: Instant::now(),
+            policy: SchemaPolicy::from_stored(Some(&read.policy)),
+            schema,
+        });
+        *slot.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen.clone());
+        Ok(seen)
+    }
+
+    /// Forgets what was read of `topic`: the next publish reads again (this
+    /// process's own registrations and policy changes apply at once).
+    pub(crate) fn forget(&self, topic: &str) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic);
+    }
+}
+
+/// Checks a received message against the schema version its producer
+/// stamped (the latest when it carries none), for a worker that validates
+/// on receipt; returns the version. The dead-letter view `T.dlq` is checked
+/// against `T`'s schema.
+pub(crate) async fn check_received(
+    cat: &Catalog,
+    gate: &Gate,
+    topic: &str,
+    payload: &[u8],
+    headers: &Headers,
+) -> Result<u32> {
+    let topic = topic.strip_suffix(".dlq").unwrap_or(topic);
+    let version = match headers.get(HEADER_SCHEMA_VERSION) {
+        None => None,
+        Some(v) => Some(v.parse::<u32>().map_err(|_| Error::SchemaViolation {
+            topic: topic.to_string(),
+            version: 0,
+            errors: vec![format!(
+                "/: the {HEADER_SCHEMA_VERSION} header {v:?} is not a version"
+            )],
+        })?),
+    };
+    let seen = gate.seen(cat, topic, version).await?;
+    let Some((version, validator)) = &seen.schema else {
+        return Err(Error::SchemaNotFound {
             topic: topic.to_string(),
             version,
-            errors,
-        })
+        });
+    };
+    check_payload(topic, *version, validator, payload)?;
+    Ok(*version)
+}
+
+/// Sets whether `topic`'s publishes must match its schema.
+pub(crate) async fn set_policy(
+    cat: &Catalog,
+    gate: &Gate,
+    topic: &str,
+    policy: SchemaPolicy,
+) -> Result<()> {
+    crate::store::keys::validate_topic(topic)?;
+    let found = cat
+        .store()
+        .set_schema_policy(topic, policy.stored())
+        .await?;
+    cat.forget(topic);
+    gate.forget(topic);
+    if found {
+        Ok(())
+    } else {
+        Err(Error::TopicNotFound(topic.to_string()))
     }
 }
 
@@ -177,11 +398,13 @@ fn stored_version(topic: &str, version: u32, text: &str) -> Result<SchemaVersion
     })
 }
 
+/// The subject's own mode, else the default mode, else BACKWARD.
 fn mode_of(subject: &StoredSubject) -> CompatMode {
     subject
         .mode
         .as_deref()
         .and_then(CompatMode::parse)
+        .or_else(|| subject.default_mode.as_deref().and_then(CompatMode::parse))
         .unwrap_or_default()
 }
 
@@ -210,9 +433,16 @@ fn judge(
 /// returns the version it already is).
 pub(crate) async fn register(
     cat: &Catalog,
+    gate: &Gate,
     topic: &str,
     document: &Value,
 ) -> Result<SchemaVersion> {
+    let registered = register_version(cat, topic, document).await;
+    gate.forget(topic);
+    registered
+}
+
+async fn register_version(cat: &Catalog, topic: &str, document: &Value) -> Result<SchemaVersion> {
     cat.topic_cached(topic).await?;
     check_document(document)?;
     let text = canonical(document)?;
@@ -283,6 +513,23 @@ pub(crate) async fn version(
 pub(crate) async fn mode(cat: &Catalog, topic: &str) -> Result<CompatMode> {
     cat.topic_cached(topic).await?;
     Ok(mode_of(&cat.store().schema_subject(topic).await?))
+}
+
+/// The compatibility mode of subjects that have none of their own
+/// (BACKWARD unless set).
+pub(crate) async fn default_mode(cat: &Catalog) -> Result<CompatMode> {
+    Ok(cat
+        .store()
+        .default_schema_mode()
+        .await?
+        .as_deref()
+        .and_then(CompatMode::parse)
+        .unwrap_or_default())
+}
+
+/// Sets the compatibility mode of subjects that have none of their own.
+pub(crate) async fn set_default_mode(cat: &Catalog, mode: CompatMode) -> Result<()> {
+    cat.store().set_default_schema_mode(mode.as_str()).await
 }
 
 /// Sets the compatibility mode of `topic`'s subject; later registrations

@@ -25,6 +25,61 @@ pub const MAX_LANES: u8 = 16;
 /// Default time retention: 7 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Whether a topic's publishes must match its schema.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaPolicy {
+    /// Publishes are not checked, except those that pin a schema version
+    /// (the default).
+    #[default]
+    Optional,
+    /// Every publish must match the latest schema version (or the version
+    /// it pins); a topic with no version registered takes no publish.
+    Required,
+}
+
+impl SchemaPolicy {
+    /// `optional` or `required`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaPolicy::Optional => "optional",
+            SchemaPolicy::Required => "required",
+        }
+    }
+
+    /// Parses `optional` or `required` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "optional" => Some(SchemaPolicy::Optional),
+            "required" => Some(SchemaPolicy::Required),
+            _ => None,
+        }
+    }
+
+    /// As stored in the topic's meta hash: `required`, or empty (a topic
+    /// created before schemas has no field, which reads the same).
+    pub(crate) fn stored(self) -> &'static str {
+        match self {
+            SchemaPolicy::Optional => "",
+            SchemaPolicy::Required => "required",
+        }
+    }
+
+    /// From the meta hash's field (missing or empty: optional).
+    pub(crate) fn from_stored(s: Option<&str>) -> Self {
+        match s {
+            Some("required") => SchemaPolicy::Required,
+            _ => SchemaPolicy::Optional,
+        }
+    }
+}
+
+impl std::fmt::Display for SchemaPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A topic's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -40,6 +95,11 @@ pub struct TopicSpec {
     pub retention: Duration,
     /// Approximate cap on each partition lane's length, if any.
     pub max_len: Option<u64>,
+    /// Whether publishes must match the topic's schema, as the topic was
+    /// read (it can be changed later with
+    /// [`Client::set_schema_policy`](crate::Client::set_schema_policy);
+    /// producers follow within a second).
+    pub schema: SchemaPolicy,
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -62,6 +122,7 @@ impl TopicSpec {
             lanes: 1,
             retention: DEFAULT_RETENTION,
             max_len: None,
+            schema: SchemaPolicy::Optional,
         };
         spec.validate()?;
         Ok(spec)
@@ -85,6 +146,14 @@ impl TopicSpec {
     #[must_use]
     pub fn max_len(mut self, max_len: u64) -> Self {
         self.max_len = Some(max_len);
+        self
+    }
+
+    /// Whether publishes must match the topic's schema (default
+    /// [`SchemaPolicy::Optional`]).
+    #[must_use]
+    pub fn schema(mut self, policy: SchemaPolicy) -> Self {
+        self.schema = policy;
         self
     }
 
@@ -131,16 +200,14 @@ impl TopicSpec {
                 "max_len",
                 self.max_len.map(|n| n.to_string()).unwrap_or_default(),
             ),
+            ("schema", self.schema.stored().to_string()),
         ]
     }
 
     fn from_fields(name: &str, fields: &[(String, String)]) -> Result<Self> {
+        let field = |f: &str| fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.as_str());
         let get = |f: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == f)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| Error::Decode(format!("topic {name}: meta lacks {f}")))
+            field(f).ok_or_else(|| Error::Decode(format!("topic {name}: meta lacks {f}")))
         };
         let num = |f: &str| -> Result<u64> {
             get(f)?
@@ -160,6 +227,7 @@ impl TopicSpec {
             lanes: num("lanes")? as u8,
             retention: Duration::from_millis(num("retention_ms")?),
             max_len,
+            schema: SchemaPolicy::from_stored(field("schema")),
         })
     }
 }
@@ -178,6 +246,8 @@ pub struct TopicInfo {
     pub retention_ms: u64,
     /// Length cap per partition lane.
     pub max_len: Option<u64>,
+    /// Whether publishes must match the topic's schema.
+    pub schema: SchemaPolicy,
     /// Messages across all partitions and lanes.
     pub length: u64,
     /// Messages per partition (all lanes).
@@ -241,7 +311,13 @@ impl Catalog {
                 let differences = diffs
                     .iter()
                     .map(|(f, have, want)| {
-                        if f == "retention_ms" {
+                        if f == "schema" {
+                            format!(
+                                "schema: existing {}, requested {}",
+                                SchemaPolicy::from_stored(Some(have)),
+                                SchemaPolicy::from_stored(Some(want))
+                            )
+                        } else if f == "retention_ms" {
                             format!(
                                 "retention: existing {}, requested {}",
                                 show_ms(have),
@@ -272,6 +348,13 @@ impl Catalog {
         spec
     }
 
+    /// Drops a topic's cached settings: the next use reads them again.
+    pub(crate) fn forget(&self, name: &str) {
+        if let Ok(mut cache) = self.specs.lock() {
+            cache.remove(name);
+        }
+    }
+
     /// A topic's settings, or [`Error::TopicNotFound`].
     pub(crate) async fn topic(&self, name: &str) -> Result<TopicSpec> {
         Ok((*self.topic_cached(name).await?).clone())
@@ -298,6 +381,7 @@ impl Catalog {
                 lanes: 1,
                 retention: base.retention,
                 max_len: None,
+                schema: SchemaPolicy::Optional,
             };
             return Ok(Arc::new(view));
         }
@@ -318,9 +402,7 @@ impl Catalog {
     /// Settings and lengths of a topic.
     pub(crate) async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
         // Always read fresh settings: describe is how an operator checks them.
-        if let Ok(mut cache) = self.specs.lock() {
-            cache.remove(name);
-        }
+        self.forget(name);
         let spec = self.topic_cached(name).await?;
         let store = self.store();
         let mut partition_lengths = Vec::with_capacity(spec.partitions as usize);
@@ -338,6 +420,7 @@ impl Catalog {
             lanes: spec.lanes,
             retention_ms: spec.retention.as_millis() as u64,
             max_len: spec.max_len,
+            schema: spec.schema,
             length: partition_lengths.iter().sum(),
             partition_lengths,
             delayed,
@@ -354,9 +437,7 @@ impl Catalog {
         // Not through the dead-letter view: `T.dlq` would resolve to T's
         // dead-letter streams and delete them (that is purge_dead_letters).
         validate_topic(name)?;
-        if let Ok(mut cache) = self.specs.lock() {
-            cache.remove(name);
-        }
+        self.forget(name);
         let spec = match self.topic_cached(name).await {
             Ok(s) => s,
             Err(Error::TopicNotFound(_)) => return Ok(false),
@@ -365,9 +446,7 @@ impl Catalog {
         let store = self.store();
         let groups = store.group_names(name).await?;
         store.delete_topic_keys(spec.layout(), &groups).await?;
-        if let Ok(mut cache) = self.specs.lock() {
-            cache.remove(name);
-        }
+        self.forget(name);
         Ok(true)
     }
 }
@@ -404,7 +483,8 @@ mod tests {
             .unwrap()
             .lanes(3)
             .retention(Duration::from_secs(60))
-            .max_len(1000);
+            .max_len(1000)
+            .schema(SchemaPolicy::Required);
         let fields: Vec<(String, String)> = s
             .fields()
             .into_iter()

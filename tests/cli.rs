@@ -1687,16 +1687,142 @@ fn schema_commands_register_check_list_show_diff_and_mode() {
     );
 
     // The mode: BACKWARD by default, set, and refused when unknown.
-    assert_eq!(m.run(&["schema", "mode", TOPIC]).ok().stdout, "BACKWARD\n");
+    assert_eq!(
+        m.run(&["schema", "mode", TOPIC]).ok().stdout,
+        "BACKWARD (schema optional)\n"
+    );
     assert_eq!(
         m.run(&["schema", "mode", TOPIC, "full_transitive", "--json"])
             .ok()
             .json(),
-        json!({"topic": TOPIC, "mode": "FULL_TRANSITIVE"})
+        json!({"topic": TOPIC, "mode": "FULL_TRANSITIVE", "schema": "optional"})
     );
     m.run(&["schema", "mode", TOPIC, "SIDEWAYS"]).code(2);
+    m.run(&["schema", "mode", TOPIC, "--schema", "always"])
+        .code(2);
     assert_eq!(
         m.run(&["schema", "mode", TOPIC]).ok().stdout,
-        "FULL_TRANSITIVE\n"
+        "FULL_TRANSITIVE (schema optional)\n"
     );
+
+    // The default mode: of topics without one of their own.
+    assert_eq!(m.run(&["schema", "default-mode"]).ok().stdout, "BACKWARD\n");
+    assert_eq!(
+        m.run(&["schema", "default-mode", "FULL", "--json"])
+            .ok()
+            .json(),
+        json!({"mode": "FULL"})
+    );
+    m.create_topic("erp.v1.other", 1);
+    assert_eq!(
+        m.run(&["schema", "mode", "erp.v1.other"]).ok().stdout,
+        "FULL (schema optional)\n"
+    );
+    assert_eq!(
+        m.run(&["schema", "mode", TOPIC]).ok().stdout,
+        "FULL_TRANSITIVE (schema optional)\n",
+        "a topic's own mode wins"
+    );
+    m.run(&["schema", "default-mode", "SIDEWAYS"]).code(2);
+}
+
+#[test]
+fn a_topic_that_requires_schemas_refuses_a_bad_payload_with_every_path() {
+    let m = Millrace::new("schema_enforce");
+    m.run(&[
+        "topic",
+        "create",
+        TOPIC,
+        "--partitions",
+        "2",
+        "--schema",
+        "required",
+    ])
+    .ok();
+    let v1 = r#"{"type":"object","properties":{"invoice":{"type":"string"},"cents":{"type":"integer","minimum":0}},"required":["invoice","cents"],"additionalProperties":false}"#;
+    // No version yet: nothing is taken.
+    m.run(&["publish", TOPIC, r#"{"invoice":"a","cents":1}"#])
+        .code(1);
+    m.run_with_stdin(&["schema", "register", TOPIC, "-"], v1)
+        .ok();
+    let described = m.run(&["topic", "describe", TOPIC, "--json"]).ok().json();
+    assert_eq!(described["schema"], "required");
+    assert_eq!(described["schema_version"], 1);
+
+    // Valid: published, and read back with its version.
+    m.run(&[
+        "publish",
+        TOPIC,
+        r#"{"invoice":"a","cents":1}"#,
+        "--key",
+        "k",
+    ])
+    .ok();
+    let tail = m.run(&["tail", TOPIC, "--json"]).ok().json_lines();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0]["headers"]["schema-version"], "1");
+
+    // Invalid: exit 2, each failing place on a line of its own, then one
+    // error line; nothing written.
+    let refused = m
+        .run(&["publish", TOPIC, r#"{"invoice":7,"cents":-1,"x":true}"#])
+        .code(2);
+    let lines: Vec<&str> = refused.stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{refused:#?}");
+    for place in ["  /invoice: ", "  /cents: ", "  /: "] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(place)),
+            "{place} in {refused:#?}"
+        );
+    }
+    assert!(
+        lines[3].starts_with(&format!(
+            "error: the payload does not match schema version 1 of topic {TOPIC}: 3 failing places above"
+        )),
+        "{refused:#?}"
+    );
+    // A pinned version that does not exist: not found.
+    m.run(&[
+        "publish",
+        TOPIC,
+        r#"{"invoice":"a","cents":1}"#,
+        "--schema-version",
+        "4",
+    ])
+    .code(1);
+
+    // --jsonl: the bad line named, nothing published, not even the lines
+    // before it.
+    let input = "{\"data\": {\"invoice\":\"a\",\"cents\":1}}\n\
+                 {\"data\": {\"invoice\":\"b\",\"cents\":2}, \"key\": \"k\"}\n\
+                 {\"data\": {\"invoice\":\"c\",\"cents\":-3}}\n\
+                 {\"data\": {\"invoice\":\"d\",\"cents\":4}}\n";
+    let run = m
+        .run_with_stdin(&["publish", TOPIC, "--jsonl"], input)
+        .code(2);
+    assert!(
+        run.stderr
+            .contains("error: line 3: the payload does not match"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("  /cents: "), "{run:#?}");
+    assert_eq!(m.length(TOPIC), 1, "nothing of the input was published");
+    // The control: the same input without the bad line publishes.
+    let good: String = input
+        .lines()
+        .filter(|l| !l.contains("-3"))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    m.run_with_stdin(&["publish", TOPIC, "--jsonl"], &good).ok();
+    assert_eq!(m.length(TOPIC), 4);
+
+    // The policy can be relaxed: then anything goes, unstamped.
+    assert_eq!(
+        m.run(&["schema", "mode", TOPIC, "--schema", "optional"])
+            .ok()
+            .stdout,
+        "BACKWARD (schema optional)\n"
+    );
+    m.run(&["publish", TOPIC, r#"{"invoice":7}"#]).ok();
+    assert_eq!(m.length(TOPIC), 5);
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use millrace::partitioner::partition_for_key;
-use millrace::{Client, Config, Error, Mode, Record, StartAt, TopicSpec};
+use millrace::{Client, Config, Error, Mode, Record, SchemaPolicy, StartAt, TopicSpec};
 use support::RedisCluster;
 use support::tls::Pki;
 
@@ -378,4 +378,124 @@ async fn a_cluster_node_whose_certificate_does_not_cover_its_address_is_a_tls_er
         }
         other => panic!("expected a TLS handshake error, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_are_registered_and_enforced_on_a_cluster() {
+    let c = client("schemas").await;
+    let spec = TopicSpec::new("erp.v1.invoice.created", 12)
+        .unwrap()
+        .schema(SchemaPolicy::Required);
+    c.create_topic(&spec).await.unwrap();
+    let topic = spec.name.as_str();
+    let closed = |extra: serde_json::Value| {
+        let mut properties = serde_json::json!({
+            "invoice": {"type": "string"},
+            "cents": {"type": "integer", "minimum": 0},
+        });
+        if let serde_json::Value::Object(m) = extra {
+            properties.as_object_mut().unwrap().extend(m);
+        }
+        serde_json::json!({"type": "object", "properties": properties,
+            "required": ["invoice", "cents"], "additionalProperties": false})
+    };
+    // Registrations racing from several tasks: consecutive versions.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let c = c.clone();
+        let doc = closed(serde_json::json!({format!("f{i}"): {"type": "string"}}));
+        tasks.push(tokio::spawn(async move {
+            c.register_schema("erp.v1.invoice.created", &doc).await
+        }));
+    }
+    let mut versions = BTreeSet::new();
+    for t in tasks {
+        // Each adds an optional field to a closed model: the registrations
+        // are compatible with the one before them whatever the order, except
+        // that a later one lacks an earlier one's field, which a closed
+        // model's reader refuses: those fail as incompatible, none doubles.
+        match t.await.unwrap() {
+            Ok(v) => assert!(versions.insert(v.version), "version {} twice", v.version),
+            Err(Error::SchemaIncompatible { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let all: Vec<u32> = c
+        .schemas(topic)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(all, (1..=all.len() as u32).collect::<Vec<_>>(), "no gap");
+    assert_eq!(versions.into_iter().collect::<Vec<_>>(), all);
+
+    let latest = c.schema(topic, None).await.unwrap().unwrap();
+    let field = latest.schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| k.starts_with('f'))
+        .cloned();
+    let mut good = serde_json::json!({"invoice": "inv-1", "cents": 1});
+    if let Some(f) = field {
+        good[f] = "x".into();
+    }
+    let bad = serde_json::json!({"invoice": 7, "cents": -1});
+    // Valid: lands in every partition's slot, stamped.
+    let records: Vec<Record> = (0..48)
+        .map(|i| Record::encode(&good).unwrap().key(format!("k{i}")))
+        .collect();
+    let results = c.publish_batch(topic, records).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let before = c.describe_topic(topic).await.unwrap();
+    // Invalid, every way: refused, and nothing written in any slot.
+    for (i, r) in [
+        Record::encode(&bad).unwrap().key("a"),
+        Record::encode(&bad)
+            .unwrap()
+            .key("b")
+            .delay(Duration::from_secs(60)),
+        Record::encode(&bad).unwrap().key("c").dedup_id("dup-c"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = c.publish_record(topic, r).await.unwrap_err();
+        let Error::SchemaViolation { errors, .. } = &e else {
+            panic!("{i}: {e}")
+        };
+        assert!(
+            errors.iter().any(|m| m.starts_with("/invoice: ")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|m| m.starts_with("/cents: ")),
+            "{errors:?}"
+        );
+    }
+    let after = c.describe_topic(topic).await.unwrap();
+    assert_eq!(
+        (after.length, after.delayed),
+        (before.length, before.delayed)
+    );
+    let marker = c.keys().dedup(topic, partition_for_key("c", 12), "dup-c");
+    let mut conn = c.connection();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&marker)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "no dedup marker for a refused publish");
+    // What landed carries its version.
+    let mut r = c.reader(topic, StartAt::Earliest).await.unwrap();
+    let mut n = 0;
+    while let Some(m) = r.next().await.unwrap() {
+        assert_eq!(
+            m.headers[millrace::HEADER_SCHEMA_VERSION],
+            latest.version.to_string()
+        );
+        n += 1;
+    }
+    assert_eq!(n, 48);
 }

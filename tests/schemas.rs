@@ -4,9 +4,14 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use millrace::{Client, CompatMode, Error, TopicSpec};
+use millrace::{
+    Client, CompatMode, Created, Error, GATE_REFRESH, HEADER_SCHEMA_VERSION, Message, Record,
+    RetryPolicy, SchemaPolicy, StartAt, TopicSpec, Worker,
+};
 use serde_json::{Value, json};
 
 async fn topic(test: &str, name: &str) -> Client {
@@ -393,4 +398,362 @@ async fn a_payload_is_checked_against_a_version_naming_every_failing_place() {
             ..
         })
     ));
+}
+
+/// Every key under the client's prefix, with what it holds (a stream's or
+/// a sorted set's length, a hash's field count, or that it exists): what a
+/// refused publish must leave as it was.
+async fn footprint(c: &Client) -> BTreeMap<String, String> {
+    let mut conn = c.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", c.keys().prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let size: u64 = match kind.as_str() {
+            "stream" => redis::cmd("XLEN").arg(&k).query_async(&mut conn).await,
+            "zset" => redis::cmd("ZCARD").arg(&k).query_async(&mut conn).await,
+            "hash" => redis::cmd("HLEN").arg(&k).query_async(&mut conn).await,
+            _ => Ok(1),
+        }
+        .unwrap();
+        out.insert(k, format!("{kind} {size}"));
+    }
+    out
+}
+
+async fn read_all(c: &Client, topic: &str) -> Vec<Message> {
+    let mut r = c.reader(topic, StartAt::Earliest).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = r.next().await.unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+fn record(v: &Value) -> Record {
+    Record::encode(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_requires_schemas_takes_only_matching_payloads() {
+    let c = support::client("schema_required").await;
+    c.create_topic(
+        &TopicSpec::new("inv", 2)
+            .unwrap()
+            .schema(SchemaPolicy::Required),
+    )
+    .await
+    .unwrap();
+    let good = json!({"invoice": "inv-1", "cents": 420});
+    // Nothing registered yet: a required topic takes nothing.
+    let e = c.publish_record("inv", record(&good)).await.unwrap_err();
+    assert!(
+        matches!(e, Error::SchemaNotFound { version: None, .. }),
+        "{e}"
+    );
+
+    c.register_schema("inv", &invoice(&[])).await.unwrap();
+    let landed = c
+        .publish_record("inv", record(&good).header(HEADER_SCHEMA_VERSION, "99"))
+        .await
+        .unwrap();
+    let before = footprint(&c).await;
+
+    // Three faults: every one named; nothing written, whichever way the
+    // publish would have gone (now, delayed, idempotent).
+    let bad = json!({"cents": -5, "note": "x"});
+    let refusals = [
+        record(&bad),
+        record(&bad).delay(Duration::from_secs(60)),
+        record(&bad).dedup_id("bad-1"),
+        record(&bad)
+            .key("k")
+            .dedup_id("bad-2")
+            .delay(Duration::from_secs(1)),
+    ];
+    for r in refusals {
+        let e = c.publish_record("inv", r).await.unwrap_err();
+        let Error::SchemaViolation {
+            version, errors, ..
+        } = &e
+        else {
+            panic!("{e}")
+        };
+        assert_eq!(*version, 1);
+        for place in ["/cents: ", "/: "] {
+            assert!(
+                errors.iter().any(|m| m.starts_with(place)),
+                "{place} in {errors:#?}"
+            );
+        }
+        assert!(errors.iter().any(|m| m.contains("invoice")), "{errors:#?}");
+        assert!(errors.iter().any(|m| m.contains("note")), "{errors:#?}");
+    }
+    // A payload that is not one MessagePack value is refused too.
+    let e = c
+        .publish_record("inv", Record::raw(b"hello".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::SchemaViolation { .. }), "{e}");
+    assert_eq!(
+        footprint(&c).await,
+        before,
+        "a refused publish writes nothing"
+    );
+
+    // What landed carries the version it matched, not the caller's header.
+    let read = read_all(&c, "inv").await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].message_id, landed.message_id);
+    assert_eq!(read[0].headers.get(HEADER_SCHEMA_VERSION).unwrap(), "1");
+
+    // A batch: the bad record fails alone, the others land, stamped.
+    let results = c
+        .publish_batch(
+            "inv",
+            vec![record(&good), record(&bad), record(&good).key("k")],
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(Error::SchemaViolation { .. })));
+    // The control: the footprint does see a publish that lands.
+    assert_ne!(footprint(&c).await, before);
+    // Checked without publishing: what a caller runs over a whole batch
+    // before sending any of it.
+    assert!(c.check_record("inv", &record(&good)).await.is_ok());
+    assert!(matches!(
+        c.check_record("inv", &record(&bad)).await,
+        Err(Error::SchemaViolation { .. })
+    ));
+
+    // Version 2 adds an optional currency. The latest takes it; a producer
+    // pinned to version 1 (closed model) may not send it.
+    let v2 = invoice(&[("currency", json!({"type": "string"}))]);
+    c.register_schema("inv", &v2).await.unwrap();
+    let with_currency = json!({"invoice": "inv-2", "cents": 1, "currency": "EUR"});
+    c.publish_record("inv", record(&with_currency))
+        .await
+        .unwrap();
+    let e = c
+        .publish_record("inv", record(&with_currency).schema_version(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::SchemaViolation { version: 1, .. }),
+        "{e}"
+    );
+    c.publish_record("inv", record(&good).schema_version(1))
+        .await
+        .unwrap();
+    let e = c
+        .publish_record("inv", record(&good).schema_version(9))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SchemaNotFound {
+                version: Some(9),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let versions: Vec<String> = read_all(&c, "inv")
+        .await
+        .iter()
+        .map(|m| m.headers[HEADER_SCHEMA_VERSION].clone())
+        .collect();
+    let mut sorted = versions.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["1", "1", "1", "1", "2"], "{versions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_topic_checks_only_pinned_publishes_until_it_requires_them() {
+    let c = topic("schema_optional", "inv").await;
+    c.register_schema("inv", &invoice(&[])).await.unwrap();
+    let bad = json!({"cents": "many"});
+    // Optional (the default): not checked, and no version claimed.
+    c.publish_record("inv", record(&bad).header(HEADER_SCHEMA_VERSION, "1"))
+        .await
+        .unwrap();
+    assert!(
+        !read_all(&c, "inv").await[0]
+            .headers
+            .contains_key(HEADER_SCHEMA_VERSION)
+    );
+    // Pinned: checked.
+    assert!(matches!(
+        c.publish_record("inv", record(&bad).schema_version(1))
+            .await,
+        Err(Error::SchemaViolation { .. })
+    ));
+
+    // Another process's producer has read the topic as optional ...
+    let other = Client::connect(c.config().clone()).await.unwrap();
+    other.publish_record("inv", record(&bad)).await.unwrap();
+    // ... the policy changes: this client follows at once, the other
+    // within GATE_REFRESH.
+    c.set_schema_policy("inv", SchemaPolicy::Required)
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.publish_record("inv", record(&bad)).await,
+        Err(Error::SchemaViolation { .. })
+    ));
+    let started = std::time::Instant::now();
+    support::wait_until(GATE_REFRESH * 5, "the other client follows", || {
+        let other = other.clone();
+        let bad = bad.clone();
+        async move {
+            matches!(
+                other.publish_record("inv", record(&bad)).await,
+                Err(Error::SchemaViolation { .. })
+            )
+        }
+    })
+    .await;
+    assert!(started.elapsed() <= GATE_REFRESH * 3);
+    assert_eq!(
+        c.describe_topic("inv").await.unwrap().schema,
+        SchemaPolicy::Required
+    );
+
+    // Creating again says what differs; the same policy is the same topic.
+    let spec = TopicSpec::new("inv", 2).unwrap();
+    let e = c.create_topic(&spec).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("schema: existing required, requested optional"),
+        "{e}"
+    );
+    assert!(matches!(
+        c.create_topic(&spec.schema(SchemaPolicy::Required)).await,
+        Ok(Created::Existing)
+    ));
+    assert!(matches!(
+        c.set_schema_policy("nope", SchemaPolicy::Required).await,
+        Err(Error::TopicNotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validating_worker_dead_letters_what_does_not_match() {
+    let c = topic("schema_worker", "inv").await;
+    // No schema: a validating worker does not start.
+    let nothing = Worker::builder(&c, "g")
+        .validate_schema(true)
+        .handle_raw("inv", |_m, _ctx| async { Ok(()) })
+        .start()
+        .await;
+    assert!(
+        matches!(nothing, Err(Error::SchemaNotFound { .. })),
+        "{:?}",
+        nothing.err()
+    );
+
+    c.register_schema("inv", &invoice(&[])).await.unwrap();
+    let good = json!({"invoice": "inv-1", "cents": 420});
+    let bad = json!({"invoice": "inv-2", "cents": -1});
+    // On an optional topic, unchecked publishes can carry anything.
+    c.publish_record("inv", record(&good).schema_version(1))
+        .await
+        .unwrap();
+    c.publish_record("inv", record(&bad)).await.unwrap();
+    c.publish_record("inv", record(&good)).await.unwrap();
+
+    for validate in [true, false] {
+        let group = if validate { "checked" } else { "unchecked" };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let w = Worker::builder(&c, group)
+            .validate_schema(validate)
+            .retry(RetryPolicy::attempts(3).fixed(Duration::from_millis(10)))
+            .handle_raw("inv", move |m, ctx| {
+                let s = s.clone();
+                async move {
+                    let v: Value = m.decode().unwrap();
+                    s.lock().unwrap().push((v, ctx.schema_version));
+                    Ok(())
+                }
+            })
+            .start()
+            .await
+            .unwrap();
+        let want = if validate { 2 } else { 3 };
+        support::wait_until(Duration::from_secs(10), "handled", || {
+            let w = &w;
+            async move { w.stats().acked + w.stats().dead_lettered == 3 }
+        })
+        .await;
+        let stats = w.shutdown().await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), want, "{group}: {seen:?}");
+        assert!(seen.contains(&(good.clone(), Some(1))), "{seen:?}");
+        assert!(seen.contains(&(good.clone(), None)), "{seen:?}");
+        if validate {
+            // At once, not after three attempts: a permanent failure.
+            assert_eq!(stats.dead_lettered, 1);
+            let dead = c.dead_letters("inv", Some(group), 10).await.unwrap();
+            assert_eq!(dead.len(), 1);
+            assert_eq!(dead[0].attempts, 1);
+            assert!(dead[0].error.contains("/cents: "), "{}", dead[0].error);
+            assert_eq!(
+                millrace::envelope::decode::<Value>(&dead[0].payload).unwrap(),
+                bad
+            );
+        } else {
+            assert!(seen.contains(&(bad.clone(), None)), "{seen:?}");
+            assert_eq!(stats.dead_lettered, 0);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_mode_applies_to_subjects_without_their_own() {
+    let c = topic("schema_default_mode", "a").await;
+    c.create_topic(&TopicSpec::new("b", 1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(c.default_schema_mode().await.unwrap(), CompatMode::Backward);
+    c.set_default_schema_mode(CompatMode::Forward)
+        .await
+        .unwrap();
+    c.set_schema_mode("b", CompatMode::Backward).await.unwrap();
+    assert_eq!(c.schema_mode("a").await.unwrap(), CompatMode::Forward);
+    assert_eq!(c.schema_mode("b").await.unwrap(), CompatMode::Backward);
+
+    // A new optional property of a closed model: backward compatible, not
+    // forward (readers of v1 refuse it).
+    let v2 = invoice(&[("note", json!({"type": "string"}))]);
+    for t in ["a", "b"] {
+        c.register_schema(t, &invoice(&[])).await.unwrap();
+    }
+    let e = c.register_schema("a", &v2).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::SchemaIncompatible {
+                mode: CompatMode::Forward,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(c.register_schema("b", &v2).await.unwrap().version, 2);
+    // The control: under the default set back, `a` takes it too.
+    c.set_default_schema_mode(CompatMode::Backward)
+        .await
+        .unwrap();
+    assert_eq!(c.register_schema("a", &v2).await.unwrap().version, 2);
 }

@@ -57,6 +57,7 @@ async fn create_describe_list_delete() {
       "lanes": 2,
       "retention_ms": 3600000,
       "max_len": null,
+      "schema": "optional",
       "length": 10,
       "partition_lengths": [
         5,

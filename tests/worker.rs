@@ -172,6 +172,59 @@ async fn an_exec_handler_handles_every_message_once_in_two_groups() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_true_dead_letters_a_payload_that_does_not_match_its_schema() {
+    let s = setup("exec-validate", "invoices", 2).await;
+    let schema = serde_json::json!({"type": "object",
+        "properties": {"invoice": {"type": "string"}, "cents": {"type": "integer", "minimum": 0}},
+        "required": ["invoice", "cents"]});
+    s.client.register_schema("invoices", &schema).await.unwrap();
+    let script = s.script(
+        "job.sh",
+        r#"body=$(cat); echo "${MILLRACE_HEADER_SCHEMA_VERSION:-none}|$body" >> "$OUT""#,
+    );
+    let exec = format!("exec = [\"{}\"]", script.display());
+    let cfg = s.config(
+        "w.toml",
+        &consumer(
+            "invoices",
+            "g",
+            &exec,
+            &format!("validate = true\n{}", fast_retry(3)),
+        ),
+    );
+    let mut w = s.worker(&cfg);
+    // The topic does not require schemas, so a producer can send anything.
+    let good = serde_json::json!({"invoice": "inv-1", "cents": 5});
+    let bad = serde_json::json!({"invoice": "inv-2", "cents": "five"});
+    s.client
+        .publish_record("invoices", Record::encode(&good).unwrap().schema_version(1))
+        .await
+        .unwrap();
+    s.client
+        .publish_record("invoices", Record::encode(&bad).unwrap())
+        .await
+        .unwrap();
+    let c = s.client.clone();
+    support::wait_until(Duration::from_secs(20), "one dead letter", || {
+        let c = c.clone();
+        async move { c.dead_letters("invoices", None, 10).await.unwrap().len() == 1 }
+    })
+    .await;
+    until("the good one handled", 20, || s.lines().len() == 1).await;
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+    let lines = s.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("1|") && lines[0].contains("inv-1"),
+        "{lines:?}"
+    );
+    let dead = s.client.dead_letters("invoices", None, 10).await.unwrap();
+    assert_eq!(dead[0].attempts, 1, "a permanent failure: no retry");
+    assert!(dead[0].error.contains("/cents: "), "{}", dead[0].error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_and_timeouts_decide_what_happens() {
     let s = setup("exec-codes", "jobs", 2).await;
     // 65: permanent; 1: retry; "hang": sleeps past the timeout.

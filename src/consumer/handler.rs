@@ -46,6 +46,10 @@ pub struct Context {
     /// out is then fenced off even if its handler already started). 0 in
     /// shared mode.
     pub epoch: u64,
+    /// The schema version its producer checked the payload against (the
+    /// [`HEADER_SCHEMA_VERSION`](crate::HEADER_SCHEMA_VERSION) header), if
+    /// it was checked.
+    pub schema_version: Option<u32>,
 }
 
 pub use crate::retry::HandlerError;

@@ -66,6 +66,9 @@ pub struct WorkerSettings {
     pub retry: crate::retry::RetryPolicy,
     /// Most handler starts per window, for the whole group.
     pub rate_limit: Option<crate::rate_limit::RateLimit>,
+    /// Check each message against its topic's schema before the handler
+    /// runs (see [`WorkerBuilder::validate_schema`]).
+    pub validate_schema: bool,
 }
 
 /// Upper bounds (seconds) of the handler latency histogram's buckets.
@@ -225,6 +228,7 @@ impl WorkerBuilder {
                 start: StartAt::Earliest,
                 retry: crate::retry::RetryPolicy::default(),
                 rate_limit: None,
+                validate_schema: false,
             },
             handlers: Vec::new(),
             error,
@@ -311,6 +315,18 @@ impl WorkerBuilder {
     /// starts per window, enforced in Redis.
     pub fn rate_limit(mut self, limit: crate::rate_limit::RateLimit) -> Self {
         self.settings.rate_limit = Some(limit);
+        self
+    }
+
+    /// Checks every message against its topic's schema before the handler
+    /// sees it: against the version its producer stamped
+    /// ([`HEADER_SCHEMA_VERSION`](crate::HEADER_SCHEMA_VERSION)), or the
+    /// latest when it carries none. A message that does not match is a
+    /// permanent failure (dead-lettered at once, every failing place in its
+    /// error); a topic with no schema registered stops the worker from
+    /// starting ([`Error::SchemaNotFound`]).
+    pub fn validate_schema(mut self, validate: bool) -> Self {
+        self.settings.validate_schema = validate;
         self
     }
 
@@ -450,7 +466,17 @@ impl Worker {
         let workers = Arc::new(Semaphore::new(self.settings.concurrency));
         let killed = CancellationToken::new();
         let mut topics = Vec::new();
+        if self.settings.validate_schema {
+            for (topic, _) in &self.handlers {
+                schema_registered(&self.client, topic).await?;
+            }
+        }
         for (topic, handler) in self.handlers {
+            let handler = if self.settings.validate_schema {
+                validating(self.client.clone(), handler)
+            } else {
+                handler
+            };
             self.client
                 .create_group(&topic, &self.settings.group, &self.settings.start)
                 .await?;
@@ -475,6 +501,50 @@ impl Worker {
             settings: self.settings,
         })
     }
+}
+
+/// Fails unless `topic` (or, for a dead-letter view, its topic) has a
+/// schema version to check messages against.
+async fn schema_registered(client: &Client, topic: &str) -> Result<()> {
+    let base = topic.strip_suffix(".dlq").unwrap_or(topic);
+    match client
+        .gate()
+        .seen(client.catalog(), base, None)
+        .await?
+        .latest()
+    {
+        Some(_) => Ok(()),
+        None => Err(Error::SchemaNotFound {
+            topic: base.to_string(),
+            version: None,
+        }),
+    }
+}
+
+/// `handler`, called only for messages that match their topic's schema:
+/// a mismatch (or a version that is gone) is a permanent failure, a schema
+/// that could not be read (Redis unreachable) a retry.
+fn validating(client: Client, handler: RawHandler) -> RawHandler {
+    Arc::new(move |msg: Message, ctx: Context| {
+        let (client, handler) = (client.clone(), handler.clone());
+        Box::pin(async move {
+            let checked = crate::schema::check_received(
+                client.catalog(),
+                client.gate(),
+                &ctx.topic,
+                &msg.payload,
+                &msg.headers,
+            )
+            .await;
+            match checked {
+                Ok(_) => handler(msg, ctx).await,
+                Err(e @ (Error::SchemaViolation { .. } | Error::SchemaNotFound { .. })) => {
+                    Err(HandlerError::permanent(e))
+                }
+                Err(e) => Err(HandlerError::retry(e)),
+            }
+        })
+    })
 }
 
 /// A running worker.

@@ -123,6 +123,12 @@ impl KeySpace {
         format!("{}:schedules:last", self.prefix)
     }
 
+    /// String: the compatibility mode of every schema subject that has no
+    /// mode of its own (BACKWARD when unset).
+    pub fn schema_default_mode(&self) -> String {
+        format!("{}:schema-mode", self.prefix)
+    }
+
     /// Hash with a topic's settings.
     pub fn meta(&self, topic: &str) -> String {
         format!("{}:{{{topic}}}:meta", self.prefix)

@@ -2,12 +2,15 @@
 //! hash tag, so one slot), holding every version's document, the latest
 //! version number, the subject's compatibility mode and a digest index.
 //! Registering is `lua/schema_register.lua`; reads are one `HGETALL`.
+//! What a producer checks publishes against (the topic's schema policy and
+//! one version's document) is one `lua/schema_gate.lua` call, and the policy
+//! is set by `lua/schema_policy.lua`.
 
 use std::collections::BTreeMap;
 
 use redis::AsyncCommands;
 
-use super::{Store, int};
+use super::{Store, int, text};
 use crate::error::{Error, Result};
 
 /// A subject as stored.
@@ -17,6 +20,8 @@ pub(crate) struct StoredSubject {
     pub latest: u32,
     /// The subject's compatibility mode, when one was set.
     pub mode: Option<String>,
+    /// The default mode of subjects with none of their own, when one was set.
+    pub default_mode: Option<String>,
     /// Every version's document (canonical JSON text), by version.
     pub versions: BTreeMap<u32, String>,
 }
@@ -33,7 +38,69 @@ pub(crate) enum Registered {
     Moved(u32),
 }
 
+/// What `lua/schema_gate.lua` read: the topic's schema policy and one
+/// version's document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GateRead {
+    /// The meta hash's `schema` field (`required`, or empty).
+    pub policy: String,
+    /// The version and its document (canonical JSON text), if there is one.
+    pub document: Option<(u32, String)>,
+}
+
 impl Store<'_> {
+    /// The schema policy of `topic` and the document of `version` (the
+    /// latest when `None`); `None` when there is no such topic.
+    pub(crate) async fn schema_gate(
+        &self,
+        topic: &str,
+        version: Option<u32>,
+    ) -> Result<Option<GateRead>> {
+        let wanted = version.map(|v| v.to_string()).unwrap_or_default();
+        let reply = self
+            .eval(
+                &self.scripts.schema_gate,
+                &[&self.keys.meta(topic), &self.keys.schemas(topic)],
+                &[wanted.as_bytes()],
+            )
+            .await?;
+        let parts = match reply {
+            redis::Value::Array(p) => p,
+            other => return Err(Error::Decode(format!("schema_gate replied {other:?}"))),
+        };
+        match parts.as_slice() {
+            [found] if int(found)? == 0 => Ok(None),
+            [_, policy, version, document] => {
+                let version = int(version)?;
+                let document = if version > 0 {
+                    let v = u32::try_from(version)
+                        .map_err(|_| Error::Decode(format!("schema version {version}")))?;
+                    Some((v, text(document)?))
+                } else {
+                    None
+                };
+                Ok(Some(GateRead {
+                    policy: text(policy)?,
+                    document,
+                }))
+            }
+            other => Err(Error::Decode(format!("schema_gate replied {other:?}"))),
+        }
+    }
+
+    /// Sets the topic's schema policy (`required`, or empty for optional);
+    /// false when there is no such topic.
+    pub(crate) async fn set_schema_policy(&self, topic: &str, policy: &str) -> Result<bool> {
+        let reply = self
+            .eval(
+                &self.scripts.schema_policy,
+                &[&self.keys.meta(topic)],
+                &[policy.as_bytes()],
+            )
+            .await?;
+        Ok(int(&reply)? == 1)
+    }
+
     /// The subject of `topic`.
     pub(crate) async fn schema_subject(&self, topic: &str) -> Result<StoredSubject> {
         let fields: BTreeMap<String, String> =
@@ -53,7 +120,27 @@ impl Store<'_> {
                 subject.versions.insert(v, value);
             }
         }
+        subject.default_mode = self.default_schema_mode().await?;
         Ok(subject)
+    }
+
+    /// The default compatibility mode, when one was set.
+    pub(crate) async fn default_schema_mode(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .clone()
+            .get(self.keys.schema_default_mode())
+            .await?)
+    }
+
+    /// Sets the default compatibility mode.
+    pub(crate) async fn set_default_schema_mode(&self, mode: &str) -> Result<()> {
+        let _: () = self
+            .conn
+            .clone()
+            .set(self.keys.schema_default_mode(), mode)
+            .await?;
+        Ok(())
     }
 
     /// One version's document (the latest when `version` is `None`):

@@ -143,6 +143,8 @@ scripts! {
     dlq_replay => "dlq_replay" [],
     rate_take => "rate_take" ["clock"],
     schema_register => "schema_register" [],
+    schema_gate => "schema_gate" [],
+    schema_policy => "schema_policy" [],
 }
 
 /// Which of millrace's scripts, at which line, ran the command an ACL

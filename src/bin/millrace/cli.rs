@@ -228,6 +228,11 @@ pub struct TopicCreateArgs {
     /// Approximate cap on the length of each partition lane
     #[arg(long, value_name = "N")]
     pub max_len: Option<u64>,
+    /// required: every publish must match the topic's latest schema version
+    /// (or the one it pins), or it is refused; optional: publishes are not
+    /// checked unless they pin a version
+    #[arg(long, value_name = "POLICY", default_value = "optional")]
+    pub schema: String,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +297,10 @@ pub struct PublishArgs {
     /// maximum if that is fewer (the header millrace-max-attempts)
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+    /// Check the payload against this version of the topic's schema rather
+    /// than the latest (also with --jsonl, for every line)
+    #[arg(long, value_name = "N")]
+    pub schema_version: Option<u32>,
     /// Read many messages from stdin, one JSON object per line:
     /// {"data": ..., "key"?, "headers"?, "delay"?, "priority"?, "dedup_id"?,
     /// "max_attempts"?}. Every line is checked before anything is published
@@ -476,8 +485,19 @@ pub enum SchemaCommand {
     Show(SchemaShowArgs),
     /// What changed from version A to version B, and who it breaks
     Diff(SchemaDiffArgs),
-    /// Print the topic's compatibility mode, or set it
+    /// Print the topic's compatibility mode and schema policy, or set them
     Mode(SchemaModeArgs),
+    /// Print the default compatibility mode (of topics without one of their own), or set it
+    DefaultMode(SchemaDefaultModeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaDefaultModeArgs {
+    /// NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL or FULL_TRANSITIVE
+    pub mode: Option<String>,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -532,6 +552,9 @@ pub struct SchemaModeArgs {
     pub topic: String,
     /// NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL or FULL_TRANSITIVE
     pub mode: Option<String>,
+    /// Also set whether publishes must match the schema: required or optional
+    #[arg(long, value_name = "POLICY")]
+    pub schema: Option<String>,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,

@@ -43,7 +43,10 @@ async fn single(global: &Global, args: PublishArgs, out: &mut Out) -> Result<(),
     let record = Record::encode(&data)?.options(options);
 
     let client = crate::connect(global).await?;
-    let receipt = client.publish_record(&args.topic, record).await?;
+    let receipt = client
+        .publish_record(&args.topic, record)
+        .await
+        .map_err(refusal)?;
     if args.json {
         return out.json_line(&receipt);
     }
@@ -88,6 +91,9 @@ fn options(args: &PublishArgs) -> Result<PublishOptions, CliError> {
         }
         o = o.max_attempts(n);
     }
+    if let Some(v) = args.schema_version {
+        o = o.schema_version(v);
+    }
     Ok(o)
 }
 
@@ -107,7 +113,21 @@ async fn bulk(global: &Global, args: PublishArgs, out: &mut Out) -> Result<(), C
     let spec = client.topic(&args.topic).await?;
     let input = read_stdin().await?;
     let limit = client.config().message_limit();
-    let (records, lines) = parse_all(&input, |r| check_record(&spec, r, limit))?;
+    let (mut records, lines) = parse_all(&input, |r| check_record(&spec, r, limit))?;
+    if let Some(v) = args.schema_version {
+        records = records.into_iter().map(|r| r.schema_version(v)).collect();
+    }
+    // Against the topic's schema too, every line before any is sent.
+    for (record, n) in records.iter().zip(&lines) {
+        client
+            .check_record(&args.topic, record)
+            .await
+            .map_err(|e| {
+                refusal(e)
+                    .context(format!("line {n}"))
+                    .hint("nothing was published; fix the line and run again")
+            })?;
+    }
 
     let mut summary = BulkSummary {
         published: 0,
@@ -179,10 +199,7 @@ fn parse_all(
     let mut lines = Vec::new();
     for (i, raw) in input.split(|b| *b == b'\n').enumerate() {
         let n = i + 1;
-        let bad = |msg: String| {
-            CliError::usage(format!("line {n}: {msg}"))
-                .hint("nothing was published; fix the line and run again")
-        };
+        let bad = |msg: String| bad_line(n, msg);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let text = std::str::from_utf8(raw).map_err(|_| bad("not valid UTF-8".into()))?;
         if text.trim().is_empty() {
@@ -194,6 +211,36 @@ fn parse_all(
         lines.push(n);
     }
     Ok((records, lines))
+}
+
+/// A publish the library refused. A payload that does not match the
+/// topic's schema gets every failing place on a line of its own (stderr),
+/// then one error line; exit 2 like other invalid input.
+fn refusal(e: Error) -> CliError {
+    match e {
+        Error::SchemaViolation {
+            topic,
+            version,
+            errors,
+        } => {
+            for place in &errors {
+                note(&format!("  {place}"));
+            }
+            let n = errors.len();
+            CliError::usage(format!(
+                "the payload does not match schema version {version} of topic {topic}: \
+                 {n} failing place{} above; nothing was published",
+                if n == 1 { "" } else { "s" }
+            ))
+        }
+        e => CliError::from(e),
+    }
+}
+
+/// A line that fails a check: nothing is published.
+fn bad_line(n: usize, msg: String) -> CliError {
+    CliError::usage(format!("line {n}: {msg}"))
+        .hint("nothing was published; fix the line and run again")
 }
 
 fn print_summary(out: &mut Out, s: &BulkSummary, json: bool) -> Result<(), CliError> {

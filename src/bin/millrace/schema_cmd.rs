@@ -2,13 +2,13 @@
 //! library's schema registry. Incompatibilities are listed one per line on
 //! stderr (or as `reasons` in `--json`), each with its JSON pointer.
 
-use millrace::{CompatMode, Incompatibility, SchemaVersion};
+use millrace::{CompatMode, Incompatibility, SchemaPolicy, SchemaVersion};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cli::{
-    Global, SchemaCommand, SchemaDiffArgs, SchemaFileArgs, SchemaListArgs, SchemaModeArgs,
-    SchemaShowArgs,
+    Global, SchemaCommand, SchemaDefaultModeArgs, SchemaDiffArgs, SchemaFileArgs, SchemaListArgs,
+    SchemaModeArgs, SchemaShowArgs,
 };
 use crate::error::CliError;
 use crate::output::{Out, note, table};
@@ -24,6 +24,7 @@ pub async fn run(global: &Global, cmd: SchemaCommand, out: &mut Out) -> Result<(
         SchemaCommand::Show(args) => show(global, args, out).await,
         SchemaCommand::Diff(args) => diff(global, args, out).await,
         SchemaCommand::Mode(args) => mode(global, args, out).await,
+        SchemaCommand::DefaultMode(args) => default_mode(global, args, out).await,
     }
 }
 
@@ -242,21 +243,56 @@ async fn diff(global: &Global, args: SchemaDiffArgs, out: &mut Out) -> Result<()
 
 async fn mode(global: &Global, args: SchemaModeArgs, out: &mut Out) -> Result<(), CliError> {
     millrace::keys::validate_topic(&args.topic)?;
-    let wanted = match &args.mode {
-        None => None,
-        Some(m) => Some(CompatMode::parse(m).ok_or_else(|| {
-            CliError::usage(format!("unknown compatibility mode {m:?}")).hint(
-                "one of NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE",
-            )
-        })?),
-    };
+    let wanted = args.mode.as_deref().map(mode_arg).transpose()?;
+    let policy = args.schema.as_deref().map(policy_arg).transpose()?;
     let client = crate::connect(global).await?;
     if let Some(m) = wanted {
         client.set_schema_mode(&args.topic, m).await?;
     }
+    if let Some(p) = policy {
+        client.set_schema_policy(&args.topic, p).await?;
+    }
     let mode = client.schema_mode(&args.topic).await?;
+    let policy = client.topic(&args.topic).await?.schema;
     if args.json {
-        return out.json_line(&json!({"topic": args.topic, "mode": mode.as_str()}));
+        return out.json_line(&json!({
+            "topic": args.topic,
+            "mode": mode.as_str(),
+            "schema": policy.as_str(),
+        }));
+    }
+    out.line(format_args!("{mode} (schema {policy})"))
+}
+
+/// A compatibility mode as typed.
+fn mode_arg(m: &str) -> Result<CompatMode, CliError> {
+    CompatMode::parse(m).ok_or_else(|| {
+        CliError::usage(format!("unknown compatibility mode {m:?}")).hint(
+            "one of NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE",
+        )
+    })
+}
+
+async fn default_mode(
+    global: &Global,
+    args: SchemaDefaultModeArgs,
+    out: &mut Out,
+) -> Result<(), CliError> {
+    let wanted = args.mode.as_deref().map(mode_arg).transpose()?;
+    let client = crate::connect(global).await?;
+    if let Some(m) = wanted {
+        client.set_default_schema_mode(m).await?;
+    }
+    let mode = client.default_schema_mode().await?;
+    if args.json {
+        return out.json_line(&json!({"mode": mode.as_str()}));
     }
     out.line(mode)
+}
+
+/// `--schema required|optional`.
+pub fn policy_arg(text: &str) -> Result<SchemaPolicy, CliError> {
+    SchemaPolicy::parse(text).ok_or_else(|| {
+        CliError::usage(format!("--schema: unknown policy {text:?}")).hint("required or optional")
+    })
 }

@@ -32,6 +32,7 @@ async fn create(global: &Global, args: TopicCreateArgs, out: &mut Out) -> Result
     if let Some(n) = args.max_len {
         spec = spec.max_len(n);
     }
+    spec = spec.schema(crate::schema_cmd::policy_arg(&args.schema)?);
     spec.validate()?;
     let client = crate::connect(global).await?;
     match client.create_topic(&spec).await? {
@@ -154,8 +155,8 @@ fn describe_text(info: &TopicInfo, schema: &Subject) -> String {
             vec![
                 "schema".into(),
                 match schema.version {
-                    Some(v) => format!("version {v} ({})", schema.mode),
-                    None => format!("- ({})", schema.mode),
+                    Some(v) => format!("version {v} ({}, {})", schema.mode, info.schema),
+                    None => format!("- ({}, {})", schema.mode, info.schema),
                 },
             ],
         ],
@@ -210,6 +211,7 @@ mod tests {
             v.delayed = 0;
             v.groups = vec!["billing".into(), "pdf".into()];
             v.dlq_length = 1;
+            v.schema = millrace::SchemaPolicy::Required;
             v
         };
         let schema = Subject {
@@ -228,7 +230,7 @@ length        5
 delayed       0
 dead letters  1
 groups        billing, pdf
-schema        version 3 (BACKWARD)
+schema        version 3 (BACKWARD, required)
 
 PARTITION  LENGTH
 0          3

@@ -252,6 +252,10 @@ impl<D: Discipline> Rt<D> {
                 headers: msg.headers.clone(),
                 attempt,
                 epoch: d.epoch,
+                schema_version: msg
+                    .headers
+                    .get(crate::schema::HEADER_SCHEMA_VERSION)
+                    .and_then(|v| v.parse().ok()),
             };
             let span = tracing::info_span!("message", topic = %self.spec.name, group = %self.s.group,
                 partition = msg.partition, message_id = %msg.message_id, id = %msg.id, attempt);

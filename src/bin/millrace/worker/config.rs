@@ -59,6 +59,7 @@ struct RawConsumer {
     rate_limit: Option<String>,
     start: Option<String>,
     retry: Option<RawRetry>,
+    validate: Option<bool>,
     handler: RawHandler,
 }
 
@@ -122,6 +123,9 @@ pub struct ConsumerConfig {
     /// its position).
     pub start: StartAt,
     pub retry: RetryPolicy,
+    /// Check each message against the topic's schema before the handler
+    /// runs; a mismatch is dead-lettered at once.
+    pub validate: bool,
     pub handler: HandlerSpec,
 }
 
@@ -418,6 +422,7 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             rate_limit,
             start,
             retry,
+            validate: c.validate.unwrap_or(false),
             handler,
         });
     }
@@ -488,6 +493,16 @@ timeout = "30s"
             }
         );
         assert_eq!(c.metrics.unwrap().to_string(), "127.0.0.1:9464");
+        assert!(!k.validate, "validation on receipt is off unless asked for");
+    }
+
+    #[test]
+    fn validate_is_a_boolean() {
+        let on = EXAMPLE.replace("concurrency = 16", "concurrency = 16\nvalidate = true");
+        assert!(parse(&on).unwrap().consumers[0].validate);
+        let bad = EXAMPLE.replace("concurrency = 16", "concurrency = 16\nvalidate = \"yes\"");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.contains("validate"), "{e}");
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
             .heartbeat_interval(cfg.session_timeout / 10)
             .drain_timeout(cfg.drain_timeout)
             .retry(c.retry.clone())
+            .validate_schema(c.validate)
             .start_at(c.start.clone());
         if let Some(id) = &cfg.instance_id {
             b = b.instance_id(id.clone());
