@@ -25,7 +25,7 @@ use crate::envelope::{self, Event, Headers, encode_headers, validate_key};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::retry::{HEADER_MAX_ATTEMPTS, attempts_cap};
-use crate::schema::{Gate, Seen};
+use crate::schema::{Gate, HEADER_SCHEMA_VERSION, Seen};
 use crate::store::backend::Backend;
 use crate::store::keys::{KeySpace, validate_dedup_id};
 use crate::store::publish::{self, Due, Prepared, PublishStep, send, unique_nonce};
@@ -489,11 +489,25 @@ impl Producer {
 
     /// Checks `record` against `spec`'s schema as its policy or the
     /// record's pinned version asks, stamping the version it matched.
+    /// The common case, a topic read lately as not requiring schemas and a
+    /// record that pins no version, is decided here without waiting; the
+    /// rest is boxed, so it does not weigh on every publish's future.
     async fn stamp(&self, spec: &TopicSpec, record: &mut Record) -> Result<()> {
         if spec.is_dead_letter_view() {
             // Refused by `prepare`: nothing is published there.
             return Ok(());
         }
+        if record.options.schema_version.is_none() && self.gate.lets_through(&spec.name) {
+            if !record.options.headers.is_empty() {
+                record.options.headers.remove(HEADER_SCHEMA_VERSION);
+            }
+            return Ok(());
+        }
+        Box::pin(self.stamp_checked(spec, record)).await
+    }
+
+    /// [`Producer::stamp`] after asking the gate.
+    async fn stamp_checked(&self, spec: &TopicSpec, record: &mut Record) -> Result<()> {
         let pinned = record.options.schema_version;
         let seen = self.gate.seen(&self.client, &spec.name, pinned).await?;
         seen.stamp(
@@ -563,14 +577,25 @@ impl Producer {
         // What the records are checked against, read before any is sent
         // (preparing a chunk must not wait, or chunks could start out of
         // order): the latest version's reading, and each pinned version's.
-        let mut seen: HashMap<Option<u32>, Arc<Seen>> = HashMap::new();
-        if !spec.is_dead_letter_view() {
-            for pinned in
-                std::iter::once(None).chain(records.iter().map(|r| r.options.schema_version))
+        // Pins are few (usually none), so a short list, not a map.
+        let mut pins: Vec<Option<u32>> = Vec::new();
+        for r in &records {
+            if let Some(v) = r.options.schema_version
+                && !pins.contains(&Some(v))
             {
-                if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(pinned) {
-                    slot.insert(self.gate.seen(&self.client, &spec.name, pinned).await?);
-                }
+                pins.push(Some(v));
+            }
+        }
+        let mut seen: Vec<(Option<u32>, Arc<Seen>)> = Vec::with_capacity(pins.len() + 1);
+        if !spec.is_dead_letter_view() {
+            if !self.gate.lets_through(&spec.name) {
+                pins.push(None);
+            }
+            for pinned in pins {
+                seen.push((
+                    pinned,
+                    self.gate.seen(&self.client, &spec.name, pinned).await?,
+                ));
             }
         }
         let seen = &seen;
@@ -596,9 +621,17 @@ impl Producer {
                 let (mut idx, mut items) = (Vec::with_capacity(part.len()), Vec::new());
                 for (i, mut r) in part {
                     let pinned = r.options.schema_version;
-                    let stamped = match seen.get(&pinned) {
-                        Some(s) => s.stamp(&spec.name, pinned, &r.payload, &mut r.options.headers),
-                        None => Ok(()),
+                    let stamped = match seen.iter().find(|(p, _)| *p == pinned) {
+                        Some((_, s)) => {
+                            s.stamp(&spec.name, pinned, &r.payload, &mut r.options.headers)
+                        }
+                        // A topic that lets unpinned records through.
+                        None => {
+                            if !r.options.headers.is_empty() {
+                                r.options.headers.remove(HEADER_SCHEMA_VERSION);
+                            }
+                            Ok(())
+                        }
                     };
                     match stamped.and_then(|()| {
                         prepare(keys, scripts, spec, r, &self.round_robin, max_bytes)

@@ -17,7 +17,8 @@
 //! one script call and trusted for [`GATE_REFRESH`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -242,7 +243,17 @@ impl Seen {
 #[derive(Default)]
 struct Slot {
     seen: Mutex<Option<Arc<Seen>>>,
+    /// Until when ([`mono_ms`]) the topic is known not to require schemas,
+    /// so a publish that pins no version needs nothing more from the gate
+    /// (the hot path of every topic without schemas); 0 when not known.
+    optional_until: AtomicU64,
     refresh: tokio::sync::Mutex<()>,
+}
+
+/// Milliseconds on a monotonic clock (since its first use in the process).
+fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Slot {
@@ -255,17 +266,28 @@ impl Slot {
 }
 
 /// A topic's slots, by version asked for (`None`: the latest).
-type TopicSlots = HashMap<Option<u32>, Arc<Slot>>;
+type TopicSlots = HashMap<Option<u32>, Arc<Slot>, foldhash::fast::RandomState>;
 
 /// What publishes are checked against, per topic and version asked for
 /// (`None`: the latest), each read at most once per [`GATE_REFRESH`].
 /// Shared by a client's producers and validating workers.
 #[derive(Default)]
 pub(crate) struct Gate {
-    slots: Mutex<HashMap<String, TopicSlots>>,
+    slots: RwLock<HashMap<String, TopicSlots, foldhash::fast::RandomState>>,
 }
 
 impl Gate {
+    /// Whether `topic` was read lately as not requiring schemas: then a
+    /// publish that pins no version is not checked, and the gate is not
+    /// asked for more. Takes no lock but a shared one, clones nothing.
+    pub(crate) fn lets_through(&self, topic: &str) -> bool {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        slots
+            .get(topic)
+            .and_then(|t| t.get(&None))
+            .is_some_and(|s| mono_ms() < s.optional_until.load(Ordering::Relaxed))
+    }
+
     /// The reading for `topic` and `version`, fresh within [`GATE_REFRESH`].
     pub(crate) async fn seen(
         &self,
@@ -273,13 +295,20 @@ impl Gate {
         topic: &str,
         version: Option<u32>,
     ) -> Result<Arc<Seen>> {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            let versions = match slots.get_mut(topic) {
-                Some(v) => v,
-                None => slots.entry(topic.to_string()).or_default(),
-            };
-            versions.entry(version).or_default().clone()
+        let known = {
+            let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+            slots.get(topic).and_then(|t| t.get(&version)).cloned()
+        };
+        let slot = match known {
+            Some(slot) => slot,
+            None => {
+                let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+                let versions = match slots.get_mut(topic) {
+                    Some(v) => v,
+                    None => slots.entry(topic.to_string()).or_default(),
+                };
+                versions.entry(version).or_default().clone()
+            }
         };
         if let Some(seen) = slot.fresh() {
             return Ok(seen);
@@ -295,12 +324,18 @@ impl Gate {
             Some((v, text)) => Some((v, validator_for(topic, v, &text)?)),
             None => None,
         };
+        let policy = SchemaPolicy::from_stored(Some(&read.policy));
         let seen = Arc::new(Seen {
             at: Instant::now(),
-            policy: SchemaPolicy::from_stored(Some(&read.policy)),
+            policy,
             schema,
         });
         *slot.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen.clone());
+        let optional_until = match policy {
+            SchemaPolicy::Optional => mono_ms() + GATE_REFRESH.as_millis() as u64,
+            SchemaPolicy::Required => 0,
+        };
+        slot.optional_until.store(optional_until, Ordering::Relaxed);
         Ok(seen)
     }
 
@@ -308,7 +343,7 @@ impl Gate {
     /// process's own registrations and policy changes apply at once).
     pub(crate) fn forget(&self, topic: &str) {
         self.slots
-            .lock()
+            .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(topic);
     }
