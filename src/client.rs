@@ -16,10 +16,12 @@ use crate::dlq::{self, DeadLetter, ReplayTo, Selection};
 use crate::envelope::Event;
 use crate::error::Result;
 use crate::group::{self, GroupInfo, ResetPlan, reset};
+use crate::id::MessageId;
 use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 use crate::reader::{Reader, StartAt};
 use crate::schedule::{self, ScheduleSpec};
 use crate::schema::{self, Gate, SchemaVersion};
+use crate::status::{self, MessageStatus};
 use crate::store::backend::Backend;
 use crate::store::conn::{BlockingConn, Conn, ServerInfo};
 use crate::store::keys::KeySpace;
@@ -363,6 +365,19 @@ impl Client {
     /// schema), sending nothing (see [`Producer::check`]).
     pub async fn check_record(&self, topic: &str, record: &Record) -> Result<()> {
         self.producer().check(topic, record).await
+    }
+
+    /// Where message `id` of `topic` stands: the message (in its lane, or
+    /// waiting in the delayed set; `None` once trimmed) and its state in
+    /// every group of the topic (not yet read, in flight, waiting to retry,
+    /// dead-lettered, done, or gone). `Ok(None)` when there is no such
+    /// message. Bounded reads, a few per group; changes nothing.
+    pub async fn message_status(
+        &self,
+        topic: &str,
+        id: &MessageId,
+    ) -> Result<Option<MessageStatus>> {
+        status::message_status(&self.catalog, topic, id).await
     }
 
     /// Dead letters of `topic`, oldest first, at most `limit`, optionally of

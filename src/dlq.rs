@@ -224,7 +224,7 @@ fn addresses(letters: &[DeadLetter]) -> String {
 }
 
 /// Every dead letter of the message `id` (one per group that gave up on it).
-async fn dead_letters_of_message(
+pub(crate) async fn dead_letters_of_message(
     cat: &Catalog,
     topic: &str,
     partitions: u32,

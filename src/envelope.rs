@@ -449,6 +449,29 @@ pub(crate) fn encode_retry(
     out
 }
 
+/// What a parked retry (see [`encode_retry`]) says of its message: its
+/// lane, the attempt it will be, and the message's first id.
+pub(crate) fn retry_origin(member: &[u8]) -> Option<(u8, u32, String)> {
+    let mut rd = member;
+    if rmp::decode::read_array_len(&mut rd).ok()? != 7 {
+        return None;
+    }
+    let _nonce: u64 = rmp::decode::read_int(&mut rd).ok()?;
+    let lane: u8 = rmp::decode::read_int(&mut rd).ok()?;
+    for _ in 0..3 {
+        read_raw_str(&mut rd)?;
+    }
+    let attempt: u32 = rmp::decode::read_int(&mut rd).ok()?;
+    let origin = String::from_utf8(read_raw_str(&mut rd)?).ok()?;
+    Some((lane, attempt, origin))
+}
+
+/// The token of a delayed message: `<due ms>-<sha1 of its member>`, as
+/// `lua/delay.lua` and `lua/promote.lua` compute it.
+pub(crate) fn delayed_token(due_ms: u64, member: &[u8]) -> String {
+    format!("{due_ms}-{}", sha1_smol::Sha1::from(member).digest())
+}
+
 /// Parses a whole XRANGE reply (an array of entries).
 pub(crate) fn parse_entries(
     topic: &str,

@@ -38,6 +38,7 @@ mod retry;
 mod schedule;
 mod scheduler;
 mod schema;
+mod status;
 mod store;
 mod topic;
 
@@ -70,6 +71,7 @@ pub use scheduler::Scheduler;
 #[cfg(feature = "schemars")]
 pub use schema::schema_of;
 pub use schema::{GATE_REFRESH, HEADER_SCHEMA_VERSION, SchemaVersion, schema_changes};
+pub use status::{GroupState, MessageState, MessageStatus};
 pub use store::conn::{BlockingConn, Conn, ServerInfo};
 pub use store::keys;
 pub use topic::{

@@ -1826,3 +1826,74 @@ fn a_topic_that_requires_schemas_refuses_a_bad_payload_with_every_path() {
     m.run(&["publish", TOPIC, r#"{"invoice":7}"#]).ok();
     assert_eq!(m.length(TOPIC), 5);
 }
+
+#[test]
+fn message_show_says_where_a_message_stands_in_each_group() {
+    let m = Millrace::new("message_show");
+    m.create_topic(TOPIC, 2);
+    dead_letters_from_a_worker(&m, TOPIC, 1, 1);
+    let lines = m.run(&["tail", TOPIC, "--json"]).ok().json_lines();
+    let id_of = |bad: bool| {
+        lines
+            .iter()
+            .find(|l| l["data"]["bad"] == json!(bad))
+            .unwrap()["message_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (bad, good) = (id_of(true), id_of(false));
+
+    let shown = m
+        .run(&["message", "show", TOPIC, &bad, "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["message_id"], bad.as_str());
+    assert_eq!(shown["stored"], "stored");
+    assert_eq!(shown["data"]["bad"], true);
+    assert_eq!(shown["groups"][0]["group"], "pdf");
+    assert_eq!(shown["groups"][0]["state"], "dead_lettered");
+    assert_eq!(shown["groups"][0]["error"], "bad invoice");
+    assert_eq!(shown["groups"][0]["attempt"], 1);
+    // The dead letter it names is the one `dlq show` finds.
+    let letter = shown["groups"][0]["dead_letter"].as_str().unwrap();
+    let dlq = m.run(&["dlq", "show", TOPIC, letter, "--json"]).ok().json();
+    assert_eq!(dlq["message_id"], bad.as_str());
+
+    let human = m.run(&["message", "show", TOPIC, &good]).ok();
+    let rows: Vec<&str> = human.stdout.lines().collect();
+    assert!(rows[0].contains(&good), "{human:#?}");
+    assert!(rows.iter().any(|r| r.starts_with("GROUP")), "{human:#?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("pdf") && r.contains("done")),
+        "{human:#?}"
+    );
+    // By its bare stream id, looked up in every partition: found, or, when
+    // the other message has the same stream id in its own partition (both
+    // went in one pipeline), refused naming both.
+    let stream_id = |id: &str| id.splitn(3, ':').nth(2).unwrap().to_string();
+    let bare = stream_id(&good);
+    if bare == stream_id(&bad) {
+        let both = m.run(&["message", "show", TOPIC, &bare]).code(2);
+        assert!(
+            both.stderr.contains(&good) && both.stderr.contains(&bad),
+            "{both:#?}"
+        );
+    } else {
+        let by_bare = m
+            .run(&["message", "show", TOPIC, &bare, "--json"])
+            .ok()
+            .json();
+        assert_eq!(by_bare["message_id"], good.as_str());
+    }
+
+    // Unknown: exit 1, "not found"; malformed: exit 2.
+    let (p, _) = good.split_once(':').unwrap();
+    let missing = m
+        .run(&["message", "show", TOPIC, &format!("{p}:0:9999999999999-0")])
+        .code(1);
+    assert_one_error_line(&missing);
+    assert!(missing.stderr.contains("not found"), "{missing:#?}");
+    m.run(&["message", "show", TOPIC, "1:2:3:4"]).code(2);
+}

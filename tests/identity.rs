@@ -296,3 +296,240 @@ async fn a_message_two_groups_gave_up_on_has_two_dead_letters() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+/// A worker of `group` on `topic` whose handler does what `act` says for
+/// each payload: "ok", "retry", "fail" (permanently) or "hold" (waits until
+/// `release` is notified).
+async fn acting(
+    c: &Client,
+    group: &str,
+    topic: &str,
+    mode: Mode,
+    act: fn(&str) -> &'static str,
+    release: Arc<tokio::sync::Notify>,
+) -> WorkerHandle {
+    Worker::builder(c, group)
+        .mode(mode)
+        .retry(
+            RetryPolicy::attempts(5)
+                .fixed(Duration::from_secs(600))
+                .jitter(0.0),
+        )
+        .handle_raw(topic, move |msg, _ctx| {
+            let release = release.clone();
+            async move {
+                let body: String = msg.decode().unwrap();
+                match act(&body) {
+                    "retry" => Err(HandlerError::retry("upstream down")),
+                    "fail" => Err(HandlerError::permanent("bad invoice")),
+                    "hold" => {
+                        release.notified().await;
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+fn states(s: &millrace::MessageStatus) -> Vec<(String, String)> {
+    s.groups
+        .iter()
+        .map(|g| (g.group.clone(), g.state.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_a_message_stands_in_every_group() {
+    let c = support::client("identity_status").await;
+    c.create_topic(&TopicSpec::new("st", 1).unwrap())
+        .await
+        .unwrap();
+    let good = c
+        .publish_record("st", Record::encode("good").unwrap())
+        .await
+        .unwrap()
+        .message_id;
+    let bad = c
+        .publish_record("st", Record::encode("bad").unwrap())
+        .await
+        .unwrap()
+        .message_id;
+    // Nobody has read them: a group made without a worker.
+    c.create_group("st", "idle", &StartAt::Earliest)
+        .await
+        .unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let workers = vec![
+        acting(&c, "all-ok", "st", Mode::Ordered, |_| "ok", release.clone()).await,
+        acting(
+            &c,
+            "gives-up",
+            "st",
+            Mode::Ordered,
+            |b| if b == "bad" { "fail" } else { "ok" },
+            release.clone(),
+        )
+        .await,
+        acting(
+            &c,
+            "ordered-retry",
+            "st",
+            Mode::Ordered,
+            |b| if b == "bad" { "retry" } else { "ok" },
+            release.clone(),
+        )
+        .await,
+        acting(
+            &c,
+            "shared-retry",
+            "st",
+            Mode::Shared,
+            |b| if b == "bad" { "retry" } else { "ok" },
+            release.clone(),
+        )
+        .await,
+        acting(
+            &c,
+            "busy",
+            "st",
+            Mode::Shared,
+            |b| if b == "good" { "hold" } else { "ok" },
+            release.clone(),
+        )
+        .await,
+    ];
+    let want_good = [
+        ("all-ok", "done"),
+        ("busy", "in_flight"),
+        ("gives-up", "done"),
+        ("idle", "unread"),
+        ("ordered-retry", "done"),
+        ("shared-retry", "done"),
+    ];
+    let want_bad = [
+        ("all-ok", "done"),
+        ("busy", "done"),
+        ("gives-up", "dead_lettered"),
+        ("idle", "unread"),
+        ("ordered-retry", "retrying"),
+        ("shared-retry", "retrying"),
+    ];
+    let as_strings = |w: &[(&str, &str)]| -> Vec<(String, String)> {
+        w.iter()
+            .map(|(g, s)| (g.to_string(), s.to_string()))
+            .collect()
+    };
+    let found = Arc::new(Mutex::new(None));
+    support::wait_until(Duration::from_secs(20), "every group settles", || {
+        let c = c.clone();
+        let (good, bad) = (good.clone(), bad.clone());
+        let (wg, wb) = (as_strings(&want_good), as_strings(&want_bad));
+        let found = found.clone();
+        async move {
+            let g = c.message_status("st", &good).await.unwrap();
+            let b = c.message_status("st", &bad).await.unwrap();
+            let settled = g.as_ref().map(states) == Some(wg) && b.as_ref().map(states) == Some(wb);
+            *found.lock().unwrap() = Some((g, b));
+            settled
+        }
+    })
+    .await;
+    let (g, b) = found.lock().unwrap().take().unwrap();
+    let (g, b) = (g.unwrap(), b.unwrap());
+    let m = g.message.as_ref().unwrap();
+    assert_eq!(m.decode::<String>().unwrap(), "good");
+    let of = |s: &millrace::MessageStatus, group: &str| {
+        s.groups.iter().find(|x| x.group == group).unwrap().clone()
+    };
+    let busy = of(&g, "busy");
+    assert_eq!(busy.attempt, Some(1));
+    assert!(busy.member.is_some() && busy.since_ms.is_some(), "{busy:?}");
+    let dead = of(&b, "gives-up");
+    assert_eq!(dead.error.as_deref(), Some("bad invoice"));
+    assert_eq!(dead.attempt, Some(1));
+    let letter = c
+        .dead_letter("st", dead.dead_letter.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(letter.message_id, bad);
+    for group in ["ordered-retry", "shared-retry"] {
+        let r = of(&b, group);
+        assert_eq!(r.attempt, Some(2), "{r:?}");
+        let due = r.due_ms.unwrap();
+        let now = c.redis_time_ms().await.unwrap();
+        assert!(
+            due > now + 500_000,
+            "{group}: due in about ten minutes: {r:?}"
+        );
+        if group == "ordered-retry" {
+            assert_eq!(r.error.as_deref(), Some("upstream down"));
+        }
+    }
+
+    // A delayed message: waiting, unread everywhere, its due time shown.
+    let later = c
+        .publish_record(
+            "st",
+            Record::encode("later")
+                .unwrap()
+                .delay(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let d = c
+        .message_status("st", &later.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.due_ms, later.due_ms);
+    assert_eq!(
+        d.message.as_ref().unwrap().decode::<String>().unwrap(),
+        "later"
+    );
+    assert!(
+        d.groups
+            .iter()
+            .all(|g| g.state == millrace::MessageState::Unread && g.due_ms == later.due_ms),
+        "{d:?}"
+    );
+
+    // An id that never was: not found. A bad partition: invalid.
+    let next = StreamId {
+        ms: bad.stream_id().unwrap().ms + 1,
+        seq: 0,
+    };
+    let never = MessageId::new(0, 0, &next.to_string()).unwrap();
+    assert_eq!(c.message_status("st", &never).await.unwrap(), None);
+    let elsewhere = MessageId::new(3, 0, &next.to_string()).unwrap();
+    assert!(
+        c.message_status("st", &elsewhere)
+            .await
+            .unwrap_err()
+            .is_invalid_input()
+    );
+
+    release.notify_waiters();
+    for w in workers {
+        w.abort();
+    }
+
+    // Trimmed: gone for a group that had not read it, done for one that had.
+    let mut conn = c.connection();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(c.keys().stream("st", 0, 0))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let t = c.message_status("st", &good).await.unwrap().unwrap();
+    assert!(t.message.is_none());
+    let s = states(&t);
+    assert!(s.contains(&("idle".into(), "gone".into())), "{s:?}");
+    assert!(s.contains(&("all-ok".into(), "done".into())), "{s:?}");
+}

@@ -24,6 +24,27 @@ fn info_fields(v: &Value) -> Vec<(String, &Value)> {
     }
 }
 
+/// The fields of `group`'s entry in an `XINFO GROUPS` reply.
+fn group_fields<'a>(groups: &'a Value, group: &str) -> Option<Vec<(String, &'a Value)>> {
+    let Value::Array(list) = groups else {
+        return None;
+    };
+    list.iter().map(info_fields).find(|f| {
+        f.iter().any(|(k, v)| {
+            k == "name" && redis::from_redis_value_ref::<String>(v).ok().as_deref() == Some(group)
+        })
+    })
+}
+
+/// The last id `group` was delivered on one lane stream, from its `XINFO
+/// GROUPS` reply (`None` when the group has no position there).
+pub(crate) fn last_delivered(groups: &Value, group: &str) -> Option<StreamId> {
+    let fields = group_fields(groups, group)?;
+    let (_, v) = fields.iter().find(|(k, _)| k == "last-delivered-id")?;
+    let text: String = redis::from_redis_value_ref(v).ok()?;
+    StreamId::parse(&text).ok()
+}
+
 /// `lag` and `pending` of `group` on one lane stream, from its `XINFO
 /// GROUPS` and `XINFO STREAM` replies.
 ///
@@ -34,14 +55,7 @@ fn info_fields(v: &Value) -> Vec<(String, &Value)> {
 /// last generated id has lag 0, and no lag exceeds what the stream holds; a
 /// lag Redis cannot tell (nil) counts as 0.
 pub(super) fn lane_counts(groups: &Value, stream: &Value, group: &str) -> Option<(u64, u64)> {
-    let Value::Array(list) = groups else {
-        return None;
-    };
-    let fields = list.iter().map(info_fields).find(|f| {
-        f.iter().any(|(k, v)| {
-            k == "name" && redis::from_redis_value_ref::<String>(v).ok().as_deref() == Some(group)
-        })
-    })?;
+    let fields = group_fields(groups, group)?;
     fn get<'a>(fields: &[(String, &'a Value)], name: &str) -> Option<&'a Value> {
         fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
     }

@@ -10,6 +10,8 @@
 
 pub mod assignment;
 mod lag;
+
+pub(crate) use lag::last_delivered;
 pub mod reset;
 
 use serde::Serialize;

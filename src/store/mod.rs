@@ -31,6 +31,7 @@ pub(crate) mod schedules;
 pub(crate) mod schemas;
 pub(crate) mod scripts;
 pub(crate) mod settle;
+pub(crate) mod status;
 pub(crate) mod tls;
 pub(crate) mod topics;
 pub(crate) mod watched;

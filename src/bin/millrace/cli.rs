@@ -147,6 +147,9 @@ pub enum Command {
     /// Register, check, list and show a topic's JSON Schemas; set its compatibility mode
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Where a message stands in every group of its topic
+    #[command(subcommand)]
+    Message(MessageCommand),
     /// Add, list and remove cron schedules that publish messages
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -198,6 +201,25 @@ pub struct WorkerArgs {
     /// Log lines as human text or JSON objects (level from RUST_LOG)
     #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     pub log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// Show a message and its state in every group: unread, in_flight, retrying, dead_lettered, done or gone
+    Show(MessageShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MessageShowArgs {
+    /// Topic name
+    pub topic: String,
+    /// Message id: PARTITION:LANE:ID as publish, tail and dlq list print it;
+    /// PARTITION:ID (lane 0); or a bare stream id (looked up in every
+    /// partition and lane)
+    pub id: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ mod dlq_cmd;
 mod error;
 mod group_cmd;
 mod jsonl;
+mod message_cmd;
 mod output;
 mod publish_cmd;
 mod schedule_cmd;
@@ -97,6 +98,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Group(cmd) => group_cmd::run(global, cmd, out).await,
         Command::Dlq(cmd) => dlq_cmd::run(global, cmd, out).await,
         Command::Schema(cmd) => schema_cmd::run(global, cmd, out).await,
+        Command::Message(cmd) => message_cmd::run(global, cmd, out).await,
         Command::Schedule(cmd) => schedule_cmd::run(global, cmd, out).await,
         Command::Scheduler => schedule_cmd::scheduler(global).await,
         Command::Demo => demo::run(global, out).await,

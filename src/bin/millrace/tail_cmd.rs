@@ -41,7 +41,7 @@ pub async fn run(global: &Global, args: TailArgs, out: &mut Out) -> Result<(), C
 
 /// One message as `tail --json` prints it.
 #[derive(Debug, Serialize)]
-struct TailLine<'a> {
+pub struct TailLine<'a> {
     /// The message's identity, `<partition>:<lane>:<first id>`.
     message_id: String,
     /// The stream id of this entry.
@@ -60,7 +60,7 @@ struct TailLine<'a> {
 }
 
 impl<'a> TailLine<'a> {
-    fn new(m: &'a Message) -> Self {
+    pub fn new(m: &'a Message) -> Self {
         let (data, raw_base64) = payload_fields(&m.payload);
         TailLine {
             message_id: m.message_id.to_string(),
@@ -76,7 +76,7 @@ impl<'a> TailLine<'a> {
     }
 
     /// `2026-11-27T10:00:00.123Z  3:0:1764237600123-0  key=tenant-1  {"invoice":"inv-1"}`
-    fn human(&self) -> String {
+    pub fn human(&self) -> String {
         let mut s = format!("{}  {}", self.published_at, self.message_id);
         if let Some(k) = self.key {
             // Escaped, so a key with a newline cannot break the one-line shape.
