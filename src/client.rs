@@ -380,6 +380,19 @@ impl Client {
         status::message_status(&self.catalog, topic, id).await
     }
 
+    /// The newest messages published with `key` to `topic` (at most
+    /// `limit`, newest first), each with where it stands in every group.
+    /// Looks through the newest [`KEY_SCAN`](crate::KEY_SCAN) entries of
+    /// each lane of the key's partition, no further back.
+    pub async fn messages_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<MessageStatus>> {
+        status::messages_by_key(&self.catalog, topic, key, limit).await
+    }
+
     /// Dead letters of `topic`, oldest first, at most `limit`, optionally of
     /// one group.
     pub async fn dead_letters(

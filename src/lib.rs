@@ -71,7 +71,7 @@ pub use scheduler::Scheduler;
 #[cfg(feature = "schemars")]
 pub use schema::schema_of;
 pub use schema::{GATE_REFRESH, HEADER_SCHEMA_VERSION, SchemaVersion, schema_changes};
-pub use status::{GroupState, MessageState, MessageStatus};
+pub use status::{GroupState, KEY_SCAN, MessageState, MessageStatus};
 pub use store::conn::{BlockingConn, Conn, ServerInfo};
 pub use store::keys;
 pub use topic::{

@@ -331,6 +331,46 @@ pub(crate) async fn message_status(
     }))
 }
 
+/// Newest entries of each lane that
+/// [`Client::messages_by_key`](crate::Client::messages_by_key) looks through.
+pub const KEY_SCAN: usize = 10_000;
+
+/// The newest messages of `key` in `topic` (at most `limit`, newest
+/// first), each with where it stands. Looks through the newest
+/// [`KEY_SCAN`] entries of each lane of the key's partition, no more.
+pub(crate) async fn messages_by_key(
+    cat: &Catalog,
+    topic: &str,
+    key: &str,
+    limit: usize,
+) -> Result<Vec<MessageStatus>> {
+    envelope::validate_key(key)?;
+    let spec = cat.topic_cached(topic).await?;
+    let p = crate::partitioner::partition_for_key(key, spec.partitions);
+    let mut found: Vec<Message> = Vec::new();
+    for lane in 0..spec.lanes {
+        let newest = cat.store().lane_newest(topic, p, lane, KEY_SCAN).await?;
+        found.extend(
+            newest
+                .into_iter()
+                .filter(|m| m.key.as_deref() == Some(key))
+                .take(limit),
+        );
+    }
+    found.sort_by_key(|m| std::cmp::Reverse(m.id));
+    // A dead letter replayed to the topic is a second entry of one message.
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|m| seen.insert(m.message_id.clone()));
+    found.truncate(limit);
+    let mut out = Vec::with_capacity(found.len());
+    for m in found {
+        if let Some(s) = message_status(cat, topic, &m.message_id).await? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a message no longer in its lane was ever there: its id is
 /// before the lane's first entry (or the lane is empty now), so trimming
 /// can explain it. An id after the first entry that is not there never was.

@@ -1888,6 +1888,39 @@ fn message_show_says_where_a_message_stands_in_each_group() {
         assert_eq!(by_bare["message_id"], good.as_str());
     }
 
+    // By key: the key's messages, newest first, at most --limit.
+    let found = m
+        .run(&["message", "find", TOPIC, "--key", "tenant-0", "--json"])
+        .ok()
+        .json_lines();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["message_id"], bad.as_str());
+    assert_eq!(found[0]["groups"][0]["state"], "dead_lettered");
+    let mut later = Vec::new();
+    for n in 0..3 {
+        let data = format!(r#"{{"n":{n}}}"#);
+        let out = m.run(&["publish", TOPIC, &data, "--key", "tenant-1"]).ok();
+        later.push(out.stdout.trim().to_string());
+    }
+    let newest: Vec<String> = m
+        .run(&[
+            "message", "find", TOPIC, "--key", "tenant-1", "--limit", "2", "--json",
+        ])
+        .ok()
+        .json_lines()
+        .iter()
+        .map(|l| l["message_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(newest, [later[2].clone(), later[1].clone()]);
+    let table = m.run(&["message", "find", TOPIC, "--key", "tenant-1"]).ok();
+    assert_eq!(
+        table.stdout.lines().count(),
+        5,
+        "a header and four rows: {table:#?}"
+    );
+    let none = m.run(&["message", "find", TOPIC, "--key", "nobody"]).ok();
+    assert!(none.stdout.starts_with("no messages with key"), "{none:#?}");
+
     // Unknown: exit 1, "not found"; malformed: exit 2.
     let (p, _) = good.split_once(':').unwrap();
     let missing = m

@@ -66,6 +66,25 @@ impl Store<'_> {
         parse_entries(topic, partition, lane, v)
     }
 
+    /// Up to `count` of a lane stream's newest entries, newest first.
+    pub(crate) async fn lane_newest(
+        &self,
+        topic: &str,
+        partition: u32,
+        lane: u8,
+        count: usize,
+    ) -> Result<Vec<Message>> {
+        let v: Value = redis::cmd("XREVRANGE")
+            .arg(self.keys.stream(topic, partition, lane))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        parse_entries(topic, partition, lane, v)
+    }
+
     /// The id of a lane stream's first entry (`None` when it is empty).
     pub(crate) async fn lane_first_id(
         &self,

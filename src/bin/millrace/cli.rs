@@ -207,6 +207,23 @@ pub struct WorkerArgs {
 pub enum MessageCommand {
     /// Show a message and its state in every group: unread, in_flight, retrying, dead_lettered, done or gone
     Show(MessageShowArgs),
+    /// A key's newest messages, each with its state in every group
+    Find(MessageFindArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MessageFindArgs {
+    /// Topic name
+    pub topic: String,
+    /// The partition key
+    #[arg(long, value_name = "K")]
+    pub key: String,
+    /// Most messages shown, newest first
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+    /// Print one JSON object per message
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

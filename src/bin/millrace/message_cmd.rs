@@ -4,7 +4,7 @@
 use millrace::{Client, GroupState, MessageId, MessageState, MessageStatus, StreamId};
 use serde_json::{Value, json};
 
-use crate::cli::{Global, MessageCommand, MessageShowArgs};
+use crate::cli::{Global, MessageCommand, MessageFindArgs, MessageShowArgs};
 use crate::error::CliError;
 use crate::output::{Out, rfc3339_ms, table};
 use crate::tail_cmd::TailLine;
@@ -12,7 +12,62 @@ use crate::tail_cmd::TailLine;
 pub async fn run(global: &Global, cmd: MessageCommand, out: &mut Out) -> Result<(), CliError> {
     match cmd {
         MessageCommand::Show(args) => show(global, args, out).await,
+        MessageCommand::Find(args) => find_by_key(global, args, out).await,
     }
+}
+
+async fn find_by_key(
+    global: &Global,
+    args: MessageFindArgs,
+    out: &mut Out,
+) -> Result<(), CliError> {
+    millrace::keys::validate_topic(&args.topic)?;
+    millrace::envelope::validate_key(&args.key).map_err(|e| CliError::from(e).context("--key"))?;
+    if args.limit == 0 {
+        return Err(CliError::usage("--limit must be at least 1"));
+    }
+    let client = crate::connect(global).await?;
+    let found = client
+        .messages_by_key(&args.topic, &args.key, args.limit)
+        .await?;
+    if args.json {
+        for s in &found {
+            out.json_line(&as_json(s))?;
+        }
+        return Ok(());
+    }
+    if found.is_empty() {
+        return out.line(format_args!(
+            "no messages with key {:?} among the newest {} of each lane",
+            args.key,
+            millrace::KEY_SCAN
+        ));
+    }
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|s| {
+            let published = s
+                .message
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |m| rfc3339_ms(m.published_at_ms()));
+            let groups: Vec<String> = s
+                .groups
+                .iter()
+                .map(|g| format!("{}={}", g.group, g.state))
+                .collect();
+            vec![
+                s.message_id.to_string(),
+                published,
+                stored(s).to_string(),
+                if groups.is_empty() {
+                    "-".to_string()
+                } else {
+                    groups.join(" ")
+                },
+            ]
+        })
+        .collect();
+    out.line(table(&["MESSAGE", "PUBLISHED", "STORED", "GROUPS"], &rows))
 }
 
 /// The ids `text` may name: one for `P:L:ID` or `P:ID` (lane 0), or every
