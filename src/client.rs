@@ -342,6 +342,12 @@ impl Client {
         schema::set_mode(&self.catalog, topic, mode).await
     }
 
+    /// Drops `topic`'s own compatibility mode: it follows the default mode
+    /// ([`Client::default_schema_mode`]) again.
+    pub async fn clear_schema_mode(&self, topic: &str) -> Result<()> {
+        schema::clear_mode(&self.catalog, topic).await
+    }
+
     /// The compatibility mode of every subject that has no mode of its own
     /// (`BACKWARD` unless set).
     pub async fn default_schema_mode(&self) -> Result<CompatMode> {

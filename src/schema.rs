@@ -573,3 +573,10 @@ pub(crate) async fn set_mode(cat: &Catalog, topic: &str, mode: CompatMode) -> Re
     cat.topic_cached(topic).await?;
     cat.store().set_schema_mode(topic, mode.as_str()).await
 }
+
+/// Drops the compatibility mode of `topic`'s own subject: it follows the
+/// default mode again.
+pub(crate) async fn clear_mode(cat: &Catalog, topic: &str) -> Result<()> {
+    cat.topic_cached(topic).await?;
+    cat.store().clear_schema_mode(topic).await
+}

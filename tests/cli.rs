@@ -1723,6 +1723,11 @@ fn schema_commands_register_check_list_show_diff_and_mode() {
         "FULL_TRANSITIVE (schema optional)\n",
         "a topic's own mode wins"
     );
+    // Dropped, it follows the default again.
+    assert_eq!(
+        m.run(&["schema", "mode", TOPIC, "default"]).ok().stdout,
+        "FULL (schema optional)\n"
+    );
     m.run(&["schema", "default-mode", "SIDEWAYS"]).code(2);
 }
 

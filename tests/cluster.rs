@@ -214,7 +214,13 @@ async fn retries_dead_letters_and_delays_on_a_cluster() {
                 .delay(Duration::from_millis(50))
         })
         .collect();
-    c.publish_batch("jobs", recs).await.unwrap();
+    let receipts: Vec<millrace::Receipt> = c
+        .publish_batch("jobs", recs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     support::wait_until(Duration::from_secs(20), "all settled", || {
         let s = w.stats();
         async move { s.acked == 40 && s.dead_lettered == 10 }
@@ -225,6 +231,24 @@ async fn retries_dead_letters_and_delays_on_a_cluster() {
     let dead = c.dead_letters("jobs", Some("g"), 100).await.unwrap();
     assert_eq!(dead.len(), 10);
     assert!(dead.iter().all(|d| d.attempts == 2));
+    // Where each stands, read from every shard: named by the delayed
+    // token its publish returned, followed into its lane after promotion.
+    for (i, r) in receipts.iter().enumerate() {
+        let n = i as u32 + 1;
+        let s = c
+            .message_status("jobs", &r.message_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.message.as_ref().unwrap().decode::<u32>().unwrap(), n);
+        let want = if n.is_multiple_of(5) {
+            millrace::MessageState::DeadLettered
+        } else {
+            millrace::MessageState::Done
+        };
+        assert_eq!(s.groups.len(), 1);
+        assert_eq!(s.groups[0].state, want, "message {n}: {s:?}");
+    }
     let n = c
         .replay_dead_letters(
             "jobs",

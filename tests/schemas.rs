@@ -757,6 +757,9 @@ async fn the_default_mode_applies_to_subjects_without_their_own() {
         "{e}"
     );
     assert_eq!(c.register_schema("b", &v2).await.unwrap().version, 2);
+    // `b` dropping its own mode follows the default (FORWARD) too.
+    c.clear_schema_mode("b").await.unwrap();
+    assert_eq!(c.schema_mode("b").await.unwrap(), CompatMode::Forward);
     // The control: under the default set back, `a` takes it too.
     c.set_default_schema_mode(CompatMode::Backward)
         .await

@@ -199,6 +199,16 @@ impl Store<'_> {
         })
     }
 
+    /// Drops the subject's own compatibility mode.
+    pub(crate) async fn clear_schema_mode(&self, topic: &str) -> Result<()> {
+        let _: () = self
+            .conn
+            .clone()
+            .hdel(self.keys.schemas(topic), "mode")
+            .await?;
+        Ok(())
+    }
+
     /// Sets the subject's compatibility mode.
     pub(crate) async fn set_schema_mode(&self, topic: &str, mode: &str) -> Result<()> {
         let _: () = self

@@ -589,7 +589,9 @@ pub struct SchemaDiffArgs {
 pub struct SchemaModeArgs {
     /// Topic name
     pub topic: String,
-    /// NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL or FULL_TRANSITIVE
+    /// NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL or
+    /// FULL_TRANSITIVE; DEFAULT drops the topic's own mode, so it follows
+    /// `schema default-mode`
     pub mode: Option<String>,
     /// Also set whether publishes must match the schema: required or optional
     #[arg(long, value_name = "POLICY")]

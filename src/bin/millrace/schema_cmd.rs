@@ -243,9 +243,19 @@ async fn diff(global: &Global, args: SchemaDiffArgs, out: &mut Out) -> Result<()
 
 async fn mode(global: &Global, args: SchemaModeArgs, out: &mut Out) -> Result<(), CliError> {
     millrace::keys::validate_topic(&args.topic)?;
-    let wanted = args.mode.as_deref().map(mode_arg).transpose()?;
+    let to_default = args
+        .mode
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("default"));
+    let wanted = match &args.mode {
+        Some(_) if to_default => None,
+        m => m.as_deref().map(mode_arg).transpose()?,
+    };
     let policy = args.schema.as_deref().map(policy_arg).transpose()?;
     let client = crate::connect(global).await?;
+    if to_default {
+        client.clear_schema_mode(&args.topic).await?;
+    }
     if let Some(m) = wanted {
         client.set_schema_mode(&args.topic, m).await?;
     }
