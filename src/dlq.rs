@@ -157,7 +157,9 @@ pub(crate) async fn dead_letters(
     Ok(all)
 }
 
-async fn partition_dead_letters(
+/// Dead letters of one partition, oldest first, at least `limit` of them
+/// when there are (whole pages), optionally of one group.
+pub(crate) async fn partition_dead_letters(
     cat: &Catalog,
     topic: &str,
     p: u32,
@@ -224,7 +226,7 @@ fn addresses(letters: &[DeadLetter]) -> String {
 }
 
 /// Every dead letter of the message `id` (one per group that gave up on it).
-pub(crate) async fn dead_letters_of_message(
+async fn dead_letters_of_message(
     cat: &Catalog,
     topic: &str,
     partitions: u32,

@@ -25,7 +25,7 @@ use crate::envelope::{self, Event, Headers, encode_headers, validate_key};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::retry::{HEADER_MAX_ATTEMPTS, attempts_cap};
-use crate::schema::{Gate, HEADER_SCHEMA_VERSION, Seen};
+use crate::schema::{self, Gate, Seen};
 use crate::store::backend::Backend;
 use crate::store::keys::{KeySpace, validate_dedup_id};
 use crate::store::publish::{self, Due, Prepared, PublishStep, send, unique_nonce};
@@ -498,9 +498,7 @@ impl Producer {
             return Ok(());
         }
         if record.options.schema_version.is_none() && self.gate.lets_through(&spec.name) {
-            if !record.options.headers.is_empty() {
-                record.options.headers.remove(HEADER_SCHEMA_VERSION);
-            }
+            schema::drop_stamp(&mut record.options.headers);
             return Ok(());
         }
         Box::pin(self.stamp_checked(spec, record)).await
@@ -523,21 +521,18 @@ impl Producer {
     /// requires one or the record pins a version), sending nothing: for a
     /// caller that checks a whole batch before publishing any of it.
     pub async fn check(&self, topic: &str, record: &Record) -> Result<()> {
-        let spec = self.client.topic_cached(topic).await?;
-        let mut record = record.clone();
-        self.stamp(&spec, &mut record).await?;
-        prepare(
-            self.client.keys(),
-            self.client.scripts(),
-            &spec,
-            record,
-            &AtomicU64::new(0),
-            self.client.config().max_message_bytes,
-        )
-        .map(|_| ())
+        // Its own round robin: checking must not move where publishes go.
+        self.prepare(topic, record.clone(), &AtomicU64::new(0))
+            .await
+            .map(|_| ())
     }
 
-    async fn prepare(&self, topic: &str, mut record: Record) -> Result<Prepared> {
+    async fn prepare(
+        &self,
+        topic: &str,
+        mut record: Record,
+        round_robin: &AtomicU64,
+    ) -> Result<Prepared> {
         let spec = self.client.topic_cached(topic).await?;
         self.stamp(&spec, &mut record).await?;
         prepare(
@@ -545,14 +540,14 @@ impl Producer {
             self.client.scripts(),
             &spec,
             record,
-            &self.round_robin,
+            round_robin,
             self.client.config().max_message_bytes,
         )
     }
 
     /// Publishes one record to `topic`.
     pub async fn publish(&self, topic: &str, record: Record) -> Result<Receipt> {
-        let prepared = self.prepare(topic, record).await?;
+        let prepared = self.prepare(topic, record, &self.round_robin).await?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { prepared, reply })
@@ -627,9 +622,7 @@ impl Producer {
                         }
                         // A topic that lets unpinned records through.
                         None => {
-                            if !r.options.headers.is_empty() {
-                                r.options.headers.remove(HEADER_SCHEMA_VERSION);
-                            }
+                            schema::drop_stamp(&mut r.options.headers);
                             Ok(())
                         }
                     };

@@ -197,6 +197,14 @@ fn check_payload(
     check_value(topic, version, validator, &value)
 }
 
+/// Drops a `schema-version` header the caller set: only the producer
+/// stamps it, after checking.
+pub(crate) fn drop_stamp(headers: &mut Headers) {
+    if !headers.is_empty() {
+        headers.remove(HEADER_SCHEMA_VERSION);
+    }
+}
+
 /// What was read of a topic's schema at one time: its policy and one
 /// version's compiled validator (the latest, or a pinned one).
 pub(crate) struct Seen {
@@ -222,7 +230,7 @@ impl Seen {
         payload: &[u8],
         headers: &mut Headers,
     ) -> Result<()> {
-        headers.remove(HEADER_SCHEMA_VERSION);
+        drop_stamp(headers);
         if pinned.is_none() && self.policy == SchemaPolicy::Optional {
             return Ok(());
         }

@@ -206,6 +206,25 @@ pub(crate) fn group_state(group: &str, found: Found, facts: GroupFacts, now_ms: 
     s
 }
 
+/// What every message of one partition shares for a status: Redis's
+/// time, the topic's groups (sorted) and the partition's dead letters,
+/// read once however many of its messages are looked at.
+struct PartitionView {
+    now_ms: u64,
+    groups: Vec<String>,
+    dead: Vec<DeadLetter>,
+}
+
+async fn partition_view(cat: &Catalog, topic: &str, partition: u32) -> Result<PartitionView> {
+    let mut groups = cat.store().group_names(topic).await?;
+    groups.sort();
+    Ok(PartitionView {
+        now_ms: cat.redis_time_ms().await?,
+        groups,
+        dead: dlq::partition_dead_letters(cat, topic, partition, None, usize::MAX).await?,
+    })
+}
+
 /// Where message `id` of `topic` stands: `None` when no such message was
 /// ever there (or it was trimmed and no group remembers it).
 pub(crate) async fn message_status(
@@ -224,101 +243,79 @@ pub(crate) async fn message_status(
             ),
         ));
     }
+    let view = partition_view(cat, topic, id.partition()).await?;
+    status_in(cat, topic, id, &view).await
+}
+
+/// Where the message itself is: in its lane by its stream id, or a delayed
+/// one by its token (in the delayed set, or promoted: an entry whose `o` is
+/// the token, added at or after its due time).
+async fn locate(cat: &Catalog, topic: &str, id: &MessageId) -> Result<(Found, Option<Message>)> {
     let store = cat.store();
     let (p, lane) = (id.partition(), id.lane());
-    let now_ms = cat.redis_time_ms().await?;
-
-    // The message: in its lane by its stream id, or a delayed one by its
-    // token (in the delayed set, or promoted: an entry whose `o` is the
-    // token, added at or after its due time).
-    let (found, message) = match (id.stream_id(), id.due_ms()) {
-        (Some(sid), _) => match store.lane_entry(topic, p, lane, sid).await? {
-            Some(m) => (Found::Lane(sid), Some(m)),
-            None => (Found::Trimmed(sid), None),
-        },
-        (None, Some(due)) => {
-            let waiting = store
-                .delayed_due_at(topic, p, due)
-                .await?
-                .into_iter()
-                .find(|m| envelope::delayed_token(due, m) == id.first());
-            match waiting {
-                Some(member) => (
-                    Found::Delayed(due),
-                    Some(delayed_message(topic, id, &member)?),
-                ),
-                None => {
-                    let promoted = store
-                        .lane_entries_from(topic, p, lane, due)
-                        .await?
-                        .into_iter()
-                        .find(|m| m.message_id == *id);
-                    match promoted {
-                        Some(m) => (Found::Lane(m.id), Some(m)),
-                        None => (Found::Trimmed(StreamId { ms: due, seq: 0 }), None),
-                    }
-                }
-            }
+    let due = match (id.stream_id(), id.due_ms()) {
+        (Some(sid), _) => {
+            return Ok(match store.lane_entry(topic, p, lane, sid).await? {
+                Some(m) => (Found::Lane(sid), Some(m)),
+                None => (Found::Trimmed(sid), None),
+            });
         }
+        (None, Some(due)) => due,
         (None, None) => return Err(Error::invalid("message id", format!("{id}"))),
     };
+    let waiting = store
+        .delayed_due_at(topic, p, due)
+        .await?
+        .into_iter()
+        .find(|m| envelope::delayed_token(due, m) == id.first());
+    if let Some(member) = waiting {
+        return Ok((
+            Found::Delayed(due),
+            Some(delayed_message(topic, id, &member)?),
+        ));
+    }
+    let promoted = store
+        .lane_entries_from(topic, p, lane, due)
+        .await?
+        .into_iter()
+        .find(|m| m.message_id == *id);
+    Ok(match promoted {
+        Some(m) => (Found::Lane(m.id), Some(m)),
+        None => (Found::Trimmed(StreamId { ms: due, seq: 0 }), None),
+    })
+}
+
+/// The status of `id`, given what its partition shares.
+async fn status_in(
+    cat: &Catalog,
+    topic: &str,
+    id: &MessageId,
+    view: &PartitionView,
+) -> Result<Option<MessageStatus>> {
+    let (found, message) = locate(cat, topic, id).await?;
     if let Found::Trimmed(at) = found
         && !was_there(cat, topic, id, at).await?
     {
         return Ok(None);
     }
-
-    let dead = dlq::dead_letters_of_message(cat, topic, spec.partitions, id).await?;
-    let xinfo = store.lane_groups(topic, p, lane).await?;
-    let mut groups = Vec::new();
-    let mut names = store.group_names(topic).await?;
-    names.sort();
-    for group in names {
-        let mut facts = GroupFacts {
-            last_delivered: group::last_delivered(&xinfo, &group),
-            dead_letter: dead.iter().find(|d| d.group == group).cloned(),
+    let xinfo = cat
+        .store()
+        .lane_groups(topic, id.partition(), id.lane())
+        .await?;
+    let mut groups = Vec::with_capacity(view.groups.len());
+    for group in &view.groups {
+        let dead_letter = view
+            .dead
+            .iter()
+            .find(|d| d.group == *group && d.message_id == *id)
+            .cloned();
+        let facts = GroupFacts {
+            last_delivered: group::last_delivered(&xinfo, group),
+            dead_letter,
             ..GroupFacts::default()
         };
-        if let Found::Lane(sid) = found {
-            facts.pending = store
-                .pending_entry(topic, p, lane, &group, false, sid)
-                .await?;
-            if facts.pending.is_some() {
-                facts.failure = store
-                    .recorded_failures(topic, &group, p, &[sid])
-                    .await?
-                    .remove(&sid);
-            }
-        }
-        if facts.dead_letter.is_none() && facts.pending.is_none() {
-            facts.parked = store
-                .parked_retries(topic, p, &group)
-                .await?
-                .into_iter()
-                .find_map(|(member, due)| {
-                    let (l, attempt, origin) = envelope::retry_origin(&member)?;
-                    (l == lane && origin == id.first()).then_some((attempt, due))
-                });
-            if facts.parked.is_none() {
-                let readded = store
-                    .retry_stream_entries(topic, p, &group)
-                    .await?
-                    .into_iter()
-                    .find(|m| m.message_id == *id);
-                if let Some(m) = readded {
-                    let attempt = m
-                        .headers
-                        .get(envelope::meta::ATTEMPTS)
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(1);
-                    let pending = store
-                        .pending_entry(topic, p, lane, &group, true, m.id)
-                        .await?;
-                    facts.retry = Some((attempt, pending));
-                }
-            }
-        }
-        groups.push(group_state(&group, found, facts, now_ms));
+        let facts = group_facts(cat, topic, id, group, found, facts).await?;
+        groups.push(group_state(group, found, facts, view.now_ms));
     }
     Ok(Some(MessageStatus {
         message_id: id.clone(),
@@ -329,6 +326,63 @@ pub(crate) async fn message_status(
         },
         groups,
     }))
+}
+
+/// Completes one group's facts: the pending entry and recorded failure on
+/// the lane, else a parked or re-added retry (not looked for once the
+/// message is dead-lettered or pending there).
+async fn group_facts(
+    cat: &Catalog,
+    topic: &str,
+    id: &MessageId,
+    group: &str,
+    found: Found,
+    mut facts: GroupFacts,
+) -> Result<GroupFacts> {
+    let store = cat.store();
+    let (p, lane) = (id.partition(), id.lane());
+    if let Found::Lane(sid) = found {
+        facts.pending = store
+            .pending_entry(topic, p, lane, group, false, sid)
+            .await?;
+        if facts.pending.is_some() {
+            facts.failure = store
+                .recorded_failures(topic, group, p, &[sid])
+                .await?
+                .remove(&sid);
+        }
+    }
+    if facts.dead_letter.is_some() || facts.pending.is_some() {
+        return Ok(facts);
+    }
+    facts.parked = store
+        .parked_retries(topic, p, group)
+        .await?
+        .into_iter()
+        .find_map(|(member, due)| {
+            let (l, attempt, origin) = envelope::retry_origin(&member)?;
+            (l == lane && origin == id.first()).then_some((attempt, due))
+        });
+    if facts.parked.is_some() {
+        return Ok(facts);
+    }
+    let readded = store
+        .retry_stream_entries(topic, p, group)
+        .await?
+        .into_iter()
+        .find(|m| m.message_id == *id);
+    if let Some(m) = readded {
+        let attempt = m
+            .headers
+            .get(envelope::meta::ATTEMPTS)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1);
+        let pending = store
+            .pending_entry(topic, p, lane, group, true, m.id)
+            .await?;
+        facts.retry = Some((attempt, pending));
+    }
+    Ok(facts)
 }
 
 /// Newest entries of each lane that
@@ -362,9 +416,14 @@ pub(crate) async fn messages_by_key(
     let mut seen = std::collections::HashSet::new();
     found.retain(|m| seen.insert(m.message_id.clone()));
     found.truncate(limit);
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One partition: its time, groups and dead letters are read once.
+    let view = partition_view(cat, topic, p).await?;
     let mut out = Vec::with_capacity(found.len());
     for m in found {
-        if let Some(s) = message_status(cat, topic, &m.message_id).await? {
+        if let Some(s) = status_in(cat, topic, &m.message_id, &view).await? {
             out.push(s);
         }
     }

@@ -29,7 +29,33 @@ pub(crate) struct PendingEntry {
     pub deliveries: u64,
 }
 
+/// One `XRANGE` (or `XREVRANGE`, from `+` down) of a stream.
+#[derive(Clone, Copy)]
+struct Range<'a> {
+    command: &'static str,
+    from: &'a str,
+    to: &'a str,
+    count: Option<usize>,
+}
+
 impl Store<'_> {
+    /// The entries `r` names in the stream `key`, parsed as `topic`'s
+    /// partition `partition`, lane `lane`.
+    async fn range(
+        &self,
+        key: String,
+        r: Range<'_>,
+        (topic, partition, lane): (&str, u32, u8),
+    ) -> Result<Vec<Message>> {
+        let mut cmd = redis::cmd(r.command);
+        cmd.arg(key).arg(r.from).arg(r.to);
+        if let Some(n) = r.count {
+            cmd.arg("COUNT").arg(n);
+        }
+        let v: Value = cmd.query_async(&mut self.conn.clone()).await?;
+        parse_entries(topic, partition, lane, v)
+    }
+
     /// The entry with id `id` in a lane stream, if it is there.
     pub(crate) async fn lane_entry(
         &self,
@@ -38,16 +64,18 @@ impl Store<'_> {
         lane: u8,
         id: StreamId,
     ) -> Result<Option<Message>> {
-        let v: Value = redis::cmd("XRANGE")
-            .arg(self.keys.stream(topic, partition, lane))
-            .arg(id.to_string())
-            .arg(id.to_string())
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(parse_entries(topic, partition, lane, v)?.pop())
+        let id = id.to_string();
+        let r = Range {
+            command: "XRANGE",
+            from: &id,
+            to: &id,
+            count: None,
+        };
+        let key = self.keys.stream(topic, partition, lane);
+        Ok(self.range(key, r, (topic, partition, lane)).await?.pop())
     }
 
-    /// Up to [`SCAN`] entries of a lane stream from `from` on.
+    /// Up to [`SCAN`] entries of a lane stream from `from` (ms) on.
     pub(crate) async fn lane_entries_from(
         &self,
         topic: &str,
@@ -55,15 +83,15 @@ impl Store<'_> {
         lane: u8,
         from: u64,
     ) -> Result<Vec<Message>> {
-        let v: Value = redis::cmd("XRANGE")
-            .arg(self.keys.stream(topic, partition, lane))
-            .arg(from)
-            .arg("+")
-            .arg("COUNT")
-            .arg(SCAN)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        parse_entries(topic, partition, lane, v)
+        let from = from.to_string();
+        let r = Range {
+            command: "XRANGE",
+            from: &from,
+            to: "+",
+            count: Some(SCAN),
+        };
+        let key = self.keys.stream(topic, partition, lane);
+        self.range(key, r, (topic, partition, lane)).await
     }
 
     /// Up to `count` of a lane stream's newest entries, newest first.
@@ -74,15 +102,14 @@ impl Store<'_> {
         lane: u8,
         count: usize,
     ) -> Result<Vec<Message>> {
-        let v: Value = redis::cmd("XREVRANGE")
-            .arg(self.keys.stream(topic, partition, lane))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        parse_entries(topic, partition, lane, v)
+        let r = Range {
+            command: "XREVRANGE",
+            from: "+",
+            to: "-",
+            count: Some(count),
+        };
+        let key = self.keys.stream(topic, partition, lane);
+        self.range(key, r, (topic, partition, lane)).await
     }
 
     /// The id of a lane stream's first entry (`None` when it is empty).
@@ -92,17 +119,15 @@ impl Store<'_> {
         partition: u32,
         lane: u8,
     ) -> Result<Option<StreamId>> {
-        let v: Value = redis::cmd("XRANGE")
-            .arg(self.keys.stream(topic, partition, lane))
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(parse_entries(topic, partition, lane, v)?
-            .first()
-            .map(|m| m.id))
+        let r = Range {
+            command: "XRANGE",
+            from: "-",
+            to: "+",
+            count: Some(1),
+        };
+        let key = self.keys.stream(topic, partition, lane);
+        let first = self.range(key, r, (topic, partition, lane)).await?;
+        Ok(first.first().map(|m| m.id))
     }
 
     /// The `XINFO GROUPS` reply of a lane stream (`Nil` when the stream
@@ -186,15 +211,14 @@ impl Store<'_> {
         partition: u32,
         group: &str,
     ) -> Result<Vec<Message>> {
-        let v: Value = redis::cmd("XRANGE")
-            .arg(self.keys.retry_stream(topic, partition, group))
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(SCAN)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        parse_entries(topic, partition, 0, v)
+        let r = Range {
+            command: "XRANGE",
+            from: "-",
+            to: "+",
+            count: Some(SCAN),
+        };
+        let key = self.keys.retry_stream(topic, partition, group);
+        self.range(key, r, (topic, partition, 0)).await
     }
 
     /// The members of a partition's delayed set due exactly at `due_ms`.
