@@ -1,10 +1,35 @@
--- ack: acknowledge handled messages of a partition lane for a group, only
--- while the caller holds the partition's lease with this epoch (fencing: a
--- member that lost its lease cannot ack what is now another's).
--- KEYS[1] lease (hash: owner, epoch, expires ms)  KEYS[2] partition lane stream
--- ARGV[1] group  ARGV[2] member id  ARGV[3] epoch  ARGV[4..] message ids
+-- ack: acknowledge handled messages of a partition lane for a group, and keep
+-- what their handlers returned, in ordered mode only while the caller holds
+-- the partition's lease with this epoch (fencing: a member that lost its
+-- lease can neither ack nor answer for what is now another's). A result is
+-- written only with its own ack, so nothing is acked without its result and
+-- nothing has a result without its ack; an id some other member acked first
+-- keeps that member's result.
+-- KEYS[1] lease (hash: owner, epoch, expires ms; read only when ARGV[3] is not "")
+-- KEYS[2] partition lane stream (or the group's retry stream)
+-- KEYS[3..] result keys (hash), one per result below, in order
+-- ARGV[1] group  ARGV[2] member id  ARGV[3] epoch ("" in shared mode: no lease)
+-- ARGV[4] n, how many ids are acked without a result  ARGV[5..4+n] those ids
+-- then five per result: id, ttl ms (0: not kept), value (MessagePack),
+--   reply channel ("" for none), reply message
 -- Returns the number acked, or -1 when the lease is not the caller's (nothing acked).
 local now = clock_ms()
-if not lease_held(KEYS[1], ARGV[2], ARGV[3], now) then return -1 end
-if #ARGV < 4 then return 0 end
-return redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, 4))
+if ARGV[3] ~= '' and not lease_held(KEYS[1], ARGV[2], ARGV[3], now) then return -1 end
+local n = tonumber(ARGV[4])
+local acked = 0
+if n > 0 then acked = redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, 5, 4 + n)) end
+local i, k = 5 + n, 3
+while i + 4 <= #ARGV do
+  if redis.call('XACK', KEYS[2], ARGV[1], ARGV[i]) == 1 then
+    acked = acked + 1
+    local ttl = tonumber(ARGV[i + 1])
+    if ttl > 0 then
+      redis.call('DEL', KEYS[k])
+      redis.call('HSET', KEYS[k], 's', 'ok', 'v', ARGV[i + 2], 't', string.format('%d', now))
+      redis.call('PEXPIRE', KEYS[k], ttl)
+    end
+    if ARGV[i + 3] ~= '' then redis.call('PUBLISH', ARGV[i + 3], ARGV[i + 4]) end
+  end
+  i, k = i + 5, k + 1
+end
+return acked

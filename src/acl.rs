@@ -58,6 +58,7 @@ pub const COMMANDS: &[&str] = &[
     "zrange",
     "zrangebyscore",
     "zrem",
+    "zcount",
     // Strings and keys: dedup markers, pause flags, topic deletion.
     "get",
     "set",
@@ -68,6 +69,11 @@ pub const COMMANDS: &[&str] = &[
     "lpush",
     "ltrim",
     "blpop",
+    // Request-reply: workers publish replies (from their scripts), a
+    // requester subscribes to its own channel.
+    "publish",
+    "subscribe",
+    "unsubscribe",
 ];
 
 /// What a cluster needs in addition: redis-rs asks for the slot map.
@@ -76,19 +82,21 @@ pub const CLUSTER_COMMANDS: &[&str] = &["cluster|slots"];
 /// The ACL rule for a millrace user under `prefix`: its keys only
 /// (`~<prefix>:*`, since every key millrace writes starts with the prefix
 /// and a colon, and a prefix cannot contain one, so `mr` does not reach
-/// `mr2:*`), no Pub/Sub channels, and exactly [`COMMANDS`]. With `cluster`,
+/// `mr2:*`), the reply channels `<prefix>:reply:*` only, and exactly
+/// [`COMMANDS`]. With `cluster`,
 /// [`CLUSTER_COMMANDS`] too. A URL with a database number other than 0 also
 /// needs `+select`.
 ///
 /// ```
 /// let rule = millrace::acl::rule("mr", false);
-/// assert!(rule.starts_with("resetkeys ~mr:* resetchannels -@all +ping "));
+/// assert!(rule.starts_with("resetkeys ~mr:* resetchannels &mr:reply:* -@all +ping "));
 /// ```
 pub fn rule(prefix: &str, cluster: bool) -> String {
     let mut parts = vec![
         "resetkeys".to_string(),
         format!("~{prefix}:*"),
         "resetchannels".to_string(),
+        format!("&{prefix}:reply:*"),
         "-@all".to_string(),
     ];
     let extra: &[&str] = if cluster { CLUSTER_COMMANDS } else { &[] };
@@ -103,13 +111,15 @@ mod tests {
     #[test]
     fn the_rule_names_the_prefix_keys_and_every_command_once() {
         let r = rule("tenant-a", false);
-        assert!(r.starts_with("resetkeys ~tenant-a:* resetchannels -@all +ping +unwatch"));
+        assert!(r.starts_with(
+            "resetkeys ~tenant-a:* resetchannels &tenant-a:reply:* -@all +ping +unwatch"
+        ));
         let mut seen = std::collections::HashSet::new();
         for c in COMMANDS {
             assert!(seen.insert(c), "{c} twice");
             assert_eq!(c.to_ascii_lowercase(), **c);
         }
         assert!(!r.contains("+info"));
-        assert!(rule("mr", true).ends_with("+blpop +cluster|slots"));
+        assert!(rule("mr", true).ends_with("+unsubscribe +cluster|slots"));
     }
 }

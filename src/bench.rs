@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::client::Client;
-use crate::consumer::Worker;
+use crate::consumer::{Worker, WorkerHandle};
 use crate::error::{Error, Result};
 use crate::group::Mode;
 use crate::producer::{ProducerConfig, Record};
@@ -502,6 +502,64 @@ async fn latency(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<Ve
     Ok(samples)
 }
 
+/// A pricing worker for the request scenarios: answers each request with
+/// its payload's length.
+async fn responder(client: &Client, topic: &str, concurrency: usize) -> Result<WorkerHandle> {
+    fresh_topic(client, topic, 8).await?;
+    Worker::builder(client, "bench")
+        .start_at(StartAt::Latest)
+        .concurrency(concurrency)
+        .block(Duration::from_secs(1))
+        .handle_raw(topic, |m, _c| async move { Ok(m.payload.len() as u64) })
+        .start()
+        .await
+}
+
+/// One request and its reply.
+async fn ask(client: &Client, topic: &str, payload: &[u8]) -> Result<()> {
+    let _: crate::Reply<u64> = client
+        .request_record(topic, Record::raw(payload.to_vec()))
+        .group("bench")
+        .timeout(Duration::from_secs(30))
+        .await?;
+    Ok(())
+}
+
+/// Idle worker, one request at a time: request call → reply in hand (the
+/// result kept with the ack, the reply published by the ack script).
+async fn request_latency(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<Vec<f64>> {
+    let w = responder(client, "bench.request", 1).await?;
+    // Let the worker settle into its idle blocking read; the first request
+    // starts the client's reply listener.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ask(client, "bench.request", payload).await?;
+    let mut samples = Vec::with_capacity(o.latency_samples);
+    for _ in 0..o.latency_samples {
+        let sent = Instant::now();
+        ask(client, "bench.request", payload).await?;
+        samples.push(sent.elapsed().as_secs_f64() * 1e3);
+    }
+    w.shutdown().await?;
+    samples.sort_by(|a, b| a.total_cmp(b));
+    Ok(samples)
+}
+
+/// Requests answered per second with 100 in flight (a tenth of `n`).
+async fn request_throughput(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let w = responder(client, "bench.request.c100", 100).await?;
+    let n = (o.n / 10).max(100);
+    let started = Instant::now();
+    futures_util::stream::iter(0..n)
+        .map(|_| ask(client, "bench.request.c100", payload))
+        .buffer_unordered(100)
+        .try_for_each(|()| async { Ok(()) })
+        .await?;
+    let r = rate(n, started.elapsed());
+    w.shutdown().await?;
+    Ok(r)
+}
+
 /// Delayed messages: lateness after their due time.
 async fn delayed(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<Vec<f64>> {
     fresh_topic(client, "bench.delayed", o.partitions).await?;
@@ -747,6 +805,16 @@ pub async fn run(
         push("latency.p99", "ms", vec![percentile(&lat, 0.99)]);
         push("latency.p999", "ms", vec![percentile(&lat, 0.999)]);
     }
+    tracing::info!("bench: request-reply");
+    if o.selects("request.latency") {
+        let lat = request_latency(client, o, p).await?;
+        push("request.latency.p50", "ms", vec![percentile(&lat, 0.5)]);
+        push("request.latency.p99", "ms", vec![percentile(&lat, 0.99)]);
+    }
+    if o.selects("request.c100") {
+        let v = reps(o, || request_throughput(client, o, p)).await?;
+        push("request.c100", "msg/s", v);
+    }
     tracing::info!("bench: delayed");
     if o.selects("delayed") {
         let late = delayed(client, o, p).await?;
@@ -823,6 +891,21 @@ pub async fn run(
             value: checked / plain,
             unit: "share",
             samples: vec![checked / plain],
+            ratio_to_ceiling: None,
+            ratio_to_bullmq: None,
+        });
+    }
+    // A round trip against one way (publish → handler start), in this run.
+    if let (Some(round), Some(one_way)) = (
+        get(&figures, "request.latency.p50"),
+        get(&figures, "latency.p50"),
+    ) && one_way > 0.0
+    {
+        figures.push(Figure {
+            name: "request.latency.p50_per_one_way".to_string(),
+            value: round / one_way,
+            unit: "share",
+            samples: vec![round / one_way],
             ratio_to_ceiling: None,
             ratio_to_bullmq: None,
         });

@@ -19,6 +19,8 @@ use crate::group::{self, GroupInfo, ResetPlan, reset};
 use crate::id::MessageId;
 use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 use crate::reader::{Reader, StartAt};
+use crate::reply::KeptResult;
+use crate::request::{self, Request, Requester};
 use crate::schedule::{self, ScheduleSpec};
 use crate::schema::{self, Gate, SchemaVersion};
 use crate::status::{self, MessageStatus};
@@ -40,6 +42,7 @@ pub struct Client {
     catalog: Catalog,
     gate: Arc<Gate>,
     producer: Arc<OnceLock<Producer>>,
+    requester: Arc<Requester>,
 }
 
 impl std::fmt::Debug for Client {
@@ -59,6 +62,7 @@ impl Client {
             catalog: Catalog::new(Backend::connect(config).await?),
             gate: Arc::default(),
             producer: Arc::default(),
+            requester: Arc::default(),
         })
     }
 
@@ -100,6 +104,15 @@ impl Client {
     /// The topics and the backend under them, for the domain modules.
     pub(crate) fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// What a request needs: the catalog, the shared producer, the requester.
+    fn asking(&self) -> (Catalog, Producer, Arc<Requester>) {
+        (
+            self.catalog.clone(),
+            self.producer().clone(),
+            self.requester.clone(),
+        )
     }
 
     /// What this client's producers and workers check payloads against.
@@ -384,6 +397,55 @@ impl Client {
         id: &MessageId,
     ) -> Result<Option<MessageStatus>> {
         status::message_status(&self.catalog, topic, id).await
+    }
+
+    /// A request to `topic`: publishes `payload` (as MessagePack) for the
+    /// group named with [`Request::group`] and resolves with what that
+    /// group's handler returns ([`Reply`](crate::Reply)), its permanent failure
+    /// ([`Error::RequestFailed`](crate::Error::RequestFailed)), or
+    /// [`Error::RequestTimeout`](crate::Error::RequestTimeout). A group that
+    /// does not exist or has no live member fails at once with
+    /// [`Error::NoResponders`](crate::Error::NoResponders), before anything
+    /// is published. The reply type `T` is what the handler's result
+    /// decodes as (`serde_json::Value` takes anything).
+    pub fn request<P: serde::Serialize + ?Sized, T>(&self, topic: &str, payload: &P) -> Request<T> {
+        Request::new(self.asking(), topic, request::record_of(payload))
+    }
+
+    /// A request whose payload is `record` (raw bytes, or a record built
+    /// with [`Record::encode`]); its key, headers and lane are kept, a delay
+    /// is not allowed.
+    pub fn request_record<T>(&self, topic: &str, record: Record) -> Request<T> {
+        Request::new(self.asking(), topic, Ok(record))
+    }
+
+    /// Requests waiting for their reply in this client (its clones share them).
+    pub fn requests_in_flight(&self) -> usize {
+        self.requester.in_flight()
+    }
+
+    /// What `group`'s handler returned for message `id` of `topic`, while
+    /// the group keeps it (see
+    /// [`WorkerBuilder::result_ttl`](crate::WorkerBuilder::result_ttl)):
+    /// `None` when nothing is kept (no result, expired, or not handled yet).
+    pub async fn message_result(
+        &self,
+        topic: &str,
+        id: &MessageId,
+        group: &str,
+    ) -> Result<Option<KeptResult>> {
+        crate::store::keys::validate_name("group", group)?;
+        self.catalog.topic_cached(topic).await?;
+        self.catalog
+            .store()
+            .kept_result(crate::store::results::ResultOf {
+                topic,
+                partition: id.partition(),
+                group,
+                lane: id.lane(),
+                first: id.first(),
+            })
+            .await
     }
 
     /// The newest messages published with `key` to `topic` (at most

@@ -114,6 +114,47 @@ pub enum Error {
         /// The version asked for; `None` for the latest.
         version: Option<u32>,
     },
+    /// A request's group cannot answer: it does not exist on the topic, or
+    /// none of its members is alive. Raised before anything is published.
+    #[error("no responders for topic {topic}: {reason}")]
+    NoResponders {
+        /// The topic.
+        topic: String,
+        /// The group asked to answer.
+        group: String,
+        /// Why: `group G does not exist` or `group G has no live member`.
+        reason: String,
+    },
+    /// No reply came within the request's timeout (the request stays
+    /// published: a member may still handle it later).
+    #[error("no reply from group {group} of topic {topic} within {:?}{}", .timeout, .message_id.as_ref().map(|m| format!(" (message {m})")).unwrap_or_default())]
+    RequestTimeout {
+        /// The topic.
+        topic: String,
+        /// The group asked to answer.
+        group: String,
+        /// How long the requester waited.
+        timeout: std::time::Duration,
+        /// The request's message id, once it was published.
+        message_id: Option<String>,
+    },
+    /// The handler of a request failed for good (a permanent failure, or
+    /// out of attempts): the message was dead-lettered with this error.
+    #[error(
+        "group {group} of topic {topic} failed message {message_id} after {attempts} attempt(s): {error}"
+    )]
+    RequestFailed {
+        /// The topic.
+        topic: String,
+        /// The group that handled it.
+        group: String,
+        /// The request's message id.
+        message_id: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The handler's last error.
+        error: String,
+    },
     /// The topic exists with other settings.
     #[error("topic {name} exists with other settings: {differences}")]
     TopicConflict {

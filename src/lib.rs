@@ -34,6 +34,8 @@ pub mod partitioner;
 mod producer;
 mod rate_limit;
 mod reader;
+mod reply;
+mod request;
 mod retry;
 mod schedule;
 mod scheduler;
@@ -46,8 +48,8 @@ pub use client::Client;
 pub use compat::{CompatMode, Incompatibility};
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PREFIX, redact_url};
 pub use consumer::{
-    Context, HandlerError, LATENCY_BUCKETS, LatencyHistogram, Promoter, StatsSnapshot, Worker,
-    WorkerBuilder, WorkerHandle, WorkerSettings, WorkerStats,
+    Context, DEFAULT_RESULT_TTL, HandlerError, LATENCY_BUCKETS, LatencyHistogram, Promoter,
+    StatsSnapshot, Worker, WorkerBuilder, WorkerHandle, WorkerSettings, WorkerStats,
 };
 pub use dlq::{DeadLetter, ReplayTo, Selection};
 pub use envelope::{Event, Headers, Message, StreamId};
@@ -62,6 +64,8 @@ pub use producer::{
 };
 pub use rate_limit::RateLimit;
 pub use reader::{Reader, StartAt};
+pub use reply::{HEADER_CORRELATION, HEADER_REPLY_GROUP, HEADER_REPLY_TO, KeptResult};
+pub use request::{DEFAULT_REQUEST_TIMEOUT, Reply, Request};
 pub use retry::{Backoff, HEADER_MAX_ATTEMPTS, RetryPolicy};
 pub use schedule::{
     DEFAULT_RELOAD_INTERVAL, FIRE_DEDUP_TTL, HEADER_FIRE_TIME, HEADER_SCHEDULE, ScheduleSpec,

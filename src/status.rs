@@ -81,6 +81,12 @@ pub struct GroupState {
     pub dead_letter: Option<String>,
     /// Dead-lettered: when (ms since the epoch, Redis clock).
     pub failed_at_ms: Option<u64>,
+    /// Done: what the handler returned, as JSON, while the group keeps it
+    /// (see [`WorkerBuilder::result_ttl`](crate::WorkerBuilder::result_ttl)).
+    pub result: Option<serde_json::Value>,
+    /// Done: when it was acked with its result (ms since the epoch, Redis
+    /// clock), while the result is kept.
+    pub done_at_ms: Option<u64>,
 }
 
 /// Where a message stands: the message and its state in every group.
@@ -315,7 +321,21 @@ async fn status_in(
             ..GroupFacts::default()
         };
         let facts = group_facts(cat, topic, id, group, found, facts).await?;
-        groups.push(group_state(group, found, facts, view.now_ms));
+        let mut state = group_state(group, found, facts, view.now_ms);
+        if state.state == MessageState::Done {
+            let of = crate::store::results::ResultOf {
+                topic,
+                partition: id.partition(),
+                group,
+                lane: id.lane(),
+                first: id.first(),
+            };
+            if let Some(kept) = cat.store().kept_result(of).await? {
+                state.result = kept.json();
+                state.done_at_ms = Some(kept.at_ms);
+            }
+        }
+        groups.push(state);
     }
     Ok(Some(MessageStatus {
         message_id: id.clone(),

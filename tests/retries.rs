@@ -192,7 +192,7 @@ async fn a_failure_in_one_group_leaves_the_other_alone() {
         .retry(fixed(3, 20))
         .handle_raw("orders", move |_m, _c| {
             bc.fetch_add(1, Ordering::SeqCst);
-            async { Err(HandlerError::retry("smtp down")) }
+            async { Err::<(), _>(HandlerError::retry("smtp down")) }
         })
         .start()
         .await
@@ -291,7 +291,7 @@ async fn giving_up_on_a_dead_letter_view_entry_does_not_loop() {
         .unwrap();
     let failing = Worker::builder(&c, "g")
         .handle_raw("jobs", |_m, _c| async {
-            Err(HandlerError::permanent("bad job"))
+            Err::<(), _>(HandlerError::permanent("bad job"))
         })
         .start()
         .await
@@ -304,7 +304,7 @@ async fn giving_up_on_a_dead_letter_view_entry_does_not_loop() {
     let alerts = Worker::builder(&c, "alerts")
         .retry(fixed(2, 10))
         .handle_raw("jobs.dlq", |_m, _c| async {
-            Err(HandlerError::retry("alerting is down"))
+            Err::<(), _>(HandlerError::retry("alerting is down"))
         })
         .start()
         .await
@@ -340,7 +340,7 @@ async fn a_message_can_cap_its_own_attempts() {
                     let mut seen = seen.lock().unwrap();
                     let max = seen.entry(n).or_default();
                     *max = (*max).max(ctx.attempt);
-                    Err(HandlerError::retry("always"))
+                    Err::<(), _>(HandlerError::retry("always"))
                 }
             })
             .start()
@@ -421,7 +421,7 @@ async fn a_new_owner_continues_the_attempt_count_after_a_crash() {
                     .lock()
                     .unwrap()
                     .push((name.to_string(), ctx.attempt));
-                async { Err(HandlerError::retry("bank offline")) }
+                async { Err::<(), _>(HandlerError::retry("bank offline")) }
             })
     };
     let first = build("first").start().await.unwrap();
@@ -915,7 +915,7 @@ async fn a_group_can_consume_the_dead_letter_view_to_alert() {
         .unwrap();
     let failing = Worker::builder(&c, "billing")
         .handle_raw("orders", |_m, _c| async {
-            Err(HandlerError::permanent("card declined"))
+            Err::<(), _>(HandlerError::permanent("card declined"))
         })
         .start()
         .await

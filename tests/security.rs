@@ -692,6 +692,20 @@ async fn exercise_everything(c: &Client) {
     }
     assert_eq!(dead.len(), 2, "999 in both groups: {dead:?}");
     assert!(c.dead_letter(t, &dead[0].id).await.unwrap().is_some());
+    // A request and its reply (the reply channel, PUBLISH from ack.lua),
+    // and a request's failure (from dead_letter.lua).
+    let reply: millrace::Reply<()> = c.request(t, &7u32).group("ordered").await.unwrap();
+    assert!(
+        c.message_result(t, &reply.message_id, "ordered")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let failed = c.request::<_, ()>(t, &999u32).group("shared").await;
+    assert!(
+        matches!(&failed, Err(millrace::Error::RequestFailed { error, .. }) if error == "bad invoice"),
+        "{failed:?}"
+    );
     c.pause_group(t, "ordered").await.unwrap();
     assert!(c.is_group_paused(t, "ordered").await.unwrap());
     c.resume_group(t, "ordered").await.unwrap();
@@ -702,12 +716,12 @@ async fn exercise_everything(c: &Client) {
         .replay_dead_letters(t, &Selection::All, Some("shared"), ReplayTo::Group)
         .await
         .unwrap();
-    assert_eq!(replayed, 1);
+    assert_eq!(replayed, 2, "999 published, and requested");
     assert_eq!(
         c.purge_dead_letters(t, &Selection::All, None)
             .await
             .unwrap(),
-        1
+        2
     );
     let mut groups = c.list_groups(t).await.unwrap();
     groups.sort();

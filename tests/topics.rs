@@ -190,7 +190,7 @@ async fn deleting_a_dead_letter_view_is_refused_and_keeps_the_dead_letters() {
         .unwrap();
     let w = millrace::Worker::builder(&c, "billing")
         .handle_raw("orders", |_m, _c| async {
-            Err(millrace::HandlerError::permanent("card declined"))
+            Err::<(), _>(millrace::HandlerError::permanent("card declined"))
         })
         .start()
         .await

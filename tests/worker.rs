@@ -586,3 +586,202 @@ async fn config_errors_are_reported_before_connecting() {
         String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "DIR");
     insta::assert_snapshot!(err, @r#"error: DIR/bad.toml: consumers[0].handler.timeout: expected a duration such as 500ms, 30s, 5m, 2h; got "soon""#);
 }
+
+/// Runs `millrace request` against the setup's prefix: exit code, stdout, stderr.
+async fn request(s: &Setup, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "--redis",
+            &support::shared_url(),
+            "--prefix",
+            &s.prefix,
+            "request",
+        ])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// An HTTP endpoint that answers `{"echo": <body>}`.
+async fn echo_server() -> String {
+    let app = axum::Router::new().route(
+        "/quote",
+        axum::routing::post(|body: String| async move {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({ "echo": v }).to_string(),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/quote", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn millrace_request_gets_exec_and_http_results_failures_and_timeouts() {
+    let s = setup("request-cli", "quotes", 2).await;
+    s.client
+        .create_topic(&TopicSpec::new("hooks", 1).unwrap())
+        .await
+        .unwrap();
+    let script = s.script(
+        "price.sh",
+        r#"body=$(cat)
+case "$body" in
+  *bad*) echo "no price for it" >&2; exit 65;;
+  *flaky*) if [ "$MILLRACE_ATTEMPT" -lt 2 ]; then echo "try again" >&2; exit 1; fi;;
+  *slow*) sleep 2;;
+  *gate*) touch "$OUT.started"; while [ ! -e "$OUT.go" ]; do sleep 0.02; done;;
+esac
+echo "{\"attempt\": $MILLRACE_ATTEMPT, \"got\": $body}""#,
+    );
+    let url = echo_server().await;
+    let cfg = s.config(
+        "w.toml",
+        &format!(
+            "{}{}",
+            consumer(
+                "quotes",
+                "pricing",
+                &format!("exec = [\"{}\"]", script.display()),
+                &fast_retry(3)
+            ),
+            consumer("hooks", "web", &format!("http = \"{url}\""), "")
+        ),
+    );
+    let mut w = s.worker(&cfg);
+    // Wait for both groups to have a live member (a request before that
+    // is refused: no responders).
+    let c = s.client.clone();
+    support::wait_until(Duration::from_secs(20), "both groups up", || {
+        let c = c.clone();
+        async move {
+            let up = |t: &'static str, g: &'static str| {
+                let c = c.clone();
+                async move {
+                    c.describe_group(t, g)
+                        .await
+                        .is_ok_and(|i| !i.members.is_empty())
+                }
+            };
+            up("quotes", "pricing").await && up("hooks", "web").await
+        }
+    })
+    .await;
+
+    // An exec handler's stdout is the result.
+    let (code, out, err) = request(&s, &["quotes", r#"{"sku":"A"}"#, "--group", "pricing"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, r#"{"attempt":1,"got":{"sku":"A"}}"#);
+    let (code, out, _) = request(
+        &s,
+        &[
+            "quotes",
+            r#"{"sku":"B"}"#,
+            "--group",
+            "pricing",
+            "--key",
+            "B",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["result"]["got"]["sku"], "B");
+    assert_eq!(
+        (v["topic"].as_str(), v["group"].as_str()),
+        (Some("quotes"), Some("pricing"))
+    );
+    let id: millrace::MessageId = v["message_id"].as_str().unwrap().parse().unwrap();
+    let kept = s
+        .client
+        .message_result("quotes", &id, "pricing")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.json().unwrap()["got"]["sku"], "B");
+    // A retried handler answers once, with its final outcome.
+    let (code, out, _) = request(&s, &["quotes", r#""flaky""#, "--group", "pricing"]).await;
+    assert_eq!((code, out.as_str()), (0, r#"{"attempt":2,"got":"flaky"}"#));
+    // A permanent failure: exit 1 with the handler's error.
+    let (code, _, err) = request(&s, &["quotes", r#""bad""#, "--group", "pricing"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("failed message") && err.contains("no price for it"),
+        "{err}"
+    );
+    // No reply in time: exit 4.
+    let (code, _, err) = request(
+        &s,
+        &[
+            "quotes",
+            r#""slow""#,
+            "--group",
+            "pricing",
+            "--timeout",
+            "300ms",
+        ],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("no reply from group pricing"), "{err}");
+    // Nobody to answer: exit 1 at once.
+    let (code, _, err) = request(&s, &["quotes", "1", "--group", "nobody"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no responders") && err.contains("does not exist"),
+        "{err}"
+    );
+    // An http handler's JSON body is the result.
+    let (code, out, err) = request(&s, &["hooks", r#"{"n":7}"#, "--group", "web"]).await;
+    assert_eq!((code, out.as_str()), (0, r#"{"echo":{"n":7}}"#), "{err}");
+
+    // The worker is SIGKILLed right after it acked: the reply, published
+    // with the ack, still arrives.
+    let started = s.dir.path().join("out.txt.started");
+    let asking = {
+        let (prefix, url) = (s.prefix.clone(), support::shared_url());
+        tokio::process::Command::new(BIN)
+            .args(["--redis", &url, "--prefix", &prefix, "request"])
+            .args([
+                "quotes",
+                r#""gate""#,
+                "--group",
+                "pricing",
+                "--timeout",
+                "30s",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    until("the gated handler running", 20, || started.exists()).await;
+    std::fs::write(s.dir.path().join("out.txt.go"), "").unwrap();
+    let c = s.client.clone();
+    support::wait_until(Duration::from_secs(20), "the gated message acked", || {
+        let c = c.clone();
+        async move {
+            let p = c.describe_group("quotes", "pricing").await.unwrap();
+            p.pending == 0 && p.lag == 0
+        }
+    })
+    .await;
+    w.kill().unwrap();
+    let answered = asking.wait_with_output().await.unwrap();
+    assert!(answered.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&answered.stdout).trim(),
+        r#"{"attempt":1,"got":"gate"}"#
+    );
+    let _ = w.wait();
+}

@@ -54,8 +54,13 @@ pub struct Context {
 
 pub use crate::retry::HandlerError;
 
+/// What a raw handler returns on success: its result as MessagePack, kept
+/// with the ack for the group's `result_ttl` and sent to a requester, or
+/// `None` for no result.
+pub type HandlerOutput = Option<Vec<u8>>;
+
 /// A handler's future.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<HandlerOutput, HandlerError>> + Send>>;
 
 /// A handler of raw messages, as the worker stores them.
 pub type RawHandler = Arc<dyn Fn(Message, Context) -> HandlerFuture + Send + Sync>;

@@ -69,7 +69,12 @@ pub struct WorkerSettings {
     /// Check each message against its topic's schema before the handler
     /// runs (see [`WorkerBuilder::validate_schema`]).
     pub validate_schema: bool,
+    /// How long a handler's result is kept (see [`WorkerBuilder::result_ttl`]).
+    pub result_ttl: Duration,
 }
+
+/// How long a handler's result is kept by default: five minutes.
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(300);
 
 /// Upper bounds (seconds) of the handler latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 13] = [
@@ -229,6 +234,7 @@ impl WorkerBuilder {
                 retry: crate::retry::RetryPolicy::default(),
                 rate_limit: None,
                 validate_schema: false,
+                result_ttl: DEFAULT_RESULT_TTL,
             },
             handlers: Vec::new(),
             error,
@@ -330,33 +336,54 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long the group keeps what a handler returns, beside the message
+    /// (default 5 minutes; zero keeps nothing). The result is written with
+    /// the message's ack, in the same script: `message show` shows it, and
+    /// a late or repeated wait for a request's reply reads it. A request's
+    /// reply is sent even when nothing is kept.
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.result_ttl = ttl;
+        self
+    }
+
     /// Handles typed events of `E::TOPIC`. A payload that does not decode as
     /// `E` is a permanent failure.
-    pub fn handle<E, F, Fut>(mut self, f: F) -> Self
+    ///
+    /// The handler's `Ok` value is its result (any `Serialize` type; `()`
+    /// for none): kept with the ack for the [`result_ttl`](Self::result_ttl)
+    /// and sent back to a [request](Client::request)'s requester.
+    pub fn handle<E, O, F, Fut>(mut self, f: F) -> Self
     where
         E: Event + 'static,
+        O: Serialize + 'static,
         F: Fn(E, Context) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
         let f = Arc::new(f);
         let handler: RawHandler = Arc::new(move |msg: Message, ctx: Context| {
             let f = f.clone();
             Box::pin(async move {
                 let event: E = msg.decode().map_err(HandlerError::permanent)?;
-                f(event, ctx).await
+                crate::reply::encode_output(&f(event, ctx).await?)
             })
         });
         self.handlers.push((E::TOPIC.to_string(), handler));
         self
     }
 
-    /// Handles raw messages of `topic`.
-    pub fn handle_raw<F, Fut>(mut self, topic: &str, f: F) -> Self
+    /// Handles raw messages of `topic`; the `Ok` value is the result, as
+    /// for [`handle`](Self::handle).
+    pub fn handle_raw<O, F, Fut>(mut self, topic: &str, f: F) -> Self
     where
+        O: Serialize + 'static,
         F: Fn(Message, Context) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
-        let handler: RawHandler = Arc::new(move |msg, ctx| Box::pin(f(msg, ctx)));
+        let f = Arc::new(f);
+        let handler: RawHandler = Arc::new(move |msg, ctx| {
+            let f = f.clone();
+            Box::pin(async move { crate::reply::encode_output(&f(msg, ctx).await?) })
+        });
         self.handlers.push((topic.to_string(), handler));
         self
     }

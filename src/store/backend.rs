@@ -27,6 +27,7 @@ struct Parts {
     keys: KeySpace,
     scripts: Scripts,
     info: ServerInfo,
+    subscriber: redis::Client,
 }
 
 impl Backend {
@@ -36,6 +37,7 @@ impl Backend {
             mut conn,
             pool,
             info,
+            subscriber,
         } = conn::connect(&config).await?;
         let scripts = Scripts::new();
         conn::load_scripts(&scripts, &mut conn).await?;
@@ -48,6 +50,7 @@ impl Backend {
                 pool,
                 scripts,
                 info,
+                subscriber,
             }),
         })
     }
@@ -70,6 +73,25 @@ impl Backend {
     /// The script registry.
     pub(crate) fn scripts(&self) -> &Scripts {
         &self.parts.scripts
+    }
+
+    /// A new Pub/Sub connection subscribed to `channel`, split into the
+    /// side that sends (pings) and the stream of messages.
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+        let connect = self.parts.subscriber.get_async_pubsub();
+        let mut pubsub = tokio::time::timeout(self.parts.config.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                crate::error::Error::from(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting for replies timed out",
+                )))
+            })??;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub.split())
     }
 
     /// A clone of the multiplexed connection.

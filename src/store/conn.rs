@@ -476,6 +476,10 @@ pub(crate) struct Connected {
     pub conn: Conn,
     pub pool: BlockingPool,
     pub info: ServerInfo,
+    /// For Pub/Sub connections (a requester's replies): the first URL's
+    /// server. On a cluster any node will do: classic Pub/Sub messages
+    /// reach every node.
+    pub subscriber: redis::Client,
 }
 
 /// Connects, checks the server, picks single or cluster, and builds the pool.
@@ -535,6 +539,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             conn,
             pool: BlockingPool::Cluster(pool),
             info,
+            subscriber: client,
         })
     } else {
         let manager_cfg = ConnectionManagerConfig::new()
@@ -564,6 +569,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
                 conn,
                 pool: BlockingPool::Direct(pool),
                 info,
+                subscriber: client,
             });
         }
         let blocking_cfg = AsyncConnectionConfig::new()
@@ -584,6 +590,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             conn,
             pool: BlockingPool::Single(pool),
             info,
+            subscriber: client,
         })
     }
 }

@@ -223,6 +223,26 @@ impl KeySpace {
         self.part(topic, p, &[":g:", group, ":rs"])
     }
 
+    /// Group `group`'s kept result of the message `<lane>:<first id>` of
+    /// partition `p` (hash with a TTL: `s` ok|failed, `v` the value as
+    /// MessagePack, `e` the error, `a` attempts, `d` the dead-letter id,
+    /// `t` when, Redis ms).
+    pub fn result(&self, topic: &str, p: u32, group: &str, lane: u8, first: &str) -> String {
+        let mut digits = itoa::Buffer::new();
+        self.part(
+            topic,
+            p,
+            &[":g:", group, ":r:", digits.format(lane), ":", first],
+        )
+    }
+
+    /// The Pub/Sub channel a requester's replies arrive on. Not a key:
+    /// classic Pub/Sub reaches every node of a cluster, so a script in any
+    /// slot may publish to it.
+    pub fn reply_channel(&self, requester: &str) -> String {
+        format!("{}:reply:{requester}", self.prefix)
+    }
+
     /// Wakes promoters of partition `p` when something was scheduled there.
     pub fn wake(&self, topic: &str, p: u32) -> String {
         self.part(topic, p, &[":wake"])
@@ -306,6 +326,11 @@ impl KeySpace {
                 self.attempts(topic, p, group),
                 "hash",
                 "group failed attempts per id",
+            ));
+            out.push((
+                self.result(topic, p, group, 0, "1733310000000-0"),
+                "hash+ttl",
+                "group result of a message (kept result_ttl)",
             ));
             out.push((
                 self.lease(topic, p, group),

@@ -27,6 +27,7 @@ pub(crate) mod membership;
 pub(crate) mod promote;
 pub(crate) mod publish;
 pub(crate) mod resp;
+pub(crate) mod results;
 pub(crate) mod schedules;
 pub(crate) mod schemas;
 pub(crate) mod scripts;

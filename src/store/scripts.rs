@@ -145,6 +145,7 @@ scripts! {
     schema_register => "schema_register" [],
     schema_gate => "schema_gate" [],
     schema_policy => "schema_policy" [],
+    responders => "responders" ["clock"],
 }
 
 /// Which of millrace's scripts, at which line, ran the command an ACL

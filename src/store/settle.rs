@@ -30,7 +30,37 @@ pub(crate) struct AckBatch<'a> {
     pub partition: u32,
     pub source: Source,
     pub epoch: u64,
+    /// Acked without a result.
     pub ids: &'a [StreamId],
+    /// Acked with the result their handler returned (or a request's reply).
+    pub answers: &'a [&'a Answer],
+}
+
+/// What a handler returned for a delivery, to keep with its ack and, for a
+/// request, to send to the requester.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// The delivery to ack.
+    pub id: StreamId,
+    /// The message's lane and first id (its identity: where the result is kept).
+    pub lane: u8,
+    pub origin: String,
+    /// How long the result is kept (ms); 0 keeps none.
+    pub ttl_ms: u64,
+    /// The result as MessagePack.
+    pub value: Vec<u8>,
+    /// The requester to publish `reply` to, if it is a request.
+    pub requester: Option<String>,
+    /// The reply message (`crate::reply::ReplyWire`), empty without a requester.
+    pub reply: Vec<u8>,
+}
+
+/// A request's failure, kept and sent with its dead-lettering.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FailedReply<'a> {
+    pub ttl_ms: u64,
+    pub requester: &'a str,
+    pub reply: &'a [u8],
 }
 
 /// A failed attempt to record (ordered mode), so a new owner continues the
@@ -101,6 +131,8 @@ pub(crate) struct DeadLetter<'a> {
     pub origin: &'a str,
     pub attempts: u32,
     pub error: &'a str,
+    /// A request's failure to keep and send.
+    pub reply: Option<FailedReply<'a>>,
 }
 
 impl Store<'_> {
@@ -115,22 +147,16 @@ impl Store<'_> {
         let mut cmds = Vec::with_capacity(batches.len());
         for b in batches {
             let stream = self.stream(of.topic, b.partition, of.group, b.source);
-            let mut cmd = if of.fenced {
-                let lease = self.keys.lease(of.topic, b.partition, of.group);
-                let mut cmd = self
-                    .scripts
-                    .ack
-                    .cmd(&[&lease, &stream], &[of.group, of.member][..]);
-                cmd.arg(b.epoch);
-                cmd
+            let cmd = if of.fenced || !b.answers.is_empty() {
+                self.ack_script(of, b, &stream)
             } else {
                 let mut cmd = redis::cmd("XACK");
                 cmd.arg(&stream).arg(of.group);
+                for id in b.ids {
+                    cmd.arg(id);
+                }
                 cmd
             };
-            for id in b.ids {
-                cmd.arg(id);
-            }
             cmds.push((b.partition, cmd));
         }
         self.query_per_partition(cmds)
@@ -145,6 +171,45 @@ impl Store<'_> {
                 })
             })
             .collect()
+    }
+
+    /// `lua/ack.lua` for one batch: fenced by the lease in ordered mode,
+    /// and writing the batch's results with their acks.
+    fn ack_script(&self, of: AckOf<'_>, b: &AckBatch<'_>, stream: &str) -> redis::Cmd {
+        let lease = self.keys.lease(of.topic, b.partition, of.group);
+        let results: Vec<String> = b
+            .answers
+            .iter()
+            .map(|a| {
+                self.keys
+                    .result(of.topic, b.partition, of.group, a.lane, &a.origin)
+            })
+            .collect();
+        let mut keys: Vec<&str> = vec![&lease, stream];
+        keys.extend(results.iter().map(String::as_str));
+        let mut cmd = self.scripts.ack.cmd(&keys, &[of.group, of.member][..]);
+        if of.fenced {
+            cmd.arg(b.epoch);
+        } else {
+            cmd.arg("");
+        }
+        cmd.arg(b.ids.len());
+        for id in b.ids {
+            cmd.arg(id);
+        }
+        for a in b.answers {
+            let channel = a
+                .requester
+                .as_deref()
+                .map(|r| self.keys.reply_channel(r))
+                .unwrap_or_default();
+            cmd.arg(a.id)
+                .arg(a.ttl_ms)
+                .arg(&a.value)
+                .arg(channel)
+                .arg(&a.reply);
+        }
+        cmd
     }
 
     /// Forgets the recorded failures of messages that finally succeeded,
@@ -263,7 +328,9 @@ impl Store<'_> {
             d.lane.to_string(),
             d.attempts.to_string(),
         );
-        let args: [&[u8]; 13] = [
+        let mut keys: Vec<String> = vec![lease, source, dlq, attempts_key];
+        let (ttl, channel);
+        let mut args: Vec<&[u8]> = vec![
             d.group.as_bytes(),
             member.as_bytes(),
             epoch.as_bytes(),
@@ -278,13 +345,21 @@ impl Store<'_> {
             n.as_bytes(),
             d.error.as_bytes(),
         ];
-        let v = self
-            .eval(
-                &self.scripts.dead_letter,
-                &[&lease, &source, &dlq, &attempts_key],
-                &args,
-            )
-            .await?;
+        if let Some(r) = &d.reply {
+            keys.push(
+                self.keys
+                    .result(d.topic, d.partition, d.group, d.lane, d.origin),
+            );
+            ttl = r.ttl_ms.to_string();
+            channel = if r.requester.is_empty() {
+                String::new()
+            } else {
+                self.keys.reply_channel(r.requester)
+            };
+            args.extend([ttl.as_bytes(), channel.as_bytes(), r.reply]);
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let v = self.eval(&self.scripts.dead_letter, &keys, &args).await?;
         Ok(match v {
             Value::Int(-1) => Guarded::LeaseLost,
             other => Guarded::Done(redis::from_redis_value(other).unwrap_or_default()),

@@ -147,6 +147,8 @@ pub enum Command {
     /// Register, check, list and show a topic's JSON Schemas; set its compatibility mode
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Publish a request and wait for a group's reply: what its handler returned
+    Request(RequestArgs),
     /// Where a message stands in every group of its topic
     #[command(subcommand)]
     Message(MessageCommand),
@@ -349,6 +351,33 @@ pub struct PublishArgs {
     )]
     pub jsonl: bool,
     /// Print the receipt (or the count, with --jsonl) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Topic to send the request to
+    pub topic: String,
+    /// The payload as JSON text, or - to read it from stdin
+    #[arg(value_name = "DATA")]
+    pub data: String,
+    /// The group whose handler answers
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// How long to wait for the reply (exit 4 when none came)
+    #[arg(long, value_name = "DUR", default_value = "5s")]
+    pub timeout: String,
+    /// Partition key
+    #[arg(long, value_name = "K")]
+    pub key: Option<String>,
+    /// A header, as name=value (repeatable)
+    #[arg(long = "header", value_name = "K=V")]
+    pub headers: Vec<String>,
+    /// Priority lane (0 is the most urgent)
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u8>,
+    /// Print {"topic", "group", "message_id", "result"} as JSON
     #[arg(long)]
     pub json: bool,
 }

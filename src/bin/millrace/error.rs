@@ -14,6 +14,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
 /// Exit code: anything else.
 pub const EXIT_OTHER: u8 = 1;
+/// A request got no reply within its timeout.
+pub const EXIT_TIMEOUT: u8 = 4;
 
 /// A failed command: what to tell the user and how to exit.
 #[derive(Debug)]
@@ -73,6 +75,8 @@ impl From<millrace::Error> for CliError {
             EXIT_UNREACHABLE
         } else if e.is_invalid_input() {
             EXIT_USAGE
+        } else if matches!(e, millrace::Error::RequestTimeout { .. }) {
+            EXIT_TIMEOUT
         } else if matches!(e, millrace::Error::GroupHasMembers { .. }) {
             // A refused request (`group reset` without --force), like a
             // conflicting `topic create`: exit 2.
@@ -91,6 +95,16 @@ impl From<millrace::Error> for CliError {
             millrace::Error::GroupNotFound { topic, .. } => {
                 err.hint(format!("`millrace group list {topic}` shows its groups"))
             }
+            millrace::Error::NoResponders { topic, group, .. } => err.hint(format!(
+                "start a worker of group {group} on {topic}; `millrace group list {topic}` shows its groups"
+            )),
+            millrace::Error::RequestTimeout {
+                topic,
+                message_id: Some(id),
+                ..
+            } => err.hint(format!(
+                "the request stays published; `millrace message show {topic} {id}` shows where it stands"
+            )),
             millrace::Error::GroupHasMembers { topic, group, .. } => err.hint(format!(
                 "`millrace group describe {topic} {group}` shows them; \
                  --force resets anyway (they carry on from the new position)"

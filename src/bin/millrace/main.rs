@@ -18,6 +18,7 @@ mod jsonl;
 mod message_cmd;
 mod output;
 mod publish_cmd;
+mod request_cmd;
 mod schedule_cmd;
 mod schema_cmd;
 mod tail_cmd;
@@ -99,6 +100,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Dlq(cmd) => dlq_cmd::run(global, cmd, out).await,
         Command::Schema(cmd) => schema_cmd::run(global, cmd, out).await,
         Command::Message(cmd) => message_cmd::run(global, cmd, out).await,
+        Command::Request(args) => request_cmd::run(global, args, out).await,
         Command::Schedule(cmd) => schedule_cmd::run(global, cmd, out).await,
         Command::Scheduler => schedule_cmd::scheduler(global).await,
         Command::Demo => demo::run(global, out).await,

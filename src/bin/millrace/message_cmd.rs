@@ -208,6 +208,10 @@ fn detail(g: &GroupState) -> String {
             at(g.failed_at_ms)
         ),
         MessageState::Unread if g.due_ms.is_some() => format!("delayed until {}", at(g.due_ms)),
+        MessageState::Done => match &g.result {
+            Some(r) => format!("{}, result {r}", at(g.done_at_ms)),
+            None => "-".to_string(),
+        },
         _ => "-".to_string(),
     }
 }
@@ -279,5 +283,11 @@ mod tests {
         );
         g.state = MessageState::Done;
         assert_eq!(detail(&g), "-");
+        g.result = Some(serde_json::json!({"cents": 1200}));
+        g.done_at_ms = Some(0);
+        assert_eq!(
+            detail(&g),
+            "1970-01-01T00:00:00.000Z, result {\"cents\":1200}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::duration::Doubling;
 use crate::envelope::StreamId;
 use crate::error::Result;
 use crate::store::Guarded;
-use crate::store::settle::{AckBatch, AckOf};
+use crate::store::settle::{AckBatch, AckOf, Answer};
 
 /// The stream (a partition's lane or retry stream) and epoch a group of
 /// acks is for.
@@ -27,11 +27,13 @@ struct AckKey {
     epoch: u64,
 }
 
-/// An id to ack, and whether failures were recorded for it.
-#[derive(Clone, Copy, Debug)]
+/// An id to ack, whether failures were recorded for it, and the result
+/// to keep with it.
+#[derive(Clone, Debug)]
 struct ToAck {
     id: StreamId,
     clear_attempts: bool,
+    answer: Option<Arc<Answer>>,
 }
 
 /// The ids to ack of one stream at one epoch.
@@ -75,6 +77,7 @@ impl<D: Discipline> Rt<D> {
                 groups.entry(key).or_default().push(ToAck {
                     id: d.id,
                     clear_attempts: a.clear_attempts,
+                    answer: a.answer.map(|b| Arc::new(*b)),
                 });
             }
             let all: Vec<AckGroup> = groups
@@ -112,16 +115,28 @@ impl<D: Discipline> Rt<D> {
         let (topic, group) = (&self.spec.name, &self.s.group);
         let ids: Vec<Vec<StreamId>> = groups
             .iter()
-            .map(|g| g.ids.iter().map(|a| a.id).collect())
+            .map(|g| {
+                g.ids
+                    .iter()
+                    .filter(|a| a.answer.is_none())
+                    .map(|a| a.id)
+                    .collect()
+            })
+            .collect();
+        let answers: Vec<Vec<&Answer>> = groups
+            .iter()
+            .map(|g| g.ids.iter().filter_map(|a| a.answer.as_deref()).collect())
             .collect();
         let batches: Vec<AckBatch> = groups
             .iter()
             .zip(&ids)
-            .map(|(g, ids)| AckBatch {
+            .zip(&answers)
+            .map(|((g, ids), answers)| AckBatch {
                 partition: g.key.partition,
                 source: Self::source(g.key.src),
                 epoch: g.key.epoch,
                 ids,
+                answers,
             })
             .collect();
         let of = AckOf {

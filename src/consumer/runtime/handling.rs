@@ -20,8 +20,9 @@ use crate::consumer::dispatch::KeyOrder;
 use crate::consumer::handler::Context;
 use crate::envelope::{Message, encode_headers, encode_retry};
 use crate::error::Result;
+use crate::reply::{NIL, Outcome as ReplyOutcome, ReplyTo, ReplyWire};
 use crate::retry::{Decision, HEADER_MAX_ATTEMPTS, jitter_unit};
-use crate::store::settle::{DeadLetter, Failure, RetryLater};
+use crate::store::settle::{Answer, DeadLetter, FailedReply, Failure, RetryLater};
 use crate::store::{Guarded, Holder};
 
 /// How a message's handling ended.
@@ -272,11 +273,12 @@ impl<D: Discipline> Rt<D> {
             };
             self.stats.latency.record(started.elapsed());
             let error = match outcome {
-                Ok(Ok(())) => {
+                Ok(Ok(output)) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
                     let _ = ack_tx.send(AckReq {
                         delivery: d.id(),
                         clear_attempts: attempt > d.attempt || d.last_error.is_some(),
+                        answer: self.answer(msg, output),
                     });
                     return Outcome::Acked;
                 }
@@ -311,6 +313,7 @@ impl<D: Discipline> Rt<D> {
                     let _ = ack_tx.send(AckReq {
                         delivery: d.id(),
                         clear_attempts: attempt > d.attempt || d.last_error.is_some(),
+                        answer: None,
                     });
                     return Outcome::Acked;
                 }
@@ -325,6 +328,39 @@ impl<D: Discipline> Rt<D> {
         }
     }
 
+    /// What to keep with the ack of a message whose handler returned
+    /// `output`: its result (unless the group keeps none), and for a
+    /// request to this group, the reply.
+    fn answer(&self, msg: &Message, output: Option<Vec<u8>>) -> Option<Box<Answer>> {
+        let reply = ReplyTo::of(&msg.headers).filter(|r| r.group == self.s.group);
+        let ttl_ms = u64::try_from(self.s.result_ttl.as_millis()).unwrap_or(u64::MAX);
+        if reply.is_none() && (output.is_none() || ttl_ms == 0) {
+            return None;
+        }
+        let value = output.unwrap_or_else(|| NIL.to_vec());
+        let (requester, reply) = match reply {
+            Some(r) => {
+                let wire = ReplyWire {
+                    correlation: r.correlation,
+                    group: self.s.group.clone(),
+                    message_id: msg.message_id.to_string(),
+                    outcome: ReplyOutcome::Ok(value.clone()),
+                };
+                (Some(r.requester), wire.encode())
+            }
+            None => (None, Vec::new()),
+        };
+        Some(Box::new(Answer {
+            id: msg.id,
+            lane: msg.lane,
+            origin: msg.message_id.first().to_string(),
+            ttl_ms,
+            value,
+            requester,
+            reply,
+        }))
+    }
+
     /// Moves the message to the dead-letter queue with its ack.
     async fn dead_letter(&self, d: &Delivery, attempts: u32, error: &str) -> Outcome {
         let (topic, group) = (&self.spec.name, &self.s.group);
@@ -335,6 +371,24 @@ impl<D: Discipline> Rt<D> {
             epoch: d.epoch,
         });
         let origin = d.msg.message_id.first();
+        let reply = ReplyTo::of(&d.msg.headers).filter(|r| r.group == *group);
+        let wire = reply.as_ref().map(|r| {
+            ReplyWire {
+                correlation: r.correlation,
+                group: group.clone(),
+                message_id: d.msg.message_id.to_string(),
+                outcome: ReplyOutcome::Failed(error.to_string(), attempts),
+            }
+            .encode()
+        });
+        let failed_reply = reply
+            .as_ref()
+            .zip(wire.as_deref())
+            .map(|(r, wire)| FailedReply {
+                ttl_ms: u64::try_from(self.s.result_ttl.as_millis()).unwrap_or(u64::MAX),
+                requester: &r.requester,
+                reply: wire,
+            });
         let r = self
             .catalog
             .store()
@@ -352,6 +406,7 @@ impl<D: Discipline> Rt<D> {
                 origin,
                 attempts,
                 error,
+                reply: failed_reply,
             })
             .await;
         match r {

@@ -115,6 +115,8 @@ struct AckReq {
     delivery: DeliveryId,
     /// Failed attempts were recorded for it: clear them once acked.
     clear_attempts: bool,
+    /// The handler's result to keep with the ack (and a request's reply).
+    answer: Option<Box<crate::store::settle::Answer>>,
 }
 
 /// Topic, group and member names, shared by every message's `Context`.

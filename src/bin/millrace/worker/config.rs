@@ -60,6 +60,7 @@ struct RawConsumer {
     start: Option<String>,
     retry: Option<RawRetry>,
     validate: Option<bool>,
+    result_ttl: Option<String>,
     handler: RawHandler,
 }
 
@@ -126,6 +127,8 @@ pub struct ConsumerConfig {
     /// Check each message against the topic's schema before the handler
     /// runs; a mismatch is dead-lettered at once.
     pub validate: bool,
+    /// How long the handler's results are kept (0: not kept).
+    pub result_ttl: Duration,
     pub handler: HandlerSpec,
 }
 
@@ -354,6 +357,11 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             c.handler.timeout.as_ref(),
             DEFAULT_HANDLER_TIMEOUT,
         )?;
+        let result_ttl = duration(
+            &key("result_ttl"),
+            c.result_ttl.as_ref(),
+            millrace::DEFAULT_RESULT_TTL,
+        )?;
         let ca = c.handler.ca.map(|path| HandlerCa {
             path,
             certs: Vec::new(),
@@ -423,6 +431,7 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             start,
             retry,
             validate: c.validate.unwrap_or(false),
+            result_ttl,
             handler,
         });
     }
@@ -494,6 +503,22 @@ timeout = "30s"
         );
         assert_eq!(c.metrics.unwrap().to_string(), "127.0.0.1:9464");
         assert!(!k.validate, "validation on receipt is off unless asked for");
+    }
+
+    #[test]
+    fn result_ttl_is_a_duration_zero_keeps_none() {
+        assert_eq!(
+            parse(EXAMPLE).unwrap().consumers[0].result_ttl,
+            millrace::DEFAULT_RESULT_TTL
+        );
+        let off = EXAMPLE.replace("concurrency = 16", "concurrency = 16\nresult_ttl = \"0s\"");
+        assert_eq!(parse(&off).unwrap().consumers[0].result_ttl, Duration::ZERO);
+        let bad = EXAMPLE.replace(
+            "concurrency = 16",
+            "concurrency = 16\nresult_ttl = \"soon\"",
+        );
+        let e = parse(&bad).unwrap_err();
+        assert!(e.contains("result_ttl"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `exec` handlers: one process per message, no shell.
 //!
 //! The payload goes to the program's stdin as JSON; metadata in `MILLRACE_*`
-//! environment variables. Exit 0 acks; exit 65 (EX_DATAERR) is a permanent
+//! environment variables. Exit 0 acks, and what the program printed on
+//! stdout is its result (JSON; other text is kept as a JSON string; nothing
+//! printed is no result). Exit 65 (EX_DATAERR) is a permanent
 //! failure; any other exit, a signal or the timeout is retryable. The last
 //! lines of stderr become the recorded error. The program runs in its own
 //! process group, and the whole group is killed at the timeout; it is also
@@ -18,6 +20,19 @@ use tokio::process::Command;
 pub const EX_DATAERR: i32 = 65;
 /// How much of stderr is kept for the error.
 const STDERR_TAIL: usize = 2048;
+/// The most of stdout read as a result (1 MiB); more is a failure.
+const STDOUT_MAX: usize = 1 << 20;
+
+/// A program's stdout as its result: JSON as written, other text as a
+/// JSON string, nothing (or only whitespace) as no result.
+pub fn stdout_result(stdout: &[u8]) -> Option<serde_json::Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    Some(serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_string())))
+}
 
 /// The payload as JSON text, or a permanent error if it is not MessagePack.
 pub fn payload_json(msg: &Message) -> Result<String, HandlerError> {
@@ -59,7 +74,7 @@ pub async fn run(
     timeout: Duration,
     msg: Message,
     ctx: Context,
-) -> Result<(), HandlerError> {
+) -> Result<Option<serde_json::Value>, HandlerError> {
     let input = payload_json(&msg)?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -76,7 +91,7 @@ pub async fn run(
         .env_remove("MILLRACE_REDIS_URL")
         .env_remove("REDIS_URL")
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so a timeout kills its children too.
         .process_group(0)
@@ -107,20 +122,34 @@ pub async fn run(
     let pid = child.id();
     let mut stdin = child.stdin.take();
     let mut stderr = child.stderr.take();
+    let mut stdout = child.stdout.take();
     let io = async {
-        if let Some(mut s) = stdin.take() {
-            // A program that does not read stdin closes it: not an error.
-            let _ = s.write_all(input.as_bytes()).await;
-            drop(s);
-        }
-        let mut err = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.read_to_end(&mut err).await;
-        }
+        let feed = async {
+            if let Some(mut s) = stdin.take() {
+                // A program that does not read stdin closes it: not an error.
+                let _ = s.write_all(input.as_bytes()).await;
+                drop(s);
+            }
+        };
+        let read_err = async {
+            let mut err = Vec::new();
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.read_to_end(&mut err).await;
+            }
+            err
+        };
+        let read_out = async {
+            let mut out = Vec::new();
+            if let Some(s) = stdout.take() {
+                let _ = s.take(STDOUT_MAX as u64 + 1).read_to_end(&mut out).await;
+            }
+            out
+        };
+        let ((), err, out) = tokio::join!(feed, read_err, read_out);
         let status = child.wait().await;
-        (status, err)
+        (status, err, out)
     };
-    let (status, err) = match tokio::time::timeout(timeout, io).await {
+    let (status, err, out) = match tokio::time::timeout(timeout, io).await {
         Ok(done) => done,
         Err(_) => {
             if let Some(pid) = pid {
@@ -147,7 +176,11 @@ pub async fn run(
         }
     };
     match status.code() {
-        Some(0) => Ok(()),
+        Some(0) if out.len() > STDOUT_MAX => Err(HandlerError::permanent(format!(
+            "{} printed more than {STDOUT_MAX} bytes on stdout (its result)",
+            argv[0]
+        ))),
+        Some(0) => Ok(stdout_result(&out)),
         Some(EX_DATAERR) => Err(HandlerError::permanent(describe(format!(
             "{} exited with 65",
             argv[0]
@@ -180,6 +213,20 @@ mod tests {
         assert_eq!(
             header_env_name("x-tenant.id"),
             "MILLRACE_HEADER_X_TENANT_ID"
+        );
+    }
+
+    #[test]
+    fn stdout_is_the_result() {
+        assert_eq!(stdout_result(b""), None);
+        assert_eq!(stdout_result(b"  \n"), None);
+        assert_eq!(
+            stdout_result(b"{\"cents\": 1200}\n"),
+            Some(serde_json::json!({"cents": 1200}))
+        );
+        assert_eq!(
+            stdout_result(b"rendered\n"),
+            Some(serde_json::json!("rendered"))
         );
     }
 

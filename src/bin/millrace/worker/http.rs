@@ -1,5 +1,6 @@
 //! `http` handlers: POST the payload as JSON, metadata as `X-Millrace-*`
-//! headers, over pooled keep-alive connections. 2xx acks; 4xx is permanent
+//! headers, over pooled keep-alive connections. 2xx acks (a JSON body is
+//! the result, kept and sent to a requester); 4xx is permanent
 //! except 408 and 429; 5xx, timeouts and connection errors are retryable
 //! (a `Retry-After` in seconds is honoured). `https://` endpoints are
 //! verified with the system's roots, or with the handler's `ca` only.
@@ -97,7 +98,7 @@ pub async fn run(
     timeout: Duration,
     msg: Message,
     ctx: Context,
-) -> Result<(), HandlerError> {
+) -> Result<Option<serde_json::Value>, HandlerError> {
     let body = payload_json(&msg)?;
     let mut req = client
         .post(url)
@@ -134,7 +135,12 @@ pub async fn run(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     if verdict(status) == Verdict::Ack {
-        return Ok(());
+        // The JSON body is the result; an empty or non-JSON body is none.
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| HandlerError::retry(format!("POST {url}: reading the answer: {e}")))?;
+        return Ok(serde_json::from_slice(&body).ok());
     }
     let text = resp.text().await.unwrap_or_default();
     let text: String = text.chars().take(500).collect();

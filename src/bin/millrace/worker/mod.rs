@@ -69,6 +69,7 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
             .drain_timeout(cfg.drain_timeout)
             .retry(c.retry.clone())
             .validate_schema(c.validate)
+            .result_ttl(c.result_ttl)
             .start_at(c.start.clone());
         if let Some(id) = &cfg.instance_id {
             b = b.instance_id(id.clone());
