@@ -10,8 +10,8 @@
 -- KEYS[3..] result keys (hash), one per result below, in order
 -- ARGV[1] group  ARGV[2] member id  ARGV[3] epoch ("" in shared mode: no lease)
 -- ARGV[4] n, how many ids are acked without a result  ARGV[5..4+n] those ids
--- then five per result: id, ttl ms (0: not kept), value (MessagePack),
---   reply channel ("" for none), reply message
+-- then six per result: id, ttl ms (0: not kept), status ("ok" or
+--   "cancelled"), value (MessagePack), reply channel ("" for none), reply message
 -- Returns the number acked, or -1 when the lease is not the caller's (nothing acked).
 local now = clock_ms()
 if ARGV[3] ~= '' and not lease_held(KEYS[1], ARGV[2], ARGV[3], now) then return -1 end
@@ -19,17 +19,17 @@ local n = tonumber(ARGV[4])
 local acked = 0
 if n > 0 then acked = redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, 5, 4 + n)) end
 local i, k = 5 + n, 3
-while i + 4 <= #ARGV do
+while i + 5 <= #ARGV do
   if redis.call('XACK', KEYS[2], ARGV[1], ARGV[i]) == 1 then
     acked = acked + 1
     local ttl = tonumber(ARGV[i + 1])
     if ttl > 0 then
       redis.call('DEL', KEYS[k])
-      redis.call('HSET', KEYS[k], 's', 'ok', 'v', ARGV[i + 2], 't', string.format('%d', now))
+      redis.call('HSET', KEYS[k], 's', ARGV[i + 2], 'v', ARGV[i + 3], 't', string.format('%d', now))
       redis.call('PEXPIRE', KEYS[k], ttl)
     end
-    if ARGV[i + 3] ~= '' then redis.call('PUBLISH', ARGV[i + 3], ARGV[i + 4]) end
+    if ARGV[i + 4] ~= '' then redis.call('PUBLISH', ARGV[i + 4], ARGV[i + 5]) end
   end
-  i, k = i + 5, k + 1
+  i, k = i + 6, k + 1
 end
 return acked

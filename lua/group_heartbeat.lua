@@ -3,9 +3,11 @@
 -- KEYS[2] member info (hash member -> "static|joined_ms|last_heartbeat_ms")
 -- KEYS[3] assignment (hash partition -> member, field "v" = version)
 -- KEYS[4] the group's pause flag (string, present while paused)
+-- KEYS[5] the group's cancel requests (hash; field "v" counts them)
 -- ARGV[1] member id  ARGV[2] session timeout ms  ARGV[3] "1" if static, else "0"
 -- ARGV[4] "leave" to leave the group instead of heartbeating, else ""
--- Returns {now ms, {live members...}, version, {partition, member, ...}, paused 0/1}.
+-- Returns {now ms, {live members...}, version, {partition, member, ...}, paused 0/1,
+--   cancel requests so far}.
 local now = clock_ms()
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -39,4 +41,5 @@ for i = 1, #flat, 2 do
     assign[#assign + 1] = flat[i + 1]
   end
 end
-return {now, live, version, assign, redis.call('EXISTS', KEYS[4])}
+return {now, live, version, assign, redis.call('EXISTS', KEYS[4]),
+  tonumber(redis.call('HGET', KEYS[5], 'v') or '0')}

@@ -419,6 +419,22 @@ impl Client {
         Request::new(self.asking(), topic, Ok(record))
     }
 
+    /// Cancels message `id` of `topic` for `group`, wherever it stands (see
+    /// [`CancelOutcome`](crate::CancelOutcome)): not yet handled, it is
+    /// skipped; waiting to retry, the retry is dropped; running in any
+    /// process, its handler is told to stop (within about a second) and
+    /// the message is not retried. It is then `cancelled` in
+    /// [`message_status`](Self::message_status), and a request waiting for
+    /// it fails with the error `cancelled`.
+    pub async fn cancel(
+        &self,
+        topic: &str,
+        id: &MessageId,
+        group: &str,
+    ) -> Result<crate::CancelOutcome> {
+        crate::cancel::cancel(&self.catalog, topic, id, group).await
+    }
+
     /// Requests waiting for their reply in this client (its clones share them).
     pub fn requests_in_flight(&self) -> usize {
         self.requester.in_flight()

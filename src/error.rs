@@ -114,6 +114,15 @@ pub enum Error {
         /// The version asked for; `None` for the latest.
         version: Option<u32>,
     },
+    /// No message with this id in the topic (never published, or trimmed
+    /// before any group could remember it).
+    #[error("message {id} not found in topic {topic}")]
+    MessageNotFound {
+        /// The topic.
+        topic: String,
+        /// The message id.
+        id: String,
+    },
     /// A request's group cannot answer: it does not exist on the topic, or
     /// none of its members is alive. Raised before anything is published.
     #[error("no responders for topic {topic}: {reason}")]

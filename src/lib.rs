@@ -13,6 +13,7 @@ pub mod acl;
 #[cfg(feature = "tools")]
 #[doc(hidden)]
 pub mod bench;
+mod cancel;
 mod client;
 mod compat;
 mod config;
@@ -44,12 +45,14 @@ mod status;
 mod store;
 mod topic;
 
+pub use cancel::CancelOutcome;
 pub use client::Client;
 pub use compat::{CompatMode, Incompatibility};
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PREFIX, redact_url};
 pub use consumer::{
-    Context, DEFAULT_RESULT_TTL, HandlerError, LATENCY_BUCKETS, LatencyHistogram, Promoter,
-    StatsSnapshot, Worker, WorkerBuilder, WorkerHandle, WorkerSettings, WorkerStats,
+    CANCEL_GRACE, Context, DEFAULT_RESULT_TTL, HEADER_TIMEOUT, HandlerError, LATENCY_BUCKETS,
+    LatencyHistogram, Promoter, StatsSnapshot, Worker, WorkerBuilder, WorkerHandle, WorkerSettings,
+    WorkerStats,
 };
 pub use dlq::{DeadLetter, ReplayTo, Selection};
 pub use envelope::{Event, Headers, Message, StreamId};

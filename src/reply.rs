@@ -20,6 +20,9 @@ pub const HEADER_CORRELATION: &str = "millrace-correlation";
 /// Header naming the group whose handler answers a request.
 pub const HEADER_REPLY_GROUP: &str = "millrace-reply-group";
 
+/// How long a handler's result is kept by default: five minutes.
+pub const DEFAULT_RESULT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// MessagePack `nil`: the value of a handler that returned `()`.
 pub(crate) const NIL: &[u8] = &[0xc0];
 
@@ -103,6 +106,9 @@ pub struct KeptResult {
     pub attempts: u32,
     /// The dead-letter entry's id (failures only).
     pub dead_letter_id: Option<String>,
+    /// The message was cancelled for the group (the outcome is then the
+    /// error `cancelled`).
+    pub cancelled: bool,
     /// When it was written (Redis ms).
     pub at_ms: u64,
 }
@@ -116,14 +122,17 @@ impl KeptResult {
                 .get(f)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         };
-        let outcome = match text("s")?.as_str() {
+        let status = text("s")?;
+        let outcome = match status.as_str() {
             "ok" => Ok(fields.get("v").cloned().unwrap_or_else(|| NIL.to_vec())),
+            "cancelled" => Err("cancelled".to_string()),
             _ => Err(text("e").unwrap_or_default()),
         };
         Some(KeptResult {
             outcome,
             attempts: text("a").and_then(|a| a.parse().ok()).unwrap_or(0),
             dead_letter_id: text("d"),
+            cancelled: status == "cancelled",
             at_ms: text("t").and_then(|t| t.parse().ok()).unwrap_or(0),
         })
     }
@@ -230,5 +239,9 @@ mod tests {
             (3, Some("1-0"))
         );
         assert_eq!(failed.json(), None);
+        assert!(!failed.cancelled);
+        let cancelled = KeptResult::from_fields(&f(&[("s", b"cancelled")])).unwrap();
+        assert!(cancelled.cancelled);
+        assert_eq!(cancelled.outcome, Err("cancelled".to_string()));
     }
 }

@@ -33,10 +33,14 @@ pub enum MessageState {
     Done,
     /// Trimmed (retention or the length cap) before the group handled it.
     Gone,
+    /// Cancelled for the group ([`Client::cancel`](crate::Client::cancel)):
+    /// skipped, stopped, or its retry dropped.
+    Cancelled,
 }
 
 impl MessageState {
-    /// `unread`, `in_flight`, `retrying`, `dead_lettered`, `done` or `gone`.
+    /// `unread`, `in_flight`, `retrying`, `dead_lettered`, `done`, `gone` or
+    /// `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             MessageState::Unread => "unread",
@@ -45,6 +49,7 @@ impl MessageState {
             MessageState::DeadLettered => "dead_lettered",
             MessageState::Done => "done",
             MessageState::Gone => "gone",
+            MessageState::Cancelled => "cancelled",
         }
     }
 }
@@ -84,8 +89,8 @@ pub struct GroupState {
     /// Done: what the handler returned, as JSON, while the group keeps it
     /// (see [`WorkerBuilder::result_ttl`](crate::WorkerBuilder::result_ttl)).
     pub result: Option<serde_json::Value>,
-    /// Done: when it was acked with its result (ms since the epoch, Redis
-    /// clock), while the result is kept.
+    /// Done or cancelled: when it was acked with its result (ms since the
+    /// epoch, Redis clock), while the result is kept.
     pub done_at_ms: Option<u64>,
 }
 
@@ -331,6 +336,9 @@ async fn status_in(
                 first: id.first(),
             };
             if let Some(kept) = cat.store().kept_result(of).await? {
+                if kept.cancelled {
+                    state.state = MessageState::Cancelled;
+                }
                 state.result = kept.json();
                 state.done_at_ms = Some(kept.at_ms);
             }

@@ -785,3 +785,104 @@ echo "{\"attempt\": $MILLRACE_ATTEMPT, \"got\": $body}""#,
     );
     let _ = w.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_exec_handler_is_cancelled_with_sigterm_then_sigkill() {
+    let s = setup("exec-cancel", "renders", 1).await;
+    // The first message's handler stops on SIGTERM; the second's ignores
+    // it (and is killed 3 s later).
+    let script = s.script(
+        "render.sh",
+        r#"body=$(cat)
+case "$body" in
+  *polite*) trap 'echo "TERM $MILLRACE_ID" >> "$OUT"; exit 0' TERM;;
+  *) trap '' TERM;;
+esac
+echo "started $MILLRACE_ID $$" >> "$OUT"
+while true; do sleep 0.05; done"#,
+    );
+    let cfg = s.config(
+        "w.toml",
+        &consumer(
+            "renders",
+            "pdf",
+            &format!("exec = [\"{}\"]\ntimeout = \"10m\"", script.display()),
+            &fast_retry(5),
+        ),
+    );
+    let mut w = s.worker(&cfg);
+    for body in ["polite", "stubborn"] {
+        let id = s
+            .client
+            .publish_record("renders", Record::encode(&body).unwrap().key(body))
+            .await
+            .unwrap()
+            .message_id;
+        until("the handler started", 20, || {
+            s.lines()
+                .iter()
+                .any(|l| l.starts_with(&format!("started {id} ")))
+        })
+        .await;
+        let pid: i32 = s
+            .lines()
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("started {id} "))?.parse().ok())
+            .unwrap();
+        let asked = std::time::Instant::now();
+        let out = Command::new(BIN)
+            .args(["--redis", &support::shared_url(), "--prefix", &s.prefix])
+            .args([
+                "message",
+                "cancel",
+                "renders",
+                &id.to_string(),
+                "--group",
+                "pdf",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["outcome"], "requested");
+        let c = s.client.clone();
+        support::wait_until(Duration::from_secs(15), "cancelled", || {
+            let (c, id) = (c.clone(), id.clone());
+            async move {
+                let st = c.message_status("renders", &id).await.unwrap().unwrap();
+                st.groups[0].state == millrace::MessageState::Cancelled
+            }
+        })
+        .await;
+        let took = asked.elapsed();
+        until("the handler's process group gone", 10, || {
+            live_in_group(pid).is_empty()
+        })
+        .await;
+        if body == "polite" {
+            assert!(s.lines().contains(&format!("TERM {id}")), "{:?}", s.lines());
+            assert!(
+                took < Duration::from_secs(3),
+                "stopped at SIGTERM: {took:?}"
+            );
+        } else {
+            assert!(
+                took >= Duration::from_secs(3),
+                "SIGKILL only after the grace: {took:?}"
+            );
+        }
+        let started = s
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with(&format!("started {id} ")))
+            .count();
+        assert_eq!(started, 1, "a cancelled message is not retried");
+    }
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+}

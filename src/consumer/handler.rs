@@ -4,6 +4,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{Headers, Message, StreamId};
 use crate::id::MessageId;
@@ -50,7 +53,40 @@ pub struct Context {
     /// [`HEADER_SCHEMA_VERSION`](crate::HEADER_SCHEMA_VERSION) header), if
     /// it was checked.
     pub schema_version: Option<u32>,
+    /// Cancelled when the handler should stop: the message was cancelled
+    /// ([`Client::cancel`](crate::Client::cancel), `millrace message
+    /// cancel`), or this attempt ran past its [`timeout`](Self::timeout).
+    /// The handler then has [`CANCEL_GRACE`] to return before its future
+    /// is dropped. See [`Context::cancelled`].
+    pub cancel: CancellationToken,
+    /// How long this attempt may run: the message's [`HEADER_TIMEOUT`]
+    /// header, else the worker's
+    /// [`handler_timeout`](crate::WorkerBuilder::handler_timeout); `None`
+    /// for no limit.
+    pub timeout: Option<Duration>,
 }
+
+impl Context {
+    /// Resolves when the handler should stop (see [`Context::cancel`]):
+    /// `select!` on it beside the work, or poll
+    /// [`is_cancelled`](Self::is_cancelled) between steps.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the handler should stop (see [`Context::cancel`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// Header with a message's own handler timeout (a duration: `500ms`, `30s`,
+/// `5m`), which replaces the worker's for that message.
+pub const HEADER_TIMEOUT: &str = "millrace-timeout";
+
+/// How long a handler whose [`Context::cancel`] fired (cancelled, or timed
+/// out) may still run before its future is dropped.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 pub use crate::retry::HandlerError;
 

@@ -31,7 +31,7 @@ use crate::group::Mode;
 use crate::reader::StartAt;
 use crate::store::keys::{validate_name, validate_topic};
 
-pub use handler::{Context, HandlerError, RawHandler};
+pub use handler::{CANCEL_GRACE, Context, HEADER_TIMEOUT, HandlerError, RawHandler};
 
 /// How a worker behaves in its group.
 #[derive(Clone, Debug)]
@@ -71,10 +71,11 @@ pub struct WorkerSettings {
     pub validate_schema: bool,
     /// How long a handler's result is kept (see [`WorkerBuilder::result_ttl`]).
     pub result_ttl: Duration,
+    /// Longest one attempt may run (see [`WorkerBuilder::handler_timeout`]).
+    pub handler_timeout: Option<Duration>,
 }
 
-/// How long a handler's result is kept by default: five minutes.
-pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(300);
+pub use crate::reply::DEFAULT_RESULT_TTL;
 
 /// Upper bounds (seconds) of the handler latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 13] = [
@@ -132,6 +133,8 @@ pub struct WorkerStats {
     pub dead_lettered: AtomicU64,
     /// Handler panics.
     pub panicked: AtomicU64,
+    /// Messages cancelled (skipped, stopped, or their retry given up).
+    pub cancelled: AtomicU64,
     /// Messages acknowledged.
     pub acked: AtomicU64,
     /// Acks refused because the partition's lease had moved on.
@@ -156,6 +159,8 @@ pub struct StatsSnapshot {
     pub dead_lettered: u64,
     /// Handler panics.
     pub panicked: u64,
+    /// Messages cancelled.
+    pub cancelled: u64,
     /// Messages acknowledged.
     pub acked: u64,
     /// Acks refused by fencing.
@@ -176,6 +181,7 @@ impl WorkerStats {
             retried: g(&self.retried),
             dead_lettered: g(&self.dead_lettered),
             panicked: g(&self.panicked),
+            cancelled: g(&self.cancelled),
             acked: g(&self.acked),
             stale_acks: g(&self.stale_acks),
             trimmed_unhandled: g(&self.trimmed_unhandled),
@@ -235,6 +241,7 @@ impl WorkerBuilder {
                 rate_limit: None,
                 validate_schema: false,
                 result_ttl: DEFAULT_RESULT_TTL,
+                handler_timeout: None,
             },
             handlers: Vec::new(),
             error,
@@ -343,6 +350,18 @@ impl WorkerBuilder {
     /// reply is sent even when nothing is kept.
     pub fn result_ttl(mut self, ttl: Duration) -> Self {
         self.settings.result_ttl = ttl;
+        self
+    }
+
+    /// Longest one attempt of a handler may run (default: no limit); a
+    /// message's [`HEADER_TIMEOUT`](crate::HEADER_TIMEOUT) header replaces
+    /// it for that message. At the timeout the handler's
+    /// [`Context::cancel`] fires, it gets [`CANCEL_GRACE`](crate::CANCEL_GRACE)
+    /// to return, then its future is dropped; the attempt is a retryable
+    /// failure (`handler timed out after ...`), retried or dead-lettered by
+    /// the retry policy.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.handler_timeout = Some(timeout);
         self
     }
 

@@ -273,6 +273,12 @@ impl KeySpace {
         format!("{}:{{{topic}|{group}}}:rate", self.prefix)
     }
 
+    /// The group's cancel requests (hash message id -> requested at, ms;
+    /// field `v` counts the requests, so a member's heartbeat sees a new one).
+    pub fn cancels(&self, topic: &str, group: &str) -> String {
+        format!("{}:{{{topic}|{group}}}:cancel", self.prefix)
+    }
+
     /// Group's target assignment (hash partition -> member).
     pub fn assign(&self, topic: &str, group: &str) -> String {
         format!("{}:{{{topic}|{group}}}:assign", self.prefix)
@@ -355,6 +361,11 @@ impl KeySpace {
             "present while the group is paused",
         ));
         out.push((self.rate(topic, group), "hash", "group rate-limit window"));
+        out.push((
+            self.cancels(topic, group),
+            "hash",
+            "group cancel requests by message id",
+        ));
         out
     }
 }

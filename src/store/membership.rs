@@ -25,6 +25,9 @@ pub(crate) struct Heartbeat {
     pub assignment: Assignment,
     /// Whether the group is paused.
     pub paused: bool,
+    /// How many cancel requests the group has had: when it moves, the
+    /// member reads them ([`Store::cancel_requests`]).
+    pub cancels: u64,
 }
 
 /// One member of a topic's group.
@@ -63,6 +66,7 @@ impl Store<'_> {
                     &self.keys.member_info(m.topic, m.group),
                     &self.keys.assign(m.topic, m.group),
                     &self.keys.paused(m.topic, m.group),
+                    &self.keys.cancels(m.topic, m.group),
                 ],
                 &[
                     m.id.as_bytes(),
@@ -108,7 +112,7 @@ fn parse_heartbeat(reply: Value) -> Result<Heartbeat> {
     let Value::Array(parts) = reply else {
         return Err(Error::Decode("heartbeat reply is not an array".into()));
     };
-    let [_now, live, version, assign, paused] = parts.as_slice() else {
+    let [_now, live, version, assign, paused, cancels] = parts.as_slice() else {
         return Err(Error::Decode("heartbeat reply has the wrong length".into()));
     };
     let members: Vec<String> =
@@ -128,6 +132,7 @@ fn parse_heartbeat(reply: Value) -> Result<Heartbeat> {
         members,
         version: int(version)? as u64,
         assignment,
+        cancels: int(cancels)?.max(0) as u64,
     })
 }
 
@@ -144,8 +149,10 @@ mod tests {
             Value::Int(7),
             Value::Array(vec![bulk("0"), bulk("a"), bulk("1"), bulk("b")]),
             Value::Int(1),
+            Value::Int(3),
         ]);
         let hb = parse_heartbeat(reply).unwrap();
+        assert_eq!(hb.cancels, 3);
         assert_eq!(hb.members, ["a", "b"]);
         assert_eq!(hb.version, 7);
         assert_eq!(hb.assignment.get(&1).map(String::as_str), Some("b"));

@@ -44,3 +44,87 @@ impl Store<'_> {
         Ok(int(&v)?.max(0) as u64)
     }
 }
+
+impl Store<'_> {
+    /// Asks `group` to cancel message `id` (`lua/cancel_request.lua`).
+    pub(crate) async fn request_cancel(&self, topic: &str, group: &str, id: &str) -> Result<()> {
+        self.eval(
+            &self.scripts.cancel_request,
+            &[&self.keys.cancels(topic, group)],
+            &[id.as_bytes()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The group's cancel requests: message id → when (ms, Redis clock).
+    pub(crate) async fn cancel_requests(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<HashMap<String, u64>> {
+        let mut all: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(self.keys.cancels(topic, group))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        all.remove("v");
+        Ok(all)
+    }
+
+    /// Forgets cancel requests that were carried out (or outlived their
+    /// message).
+    pub(crate) async fn forget_cancels(
+        &self,
+        topic: &str,
+        group: &str,
+        ids: &[String],
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = redis::cmd("HDEL")
+            .arg(self.keys.cancels(topic, group))
+            .arg(ids)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a group's result of a message that was cancelled before a
+    /// member took it (a parked retry removed by the canceller).
+    pub(crate) async fn keep_cancelled(&self, of: ResultOf<'_>, ttl_ms: u64) -> Result<()> {
+        let key = self
+            .keys
+            .result(of.topic, of.partition, of.group, of.lane, of.first);
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(&key).ignore();
+        pipe.cmd("HSET")
+            .arg(&key)
+            .arg("s")
+            .arg("cancelled")
+            .ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
+        let _: () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Removes `members` (parked retries, shared mode) from `group`'s retry
+    /// set in `partition`. Returns how many were still there.
+    pub(crate) async fn remove_parked(
+        &self,
+        topic: &str,
+        partition: u32,
+        group: &str,
+        members: &[Vec<u8>],
+    ) -> Result<u64> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let n: u64 = redis::cmd("ZREM")
+            .arg(self.keys.retry(topic, partition, group))
+            .arg(members)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n)
+    }
+}

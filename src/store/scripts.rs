@@ -146,6 +146,7 @@ scripts! {
     schema_gate => "schema_gate" [],
     schema_policy => "schema_policy" [],
     responders => "responders" ["clock"],
+    cancel_request => "cancel_request" ["clock"],
 }
 
 /// Which of millrace's scripts, at which line, ran the command an ACL

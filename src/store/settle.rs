@@ -36,6 +36,25 @@ pub(crate) struct AckBatch<'a> {
     pub answers: &'a [&'a Answer],
 }
 
+/// How a message with a kept result was settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The handler succeeded: `value` is its result.
+    Ok,
+    /// The message was cancelled.
+    Cancelled,
+}
+
+impl Settled {
+    /// The result hash's `s` field.
+    fn as_str(self) -> &'static str {
+        match self {
+            Settled::Ok => "ok",
+            Settled::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// What a handler returned for a delivery, to keep with its ack and, for a
 /// request, to send to the requester.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +66,8 @@ pub(crate) struct Answer {
     pub origin: String,
     /// How long the result is kept (ms); 0 keeps none.
     pub ttl_ms: u64,
+    /// Succeeded or cancelled.
+    pub status: Settled,
     /// The result as MessagePack.
     pub value: Vec<u8>,
     /// The requester to publish `reply` to, if it is a request.
@@ -205,6 +226,7 @@ impl Store<'_> {
                 .unwrap_or_default();
             cmd.arg(a.id)
                 .arg(a.ttl_ms)
+                .arg(a.status.as_str())
                 .arg(&a.value)
                 .arg(channel)
                 .arg(&a.reply);

@@ -136,6 +136,7 @@ impl Store<'_> {
                     keys.assign(name, g),
                     keys.paused(name, g),
                     keys.rate(name, g),
+                    keys.cancels(name, g),
                 ])
                 .await?;
         }

@@ -207,10 +207,26 @@ pub struct WorkerArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MessageCommand {
-    /// Show a message and its state in every group: unread, in_flight, retrying, dead_lettered, done or gone
+    /// Show a message and its state in every group: unread, in_flight, retrying, dead_lettered, done, gone or cancelled
     Show(MessageShowArgs),
     /// A key's newest messages, each with its state in every group
     Find(MessageFindArgs),
+    /// Cancel a message for a group: skip it, stop its running handler, or drop its retry
+    Cancel(MessageCancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MessageCancelArgs {
+    /// Topic name
+    pub topic: String,
+    /// Message id, as for message show
+    pub id: String,
+    /// The group to cancel it for
+    #[arg(long, value_name = "G")]
+    pub group: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,10 +1,11 @@
 //! `millrace message show`: a message and where it stands in every group
-//! of its topic.
+//! of its topic; `message find`: a key's newest messages; `message cancel`:
+//! cancel one for a group.
 
 use millrace::{Client, GroupState, MessageId, MessageState, MessageStatus, StreamId};
 use serde_json::{Value, json};
 
-use crate::cli::{Global, MessageCommand, MessageFindArgs, MessageShowArgs};
+use crate::cli::{Global, MessageCancelArgs, MessageCommand, MessageFindArgs, MessageShowArgs};
 use crate::error::CliError;
 use crate::output::{Out, rfc3339_ms, table};
 use crate::tail_cmd::TailLine;
@@ -13,6 +14,41 @@ pub async fn run(global: &Global, cmd: MessageCommand, out: &mut Out) -> Result<
     match cmd {
         MessageCommand::Show(args) => show(global, args, out).await,
         MessageCommand::Find(args) => find_by_key(global, args, out).await,
+        MessageCommand::Cancel(args) => cancel(global, args, out).await,
+    }
+}
+
+async fn cancel(global: &Global, args: MessageCancelArgs, out: &mut Out) -> Result<(), CliError> {
+    millrace::keys::validate_topic(&args.topic)?;
+    millrace::keys::validate_name("group", &args.group)?;
+    let client = crate::connect(global).await?;
+    let id = find(&client, &args.topic, &args.id).await?.message_id;
+    let outcome = client.cancel(&args.topic, &id, &args.group).await?;
+    if args.json {
+        let (what, state) = match outcome {
+            millrace::CancelOutcome::Requested => ("requested", None),
+            millrace::CancelOutcome::Removed => ("removed", None),
+            millrace::CancelOutcome::Finished(s) => ("finished", Some(s.as_str())),
+            _ => ("unknown", None),
+        };
+        let mut v = json!({"topic": args.topic, "group": args.group, "message_id": id.to_string(), "outcome": what});
+        if let Some(s) = state {
+            v["state"] = json!(s);
+        }
+        return out.json_line(&v);
+    }
+    let (g, id) = (&args.group, &id);
+    match outcome {
+        millrace::CancelOutcome::Requested => out.line(format_args!(
+            "cancel requested: group {g} skips {id}, or stops it if it runs or waits to retry (within a heartbeat)"
+        )),
+        millrace::CancelOutcome::Removed => out.line(format_args!(
+            "cancelled: {id} was waiting to retry in group {g}; its retry is removed"
+        )),
+        millrace::CancelOutcome::Finished(s) => out.line(format_args!(
+            "nothing to cancel: {id} is already {s} in group {g}"
+        )),
+        _ => out.line("done"),
     }
 }
 
@@ -208,6 +244,7 @@ fn detail(g: &GroupState) -> String {
             at(g.failed_at_ms)
         ),
         MessageState::Unread if g.due_ms.is_some() => format!("delayed until {}", at(g.due_ms)),
+        MessageState::Cancelled => format!("cancelled {}", at(g.done_at_ms)),
         MessageState::Done => match &g.result {
             Some(r) => format!("{}, result {r}", at(g.done_at_ms)),
             None => "-".to_string(),

@@ -16,7 +16,7 @@ use crate::duration::Doubling;
 use crate::envelope::StreamId;
 use crate::error::Result;
 use crate::store::Guarded;
-use crate::store::settle::{AckBatch, AckOf, Answer};
+use crate::store::settle::{AckBatch, AckOf, Answer, Settled};
 
 /// The stream (a partition's lane or retry stream) and epoch a group of
 /// acks is for.
@@ -147,6 +147,7 @@ impl<D: Discipline> Rt<D> {
         };
         let results = self.catalog.store().ack(of, &batches).await?;
         let mut clear: Vec<(u32, Vec<String>)> = Vec::new();
+        let mut carried_out: Vec<String> = Vec::new();
         for (g, result) in groups.iter().zip(results) {
             let (p, epoch, ids) = (g.key.partition, g.key.epoch, &g.ids);
             match result {
@@ -160,6 +161,11 @@ impl<D: Discipline> Rt<D> {
                 }
                 Guarded::Done(n) => {
                     self.stats.acked.fetch_add(n, Ordering::Relaxed);
+                    carried_out.extend(ids.iter().filter_map(|a| {
+                        let a = a.answer.as_deref()?;
+                        (a.status == Settled::Cancelled)
+                            .then(|| format!("{p}:{}:{}", a.lane, a.origin))
+                    }));
                     let failed: Vec<String> = ids
                         .iter()
                         .filter(|a| a.clear_attempts)
@@ -170,6 +176,15 @@ impl<D: Discipline> Rt<D> {
                     }
                 }
             }
+        }
+        if !carried_out.is_empty() {
+            for id in &carried_out {
+                self.cancels.done(id);
+            }
+            self.catalog
+                .store()
+                .forget_cancels(topic, group, &carried_out)
+                .await?;
         }
         if !clear.is_empty() {
             self.catalog

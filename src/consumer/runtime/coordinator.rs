@@ -46,7 +46,30 @@ impl<D: Discipline> Rt<D> {
                 "group {}", if hb.paused { "paused" } else { "resumed" });
             self.wake.changed.notify_waiters();
         }
+        if self.cancels.stale(hb.cancels) {
+            self.read_cancels(hb.cancels).await?;
+        }
         D::manage_leases(self, &hb).await
+    }
+
+    /// Reads the group's cancel requests (the heartbeat saw their count
+    /// move): running messages now requested are signalled. Requests older
+    /// than the topic's retention name messages that are gone: forgotten.
+    async fn read_cancels(&self, count: u64) -> Result<()> {
+        let (topic, group) = (&self.spec.name, &self.s.group);
+        let store = self.catalog.store();
+        let requests = store.cancel_requests(topic, group).await?;
+        let now = self.catalog.redis_time_ms().await?;
+        let retention = u64::try_from(self.spec.retention.as_millis()).unwrap_or(u64::MAX);
+        let (old, live): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .partition(|(_, at)| now.saturating_sub(*at) > retention);
+        let old: Vec<String> = old.into_iter().map(|(id, _)| id).collect();
+        store.forget_cancels(topic, group, &old).await?;
+        tracing::debug!(topic = %topic, group = %group, requests = live.len(), "cancel requests read");
+        self.cancels
+            .update(count, live.into_iter().map(|(id, _)| id).collect());
+        Ok(())
     }
 
     pub(super) async fn coordinator_loop(self: Arc<Self>) {

@@ -17,17 +17,19 @@ use tracing::Instrument;
 use super::discipline::{Discipline, Ordered, Shared};
 use super::{AckReq, Delivery, Done, Rt};
 use crate::consumer::dispatch::KeyOrder;
-use crate::consumer::handler::Context;
+use crate::consumer::handler::{CANCEL_GRACE, Context, HEADER_TIMEOUT};
 use crate::envelope::{Message, encode_headers, encode_retry};
 use crate::error::Result;
 use crate::reply::{NIL, Outcome as ReplyOutcome, ReplyTo, ReplyWire};
 use crate::retry::{Decision, HEADER_MAX_ATTEMPTS, jitter_unit};
-use crate::store::settle::{Answer, DeadLetter, FailedReply, Failure, RetryLater};
+use crate::store::settle::{Answer, DeadLetter, FailedReply, Failure, RetryLater, Settled};
 use crate::store::{Guarded, Holder};
 
 /// How a message's handling ended.
 pub(super) enum Outcome {
     Acked,
+    /// Cancelled while waiting in place to retry (acked as cancelled).
+    Cancelled,
     DeadLettered,
     /// Parked in the group's retry set (shared mode).
     Parked,
@@ -177,7 +179,7 @@ impl<D: Discipline> Rt<D> {
         self.unbuffer();
         match outcome {
             // Done when the ack is flushed.
-            Outcome::Acked => {}
+            Outcome::Acked | Outcome::Cancelled => {}
             Outcome::DeadLettered | Outcome::Parked | Outcome::Abandoned => {
                 self.done(id);
             }
@@ -224,7 +226,13 @@ impl<D: Discipline> Rt<D> {
             };
             return self.dead_letter(d, attempt - 1, &error).await;
         }
+        // Cancelled by a request for this message: it is skipped, stopped,
+        // or its wait to retry ends.
+        let watch = self.cancels.watch(msg.message_id.to_string());
         loop {
+            if watch.token.is_cancelled() {
+                return self.ack_cancelled(d, attempt, ack_tx);
+            }
             if let Some(rate) = &self.gates.rate {
                 tokio::select! {
                     r = rate.take(&self.catalog) => {
@@ -241,6 +249,10 @@ impl<D: Discipline> Rt<D> {
             if !self.may_start(d) {
                 return Outcome::Abandoned;
             }
+            let timeout = own_timeout(msg).or(self.s.handler_timeout);
+            // The attempt's own signal: a timeout cancels it alone, a
+            // cancel request the message's token and so this one.
+            let signal = watch.token.child_token();
             let ctx = Context {
                 topic: self.names.topic.clone(),
                 group: self.names.group.clone(),
@@ -257,6 +269,8 @@ impl<D: Discipline> Rt<D> {
                     .headers
                     .get(crate::schema::HEADER_SCHEMA_VERSION)
                     .and_then(|v| v.parse().ok()),
+                cancel: signal.clone(),
+                timeout,
             };
             let span = tracing::info_span!("message", topic = %self.spec.name, group = %self.s.group,
                 partition = msg.partition, message_id = %msg.message_id, id = %msg.id, attempt);
@@ -267,11 +281,19 @@ impl<D: Discipline> Rt<D> {
             let fut =
                 std::panic::AssertUnwindSafe(async move { handler(m, ctx).await }).catch_unwind();
             let started = std::time::Instant::now();
-            let outcome = tokio::select! {
-                r = fut.instrument(span) => r,
+            let ran = tokio::select! {
+                r = guarded(fut.instrument(span), &watch.token, &signal, timeout) => r,
                 _ = self.stop.killed.cancelled() => return Outcome::Abandoned,
             };
             self.stats.latency.record(started.elapsed());
+            let outcome = match ran {
+                Ran::Done(r) => r,
+                Ran::Cancelled => return self.ack_cancelled(d, attempt, ack_tx),
+                Ran::TimedOut(t) => Ok(Err(crate::consumer::HandlerError::retry(format!(
+                    "handler timed out after {}",
+                    crate::duration::format_duration(t)
+                )))),
+            };
             let error = match outcome {
                 Ok(Ok(output)) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
@@ -321,8 +343,19 @@ impl<D: Discipline> Rt<D> {
                 Decision::Retry(wait) => wait,
             };
             self.stats.retried.fetch_add(1, Ordering::Relaxed);
-            match D::retry(self, d, &mut permit, attempt, wait, &text).await {
+            // A wait in place (ordered) ends when the message is cancelled;
+            // parking (shared) is one step and runs to its end.
+            let retried = tokio::select! {
+                flow = D::retry(self, d, &mut permit, attempt, wait, &text) => flow,
+                _ = watch.token.cancelled(), if D::RECORDS_FAILURES => {
+                    ControlFlow::Break(Outcome::Cancelled)
+                }
+            };
+            match retried {
                 ControlFlow::Continue(()) => attempt += 1,
+                ControlFlow::Break(Outcome::Cancelled) => {
+                    return self.ack_cancelled(d, attempt, ack_tx);
+                }
                 ControlFlow::Break(outcome) => return outcome,
             }
         }
@@ -355,10 +388,58 @@ impl<D: Discipline> Rt<D> {
             lane: msg.lane,
             origin: msg.message_id.first().to_string(),
             ttl_ms,
+            status: Settled::Ok,
             value,
             requester,
             reply,
         }))
+    }
+
+    /// Acks a message that was cancelled (before it started, while it ran,
+    /// or while it waited to retry in place), keeping `cancelled` as its
+    /// result and answering a request to this group with that.
+    fn ack_cancelled(
+        &self,
+        d: &Delivery,
+        attempts: u32,
+        ack_tx: &mpsc::UnboundedSender<AckReq>,
+    ) -> Outcome {
+        let msg = &d.msg;
+        self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(topic = %self.spec.name, group = %self.s.group, partition = msg.partition,
+            message_id = %msg.message_id, attempt = attempts, "cancelled");
+        let reply = ReplyTo::of(&msg.headers).filter(|r| r.group == self.s.group);
+        let ttl = match self.s.result_ttl {
+            t if t.is_zero() => crate::consumer::DEFAULT_RESULT_TTL,
+            t => t,
+        };
+        let (requester, reply) = match reply {
+            Some(r) => {
+                let wire = ReplyWire {
+                    correlation: r.correlation,
+                    group: self.s.group.clone(),
+                    message_id: msg.message_id.to_string(),
+                    outcome: ReplyOutcome::Failed(CANCELLED.to_string(), attempts),
+                };
+                (Some(r.requester), wire.encode())
+            }
+            None => (None, Vec::new()),
+        };
+        let _ = ack_tx.send(AckReq {
+            delivery: d.id(),
+            clear_attempts: true,
+            answer: Some(Box::new(Answer {
+                id: msg.id,
+                lane: msg.lane,
+                origin: msg.message_id.first().to_string(),
+                ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                status: Settled::Cancelled,
+                value: Vec::new(),
+                requester,
+                reply,
+            })),
+        });
+        Outcome::Acked
     }
 
     /// Moves the message to the dead-letter queue with its ack.
@@ -533,6 +614,60 @@ impl Rt<Shared> {
                 tracing::warn!(topic = %topic, group = %group, error = %e, "parking a retry failed");
                 Outcome::Abandoned
             }
+        }
+    }
+}
+
+/// What a cancelled request's reply says, and a cancelled message's error.
+pub(super) const CANCELLED: &str = "cancelled";
+
+/// How a guarded handler run ended.
+enum Ran<R> {
+    /// The handler returned (or panicked): `R`.
+    Done(R),
+    /// The message was cancelled while it ran.
+    Cancelled,
+    /// The attempt ran past its timeout.
+    TimedOut(Duration),
+}
+
+/// Runs a handler until it returns, its message is cancelled (`message`
+/// fires) or `timeout` passes; in the last two cases the attempt's
+/// `signal` fires and the handler has [`CANCEL_GRACE`] to return before
+/// its future is dropped.
+async fn guarded<F: std::future::Future>(
+    fut: F,
+    message: &tokio_util::sync::CancellationToken,
+    signal: &tokio_util::sync::CancellationToken,
+    timeout: Option<Duration>,
+) -> Ran<F::Output> {
+    tokio::pin!(fut);
+    let limit = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let stopped = tokio::select! {
+        r = &mut fut => return Ran::Done(r),
+        _ = message.cancelled() => Ran::Cancelled,
+        _ = limit => Ran::TimedOut(timeout.unwrap_or_default()),
+    };
+    signal.cancel();
+    let _ = tokio::time::timeout(CANCEL_GRACE, &mut fut).await;
+    stopped
+}
+
+/// A message's own handler timeout (its `millrace-timeout` header), if it
+/// has a valid one; an invalid value is ignored, with a warning.
+fn own_timeout(msg: &Message) -> Option<Duration> {
+    let value = msg.headers.get(HEADER_TIMEOUT)?;
+    match crate::duration::parse_duration(value) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(topic = %msg.topic, partition = msg.partition, id = %msg.id,
+                error = %e, "ignoring the message's timeout header");
+            None
         }
     }
 }

@@ -43,6 +43,7 @@
 //! (the fetcher's connections).
 
 mod ack;
+mod cancels;
 mod coordinator;
 mod discipline;
 mod fetch;
@@ -191,6 +192,7 @@ struct Rt<D> {
     wake: Wake,
     stop: Stop,
     conns: ReadConns,
+    cancels: cancels::Cancels,
     discipline: PhantomData<D>,
 }
 
@@ -335,6 +337,7 @@ impl<D: Discipline> Rt<D> {
                 killed,
             },
             conns: ReadConns::default(),
+            cancels: cancels::Cancels::default(),
             discipline: PhantomData,
         })
     }

@@ -6,8 +6,10 @@
 //! printed is no result). Exit 65 (EX_DATAERR) is a permanent
 //! failure; any other exit, a signal or the timeout is retryable. The last
 //! lines of stderr become the recorded error. The program runs in its own
-//! process group, and the whole group is killed at the timeout; it is also
-//! killed if the worker process dies.
+//! process group, and the whole group is killed at the timeout (the
+//! handler's, or the message's `millrace-timeout` header); a cancelled
+//! message's group gets SIGTERM, then SIGKILL 3 s later. It is also killed
+//! if the worker process dies.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,6 +22,9 @@ use tokio::process::Command;
 pub const EX_DATAERR: i32 = 65;
 /// How much of stderr is kept for the error.
 const STDERR_TAIL: usize = 2048;
+/// How long a cancelled handler's process group has between SIGTERM and
+/// SIGKILL (within the worker's own grace, `millrace::CANCEL_GRACE`).
+const TERM_GRACE: Duration = Duration::from_secs(3);
 /// The most of stdout read as a result (1 MiB); more is a failure.
 const STDOUT_MAX: usize = 1 << 20;
 
@@ -149,20 +154,34 @@ pub async fn run(
         let status = child.wait().await;
         (status, err, out)
     };
-    let (status, err, out) = match tokio::time::timeout(timeout, io).await {
-        Ok(done) => done,
-        Err(_) => {
-            if let Some(pid) = pid {
-                // SAFETY: killpg only sends a signal; the group is the
-                // child's own (process_group(0) made it its leader).
-                unsafe {
-                    libc::killpg(pid as libc::pid_t, libc::SIGKILL);
-                }
+    // SAFETY: killpg only sends a signal; the group is the child's own
+    // (process_group(0) made it its leader).
+    let signal_group = |sig: libc::c_int| {
+        if let Some(pid) = pid {
+            unsafe {
+                libc::killpg(pid as libc::pid_t, sig);
             }
+        }
+    };
+    let timeout = ctx.timeout.unwrap_or(timeout);
+    tokio::pin!(io);
+    let (status, err, out) = tokio::select! {
+        done = &mut io => done,
+        _ = tokio::time::sleep(timeout) => {
+            signal_group(libc::SIGKILL);
             return Err(HandlerError::retry(format!(
                 "{} timed out after {:?} and was killed",
                 argv[0], timeout
             )));
+        }
+        _ = ctx.cancel.cancelled() => {
+            // Cancelled: SIGTERM to the whole group, SIGKILL if it is
+            // still there after the grace period.
+            signal_group(libc::SIGTERM);
+            if tokio::time::timeout(TERM_GRACE, &mut io).await.is_err() {
+                signal_group(libc::SIGKILL);
+            }
+            return Err(HandlerError::retry(format!("{} was stopped (cancelled)", argv[0])));
         }
     };
     let status =
