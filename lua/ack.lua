@@ -7,7 +7,8 @@
 -- keeps that member's result.
 -- KEYS[1] lease (hash: owner, epoch, expires ms; read only when ARGV[3] is not "")
 -- KEYS[2] partition lane stream (or the group's retry stream)
--- KEYS[3..] result keys (hash), one per result below, in order
+-- KEYS[3..] result keys (hash), one per result below, in order (a progress
+--   already reported there stays)
 -- ARGV[1] group  ARGV[2] member id  ARGV[3] epoch ("" in shared mode: no lease)
 -- ARGV[4] n, how many ids are acked without a result  ARGV[5..4+n] those ids
 -- then six per result: id, ttl ms (0: not kept), status ("ok" or
@@ -24,7 +25,7 @@ while i + 5 <= #ARGV do
     acked = acked + 1
     local ttl = tonumber(ARGV[i + 1])
     if ttl > 0 then
-      redis.call('DEL', KEYS[k])
+      redis.call('HDEL', KEYS[k], 'e', 'a', 'd')
       redis.call('HSET', KEYS[k], 's', ARGV[i + 2], 'v', ARGV[i + 3], 't', string.format('%d', now))
       redis.call('PEXPIRE', KEYS[k], ttl)
     end

@@ -23,7 +23,7 @@ redis.call('HDEL', KEYS[4], ARGV[5])
 if KEYS[5] then
   local ttl = tonumber(ARGV[14])
   if ttl > 0 then
-    redis.call('DEL', KEYS[5])
+    redis.call('HDEL', KEYS[5], 'v')
     redis.call('HSET', KEYS[5], 's', 'failed', 'e', ARGV[13], 'a', ARGV[12], 'd', id,
       't', string.format('%d', now))
     redis.call('PEXPIRE', KEYS[5], ttl)

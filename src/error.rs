@@ -114,6 +114,17 @@ pub enum Error {
         /// The version asked for; `None` for the latest.
         version: Option<u32>,
     },
+    /// This member no longer holds the partition (its lease moved on to
+    /// another member): what it would write for the message is refused.
+    #[error(
+        "partition {partition} of topic {topic} is no longer this member's (its lease moved on)"
+    )]
+    NotOwner {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
     /// No message with this id in the topic (never published, or trimmed
     /// before any group could remember it).
     #[error("message {id} not found in topic {topic}")]

@@ -51,8 +51,8 @@ pub use compat::{CompatMode, Incompatibility};
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PREFIX, redact_url};
 pub use consumer::{
     CANCEL_GRACE, Context, DEFAULT_RESULT_TTL, HEADER_TIMEOUT, HandlerError, LATENCY_BUCKETS,
-    LatencyHistogram, Promoter, StatsSnapshot, Worker, WorkerBuilder, WorkerHandle, WorkerSettings,
-    WorkerStats,
+    LatencyHistogram, PROGRESS_EVERY, Promoter, StatsSnapshot, Worker, WorkerBuilder, WorkerHandle,
+    WorkerSettings, WorkerStats,
 };
 pub use dlq::{DeadLetter, ReplayTo, Selection};
 pub use envelope::{Event, Headers, Message, StreamId};

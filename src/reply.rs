@@ -146,6 +146,20 @@ impl KeptResult {
     }
 }
 
+/// The progress kept in a result hash (`p`, JSON; `pt`, when), if any.
+pub(crate) fn progress_of(
+    fields: &std::collections::HashMap<String, Vec<u8>>,
+) -> (Option<serde_json::Value>, Option<u64>) {
+    let progress = fields.get("p").map(|p| {
+        serde_json::from_slice(p)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(p).into_owned()))
+    });
+    let at = fields
+        .get("pt")
+        .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok());
+    (progress, at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,11 @@ pub struct GroupState {
     /// Done or cancelled: when it was acked with its result (ms since the
     /// epoch, Redis clock), while the result is kept.
     pub done_at_ms: Option<u64>,
+    /// The latest progress its handler reported
+    /// ([`Context::progress`](crate::Context::progress)), as JSON.
+    pub progress: Option<serde_json::Value>,
+    /// When that progress was written (ms since the epoch, Redis clock).
+    pub progress_at_ms: Option<u64>,
 }
 
 /// Where a message stands: the message and its state in every group.
@@ -327,7 +332,7 @@ async fn status_in(
         };
         let facts = group_facts(cat, topic, id, group, found, facts).await?;
         let mut state = group_state(group, found, facts, view.now_ms);
-        if state.state == MessageState::Done {
+        if !matches!(state.state, MessageState::Unread | MessageState::Gone) {
             let of = crate::store::results::ResultOf {
                 topic,
                 partition: id.partition(),
@@ -335,13 +340,19 @@ async fn status_in(
                 lane: id.lane(),
                 first: id.first(),
             };
-            if let Some(kept) = cat.store().kept_result(of).await? {
+            let fields = cat.store().result_fields(of).await?;
+            if let Some(kept) = crate::reply::KeptResult::from_fields(&fields)
+                && state.state == MessageState::Done
+            {
                 if kept.cancelled {
                     state.state = MessageState::Cancelled;
                 }
                 state.result = kept.json();
                 state.done_at_ms = Some(kept.at_ms);
             }
+            let (progress, at) = crate::reply::progress_of(&fields);
+            state.progress = progress;
+            state.progress_at_ms = at;
         }
         groups.push(state);
     }

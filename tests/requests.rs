@@ -513,17 +513,21 @@ async fn a_reply_lost_with_the_requesters_connection_is_read_from_the_kept_resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_lost_its_lease_cannot_write_a_result_or_answer() {
+async fn a_member_that_lost_its_lease_cannot_write_a_result_progress_or_answer() {
     for (steal, kept) in [(true, false), (false, true)] {
         let c = support::client(&format!("req-fenced-{steal}")).await;
         topic(&c, "prices", 1).await;
         let gate = Arc::new(tokio::sync::Notify::new());
         let g = gate.clone();
+        let reported: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let r = reported.clone();
         let w = Worker::builder(&c, "pricing")
-            .handle_raw("prices", move |_msg, _ctx| {
-                let g = g.clone();
+            .handle_raw("prices", move |_msg, ctx| {
+                let (g, r) = (g.clone(), r.clone());
                 async move {
                     g.notified().await;
+                    let said = ctx.progress(&"almost").await;
+                    *r.lock().unwrap() = Some(format!("{said:?}"));
                     Ok(42u32)
                 }
             })
@@ -571,8 +575,67 @@ async fn a_member_that_lost_its_lease_cannot_write_a_result_or_answer() {
         })
         .await;
         assert_eq!(w.stats().stale_acks, u64::from(steal));
+        let said = reported.lock().unwrap().clone().unwrap();
+        if steal {
+            assert!(said.contains("NotOwner"), "progress refused too: {said}");
+        } else {
+            assert_eq!(said, "Ok(())");
+        }
         let result = c.message_result("prices", &id, "pricing").await.unwrap();
         assert_eq!(result.is_some(), kept, "steal={steal}: {result:?}");
         w.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_rate_limited_shown_while_running_and_kept_with_the_result() {
+    let c = support::client("progress").await;
+    topic(&c, "renders", 1).await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let _w = Worker::builder(&c, "pdf")
+        .handle_raw("renders", move |_msg, ctx| {
+            let g = g.clone();
+            async move {
+                // A chatty handler: a thousand reports at once.
+                for step in 0..1000u32 {
+                    ctx.progress(&serde_json::json!({ "step": step }))
+                        .await
+                        .unwrap();
+                }
+                g.notified().await;
+                Ok("rendered")
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let id = c
+        .publish_record("renders", millrace::Record::encode(&1u32).unwrap())
+        .await
+        .unwrap()
+        .message_id;
+    let progress = |c: Client, id: millrace::MessageId| async move {
+        let s = c.message_status("renders", &id).await.unwrap().unwrap();
+        (s.groups[0].state, s.groups[0].progress.clone())
+    };
+    support::wait_until(Duration::from_secs(10), "progress shown", || {
+        let (c, id) = (c.clone(), id.clone());
+        async move { progress(c, id).await.1.is_some() }
+    })
+    .await;
+    // Only the first report reached Redis; the rest wait (the latest wins).
+    assert_eq!(
+        progress(c.clone(), id.clone()).await,
+        (MessageState::InFlight, Some(serde_json::json!({"step": 0})))
+    );
+    gate.notify_one();
+    support::wait_until(Duration::from_secs(10), "done", || {
+        let (c, id) = (c.clone(), id.clone());
+        async move { progress(c, id).await.0 == MessageState::Done }
+    })
+    .await;
+    let s = c.message_status("renders", &id).await.unwrap().unwrap();
+    assert_eq!(s.groups[0].progress, Some(serde_json::json!({"step": 999})));
+    assert_eq!(s.groups[0].result, Some(serde_json::json!("rendered")));
 }

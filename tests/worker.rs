@@ -886,3 +886,64 @@ while true; do sleep 0.05; done"#,
     term(&w);
     assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_handler_reports_progress_on_stderr() {
+    let s = setup("exec-progress", "renders", 1).await;
+    let script = s.script(
+        "render.sh",
+        r#"cat > /dev/null
+echo 'millrace-progress: {"page": 1, "of": 3}' >&2
+while [ ! -e "$OUT.go" ]; do sleep 0.02; done
+echo '{"pages": 3}'"#,
+    );
+    let cfg = s.config(
+        "w.toml",
+        &consumer(
+            "renders",
+            "pdf",
+            &format!("exec = [\"{}\"]", script.display()),
+            "",
+        ),
+    );
+    let mut w = s.worker(&cfg);
+    let id = s
+        .client
+        .publish_record("renders", Record::encode(&"inv-1").unwrap())
+        .await
+        .unwrap()
+        .message_id;
+    let group = |c: Client, id: millrace::MessageId| async move {
+        let groups = c
+            .message_status("renders", &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .groups;
+        groups.first().cloned().unwrap_or_default()
+    };
+    let c = s.client.clone();
+    support::wait_until(Duration::from_secs(20), "progress shown", || {
+        let (c, id) = (c.clone(), id.clone());
+        async move { group(c, id).await.progress.is_some() }
+    })
+    .await;
+    let g = group(c.clone(), id.clone()).await;
+    assert_eq!(g.state, millrace::MessageState::InFlight);
+    assert_eq!(g.progress, Some(serde_json::json!({"page": 1, "of": 3})));
+    std::fs::write(s.dir.path().join("out.txt.go"), "").unwrap();
+    support::wait_until(Duration::from_secs(20), "done", || {
+        let (c, id) = (c.clone(), id.clone());
+        async move { group(c, id).await.state == millrace::MessageState::Done }
+    })
+    .await;
+    let g = group(c.clone(), id.clone()).await;
+    assert_eq!(g.result, Some(serde_json::json!({"pages": 3})));
+    assert_eq!(
+        g.progress,
+        Some(serde_json::json!({"page": 1, "of": 3})),
+        "kept with the result"
+    );
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+}

@@ -64,6 +64,8 @@ pub struct Context {
     /// [`handler_timeout`](crate::WorkerBuilder::handler_timeout); `None`
     /// for no limit.
     pub timeout: Option<Duration>,
+    /// Where [`Context::progress`] writes (none in a context made by hand).
+    pub(crate) progress: Option<Arc<crate::consumer::progress::Progress>>,
 }
 
 impl Context {
@@ -77,6 +79,32 @@ impl Context {
     /// Whether the handler should stop (see [`Context::cancel`]).
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Reports how far the handler got (any `Serialize` value, kept as
+    /// JSON): `millrace message show` shows the latest, and it stays with
+    /// the result. At most one write per message per second reaches
+    /// Redis; a value reported sooner waits (the latest wins) and is
+    /// written at the latest when the handler returns. Fails with
+    /// [`Error::NotOwner`](crate::Error::NotOwner) when this member's lease
+    /// on the partition moved on (ordered mode): nothing is written.
+    pub async fn progress<T: serde::Serialize + ?Sized>(&self, value: &T) -> crate::Result<()> {
+        let Some(progress) = &self.progress else {
+            return Ok(());
+        };
+        let json = serde_json::to_string(value).map_err(|e| crate::Error::Encode(e.to_string()))?;
+        progress.report(&self.whose(), json).await
+    }
+
+    /// Whose progress this context reports.
+    pub(crate) fn whose(&self) -> crate::consumer::progress::Whose<'_> {
+        crate::consumer::progress::Whose {
+            topic: &self.topic,
+            group: &self.group,
+            member: &self.member,
+            message_id: &self.message_id,
+            epoch: (self.epoch > 0).then_some(self.epoch),
+        }
     }
 }
 

@@ -11,8 +11,10 @@
 
 mod dispatch;
 pub mod handler;
+pub(crate) mod progress;
 mod runtime;
 
+pub use progress::PROGRESS_EVERY;
 pub use runtime::promote::Promoter;
 
 use std::future::Future;

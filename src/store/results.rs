@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Store, int};
+use super::{Guarded, Holder, Store, int};
 use crate::error::Result;
 use crate::reply::KeptResult;
 
@@ -22,14 +22,55 @@ pub(crate) struct ResultOf<'a> {
 impl Store<'_> {
     /// The group's kept result of a message, if it is still kept.
     pub(crate) async fn kept_result(&self, of: ResultOf<'_>) -> Result<Option<KeptResult>> {
+        Ok(KeptResult::from_fields(&self.result_fields(of).await?))
+    }
+
+    /// Every field of the group's result hash of a message (empty when
+    /// there is none): the result, and the progress reported.
+    pub(crate) async fn result_fields(&self, of: ResultOf<'_>) -> Result<HashMap<String, Vec<u8>>> {
         let key = self
             .keys
             .result(of.topic, of.partition, of.group, of.lane, of.first);
-        let fields: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        Ok(redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Writes a running handler's progress (`lua/progress.lua`), fenced by
+    /// the lease when `holder` is given.
+    pub(crate) async fn write_progress(
+        &self,
+        of: ResultOf<'_>,
+        holder: Option<Holder<'_>>,
+        json: &str,
+        ttl_ms: u64,
+    ) -> Result<Guarded<()>> {
+        let lease = self.keys.lease(of.topic, of.partition, of.group);
+        let key = self
+            .keys
+            .result(of.topic, of.partition, of.group, of.lane, of.first);
+        let (member, epoch) = match holder {
+            Some(h) => (h.member, h.epoch.to_string()),
+            None => ("", String::new()),
+        };
+        let ttl = ttl_ms.to_string();
+        let v = self
+            .eval(
+                &self.scripts.progress,
+                &[&lease, &key],
+                &[
+                    member.as_bytes(),
+                    epoch.as_bytes(),
+                    json.as_bytes(),
+                    ttl.as_bytes(),
+                ],
+            )
             .await?;
-        Ok(KeptResult::from_fields(&fields))
+        Ok(match int(&v)? {
+            -1 => Guarded::LeaseLost,
+            _ => Guarded::Done(()),
+        })
     }
 
     /// How many members of `group` have a heartbeat within their session.

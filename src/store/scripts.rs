@@ -147,6 +147,7 @@ scripts! {
     schema_policy => "schema_policy" [],
     responders => "responders" ["clock"],
     cancel_request => "cancel_request" ["clock"],
+    progress => "progress" ["clock", "lease"],
 }
 
 /// Which of millrace's scripts, at which line, ran the command an ACL

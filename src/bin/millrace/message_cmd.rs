@@ -213,6 +213,10 @@ fn group_json(g: &GroupState) -> Value {
         ("error", g.error.clone().map(Value::from)),
         ("dead_letter", g.dead_letter.clone().map(Value::from)),
         ("failed_at", at(g.failed_at_ms).map(Value::from)),
+        ("result", g.result.clone()),
+        ("done_at", at(g.done_at_ms).map(Value::from)),
+        ("progress", g.progress.clone()),
+        ("progress_at", at(g.progress_at_ms).map(Value::from)),
     ] {
         if let Some(value) = value {
             v[name] = value;
@@ -225,11 +229,17 @@ fn group_json(g: &GroupState) -> Value {
 fn detail(g: &GroupState) -> String {
     let at = |ms: Option<u64>| ms.map(rfc3339_ms).unwrap_or_default();
     match g.state {
-        MessageState::InFlight => format!(
-            "member {} since {}",
-            g.member.as_deref().unwrap_or("?"),
-            at(g.since_ms)
-        ),
+        MessageState::InFlight => {
+            let mut d = format!(
+                "member {} since {}",
+                g.member.as_deref().unwrap_or("?"),
+                at(g.since_ms)
+            );
+            if let Some(p) = &g.progress {
+                d.push_str(&format!(", progress {p} at {}", at(g.progress_at_ms)));
+            }
+            d
+        }
         MessageState::Retrying => {
             let mut d = format!("due {}", at(g.due_ms));
             if let Some(e) = &g.error {

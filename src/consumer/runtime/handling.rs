@@ -271,6 +271,7 @@ impl<D: Discipline> Rt<D> {
                     .and_then(|v| v.parse().ok()),
                 cancel: signal.clone(),
                 timeout,
+                progress: Some(self.progress.clone()),
             };
             let span = tracing::info_span!("message", topic = %self.spec.name, group = %self.s.group,
                 partition = msg.partition, message_id = %msg.message_id, id = %msg.id, attempt);
@@ -286,6 +287,17 @@ impl<D: Discipline> Rt<D> {
                 _ = self.stop.killed.cancelled() => return Outcome::Abandoned,
             };
             self.stats.latency.record(started.elapsed());
+            let whose = crate::consumer::progress::Whose {
+                topic: &self.names.topic,
+                group: &self.names.group,
+                member: &self.names.member,
+                message_id: &msg.message_id,
+                epoch: D::FENCED.then_some(d.epoch),
+            };
+            if let Err(e) = self.progress.finish(&whose).await {
+                tracing::warn!(topic = %self.spec.name, message_id = %msg.message_id, error = %e,
+                    "writing the last progress failed");
+            }
             let outcome = match ran {
                 Ran::Done(r) => r,
                 Ran::Cancelled => return self.ack_cancelled(d, attempt, ack_tx),

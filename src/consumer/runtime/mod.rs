@@ -193,6 +193,7 @@ struct Rt<D> {
     stop: Stop,
     conns: ReadConns,
     cancels: cancels::Cancels,
+    progress: Arc<crate::consumer::progress::Progress>,
     discipline: PhantomData<D>,
 }
 
@@ -312,6 +313,13 @@ impl<D: Discipline> Rt<D> {
             ..State::default()
         };
         let rate = s.rate_limit.map(|l| RateGate::new(l, &spec.name, &s.group));
+        let progress = Arc::new(crate::consumer::progress::Progress::new(
+            catalog.clone(),
+            match s.result_ttl {
+                t if t.is_zero() => crate::reply::DEFAULT_RESULT_TTL,
+                t => t,
+            },
+        ));
         Arc::new(Rt {
             names: Names {
                 topic: Arc::from(spec.name.as_str()),
@@ -338,6 +346,7 @@ impl<D: Discipline> Rt<D> {
             },
             conns: ReadConns::default(),
             cancels: cancels::Cancels::default(),
+            progress,
             discipline: PhantomData,
         })
     }

@@ -1,7 +1,8 @@
 //! `exec` handlers: one process per message, no shell.
 //!
 //! The payload goes to the program's stdin as JSON; metadata in `MILLRACE_*`
-//! environment variables. Exit 0 acks, and what the program printed on
+//! environment variables. A stderr line `millrace-progress: <JSON>` reports
+//! progress (`Context::progress`). Exit 0 acks, and what the program printed on
 //! stdout is its result (JSON; other text is kept as a JSON string; nothing
 //! printed is no result). Exit 65 (EX_DATAERR) is a permanent
 //! failure; any other exit, a signal or the timeout is retryable. The last
@@ -15,7 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use millrace::{Context, HandlerError, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 /// Exit code meaning "bad data, do not retry" (sysexits.h).
@@ -27,6 +28,17 @@ const STDERR_TAIL: usize = 2048;
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// The most of stdout read as a result (1 MiB); more is a failure.
 const STDOUT_MAX: usize = 1 << 20;
+
+/// The prefix of a progress line on an exec handler's stderr.
+pub const PROGRESS_PREFIX: &str = "millrace-progress:";
+
+/// The progress a stderr line reports (`millrace-progress: <JSON>`; other
+/// text after the prefix as a JSON string), or `None` for another line.
+pub fn progress_line(line: &[u8]) -> Option<serde_json::Value> {
+    let text = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let rest = text.strip_prefix(PROGRESS_PREFIX)?.trim();
+    Some(serde_json::from_str(rest).unwrap_or_else(|_| serde_json::Value::String(rest.to_string())))
+}
 
 /// A program's stdout as its result: JSON as written, other text as a
 /// JSON string, nothing (or only whitespace) as no result.
@@ -136,10 +148,27 @@ pub async fn run(
                 drop(s);
             }
         };
-        let read_err = async {
+        let ctx = &ctx;
+        let read_err = async move {
+            // Progress lines are reported; the others are the error's tail.
             let mut err = Vec::new();
             if let Some(s) = stderr.as_mut() {
-                let _ = s.read_to_end(&mut err).await;
+                let mut lines = tokio::io::BufReader::new(s).split(b'\n');
+                while let Ok(Some(line)) = lines.next_segment().await {
+                    match progress_line(&line) {
+                        Some(p) => {
+                            if let Err(e) = ctx.progress(&p).await {
+                                tracing::warn!(error = %e, "reporting progress failed");
+                            }
+                        }
+                        None => {
+                            err.extend_from_slice(&line);
+                            err.push(b'\n');
+                            let keep = err.len().saturating_sub(4 * STDERR_TAIL);
+                            err.drain(..keep);
+                        }
+                    }
+                }
             }
             err
         };
@@ -233,6 +262,20 @@ mod tests {
             header_env_name("x-tenant.id"),
             "MILLRACE_HEADER_X_TENANT_ID"
         );
+    }
+
+    #[test]
+    fn progress_lines_are_told_apart() {
+        assert_eq!(
+            progress_line(b"millrace-progress: {\"pages\": 3}"),
+            Some(serde_json::json!({"pages": 3}))
+        );
+        assert_eq!(
+            progress_line(b"millrace-progress: half way\r"),
+            Some(serde_json::json!("half way"))
+        );
+        assert_eq!(progress_line(b"warning: millrace-progress: 3"), None);
+        assert_eq!(progress_line(b"rendering"), None);
     }
 
     #[test]
