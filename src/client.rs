@@ -20,7 +20,7 @@ use crate::id::MessageId;
 use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 use crate::reader::{Reader, StartAt};
 use crate::reply::KeptResult;
-use crate::request::{self, Request, Requester};
+use crate::request::{self, Reply, Request, Requester};
 use crate::schedule::{self, ScheduleSpec};
 use crate::schema::{self, Gate, SchemaVersion};
 use crate::status::{self, MessageStatus};
@@ -462,6 +462,24 @@ impl Client {
                 first: id.first(),
             })
             .await
+    }
+
+    /// The answer `group` gave to message `id` (a request whose wait timed
+    /// out or was dropped, or any message whose handler returned a value),
+    /// read from its kept result: `Ok(None)` while there is none (not
+    /// handled yet, nothing returned, or expired), the value decoded as
+    /// `T`, or [`Error::RequestFailed`](crate::Error::RequestFailed) for a
+    /// final failure or a cancellation. Ask again as often as needed.
+    pub async fn reply<T: serde::de::DeserializeOwned>(
+        &self,
+        topic: &str,
+        id: &MessageId,
+        group: &str,
+    ) -> Result<Option<Reply<T>>> {
+        match self.message_result(topic, id, group).await? {
+            Some(kept) => request::reply_from_kept(topic, group, id, kept).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The newest messages published with `key` to `topic` (at most

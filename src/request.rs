@@ -171,6 +171,32 @@ impl<T: DeserializeOwned + Send + 'static> IntoFuture for Request<T> {
     }
 }
 
+/// The reply a kept result stands for: the value decoded as `T`, or the
+/// failure (a dead letter's error, or `cancelled`) as
+/// [`Error::RequestFailed`].
+pub(crate) fn reply_from_kept<T: DeserializeOwned>(
+    topic: &str,
+    group: &str,
+    id: &MessageId,
+    kept: crate::reply::KeptResult,
+) -> Result<Reply<T>> {
+    match kept.outcome {
+        Ok(value) => Ok(Reply {
+            value: rmp_serde::from_slice(&value)
+                .map_err(|e| Error::Decode(format!("the reply to message {id}: {e}")))?,
+            message_id: id.clone(),
+            group: group.to_string(),
+        }),
+        Err(error) => Err(Error::RequestFailed {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            message_id: id.to_string(),
+            attempts: kept.attempts,
+            error,
+        }),
+    }
+}
+
 /// A request's payload as a record (MessagePack of `payload`).
 pub(crate) fn record_of<P: Serialize + ?Sized>(payload: &P) -> Result<Record> {
     Record::encode(payload)

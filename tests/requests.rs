@@ -213,6 +213,14 @@ async fn a_permanent_failure_answers_with_the_handlers_error() {
         .unwrap()
         .unwrap();
     assert_eq!(kept.outcome, Err("no price for SKU bad".to_string()));
+    let again = c
+        .reply::<Price>("prices", &id, "pricing")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, Error::RequestFailed { attempts: 1, .. }),
+        "{again}"
+    );
     let s = c.message_status("prices", &id).await.unwrap().unwrap();
     assert_eq!(s.groups[0].state, MessageState::DeadLettered);
 }

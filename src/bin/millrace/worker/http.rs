@@ -122,11 +122,15 @@ pub async fn run(
             req = req.header(n, v);
         }
     }
-    let resp = req
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| HandlerError::retry(format!("POST {url}: {}", error_chain(&e))))?;
+    // A cancelled message (or a message's own timeout) drops the request.
+    let resp = tokio::select! {
+        r = req.body(body).send() => {
+            r.map_err(|e| HandlerError::retry(format!("POST {url}: {}", error_chain(&e))))?
+        }
+        _ = ctx.cancel.cancelled() => {
+            return Err(HandlerError::retry(format!("POST {url} was abandoned (cancelled)")));
+        }
+    };
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
