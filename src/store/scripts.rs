@@ -270,7 +270,14 @@ mod tests {
             .collect();
         assert_eq!(
             checked,
-            ["lease_renew", "ack", "read_fenced", "fail", "dead_letter", "progress"],
+            [
+                "lease_renew",
+                "ack",
+                "read_fenced",
+                "fail",
+                "dead_letter",
+                "progress"
+            ],
             "the lease-checked steps changed: review this list"
         );
         for s in all.all() {
