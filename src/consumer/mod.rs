@@ -380,12 +380,13 @@ impl WorkerBuilder {
         F: Fn(E, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
-        let f = Arc::new(f);
+        // The handler's future is made here, not inside the boxed one, so
+        // no shared handle is cloned per message.
         let handler: RawHandler = Arc::new(move |msg: Message, ctx: Context| {
-            let f = f.clone();
+            let work = msg.decode::<E>().map(|event| f(event, ctx));
             Box::pin(async move {
-                let event: E = msg.decode().map_err(HandlerError::permanent)?;
-                crate::reply::encode_output(&f(event, ctx).await?)
+                let work = work.map_err(HandlerError::permanent)?;
+                crate::reply::encode_output(&work.await?)
             })
         });
         self.handlers.push((E::TOPIC.to_string(), handler));
@@ -400,10 +401,9 @@ impl WorkerBuilder {
         F: Fn(Message, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
-        let f = Arc::new(f);
         let handler: RawHandler = Arc::new(move |msg, ctx| {
-            let f = f.clone();
-            Box::pin(async move { crate::reply::encode_output(&f(msg, ctx).await?) })
+            let work = f(msg, ctx);
+            Box::pin(async move { crate::reply::encode_output(&work.await?) })
         });
         self.handlers.push((topic.to_string(), handler));
         self

@@ -41,6 +41,9 @@ pub(crate) struct Progress {
     /// How long the hash is kept after each write.
     ttl_ms: u64,
     slots: Mutex<HashMap<MessageId, Slot>>,
+    /// Whether `slots` may hold anything (checked without the lock: most
+    /// handlers never report progress).
+    any: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Progress {
@@ -57,6 +60,7 @@ impl Progress {
             catalog,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
             slots: Mutex::default(),
+            any: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -80,6 +84,7 @@ impl Progress {
                     s.waiting = None;
                 }
                 None => {
+                    self.any.store(true, std::sync::atomic::Ordering::Release);
                     slots.insert(
                         w.message_id.clone(),
                         Slot {
@@ -95,12 +100,16 @@ impl Progress {
 
     /// The handler returned: writes the progress still waiting, if any.
     pub(crate) async fn finish(&self, w: &Whose<'_>) -> Result<()> {
+        if !self.any.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         let waiting = {
             let mut slots = self.lock();
+            let waiting = slots.remove(w.message_id).and_then(|s| s.waiting);
             if slots.is_empty() {
-                return Ok(());
+                self.any.store(false, std::sync::atomic::Ordering::Release);
             }
-            slots.remove(w.message_id).and_then(|s| s.waiting)
+            waiting
         };
         match waiting {
             Some(json) => self.write(w, &json).await,

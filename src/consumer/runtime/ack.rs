@@ -15,6 +15,7 @@ use super::{AckReq, Rt};
 use crate::duration::Doubling;
 use crate::envelope::StreamId;
 use crate::error::Result;
+use crate::id::MessageId;
 use crate::store::Guarded;
 use crate::store::settle::{AckBatch, AckOf, Answer, Settled};
 
@@ -147,7 +148,7 @@ impl<D: Discipline> Rt<D> {
         };
         let results = self.catalog.store().ack(of, &batches).await?;
         let mut clear: Vec<(u32, Vec<String>)> = Vec::new();
-        let mut carried_out: Vec<String> = Vec::new();
+        let mut carried_out: Vec<MessageId> = Vec::new();
         for (g, result) in groups.iter().zip(results) {
             let (p, epoch, ids) = (g.key.partition, g.key.epoch, &g.ids);
             match result {
@@ -164,7 +165,7 @@ impl<D: Discipline> Rt<D> {
                     carried_out.extend(ids.iter().filter_map(|a| {
                         let a = a.answer.as_deref()?;
                         (a.status == Settled::Cancelled)
-                            .then(|| format!("{p}:{}:{}", a.lane, a.origin))
+                            .then(|| MessageId::read(p, a.lane, a.origin.clone()))
                     }));
                     let failed: Vec<String> = ids
                         .iter()
@@ -181,9 +182,10 @@ impl<D: Discipline> Rt<D> {
             for id in &carried_out {
                 self.cancels.done(id);
             }
+            let ids: Vec<String> = carried_out.iter().map(ToString::to_string).collect();
             self.catalog
                 .store()
-                .forget_cancels(topic, group, &carried_out)
+                .forget_cancels(topic, group, &ids)
                 .await?;
         }
         if !clear.is_empty() {

@@ -1,83 +1,83 @@
 //! Cancellation on the member's side: the group's cancel requests, read
-//! again whenever the heartbeat says their count moved, and a token per
-//! message being handled (or waiting to retry in place), cancelled when a
-//! request for it arrives or its handler times out.
+//! again whenever the heartbeat says their count moved. Nothing is
+//! registered per message (the common case, no request at all, costs an
+//! atomic load): an attempt or a wait to retry watches for the set to
+//! change and then looks for its own message in it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
-/// The group's cancel requests as this member last read them, and the
-/// messages it is handling now.
-#[derive(Default)]
+use crate::id::MessageId;
+
+type Set = HashSet<MessageId, foldhash::fast::RandomState>;
+
+/// The group's cancel requests as this member last read them.
 pub(super) struct Cancels {
-    inner: Mutex<Inner>,
+    requested: Mutex<Set>,
+    /// Whether `requested` holds anything (checked without the lock).
+    any: AtomicBool,
+    /// The request count the set was read at.
+    seen: AtomicU64,
+    /// Bumped whenever the set changes.
+    changed: watch::Sender<u64>,
 }
 
-#[derive(Default)]
-struct Inner {
-    /// The request count the requests were read at.
-    seen: u64,
-    requested: HashSet<String>,
-    running: HashMap<String, CancellationToken>,
-}
-
-/// A message's token while it is handled; unregisters it when dropped.
-pub(super) struct Watch<'a> {
-    cancels: &'a Cancels,
-    id: String,
-    pub token: CancellationToken,
-}
-
-impl Drop for Watch<'_> {
-    fn drop(&mut self) {
-        self.cancels.lock().running.remove(&self.id);
+impl Default for Cancels {
+    fn default() -> Self {
+        Cancels {
+            requested: Mutex::default(),
+            any: AtomicBool::new(false),
+            seen: AtomicU64::new(0),
+            changed: watch::Sender::new(0),
+        }
     }
 }
 
 impl Cancels {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Set> {
+        self.requested.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the group's request count moved since the last read.
     pub(super) fn stale(&self, count: u64) -> bool {
-        self.lock().seen != count
+        self.seen.load(Ordering::Acquire) != count
     }
 
-    /// The requests as read at `count`: tokens of running messages now
-    /// requested are cancelled.
-    pub(super) fn update(&self, count: u64, requested: HashSet<String>) {
-        let mut inner = self.lock();
-        for (id, token) in &inner.running {
-            if requested.contains(id) {
-                token.cancel();
-            }
-        }
-        inner.seen = count;
-        inner.requested = requested;
+    /// The requests as read at `count`; whoever watches is told.
+    pub(super) fn update(&self, count: u64, requested: impl IntoIterator<Item = MessageId>) {
+        let set: Set = requested.into_iter().collect();
+        self.any.store(!set.is_empty(), Ordering::Release);
+        *self.lock() = set;
+        self.seen.store(count, Ordering::Release);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Whether message `id` was asked to be cancelled.
+    pub(super) fn is_requested(&self, id: &MessageId) -> bool {
+        self.any.load(Ordering::Acquire) && self.lock().contains(id)
     }
 
     /// A request carried out: not acted on again.
-    pub(super) fn done(&self, id: &str) {
-        self.lock().requested.remove(id);
+    pub(super) fn done(&self, id: &MessageId) {
+        let mut set = self.lock();
+        set.remove(id);
+        self.any.store(!set.is_empty(), Ordering::Release);
     }
 
-    /// A token for message `id` while it is handled (cancelled already if a
-    /// request for it is known).
-    pub(super) fn watch(&self, id: String) -> Watch<'_> {
-        let token = CancellationToken::new();
-        let mut inner = self.lock();
-        if inner.requested.contains(&id) {
-            token.cancel();
-        }
-        inner.running.insert(id.clone(), token.clone());
-        drop(inner);
-        Watch {
-            cancels: self,
-            id,
-            token,
+    /// Resolves once message `id` is asked to be cancelled (never, if it
+    /// is not).
+    pub(super) async fn requested(&self, id: &MessageId) {
+        let mut changes = self.changed.subscribe();
+        loop {
+            if self.is_requested(id) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
@@ -86,23 +86,32 @@ impl Cancels {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_request_cancels_the_running_message_and_only_it() {
+    fn id(s: &str) -> MessageId {
+        MessageId::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_the_waiting_message_and_only_it() {
         let c = Cancels::default();
-        let a = c.watch("0:0:1-0".into());
-        let b = c.watch("0:0:2-0".into());
         assert!(c.stale(1));
-        c.update(1, HashSet::from(["0:0:1-0".to_string()]));
+        let (a, b) = (id("0:0:1-0"), id("0:0:2-0"));
+        let waiting_a = c.requested(&a);
+        let waiting_b = c.requested(&b);
+        tokio::pin!(waiting_a, waiting_b);
+        c.update(1, [a.clone()]);
         assert!(!c.stale(1));
-        assert!(a.token.is_cancelled());
-        assert!(!b.token.is_cancelled());
-        // A message requested before it starts gets a cancelled token.
-        c.update(2, HashSet::from(["0:0:3-0".to_string()]));
-        assert!(c.watch("0:0:3-0".into()).token.is_cancelled());
-        // Carried out: a later delivery of it is not cancelled again.
-        c.done("0:0:3-0");
-        assert!(!c.watch("0:0:3-0".into()).token.is_cancelled());
-        drop(a);
-        assert!(!c.lock().running.contains_key("0:0:1-0"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), &mut waiting_a)
+            .await
+            .expect("a is told");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut waiting_b)
+                .await
+                .is_err(),
+            "b is not"
+        );
+        assert!(c.is_requested(&a) && !c.is_requested(&b));
+        // Carried out: not acted on again.
+        c.done(&a);
+        assert!(!c.is_requested(&a));
     }
 }

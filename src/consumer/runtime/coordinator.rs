@@ -61,14 +61,17 @@ impl<D: Discipline> Rt<D> {
         let requests = store.cancel_requests(topic, group).await?;
         let now = self.catalog.redis_time_ms().await?;
         let retention = u64::try_from(self.spec.retention.as_millis()).unwrap_or(u64::MAX);
-        let (old, live): (Vec<_>, Vec<_>) = requests
-            .into_iter()
-            .partition(|(_, at)| now.saturating_sub(*at) > retention);
-        let old: Vec<String> = old.into_iter().map(|(id, _)| id).collect();
+        let mut old = Vec::new();
+        let mut live = Vec::new();
+        for (id, at) in requests {
+            match crate::id::MessageId::parse(&id) {
+                Ok(m) if now.saturating_sub(at) <= retention => live.push(m),
+                _ => old.push(id),
+            }
+        }
         store.forget_cancels(topic, group, &old).await?;
         tracing::debug!(topic = %topic, group = %group, requests = live.len(), "cancel requests read");
-        self.cancels
-            .update(count, live.into_iter().map(|(id, _)| id).collect());
+        self.cancels.update(count, live);
         Ok(())
     }
 

@@ -226,11 +226,10 @@ impl<D: Discipline> Rt<D> {
             };
             return self.dead_letter(d, attempt - 1, &error).await;
         }
-        // Cancelled by a request for this message: it is skipped, stopped,
-        // or its wait to retry ends.
-        let watch = self.cancels.watch(msg.message_id.to_string());
         loop {
-            if watch.token.is_cancelled() {
+            // Cancelled by a request for this message: it is skipped,
+            // stopped, or its wait to retry ends.
+            if self.cancels.is_requested(&msg.message_id) {
                 return self.ack_cancelled(d, attempt, ack_tx);
             }
             if let Some(rate) = &self.gates.rate {
@@ -250,9 +249,9 @@ impl<D: Discipline> Rt<D> {
                 return Outcome::Abandoned;
             }
             let timeout = own_timeout(msg).or(self.s.handler_timeout);
-            // The attempt's own signal: a timeout cancels it alone, a
-            // cancel request the message's token and so this one.
-            let signal = watch.token.child_token();
+            // The attempt's signal to its handler: a cancel request or the
+            // timeout fires it.
+            let signal = tokio_util::sync::CancellationToken::new();
             let ctx = Context {
                 topic: self.names.topic.clone(),
                 group: self.names.group.clone(),
@@ -283,7 +282,12 @@ impl<D: Discipline> Rt<D> {
                 std::panic::AssertUnwindSafe(async move { handler(m, ctx).await }).catch_unwind();
             let started = std::time::Instant::now();
             let ran = tokio::select! {
-                r = guarded(fut.instrument(span), &watch.token, &signal, timeout) => r,
+                r = guarded(
+                    fut.instrument(span),
+                    self.cancels.requested(&msg.message_id),
+                    &signal,
+                    timeout,
+                ) => r,
                 _ = self.stop.killed.cancelled() => return Outcome::Abandoned,
             };
             self.stats.latency.record(started.elapsed());
@@ -359,7 +363,7 @@ impl<D: Discipline> Rt<D> {
             // parking (shared) is one step and runs to its end.
             let retried = tokio::select! {
                 flow = D::retry(self, d, &mut permit, attempt, wait, &text) => flow,
-                _ = watch.token.cancelled(), if D::RECORDS_FAILURES => {
+                _ = self.cancels.requested(&msg.message_id), if D::RECORDS_FAILURES => {
                     ControlFlow::Break(Outcome::Cancelled)
                 }
             };
@@ -643,13 +647,13 @@ enum Ran<R> {
     TimedOut(Duration),
 }
 
-/// Runs a handler until it returns, its message is cancelled (`message`
-/// fires) or `timeout` passes; in the last two cases the attempt's
+/// Runs a handler until it returns, its message is cancelled (`cancelled`
+/// resolves) or `timeout` passes; in the last two cases the attempt's
 /// `signal` fires and the handler has [`CANCEL_GRACE`] to return before
 /// its future is dropped.
 async fn guarded<F: std::future::Future>(
     fut: F,
-    message: &tokio_util::sync::CancellationToken,
+    cancelled: impl std::future::Future<Output = ()>,
     signal: &tokio_util::sync::CancellationToken,
     timeout: Option<Duration>,
 ) -> Ran<F::Output> {
@@ -660,9 +664,12 @@ async fn guarded<F: std::future::Future>(
             None => std::future::pending().await,
         }
     };
+    // The handler first: one that finishes at its first poll costs no
+    // watch on the cancel requests or the clock.
     let stopped = tokio::select! {
+        biased;
         r = &mut fut => return Ran::Done(r),
-        _ = message.cancelled() => Ran::Cancelled,
+        _ = cancelled => Ran::Cancelled,
         _ = limit => Ran::TimedOut(timeout.unwrap_or_default()),
     };
     signal.cancel();
