@@ -149,6 +149,8 @@ pub enum Command {
     Schema(SchemaCommand),
     /// Publish a request and wait for a group's reply: what its handler returned
     Request(RequestArgs),
+    /// Serve the HTTP API (/api/v1) and the dashboard page
+    Serve(ServeArgs),
     /// Where a message stands in every group of its topic
     #[command(subcommand)]
     Message(MessageCommand),
@@ -369,6 +371,21 @@ pub struct PublishArgs {
     /// Print the receipt (or the count, with --jsonl) as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback needs --token-file
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Refuse every change (publish, pause, resume): look, do not touch
+    #[arg(long)]
+    pub read_only: bool,
+    /// A file whose first line is the token (16+ characters) that
+    /// changes need, as Authorization: Bearer <token> (every request,
+    /// beyond loopback)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,11 @@ const FIELDS: &str = "data, key, headers, delay, priority, dedup_id, max_attempt
 /// it (without the line number, which the caller adds).
 pub fn parse_line(text: &str) -> Result<Record, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+    parse_value(value)
+}
+
+/// One record from a parsed JSON value (an object, as a line of `--jsonl`).
+pub fn parse_value(value: Value) -> Result<Record, String> {
     let Value::Object(map) = value else {
         return Err(format!(
             "expected a JSON object like {{\"data\": ...}}, found {}",

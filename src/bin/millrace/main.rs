@@ -21,6 +21,7 @@ mod publish_cmd;
 mod request_cmd;
 mod schedule_cmd;
 mod schema_cmd;
+mod serve;
 mod tail_cmd;
 mod topic_cmd;
 mod worker;
@@ -101,6 +102,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Schema(cmd) => schema_cmd::run(global, cmd, out).await,
         Command::Message(cmd) => message_cmd::run(global, cmd, out).await,
         Command::Request(args) => request_cmd::run(global, args, out).await,
+        Command::Serve(args) => serve::run(global, args).await,
         Command::Schedule(cmd) => schedule_cmd::run(global, cmd, out).await,
         Command::Scheduler => schedule_cmd::scheduler(global).await,
         Command::Demo => demo::run(global, out).await,

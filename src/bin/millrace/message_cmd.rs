@@ -185,7 +185,7 @@ fn stored(s: &MessageStatus) -> &'static str {
 
 /// The `--json` object: the message as `tail --json` prints it (or only
 /// its id once trimmed), where it is, and the groups.
-fn as_json(s: &MessageStatus) -> Value {
+pub fn as_json(s: &MessageStatus) -> Value {
     let mut v = match &s.message {
         Some(m) => serde_json::to_value(TailLine::new(m)).unwrap_or(Value::Null),
         None => json!({

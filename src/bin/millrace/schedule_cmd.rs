@@ -146,7 +146,7 @@ pub async fn scheduler(global: &Global) -> Result<(), CliError> {
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed before this
 /// returns, so a signal that arrives early is not missed.
-fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>, CliError> {
     use tokio::signal::unix::{SignalKind, signal};
     let install = |kind: SignalKind| {
         signal(kind).map_err(|e| CliError::other(format!("cannot listen for signals: {e}")))
