@@ -1,0 +1,225 @@
+//! The dashboard in a real browser: headless Chromium driven through
+//! chromedriver (WebDriver). The overview lists the topics and groups of a
+//! live worker and its lag falls to 0; a payload that is HTML shows as
+//! text (no element made of it); screenshots of each page go under
+//! `target/screenshots/`.
+//!
+//! Needs `chromium` and `chromedriver` on `PATH` (Debian: `apt-get install
+//! chromium chromium-driver`; `.ci/run` installs them).
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use millrace::{Client, Config, Record, TopicSpec, Worker};
+
+const BIN: &str = env!("CARGO_BIN_EXE_millrace");
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// chromedriver on a free port, and a headless Chromium session through it.
+async fn browser() -> (Killed, Browser) {
+    let port = support::free_port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start chromedriver ({e}): apt-get install chromium chromium-driver")
+        });
+    let driver = Killed(driver);
+    let url = format!("http://127.0.0.1:{port}");
+    support::wait_until(Duration::from_secs(20), "chromedriver listening", || {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        async move { ok }
+    })
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,900"]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&url)
+        .await
+        .expect("a Chromium session");
+    (driver, client)
+}
+
+/// `millrace serve` on a free port; its base URL.
+async fn serve(prefix: &str) -> (Killed, String) {
+    let port = support::free_port();
+    let child = Command::new(BIN)
+        .args([
+            "--redis",
+            &support::shared_url(),
+            "--prefix",
+            prefix,
+            "serve",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until(Duration::from_secs(20), "serve listening", || {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        async move { ok }
+    })
+    .await;
+    (Killed(child), format!("http://127.0.0.1:{port}/"))
+}
+
+/// Writes the page as it is now to `target/screenshots/<name>.png`.
+async fn screenshot(b: &Browser, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = b.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text_of(b: &Browser, id: &str) -> String {
+    b.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
+    let prefix = support::unique_prefix("browser");
+    let c = Client::connect(
+        Config::new(support::shared_url())
+            .unwrap()
+            .prefix(&prefix)
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_topic(&TopicSpec::new("erp.v1.invoice.created", 4).unwrap())
+        .await
+        .unwrap();
+    // A paused worker, so the page first sees lag, then sees it fall.
+    c.create_group(
+        "erp.v1.invoice.created",
+        "pdf-report",
+        &millrace::StartAt::Earliest,
+    )
+    .await
+    .unwrap();
+    c.pause_group("erp.v1.invoice.created", "pdf-report")
+        .await
+        .unwrap();
+    let xss = "<img src=x onerror=window.__pwned=1>";
+    for i in 0..20u32 {
+        let data = serde_json::json!({"invoice": format!("inv-{i}"), "note": xss});
+        c.publish_record(
+            "erp.v1.invoice.created",
+            Record::encode(&data)
+                .unwrap()
+                .key(format!("tenant-{}", i % 3)),
+        )
+        .await
+        .unwrap();
+    }
+    let _w = Worker::builder(&c, "pdf-report")
+        .handle_raw("erp.v1.invoice.created", |_m, _c| async { Ok(()) })
+        .start()
+        .await
+        .unwrap();
+    let (_serve, base) = serve(&prefix).await;
+    let (_driver, b) = browser().await;
+    b.goto(&base).await.unwrap();
+
+    // The overview lists the topic and its group, lagging while paused.
+    let lagging = "pdf-report: lag 20, pending 0, 1 member(s) paused";
+    b.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath(&format!(
+            "//*[@id='overview']//div[contains(., '{lagging}')]"
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: the overview shows {:?}", ""));
+    let overview = text_of(&b, "overview").await;
+    assert!(overview.contains("erp.v1.invoice.created"), "{overview}");
+    screenshot(&b, "overview-lagging").await;
+    // Resumed, the worker catches up and the page (refreshing by itself)
+    // shows the lag fall to 0.
+    c.resume_group("erp.v1.invoice.created", "pdf-report")
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::XPath(
+            "//*[@id='overview']//div[contains(., 'pdf-report: lag 0, pending 0, 1 member(s)')]",
+        ))
+        .await
+        .unwrap();
+    screenshot(&b, "overview").await;
+
+    // A topic's messages, then one message: the payload is text.
+    b.find(Locator::LinkText("erp.v1.invoice.created"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='detail']//h2[contains(., 'Messages of')]",
+        ))
+        .await
+        .unwrap();
+    let detail = text_of(&b, "detail").await;
+    assert!(
+        detail.contains(xss),
+        "the payload shows as written: {detail}"
+    );
+    screenshot(&b, "messages").await;
+    let first = b
+        .find(Locator::XPath("//*[@id='detail']//td/a"))
+        .await
+        .unwrap();
+    first.click().await.unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//*[@id='detail']//pre"))
+        .await
+        .unwrap();
+    let shown = text_of(&b, "detail").await;
+    assert!(shown.contains("\"state\": \"done\""), "{shown}");
+    assert!(shown.contains("onerror"), "{shown}");
+    screenshot(&b, "message").await;
+    let imgs = b.find_all(Locator::Css("img")).await.unwrap();
+    assert!(imgs.is_empty(), "no element was made of a payload");
+    let pwned = b
+        .execute("return window.__pwned === undefined;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(pwned, serde_json::json!(true));
+    // The control: the same text put in as HTML does make an element, so
+    // the check above would see one.
+    b.execute(
+        "const d = document.createElement('div'); d.innerHTML = arguments[0]; document.body.appendChild(d);",
+        vec![serde_json::json!(xss)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.find_all(Locator::Css("img")).await.unwrap().len(), 1);
+    b.close().await.unwrap();
+}
