@@ -317,3 +317,89 @@ async fn redis_down_is_503() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_replay_and_purge_and_a_reset_previews_before_it_acts() {
+    let prefix = support::unique_prefix("serve-dlq");
+    let c = client(&prefix).await;
+    c.create_topic(&TopicSpec::new("jobs", 1).unwrap())
+        .await
+        .unwrap();
+    let w = Worker::builder(&c, "g")
+        .handle_raw("jobs", |_m, _c| async {
+            Err::<(), _>(millrace::HandlerError::permanent("bad job"))
+        })
+        .start()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        c.publish_record("jobs", Record::encode(&i).unwrap())
+            .await
+            .unwrap();
+    }
+    let cc = c.clone();
+    support::wait_until(Duration::from_secs(20), "three dead letters", || {
+        let c = cc.clone();
+        async move { c.dead_letters("jobs", None, 10).await.unwrap().len() == 3 }
+    })
+    .await;
+    let s = serve(&support::shared_url(), &prefix, &[]).await;
+    let http = http();
+    let url = |p: &str| format!("{}/api/v1{p}", s.base);
+
+    // A reset while the group has a live member: refused, 409.
+    let (status, e) = call(
+        http.post(url("/topics/jobs/groups/g/reset"))
+            .body(json!({"to": "earliest"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (409, Some("conflict")),
+        "{e}"
+    );
+    w.shutdown().await.unwrap();
+
+    let (status, v) = call(http.get(url("/topics/jobs/dlq?limit=10"))).await;
+    assert_eq!(status, 200);
+    let dead = v["dead_letters"].as_array().unwrap();
+    assert_eq!(dead.len(), 3);
+    let one = dead[0]["id"].as_str().unwrap().to_string();
+    let (status, v) = call(
+        http.post(url("/topics/jobs/dlq/replay"))
+            .body(json!({"ids": [one]}).to_string()),
+    )
+    .await;
+    assert_eq!((status, v["replayed"].as_u64()), (200, Some(1)), "{v}");
+    let (status, v) = call(
+        http.post(url("/topics/jobs/dlq/purge"))
+            .body(json!({"all": true}).to_string()),
+    )
+    .await;
+    assert_eq!((status, v["purged"].as_u64()), (200, Some(2)), "{v}");
+    assert!(c.dead_letters("jobs", None, 10).await.unwrap().is_empty());
+    let (status, _) = call(
+        http.post(url("/topics/jobs/dlq/purge"))
+            .body(json!({"ids": []}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 400, "neither ids nor all");
+
+    // The preview changes nothing; the reset does.
+    let lag = |c: Client| async move { c.describe_group("jobs", "g").await.unwrap().lag };
+    assert_eq!(lag(c.clone()).await, 0);
+    let (status, plan) = call(http.get(url("/topics/jobs/groups/g/reset?to=earliest"))).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(lag(c.clone()).await, 0, "a preview changes nothing");
+    let (status, _) = call(
+        http.post(url("/topics/jobs/groups/g/reset"))
+            .body(json!({"to": "earliest"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        lag(c.clone()).await,
+        3,
+        "the group will read all three again"
+    );
+}

@@ -32,7 +32,13 @@ pub fn routes() -> Router<Shared> {
         .route("/topics/{topic}/groups/{group}", get(group))
         .route("/topics/{topic}/groups/{group}/pause", post(pause))
         .route("/topics/{topic}/groups/{group}/resume", post(resume))
+        .route(
+            "/topics/{topic}/groups/{group}/reset",
+            get(reset_plan).post(reset),
+        )
         .route("/topics/{topic}/dlq", get(dead_letters))
+        .route("/topics/{topic}/dlq/replay", post(replay))
+        .route("/topics/{topic}/dlq/purge", post(purge))
         .route("/schedules", get(schedules))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
@@ -280,6 +286,122 @@ async fn pause(State(s): State<Shared>, Path((topic, group)): Path<(String, Stri
 async fn resume(State(s): State<Shared>, Path((topic, group)): Path<(String, String)>) -> Response {
     match s.client.resume_group(&topic, &group).await {
         Ok(_) => ok(json!({"topic": topic, "group": group, "paused": false})),
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResetQuery {
+    /// `earliest`, `latest`, an RFC 3339 time or a stream id.
+    to: String,
+}
+
+/// What a reset to `to` would do (nothing is changed): the preview the
+/// page shows before its confirm.
+async fn reset_plan(
+    State(s): State<Shared>,
+    Path((topic, group)): Path<(String, String)>,
+    Query(q): Query<ResetQuery>,
+) -> Response {
+    let to: StartAt = match q.to.parse() {
+        Ok(t) => t,
+        Err(e) => return failed(e),
+    };
+    match s.client.plan_group_reset(&topic, &group, &to).await {
+        Ok(plan) => ok(serde_json::to_value(plan).unwrap_or(Value::Null)),
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    to: String,
+    /// Reset even while the group has live members.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Moves the group to `to` (refused with 409 while it has live members,
+/// unless `force`).
+async fn reset(
+    State(s): State<Shared>,
+    Path((topic, group)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let b: ResetBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return invalid(format!("expected {{\"to\": ..., \"force\"?: bool}}: {e}")),
+    };
+    let to: StartAt = match b.to.parse() {
+        Ok(t) => t,
+        Err(e) => return failed(e),
+    };
+    match s.client.reset_group(&topic, &group, &to, b.force).await {
+        Ok(plan) => ok(serde_json::to_value(plan).unwrap_or(Value::Null)),
+        Err(e @ millrace::Error::GroupHasMembers { .. }) => {
+            error(StatusCode::CONFLICT, "conflict", &e.to_string())
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// Which dead letters a replay or purge takes: `ids` (dead-letter or
+/// message ids) or `all`, optionally of one `group`.
+#[derive(Deserialize)]
+struct Chosen {
+    ids: Option<Vec<String>>,
+    #[serde(default)]
+    all: bool,
+    group: Option<String>,
+    /// Replay only: `group` (default: the group that gave up) or `topic`.
+    to: Option<String>,
+}
+
+fn chosen(body: &[u8]) -> Result<(Chosen, millrace::Selection), Response> {
+    let c: Chosen = serde_json::from_slice(body).map_err(|e| {
+        invalid(format!(
+            "expected {{\"ids\": [...]}} or {{\"all\": true}}, with \"group\"? : {e}"
+        ))
+    })?;
+    let selection = match (&c.ids, c.all) {
+        (Some(ids), false) if !ids.is_empty() => millrace::Selection::Ids(ids.clone()),
+        (None, true) => millrace::Selection::All,
+        _ => return Err(invalid("give either a non-empty \"ids\" or \"all\": true")),
+    };
+    Ok((c, selection))
+}
+
+async fn replay(State(s): State<Shared>, Path(topic): Path<String>, body: Bytes) -> Response {
+    let (c, selection) = match chosen(&body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let to = match c.to.as_deref().unwrap_or("group") {
+        "group" => millrace::ReplayTo::Group,
+        "topic" => millrace::ReplayTo::Topic,
+        other => return invalid(format!("\"to\" is group or topic, not {other:?}")),
+    };
+    match s
+        .client
+        .replay_dead_letters(&topic, &selection, c.group.as_deref(), to)
+        .await
+    {
+        Ok(n) => ok(json!({ "replayed": n })),
+        Err(e) => failed(e),
+    }
+}
+
+async fn purge(State(s): State<Shared>, Path(topic): Path<String>, body: Bytes) -> Response {
+    let (c, selection) = match chosen(&body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match s
+        .client
+        .purge_dead_letters(&topic, &selection, c.group.as_deref())
+        .await
+    {
+        Ok(n) => ok(json!({ "purged": n })),
         Err(e) => failed(e),
     }
 }
