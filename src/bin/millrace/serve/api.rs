@@ -357,16 +357,15 @@ struct Chosen {
     to: Option<String>,
 }
 
-fn chosen(body: &[u8]) -> Result<(Chosen, millrace::Selection), Response> {
+/// What a replay or purge body chose, or what is wrong with it.
+fn chosen(body: &[u8]) -> Result<(Chosen, millrace::Selection), String> {
     let c: Chosen = serde_json::from_slice(body).map_err(|e| {
-        invalid(format!(
-            "expected {{\"ids\": [...]}} or {{\"all\": true}}, with \"group\"? : {e}"
-        ))
+        format!("expected {{\"ids\": [...]}} or {{\"all\": true}}, with \"group\"? : {e}")
     })?;
     let selection = match (&c.ids, c.all) {
         (Some(ids), false) if !ids.is_empty() => millrace::Selection::Ids(ids.clone()),
         (None, true) => millrace::Selection::All,
-        _ => return Err(invalid("give either a non-empty \"ids\" or \"all\": true")),
+        _ => return Err("give either a non-empty \"ids\" or \"all\": true".to_string()),
     };
     Ok((c, selection))
 }
@@ -374,7 +373,7 @@ fn chosen(body: &[u8]) -> Result<(Chosen, millrace::Selection), Response> {
 async fn replay(State(s): State<Shared>, Path(topic): Path<String>, body: Bytes) -> Response {
     let (c, selection) = match chosen(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(why) => return invalid(why),
     };
     let to = match c.to.as_deref().unwrap_or("group") {
         "group" => millrace::ReplayTo::Group,
@@ -394,7 +393,7 @@ async fn replay(State(s): State<Shared>, Path(topic): Path<String>, body: Bytes)
 async fn purge(State(s): State<Shared>, Path(topic): Path<String>, body: Bytes) -> Response {
     let (c, selection) = match chosen(&body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(why) => return invalid(why),
     };
     match s
         .client
