@@ -223,3 +223,149 @@ async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
     assert_eq!(b.find_all(Locator::Css("img")).await.unwrap().len(), 1);
     b.close().await.unwrap();
 }
+
+/// `millrace serve` with extra flags; its base URL.
+async fn serve_with(prefix: &str, extra: &[&str]) -> (Killed, String) {
+    let port = support::free_port();
+    let child = Command::new(BIN)
+        .args([
+            "--redis",
+            &support::shared_url(),
+            "--prefix",
+            prefix,
+            "serve",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until(Duration::from_secs(20), "serve listening", || {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        async move { ok }
+    })
+    .await;
+    (Killed(child), format!("http://127.0.0.1:{port}/"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_clicked_in_the_page_moves_dead_letters_back_and_read_only_shows_no_buttons() {
+    let prefix = support::unique_prefix("browser-dlq");
+    let c = Client::connect(
+        Config::new(support::shared_url())
+            .unwrap()
+            .prefix(&prefix)
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_topic(&TopicSpec::new("mail", 1).unwrap())
+        .await
+        .unwrap();
+    // The handler fails for good until the "fix" is deployed.
+    let fixed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = fixed.clone();
+    let w = Worker::builder(&c, "send")
+        .handle_raw("mail", move |_m, _c| {
+            let ok = f.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(millrace::HandlerError::permanent("smtp rejected it"))
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    for i in 0..3u32 {
+        c.publish_record("mail", Record::encode(&i).unwrap())
+            .await
+            .unwrap();
+    }
+    support::wait_until(Duration::from_secs(20), "three dead letters", || {
+        let c = c.clone();
+        async move { c.dead_letters("mail", None, 10).await.unwrap().len() == 3 }
+    })
+    .await;
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let (_driver, b) = browser().await;
+    // Read-only: the dead letters show, with no button and no checkbox.
+    let (_ro, ro_base) = serve_with(&prefix, &["--read-only"]).await;
+    b.goto(&ro_base).await.unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath("//*[@id='overview']//td/a[text()='3']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='detail']//h2[contains(., 'Dead letters of mail (3)')]",
+        ))
+        .await
+        .unwrap();
+    assert!(b.find_all(Locator::Css("button")).await.unwrap().is_empty());
+    assert!(b.find_all(Locator::Css("input")).await.unwrap().is_empty());
+
+    // A server that takes changes: replay all to the group.
+    let (_rw, base) = serve_with(&prefix, &[]).await;
+    b.goto(&base).await.unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::XPath("//*[@id='overview']//td/a[text()='3']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let replay = b
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//button[text()='Replay all to their group']",
+        ))
+        .await
+        .unwrap();
+    screenshot(&b, "dead-letters").await;
+    assert_eq!(
+        c.dead_letters("mail", None, 10).await.unwrap().len(),
+        3,
+        "nothing before the click"
+    );
+    replay.click().await.unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//*[@id='notice'][text()='replayed 3']"))
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='detail']//h2[contains(., 'Dead letters of mail (0)')]",
+        ))
+        .await
+        .unwrap();
+    assert!(c.dead_letters("mail", None, 10).await.unwrap().is_empty());
+    // The group handles them again, with the fix.
+    support::wait_until(
+        Duration::from_secs(20),
+        "the replayed messages handled",
+        || {
+            let (c, handled) = (c.clone(), w.stats().handled);
+            async move {
+                let g = c.describe_group("mail", "send").await.unwrap();
+                g.lag == 0 && g.pending == 0 && handled == 3
+            }
+        },
+    )
+    .await;
+    b.close().await.unwrap();
+}

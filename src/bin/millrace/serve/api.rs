@@ -40,6 +40,7 @@ pub fn routes() -> Router<Shared> {
         .route("/topics/{topic}/dlq/replay", post(replay))
         .route("/topics/{topic}/dlq/purge", post(purge))
         .route("/schedules", get(schedules))
+        .route("/server", get(server))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -425,6 +426,16 @@ async fn dead_letters(
         Ok(list) => ok(json!({ "dead_letters": list, "limit": limit })),
         Err(e) => failed(e),
     }
+}
+
+/// What the page needs to know of this server: whether it may offer
+/// changes.
+async fn server(State(s): State<Shared>) -> Response {
+    ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "read_only": s.read_only,
+        "token_required": s.token.is_some(),
+    }))
 }
 
 async fn schedules(State(s): State<Shared>) -> Response {

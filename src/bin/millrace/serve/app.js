@@ -17,12 +17,29 @@ const row = (cells, head) => {
   }
   return tr;
 };
-const api = async (path) => {
-  const r = await fetch("api/v1" + path, { headers: { "Accept": "application/json" } });
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.message || r.statusText);
-  return body;
+const api = async (path, body) => {
+  const init = { headers: { "Accept": "application/json" } };
+  if (body !== undefined) {
+    init.method = "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch("api/v1" + path, init);
+  const answer = await r.json();
+  if (!r.ok) throw new Error(answer.message || r.statusText);
+  return answer;
 };
+// Changes are offered only where the server takes them without a token
+// (a token-protected server's page is read-only for now).
+let canChange = false;
+const button = (label, action) => {
+  const b = el("button", label);
+  b.addEventListener("click", async () => {
+    try { await action(); } catch (e) { say(`failed: ${e.message}`); }
+  });
+  return b;
+};
+const say = (text) => { document.getElementById("notice").textContent = text; };
 
 async function overview() {
   const { topics } = await api("/topics");
@@ -40,7 +57,12 @@ async function overview() {
       if (g.paused) line.appendChild(el("span", " paused", "paused"));
       groups.appendChild(line);
     }
-    t.appendChild(row([link, topic.partitions, topic.length, topic.delayed, topic.dlq_length, groups]));
+    let dead = topic.dlq_length;
+    if (dead > 0) {
+      dead = el("a", String(topic.dlq_length));
+      dead.addEventListener("click", () => showDeadLetters(topic.name));
+    }
+    t.appendChild(row([link, topic.partitions, topic.length, topic.delayed, dead, groups]));
   }
   fresh.appendChild(t);
   root.replaceChildren(fresh);
@@ -74,6 +96,46 @@ async function showMessage(topic, id) {
   root.replaceChildren(box);
 }
 
+async function showDeadLetters(topic) {
+  const { dead_letters } = await api(`/topics/${encodeURIComponent(topic)}/dlq?limit=100`);
+  const root = document.getElementById("detail");
+  const box = el("div");
+  box.appendChild(el("h2", `Dead letters of ${topic} (${dead_letters.length})`));
+  const t = el("table");
+  t.appendChild(row(["", "id", "group", "attempts", "error", "failed at"], true));
+  const boxes = [];
+  for (const d of dead_letters) {
+    const pick = el("input");
+    pick.type = "checkbox";
+    pick.value = `${d.partition}:${d.id}`;
+    boxes.push(pick);
+    const failed = new Date(d.failed_at_ms).toISOString();
+    t.appendChild(row([canChange ? pick : "", pick.value, d.group, d.attempts, d.error, failed]));
+  }
+  box.appendChild(t);
+  if (canChange && dead_letters.length > 0) {
+    const path = `/topics/${encodeURIComponent(topic)}/dlq`;
+    const picked = () => boxes.filter((b) => b.checked).map((b) => b.value);
+    const done = async (text) => { await showDeadLetters(topic); say(text); await tick(); };
+    box.appendChild(button("Replay selected to their group", async () => {
+      const ids = picked();
+      if (ids.length === 0) { say("select dead letters first"); return; }
+      const r = await api(`${path}/replay`, { ids });
+      await done(`replayed ${r.replayed}`);
+    }));
+    box.appendChild(button("Replay all to their group", async () => {
+      const r = await api(`${path}/replay`, { all: true });
+      await done(`replayed ${r.replayed}`);
+    }));
+    box.appendChild(button("Purge all", async () => {
+      if (!window.confirm(`Delete all ${dead_letters.length} dead letters of ${topic} for good?`)) return;
+      const r = await api(`${path}/purge`, { all: true });
+      await done(`purged ${r.purged}`);
+    }));
+  }
+  root.replaceChildren(box);
+}
+
 async function tick() {
   try {
     await overview();
@@ -82,5 +144,5 @@ async function tick() {
     document.getElementById("error").textContent = `cannot refresh: ${e.message}`;
   }
 }
-tick();
-setInterval(tick, 3000);
+api("/server").then((s) => { canChange = !s.read_only && !s.token_required; }).catch(() => {})
+  .finally(() => { tick(); setInterval(tick, 3000); });

@@ -27,8 +27,8 @@ use crate::error::CliError;
 #[derive(Clone)]
 pub struct Shared {
     pub client: Client,
-    read_only: bool,
-    token: Option<Arc<str>>,
+    pub read_only: bool,
+    pub token: Option<Arc<str>>,
     loopback: bool,
 }
 
