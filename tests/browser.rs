@@ -369,3 +369,85 @@ async fn a_replay_clicked_in_the_page_moves_dead_letters_back_and_read_only_show
     .await;
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_reset_shows_its_preview_and_does_nothing_until_confirmed() {
+    let prefix = support::unique_prefix("browser-reset");
+    let c = Client::connect(
+        Config::new(support::shared_url())
+            .unwrap()
+            .prefix(&prefix)
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_topic(&TopicSpec::new("ledger", 1).unwrap())
+        .await
+        .unwrap();
+    for i in 0..5u32 {
+        c.publish_record("ledger", Record::encode(&i).unwrap())
+            .await
+            .unwrap();
+    }
+    // The group handled everything, and its worker has left.
+    let w = Worker::builder(&c, "audit")
+        .handle_raw("ledger", |_m, _c| async { Ok(()) })
+        .start()
+        .await
+        .unwrap();
+    support::wait_until(Duration::from_secs(20), "handled", || {
+        let c = c.clone();
+        async move { c.describe_group("ledger", "audit").await.unwrap().lag == 0 }
+    })
+    .await;
+    w.shutdown().await.unwrap();
+    let lag = |c: Client| async move { c.describe_group("ledger", "audit").await.unwrap().lag };
+
+    let (_serve, base) = serve_with(&prefix, &[]).await;
+    let (_driver, b) = browser().await;
+    b.goto(&base).await.unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::LinkText("audit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//button[text()='Preview reset']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='reset-preview']//p[contains(., 'would leave lag 5')]",
+        ))
+        .await
+        .unwrap();
+    screenshot(&b, "group-reset-preview").await;
+    assert_eq!(lag(c.clone()).await, 0, "the preview changed nothing");
+    b.find(Locator::XPath("//button[text()='Confirm reset']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='notice'][text()='reset to earliest: lag 5']",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        lag(c.clone()).await,
+        5,
+        "confirmed, the group will read all five again"
+    );
+    b.close().await.unwrap();
+}

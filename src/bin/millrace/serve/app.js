@@ -53,7 +53,11 @@ async function overview() {
     link.addEventListener("click", () => showTopic(topic.name));
     const groups = el("div");
     for (const g of topic.groups) {
-      const line = el("div", `${g.group}: lag ${g.lag}, pending ${g.pending}, ${g.members} member(s)`);
+      const line = el("div");
+      const name = el("a", g.group);
+      name.addEventListener("click", () => showGroup(topic.name, g.group));
+      line.appendChild(name);
+      line.appendChild(document.createTextNode(`: lag ${g.lag}, pending ${g.pending}, ${g.members} member(s)`));
       if (g.paused) line.appendChild(el("span", " paused", "paused"));
       groups.appendChild(line);
     }
@@ -132,6 +136,54 @@ async function showDeadLetters(topic) {
       const r = await api(`${path}/purge`, { all: true });
       await done(`purged ${r.purged}`);
     }));
+  }
+  root.replaceChildren(box);
+}
+
+async function showGroup(topic, group) {
+  const path = `/topics/${encodeURIComponent(topic)}/groups/${encodeURIComponent(group)}`;
+  const g = await api(path);
+  const root = document.getElementById("detail");
+  const box = el("div");
+  box.appendChild(el("h2", `Group ${group} of ${topic}: lag ${g.lag}, pending ${g.pending}${g.paused ? ", paused" : ""}`));
+  const members = el("table");
+  members.appendChild(row(["member", "static", "last heartbeat"], true));
+  for (const m of g.members) {
+    members.appendChild(row([m.id, m.is_static ? "yes" : "no", new Date(m.last_heartbeat_ms).toISOString()]));
+  }
+  box.appendChild(members);
+  const parts = el("table");
+  parts.appendChild(row(["partition", "owner", "epoch", "lag", "pending"], true));
+  for (const p of g.partitions) {
+    parts.appendChild(row([p.partition, p.owner, p.epoch, p.lag, p.pending]));
+  }
+  box.appendChild(parts);
+  if (canChange) {
+    const again = async (text) => { await showGroup(topic, group); say(text); };
+    box.appendChild(g.paused
+      ? button("Resume", async () => { await api(`${path}/resume`, {}); await again("resumed"); })
+      : button("Pause", async () => { await api(`${path}/pause`, {}); await again("paused"); }));
+    const to = el("input");
+    to.id = "reset-to";
+    to.value = "earliest";
+    to.title = "earliest, latest, an RFC 3339 time or a stream id";
+    box.appendChild(el("span", "Reset to "));
+    box.appendChild(to);
+    const preview = el("div");
+    preview.id = "reset-preview";
+    box.appendChild(button("Preview reset", async () => {
+      const plan = await api(`${path}/reset?to=${encodeURIComponent(to.value)}`);
+      const shown = el("div");
+      shown.appendChild(el("p", `A reset to ${plan.to} would leave lag ${plan.lag_after}; ` +
+        `${plan.members.length} live member(s). Nothing changes until you confirm.`));
+      shown.appendChild(el("pre", JSON.stringify(plan.partitions, null, 2)));
+      shown.appendChild(button("Confirm reset", async () => {
+        const done = await api(`${path}/reset`, { to: plan.to, force: false });
+        await again(`reset to ${done.to}: lag ${done.lag_after}`);
+      }));
+      preview.replaceChildren(shown);
+    }));
+    box.appendChild(preview);
   }
   root.replaceChildren(box);
 }
