@@ -75,6 +75,16 @@ pub(crate) enum Outcome {
     Failed(String, u32),
 }
 
+impl From<KeptResult> for Outcome {
+    /// The reply a kept result stands for.
+    fn from(k: KeptResult) -> Self {
+        match k.outcome {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => Outcome::Failed(e, k.attempts),
+        }
+    }
+}
+
 /// A reply as published to the requester's channel: MessagePack
 /// `[correlation, group, message id, outcome]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

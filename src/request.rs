@@ -338,10 +338,7 @@ impl Requester {
             // Timed out: a reply lost with a dropped connection may still be
             // kept. Look once more.
             _ => match catalog.store().kept_result(kept.of()).await? {
-                Some(k) => match k.outcome {
-                    Ok(v) => Outcome::Ok(v),
-                    Err(e) => Outcome::Failed(e, k.attempts),
-                },
+                Some(k) => Outcome::from(k),
                 None => {
                     return Err(Error::RequestTimeout {
                         topic: topic.to_string(),
@@ -464,10 +461,7 @@ impl Requester {
             if let Ok(Some(k)) = catalog.store().kept_result(kept.of()).await
                 && let Some(w) = self.lock().remove(&correlation)
             {
-                let _ = w.tx.send(match k.outcome {
-                    Ok(v) => Outcome::Ok(v),
-                    Err(e) => Outcome::Failed(e, k.attempts),
-                });
+                let _ = w.tx.send(Outcome::from(k));
             }
         }
     }

@@ -64,27 +64,19 @@ async fn browser() -> (Killed, Browser) {
 
 /// `millrace serve` on a free port; its base URL.
 async fn serve(prefix: &str) -> (Killed, String) {
-    let port = support::free_port();
-    let child = Command::new(BIN)
-        .args([
-            "--redis",
-            &support::shared_url(),
-            "--prefix",
-            prefix,
-            "serve",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    support::wait_until(Duration::from_secs(20), "serve listening", || {
-        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-        async move { ok }
-    })
-    .await;
-    (Killed(child), format!("http://127.0.0.1:{port}/"))
+    serve_with(prefix, &[]).await
+}
+
+/// A client of the shared server under `prefix`.
+async fn client(prefix: &str) -> Client {
+    Client::connect(
+        Config::new(support::shared_url())
+            .unwrap()
+            .prefix(prefix)
+            .unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Writes the page as it is now to `target/screenshots/<name>.png`.
@@ -102,14 +94,7 @@ async fn text_of(b: &Browser, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
     let prefix = support::unique_prefix("browser");
-    let c = Client::connect(
-        Config::new(support::shared_url())
-            .unwrap()
-            .prefix(&prefix)
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let c = client(&prefix).await;
     c.create_topic(&TopicSpec::new("erp.v1.invoice.created", 4).unwrap())
         .await
         .unwrap();
@@ -253,14 +238,7 @@ async fn serve_with(prefix: &str, extra: &[&str]) -> (Killed, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_clicked_in_the_page_moves_dead_letters_back_and_read_only_shows_no_buttons() {
     let prefix = support::unique_prefix("browser-dlq");
-    let c = Client::connect(
-        Config::new(support::shared_url())
-            .unwrap()
-            .prefix(&prefix)
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let c = client(&prefix).await;
     c.create_topic(&TopicSpec::new("mail", 1).unwrap())
         .await
         .unwrap();
@@ -373,14 +351,7 @@ async fn a_replay_clicked_in_the_page_moves_dead_letters_back_and_read_only_show
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_reset_shows_its_preview_and_does_nothing_until_confirmed() {
     let prefix = support::unique_prefix("browser-reset");
-    let c = Client::connect(
-        Config::new(support::shared_url())
-            .unwrap()
-            .prefix(&prefix)
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let c = client(&prefix).await;
     c.create_topic(&TopicSpec::new("ledger", 1).unwrap())
         .await
         .unwrap();

@@ -377,28 +377,39 @@ impl<D: Discipline> Rt<D> {
         }
     }
 
-    /// What to keep with the ack of a message whose handler returned
-    /// `output`: its result (unless the group keeps none), and for a
-    /// request to this group, the reply.
-    fn answer(&self, msg: &Message, output: Option<Vec<u8>>) -> Option<Box<Answer>> {
-        let reply = ReplyTo::of(&msg.headers).filter(|r| r.group == self.s.group);
-        let ttl_ms = u64::try_from(self.s.result_ttl.as_millis()).unwrap_or(u64::MAX);
-        if reply.is_none() && (output.is_none() || ttl_ms == 0) {
-            return None;
-        }
-        let value = output.unwrap_or_else(|| NIL.to_vec());
-        let (requester, reply) = match reply {
+    /// Where the reply to `msg` goes, if it is a request to this group.
+    fn reply_to(&self, msg: &Message) -> Option<ReplyTo> {
+        ReplyTo::of(&msg.headers).filter(|r| r.group == self.s.group)
+    }
+
+    /// The requester of `msg` and the reply telling it `outcome`, if it is
+    /// a request to this group (else none, and an empty reply).
+    fn reply(&self, msg: &Message, outcome: ReplyOutcome) -> (Option<String>, Vec<u8>) {
+        match self.reply_to(msg) {
             Some(r) => {
                 let wire = ReplyWire {
                     correlation: r.correlation,
                     group: self.s.group.clone(),
                     message_id: msg.message_id.to_string(),
-                    outcome: ReplyOutcome::Ok(value.clone()),
+                    outcome,
                 };
                 (Some(r.requester), wire.encode())
             }
             None => (None, Vec::new()),
-        };
+        }
+    }
+
+    /// What to keep with the ack of a message whose handler returned
+    /// `output`: its result (unless the group keeps none), and for a
+    /// request to this group, the reply.
+    fn answer(&self, msg: &Message, output: Option<Vec<u8>>) -> Option<Box<Answer>> {
+        let ttl_ms = ms(self.s.result_ttl);
+        let is_request = self.reply_to(msg).is_some();
+        if !is_request && (output.is_none() || ttl_ms == 0) {
+            return None;
+        }
+        let value = output.unwrap_or_else(|| NIL.to_vec());
+        let (requester, reply) = self.reply(msg, ReplyOutcome::Ok(value.clone()));
         Some(Box::new(Answer {
             id: msg.id,
             lane: msg.lane,
@@ -424,23 +435,8 @@ impl<D: Discipline> Rt<D> {
         self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         tracing::info!(topic = %self.spec.name, group = %self.s.group, partition = msg.partition,
             message_id = %msg.message_id, attempt = attempts, "cancelled");
-        let reply = ReplyTo::of(&msg.headers).filter(|r| r.group == self.s.group);
-        let ttl = match self.s.result_ttl {
-            t if t.is_zero() => crate::consumer::DEFAULT_RESULT_TTL,
-            t => t,
-        };
-        let (requester, reply) = match reply {
-            Some(r) => {
-                let wire = ReplyWire {
-                    correlation: r.correlation,
-                    group: self.s.group.clone(),
-                    message_id: msg.message_id.to_string(),
-                    outcome: ReplyOutcome::Failed(CANCELLED.to_string(), attempts),
-                };
-                (Some(r.requester), wire.encode())
-            }
-            None => (None, Vec::new()),
-        };
+        let (requester, reply) =
+            self.reply(msg, ReplyOutcome::Failed(CANCELLED.to_string(), attempts));
         let _ = ack_tx.send(AckReq {
             delivery: d.id(),
             clear_attempts: true,
@@ -448,7 +444,7 @@ impl<D: Discipline> Rt<D> {
                 id: msg.id,
                 lane: msg.lane,
                 origin: msg.message_id.first().to_string(),
-                ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                ttl_ms: ms(kept_at_least(self.s.result_ttl)),
                 status: Settled::Cancelled,
                 value: Vec::new(),
                 requester,
@@ -468,24 +464,13 @@ impl<D: Discipline> Rt<D> {
             epoch: d.epoch,
         });
         let origin = d.msg.message_id.first();
-        let reply = ReplyTo::of(&d.msg.headers).filter(|r| r.group == *group);
-        let wire = reply.as_ref().map(|r| {
-            ReplyWire {
-                correlation: r.correlation,
-                group: group.clone(),
-                message_id: d.msg.message_id.to_string(),
-                outcome: ReplyOutcome::Failed(error.to_string(), attempts),
-            }
-            .encode()
+        let (requester, wire) =
+            self.reply(&d.msg, ReplyOutcome::Failed(error.to_string(), attempts));
+        let failed_reply = requester.as_deref().map(|requester| FailedReply {
+            ttl_ms: ms(self.s.result_ttl),
+            requester,
+            reply: &wire,
         });
-        let failed_reply = reply
-            .as_ref()
-            .zip(wire.as_deref())
-            .map(|(r, wire)| FailedReply {
-                ttl_ms: u64::try_from(self.s.result_ttl.as_millis()).unwrap_or(u64::MAX),
-                requester: &r.requester,
-                reply: wire,
-            });
         let r = self
             .catalog
             .store()
@@ -677,31 +662,57 @@ async fn guarded<F: std::future::Future>(
     stopped
 }
 
-/// A message's own handler timeout (its `millrace-timeout` header), if it
-/// has a valid one; an invalid value is ignored, with a warning.
-fn own_timeout(msg: &Message) -> Option<Duration> {
-    let value = msg.headers.get(HEADER_TIMEOUT)?;
-    match crate::duration::parse_duration(value) {
-        Ok(d) => Some(d),
+/// A duration in milliseconds, as the scripts take it.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How long what must outlive `result_ttl` 0 is kept (a cancellation, the
+/// progress reported): the TTL, or the default when it is zero.
+pub(super) fn kept_at_least(result_ttl: Duration) -> Duration {
+    if result_ttl.is_zero() {
+        crate::consumer::DEFAULT_RESULT_TTL
+    } else {
+        result_ttl
+    }
+}
+
+/// A message's header `name` parsed by `parse`, if it has a valid one; an
+/// invalid value (written by hand: publishing checks what it sets) is
+/// ignored, with a warning naming `what`.
+fn own_header<T, E: std::fmt::Display>(
+    msg: &Message,
+    name: &str,
+    what: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Option<T> {
+    let value = msg.headers.get(name)?;
+    match parse(value) {
+        Ok(v) => Some(v),
         Err(e) => {
             tracing::warn!(topic = %msg.topic, partition = msg.partition, id = %msg.id,
-                error = %e, "ignoring the message's timeout header");
+                error = %e, "ignoring the message's {what}");
             None
         }
     }
 }
 
-/// A message's own attempts cap (its `millrace-max-attempts` header), if it
-/// has a valid one; an invalid value (written by hand: publishing checks
-/// it) is ignored, with a warning.
+/// A message's own handler timeout (its `millrace-timeout` header).
+fn own_timeout(msg: &Message) -> Option<Duration> {
+    own_header(
+        msg,
+        HEADER_TIMEOUT,
+        "timeout header",
+        crate::duration::parse_duration,
+    )
+}
+
+/// A message's own attempts cap (its `millrace-max-attempts` header).
 fn attempts_cap(msg: &Message) -> Option<u32> {
-    let value = msg.headers.get(HEADER_MAX_ATTEMPTS)?;
-    match crate::retry::attempts_cap(value) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            tracing::warn!(topic = %msg.topic, partition = msg.partition, id = %msg.id,
-                error = %e, "ignoring the message's attempts cap");
-            None
-        }
-    }
+    own_header(
+        msg,
+        HEADER_MAX_ATTEMPTS,
+        "attempts cap",
+        crate::retry::attempts_cap,
+    )
 }

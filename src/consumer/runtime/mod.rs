@@ -315,10 +315,7 @@ impl<D: Discipline> Rt<D> {
         let rate = s.rate_limit.map(|l| RateGate::new(l, &spec.name, &s.group));
         let progress = Arc::new(crate::consumer::progress::Progress::new(
             catalog.clone(),
-            match s.result_ttl {
-                t if t.is_zero() => crate::reply::DEFAULT_RESULT_TTL,
-                t => t,
-            },
+            handling::kept_at_least(s.result_ttl),
         ));
         Arc::new(Rt {
             names: Names {
