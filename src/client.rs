@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use crate::compat::{CompatMode, Incompatibility};
 use crate::config::Config;
 use crate::dlq::{self, DeadLetter, ReplayTo, Selection};
-use crate::envelope::Event;
+use crate::envelope::{Event, Message};
 use crate::error::Result;
 use crate::group::{self, GroupInfo, ResetPlan, reset};
 use crate::id::MessageId;
@@ -172,6 +172,27 @@ impl Client {
     /// A reader of `topic` from `start` (see [`Reader`]).
     pub async fn reader(&self, topic: &str, start: StartAt) -> Result<Reader> {
         Reader::open(&self.catalog, topic, start).await
+    }
+
+    /// The last `count` messages of `topic` across its partitions, oldest
+    /// first: a page that ends at the newest message (the reader's
+    /// `StartAt::Latest` shows only what comes next). Reads at most `count`
+    /// entries per partition lane.
+    pub async fn latest_messages(&self, topic: &str, count: usize) -> Result<Vec<Message>> {
+        let count = count.max(1);
+        crate::reader::latest(&self.catalog, topic, count, count).await
+    }
+
+    /// About the last `window` messages of `topic`, oldest first, for
+    /// searching recent history with a bound: ⌈window / partitions⌉ from
+    /// each partition lane, and the newest `window` of those. Exact when
+    /// the partitions are evenly filled; a partition that holds more of the
+    /// recent messages than its share shows only its share.
+    pub async fn latest_window(&self, topic: &str, window: usize) -> Result<Vec<Message>> {
+        let spec = self.catalog.topic(topic).await?;
+        let window = window.max(1);
+        let per_lane = window.div_ceil(spec.partitions.max(1) as usize);
+        crate::reader::latest(&self.catalog, topic, per_lane, window).await
     }
 
     /// Creates a topic, or succeeds if it exists with the same settings.

@@ -234,6 +234,39 @@ impl Reader {
     }
 }
 
+/// The last `per_lane` entries of every lane of `topic` (`XREVRANGE`, one
+/// pipeline), merged by stream id as a [`Reader`] merges them, oldest
+/// first, and of those the newest `total`.
+pub(crate) async fn latest(
+    client: &Catalog,
+    topic: &str,
+    per_lane: usize,
+    total: usize,
+) -> Result<Vec<Message>> {
+    let spec = client.topic(topic).await?;
+    let lanes: Vec<LaneRef> = (0..spec.partitions)
+        .flat_map(|partition| (0..spec.lanes).map(move |lane| LaneRef { partition, lane }))
+        .collect();
+    let per_lane = client
+        .store()
+        .last_lane_entries(topic, &lanes, per_lane)
+        .await?;
+    Ok(newest(per_lane, total))
+}
+
+/// The newest `count` of lanes' entries (each lane newest first), oldest
+/// first; ties between lanes in lane order, as the reader emits them.
+fn newest(per_lane: Vec<Vec<Message>>, count: usize) -> Vec<Message> {
+    let mut all: Vec<(StreamId, usize, Message)> = per_lane
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, msgs)| msgs.into_iter().map(move |m| (m.id, i, m)))
+        .collect();
+    all.sort_by_key(|(id, i, _)| (*id, *i));
+    let skip = all.len().saturating_sub(count);
+    all.into_iter().skip(skip).map(|(_, _, m)| m).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

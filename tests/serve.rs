@@ -6,76 +6,15 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use millrace::{Client, Config, Record, TopicSpec, Worker};
-use serde_json::{Value, json};
+use serde_json::json;
+
+use support::serve::{call, client, http, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_millrace");
-
-/// An HTTP client (reqwest is built without a TLS provider of its own:
-/// the process's, ring, is installed first).
-fn http() -> reqwest::Client {
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
-/// A running `millrace serve` and its base URL.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(redis: &str, prefix: &str, extra: &[&str]) -> Served {
-    let port = support::free_port();
-    let child = Command::new(BIN)
-        .args(["--redis", redis, "--prefix", prefix, "serve"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let probe = base.clone();
-    support::wait_until(Duration::from_secs(20), "serve answering", || {
-        let url = format!("{probe}/api/v1/schedules");
-        async move { http().get(&url).send().await.is_ok() }
-    })
-    .await;
-    Served { child, base }
-}
-
-/// Status and JSON body of a request.
-async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn client(prefix: &str) -> Client {
-    Client::connect(
-        Config::new(support::shared_url())
-            .unwrap()
-            .prefix(prefix)
-            .unwrap(),
-    )
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_lists_publishes_browses_and_shows() {

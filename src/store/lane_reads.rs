@@ -54,6 +54,22 @@ impl Store<'_> {
         topic: &str,
         lanes: &[LaneRef],
     ) -> Result<Vec<Option<StreamId>>> {
+        Ok(self
+            .last_lane_entries(topic, lanes, 1)
+            .await?
+            .into_iter()
+            .map(|mut entries| entries.pop().map(|m| m.id))
+            .collect())
+    }
+
+    /// The last `count` entries of each lane of `topic` (`XREVRANGE ...
+    /// COUNT count`), in the order given, each lane's newest first.
+    pub(crate) async fn last_lane_entries(
+        &self,
+        topic: &str,
+        lanes: &[LaneRef],
+        count: usize,
+    ) -> Result<Vec<Vec<Message>>> {
         let cmds: Vec<(u32, redis::Cmd)> = lanes
             .iter()
             .map(|l| {
@@ -62,7 +78,7 @@ impl Store<'_> {
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
-                    .arg(1)
+                    .arg(count)
                     .clone();
                 (l.partition, cmd)
             })
@@ -71,10 +87,7 @@ impl Store<'_> {
         lanes
             .iter()
             .zip(replies)
-            .map(|(l, v)| {
-                let last = parse_entries(topic, l.partition, l.lane, check(v)?)?.pop();
-                Ok(last.map(|m| m.id))
-            })
+            .map(|(l, v)| parse_entries(topic, l.partition, l.lane, check(v)?))
             .collect()
     }
 

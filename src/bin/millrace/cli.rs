@@ -386,6 +386,10 @@ pub struct ServeArgs {
     /// beyond loopback)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// How often the server samples rates and lag for the charts (it
+    /// keeps the last hour)
+    #[arg(long, value_name = "DUR", default_value = "10s")]
+    pub sample_every: String,
 }
 
 #[derive(Debug, Args)]

@@ -266,7 +266,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// One dead letter as `dlq list --json` and `dlq show --json` print it.
 #[derive(Debug, Serialize)]
-struct DeadLetterLine<'a> {
+pub(crate) struct DeadLetterLine<'a> {
     /// The message's identity, `P:L:first id`.
     message_id: String,
     /// The id in its partition's dead-letter stream (`P:id` addresses it).
@@ -289,7 +289,7 @@ struct DeadLetterLine<'a> {
 }
 
 impl<'a> DeadLetterLine<'a> {
-    fn new(d: &'a DeadLetter) -> Self {
+    pub(crate) fn new(d: &'a DeadLetter) -> Self {
         let (data, raw_base64) = payload_fields(&d.payload);
         DeadLetterLine {
             message_id: d.message_id.to_string(),

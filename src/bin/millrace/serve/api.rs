@@ -27,6 +27,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/topics", get(topics))
         .route("/topics/{topic}", get(topic))
+        .route("/topics/{topic}/history", get(history))
         .route("/topics/{topic}/messages", get(messages).post(publish))
         .route("/topics/{topic}/messages/{id}", get(message))
         .route("/topics/{topic}/groups/{group}", get(group))
@@ -39,7 +40,9 @@ pub fn routes() -> Router<Shared> {
         .route("/topics/{topic}/dlq", get(dead_letters))
         .route("/topics/{topic}/dlq/replay", post(replay))
         .route("/topics/{topic}/dlq/purge", post(purge))
-        .route("/schedules", get(schedules))
+        .route("/topics/{topic}/dlq/{id}", get(dead_letter))
+        .route("/schedules", get(schedules).post(add_schedule))
+        .route("/schedules/{name}", axum::routing::delete(remove_schedule))
         .route("/server", get(server))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
@@ -88,22 +91,54 @@ fn invalid(message: impl Into<String>) -> Response {
 }
 
 /// Every topic with its lengths and every group's lag, pending, members
-/// and pause flag: the overview.
+/// and pause flag, and the rates the server sampled last: the overview.
 async fn topics(State(s): State<Shared>) -> Response {
-    let names = match s.client.list_topics().await {
-        Ok(n) => n,
-        Err(e) => return failed(e),
-    };
+    match overview_list(&s).await {
+        Ok((_, mut topics)) => {
+            for t in &mut topics {
+                with_rates(&s, t);
+            }
+            ok(json!({ "topics": topics }))
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// Every topic as the overview shows it, and when (ms, Redis clock).
+pub async fn overview_list(s: &Shared) -> millrace::Result<(u64, Vec<Value>)> {
+    let names = s.client.list_topics().await?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        match topic_json(&s, &name).await {
+        match topic_json(s, &name).await {
             Ok(v) => out.push(v),
             // Deleted meanwhile: left out.
             Err(millrace::Error::TopicNotFound(_)) => {}
-            Err(e) => return failed(e),
+            Err(e) => return Err(e),
         }
     }
-    ok(json!({ "topics": out }))
+    Ok((s.client.redis_time_ms().await?, out))
+}
+
+/// Adds the last sampled rates: `published_per_s` to the topic and
+/// `handled_per_s` to each group (null until two samples are in).
+fn with_rates(s: &Shared, topic: &mut Value) {
+    let name = topic["name"].as_str().unwrap_or_default().to_string();
+    let (published, groups) = s.history.latest_rates(&name);
+    topic["published_per_s"] = json!(published);
+    if let Some(gs) = topic["groups"].as_array_mut() {
+        for g in gs {
+            let rate = g["group"].as_str().and_then(|n| groups.get(n)).copied();
+            g["handled_per_s"] = json!(rate);
+        }
+    }
+}
+
+/// The charts of a topic: the last hour as the server sampled it.
+async fn history(State(s): State<Shared>, Path(topic): Path<String>) -> Response {
+    if let Err(e) = millrace::keys::validate_topic(&topic) {
+        return failed(e);
+    }
+    ok(s.history.chart(&topic))
 }
 
 async fn topic_json(s: &Shared, name: &str) -> millrace::Result<Value> {
@@ -134,14 +169,93 @@ async fn topic(State(s): State<Shared>, Path(topic): Path<String>) -> Response {
     }
 }
 
+/// Most messages one search examines by default, and at most.
+pub const DEFAULT_WINDOW: usize = 10_000;
+pub const MAX_WINDOW: usize = 100_000;
+
 #[derive(Deserialize)]
 struct Page {
-    /// `earliest` (default), an RFC 3339 time or a stream id.
+    /// `earliest` (default), `latest`, an RFC 3339 time or a stream id.
     from: Option<String>,
+    /// Continue after this message (`<partition>:<lane>:<stream id>`, the
+    /// `next` of the page before).
+    after: Option<String>,
     limit: Option<usize>,
+    /// Only messages with this key.
+    key: Option<String>,
+    /// Only messages whose payload passes this filter (see `filter.rs`).
+    filter: Option<String>,
+    /// Most messages a search examines (default 10 000, at most 100 000).
+    window: Option<usize>,
 }
 
-/// A page of a topic's messages, in time order, from `from`.
+/// Where a page continues: after this entry, in the reader's order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Cursor {
+    id: millrace::StreamId,
+    partition: u32,
+    lane: u8,
+}
+
+impl Cursor {
+    fn of(m: &millrace::Message) -> Self {
+        Cursor {
+            id: m.id,
+            partition: m.partition,
+            lane: m.lane,
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("after: {s:?} is not <partition>:<lane>:<stream id>");
+        let mut it = s.splitn(3, ':');
+        let (Some(p), Some(l), Some(id)) = (it.next(), it.next(), it.next()) else {
+            return Err(bad());
+        };
+        Ok(Cursor {
+            partition: p.parse().map_err(|_| bad())?,
+            lane: l.parse().map_err(|_| bad())?,
+            id: millrace::StreamId::parse(id).map_err(|_| bad())?,
+        })
+    }
+
+    fn text(&self) -> String {
+        format!("{}:{}:{}", self.partition, self.lane, self.id)
+    }
+}
+
+/// What a page keeps: messages with the key, passing the filter.
+struct Search {
+    key: Option<String>,
+    filter: Option<super::filter::Filter>,
+}
+
+impl Search {
+    fn is_search(&self) -> bool {
+        self.key.is_some() || self.filter.is_some()
+    }
+
+    /// The message as the page shows it, if it is kept.
+    fn keep(&self, m: &millrace::Message) -> Option<Value> {
+        if let Some(key) = &self.key
+            && m.key.as_deref() != Some(key.as_str())
+        {
+            return None;
+        }
+        let line = serde_json::to_value(TailLine::new(m)).unwrap_or(Value::Null);
+        if let Some(f) = &self.filter
+            && !line.get("data").is_some_and(|d| f.matches(d))
+        {
+            return None;
+        }
+        Some(line)
+    }
+}
+
+/// A page of a topic's messages in time order: from `from`, or after the
+/// cursor `after`; with `key` or `filter`, only the matching ones among at
+/// most `window` messages examined. `next` continues where it stopped
+/// (absent at the end); `scanned` says how many were examined.
 async fn messages(
     State(s): State<Shared>,
     Path(topic): Path<String>,
@@ -151,28 +265,97 @@ async fn messages(
         return failed(e);
     }
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let start: StartAt = match q.from.as_deref().unwrap_or("earliest").parse() {
-        Ok(StartAt::Latest) => {
-            return invalid("from=latest shows nothing yet: give earliest, a time or an id");
-        }
-        Ok(start) => start,
-        Err(e) => return failed(e),
+    let window = q.window.unwrap_or(DEFAULT_WINDOW).clamp(1, MAX_WINDOW);
+    let filter = match q.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+        Some(text) => match super::filter::Filter::parse(text) {
+            Ok(f) => Some(f),
+            Err(why) => return invalid(format!("filter: {why}")),
+        },
+        None => None,
+    };
+    let search = Search {
+        key: q.key.filter(|k| !k.is_empty()),
+        filter,
+    };
+    let after = match q.after.as_deref().map(Cursor::parse).transpose() {
+        Ok(c) => c,
+        Err(why) => return invalid(why),
+    };
+    let from = q.from.as_deref().unwrap_or("earliest");
+    if from == "latest" && after.is_none() {
+        return latest_page(&s, &topic, limit, window, &search).await;
+    }
+    let start: StartAt = match after {
+        Some(c) => StartAt::Id(c.id),
+        None => match from.parse() {
+            Ok(start) => start,
+            Err(e) => return failed(e),
+        },
     };
     let mut reader = match s.client.reader(&topic, start).await {
-        Ok(r) => r,
+        // A plain page needs no more than `limit` of any lane.
+        Ok(r) if !search.is_search() => r.batch(limit + 1),
+        Ok(r) => r.batch(window.min(500)),
         Err(e) => return failed(e),
     };
-    let mut page = Vec::with_capacity(limit);
-    while page.len() < limit {
-        match reader.next().await {
-            Ok(Some(m)) => {
-                page.push(serde_json::to_value(TailLine::new(&m)).unwrap_or(Value::Null))
+    let (mut page, mut scanned, mut last) = (Vec::with_capacity(limit), 0usize, None);
+    let mut complete = false;
+    while page.len() < limit && scanned < window {
+        let m = match reader.next().await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                complete = true;
+                break;
             }
-            Ok(None) => break,
             Err(e) => return failed(e),
+        };
+        let at = Cursor::of(&m);
+        if after.is_some_and(|c| at <= c) {
+            continue;
+        }
+        scanned += 1;
+        last = Some(at);
+        if let Some(line) = search.keep(&m) {
+            page.push(line);
         }
     }
-    ok(json!({ "messages": page, "limit": limit }))
+    ok(json!({
+        "messages": page,
+        "limit": limit,
+        "scanned": scanned,
+        "window": window,
+        "next": if complete { None } else { last.map(|c| c.text()) },
+    }))
+}
+
+/// The page that ends at the newest message; a search examines about the
+/// last `window` messages (see `Client::latest_window`).
+async fn latest_page(
+    s: &Shared,
+    topic: &str,
+    limit: usize,
+    window: usize,
+    search: &Search,
+) -> Response {
+    let newest = if search.is_search() {
+        s.client.latest_window(topic, window).await
+    } else {
+        s.client.latest_messages(topic, limit).await
+    };
+    let newest = match newest {
+        Ok(m) => m,
+        Err(e) => return failed(e),
+    };
+    let scanned = newest.len();
+    let kept: Vec<Value> = newest.iter().filter_map(|m| search.keep(m)).collect();
+    let page: Vec<Value> = kept[kept.len().saturating_sub(limit)..].to_vec();
+    ok(json!({
+        "messages": page,
+        "limit": limit,
+        "scanned": scanned,
+        "window": window,
+        "next": Value::Null,
+    }))
 }
 
 /// A message and where it stands in every group.
@@ -430,17 +613,113 @@ async fn dead_letters(
 
 /// What the page needs to know of this server: whether it may offer
 /// changes.
-async fn server(State(s): State<Shared>) -> Response {
+async fn server(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Response {
+    let (signed_in, csrf) = super::session_of(&s, &headers);
     ok(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "read_only": s.read_only,
         "token_required": s.token.is_some(),
+        "signed_in": signed_in,
+        "csrf": csrf,
     }))
 }
 
+/// One dead letter in full: payload (as JSON, or base64 when it is not
+/// MessagePack), headers, the whole error.
+async fn dead_letter(
+    State(s): State<Shared>,
+    Path((topic, id)): Path<(String, String)>,
+) -> Response {
+    match s.client.dead_letter(&topic, &id).await {
+        Ok(Some(d)) => ok(
+            serde_json::to_value(crate::dlq_cmd::DeadLetterLine::new(&d)).unwrap_or(Value::Null),
+        ),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no dead letter {id} in {topic}"),
+        ),
+        Err(e) => failed(e),
+    }
+}
+
+/// How many coming fire times a schedule lists.
+pub const NEXT_FIRES: usize = 5;
+
+/// A schedule as the API shows it: its settings, its next fire times
+/// (RFC 3339, UTC) and its last fire, if any.
+fn schedule_json(spec: &millrace::ScheduleSpec, now_ms: u64, last: Option<u64>) -> Value {
+    let mut next = Vec::with_capacity(NEXT_FIRES);
+    let mut after = now_ms;
+    while next.len() < NEXT_FIRES {
+        match spec.next_fire_after(after) {
+            Ok(Some(t)) => {
+                next.push(millrace::fire_time_rfc3339(t));
+                after = t;
+            }
+            _ => break,
+        }
+    }
+    let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
+    v["next_fires"] = json!(next);
+    v["last_fire"] = json!(last.map(millrace::fire_time_rfc3339));
+    v
+}
+
 async fn schedules(State(s): State<Shared>) -> Response {
-    match s.client.list_schedules().await {
-        Ok(list) => ok(json!({ "schedules": list })),
+    let (list, last, now) = match tokio::try_join!(
+        s.client.list_schedules(),
+        s.client.schedule_last_fires(),
+        s.client.redis_time_ms()
+    ) {
+        Ok(x) => x,
+        Err(e) => return failed(e),
+    };
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|spec| schedule_json(spec, now, last.get(&spec.name).copied()))
+        .collect();
+    ok(json!({ "schedules": rows }))
+}
+
+/// Adds a schedule (or replaces the one of that name): the body is the
+/// schedule as `GET /schedules` lists it (name, cron, tz?, topic, key?,
+/// data, headers?).
+async fn add_schedule(State(s): State<Shared>, body: Bytes) -> Response {
+    let spec: millrace::ScheduleSpec = match serde_json::from_slice(&body) {
+        Ok(spec) => spec,
+        Err(e) => {
+            return invalid(format!(
+                "expected {{\"name\", \"cron\", \"tz\"?, \"topic\", \"key\"?, \"data\", \"headers\"?}}: {e}"
+            ));
+        }
+    };
+    if let Err(e) = spec.validate() {
+        return failed(e);
+    }
+    if let Err(e) = s.client.add_schedule(&spec).await {
+        return failed(e);
+    }
+    let now = match s.client.redis_time_ms().await {
+        Ok(now) => now,
+        Err(e) => return failed(e),
+    };
+    let mut r = ok(schedule_json(&spec, now, None));
+    *r.status_mut() = StatusCode::CREATED;
+    r
+}
+
+async fn remove_schedule(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    if let Err(e) = millrace::keys::validate_name("schedule", &name) {
+        return failed(e);
+    }
+    match s.client.remove_schedule(&name).await {
+        Ok(true) => ok(json!({ "removed": name })),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("schedule {name} does not exist"),
+        ),
         Err(e) => failed(e),
     }
 }
