@@ -204,3 +204,76 @@ fn without_redis_server_on_path_the_demo_says_how_to_install_it() {
         "hint: install redis-server (Debian/Ubuntu: apt-get install redis-server)"
     );
 }
+
+#[test]
+fn demo_serve_keeps_the_data_on_a_dashboard_until_ctrl_c() {
+    use std::io::BufRead;
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = millrace(&["demo", "--serve", "--listen", &listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start millrace");
+    // Lines as they come, on a thread: the demo prints as it goes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen
+        .iter()
+        .any(|l: &String| l.starts_with("dashboard: http://"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no dashboard line: {seen:#?}");
+            }
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("http://{listen}/"))),
+        "{seen:#?}"
+    );
+    // The dashboard shows what the story left.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::Write;
+    write!(
+        stream,
+        "GET /api/v1/topics HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.contains("erp.v1.invoice.created"), "{answer}");
+    // Ctrl-C ends it cleanly, and the private server with it.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(status.code(), Some(0), "{rest:#?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("stopped the private redis-server")),
+        "{rest:#?}"
+    );
+}

@@ -257,3 +257,52 @@ async fn the_page_and_its_scripts_are_served_with_a_strict_policy() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_of_the_openapi_document_is_served() {
+    let prefix = support::unique_prefix("serve-openapi");
+    with_group(&prefix).await;
+    let s = serve(&support::shared_url(), &prefix, &[]).await;
+    let http = http();
+    let (status, doc) = call(http.get(s.api("/openapi.json"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let url = path
+            .replace("{topic}", "orders")
+            .replace("{group}", "billing")
+            .replace("{id}", "0:0:1-0")
+            .replace("{name}", "nope");
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            assert!(op["operationId"].is_string(), "{method} {path}");
+            let req = match method.as_str() {
+                "get" => http.get(s.api(&url)),
+                "post" => http.post(s.api(&url)).body("{}"),
+                "delete" => http.delete(s.api(&url)),
+                other => panic!("{other} {path}"),
+            };
+            // An operation the router does not have answers 404 or 405
+            // with no body; the API's own answers are JSON.
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert!(
+                serde_json::from_str::<Value>(&body).is_ok(),
+                "{method} {path}: {status} {body:?}"
+            );
+            // Every status it answers with is one the document lists.
+            assert!(
+                op["responses"].get(status.to_string()).is_some(),
+                "{method} {path} answered {status}, not in the document: {body}"
+            );
+        }
+    }
+    assert_eq!(operations, 20);
+    // The control: a path the router does not have is not JSON.
+    let r = http.get(s.api("/nothing/here")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(serde_json::from_str::<Value>(&r.text().await.unwrap()).is_err());
+}

@@ -947,3 +947,65 @@ echo '{"pages": 3}'"#,
     term(&w);
     assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_table_makes_the_worker_its_own_dashboard() {
+    let s = setup("worker-serve", "orders", 2).await;
+    let script = s.script("ok.sh", "cat > /dev/null");
+    let port = support::free_port();
+    let cfg = s.config(
+        "w.toml",
+        &format!(
+            "[serve]\nlisten = \"127.0.0.1:{port}\"\nread_only = true\nsample_every = \"500ms\"\n\n{}",
+            consumer(
+                "orders",
+                "billing",
+                &format!("exec = [\"{}\"]", script.display()),
+                ""
+            )
+        ),
+    );
+    let mut w = s.worker(&cfg);
+    for i in 0..5u32 {
+        s.client
+            .publish_record("orders", Record::encode(&i).unwrap())
+            .await
+            .unwrap();
+    }
+    // The worker's own dashboard shows its group, live and caught up.
+    support::wait_until(
+        Duration::from_secs(30),
+        "the worker's dashboard shows billing caught up",
+        || {
+            let body = get_body(port, "/api/v1/topics").unwrap_or_default();
+            let ok = serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| {
+                let g = &v["topics"][0]["groups"][0];
+                g["group"] == "billing" && g["members"] == 1 && g["lag"] == 0
+            });
+            async move { ok }
+        },
+    )
+    .await;
+    // Read-only, as the table says: a change is refused.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/topics/orders/groups/billing/pause HTTP/1.0\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 403"), "{out}");
+    assert!(!s.client.is_group_paused("orders", "billing").await.unwrap());
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+}
+
+/// The body of `GET path` over HTTP/1.0, or none while nothing listens.
+fn get_body(port: u16, path: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}

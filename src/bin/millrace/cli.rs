@@ -169,7 +169,18 @@ pub enum Command {
     /// stops it at the end, unless --redis, MILLRACE_REDIS_URL or REDIS_URL
     /// names a Redis: then it works under the prefix `demo` (or --prefix) and
     /// deletes its topics at the end.
-    Demo,
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// At the end, keep the Redis and its data and serve the dashboard
+    /// until Ctrl-C
+    #[arg(long)]
+    pub serve: bool,
+    /// Where the dashboard listens with --serve (loopback only)
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: String,
 }
 
 #[derive(Debug, Args)]

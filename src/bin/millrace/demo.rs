@@ -40,7 +40,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Global;
+use crate::cli::{DemoArgs, Global};
 use crate::error::CliError;
 use crate::output::{Out, note, table};
 
@@ -130,7 +130,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Runs `millrace demo`.
-pub async fn run(global: &Global, out: &mut Out) -> Result<(), CliError> {
+pub async fn run(global: &Global, args: DemoArgs, out: &mut Out) -> Result<(), CliError> {
+    // A dashboard needs its address checked before the story starts.
+    let serve = if args.serve {
+        let listen: std::net::SocketAddr = args.listen.parse().map_err(|_| {
+            CliError::usage(format!("--listen: expected IP:PORT, got {:?}", args.listen))
+        })?;
+        crate::serve::check_bind(&listen, None)?;
+        Some(listen)
+    } else {
+        None
+    };
     // The story is told as it happens, not at the end.
     out.flush_each_line(true);
     // From here on Ctrl-C is ours: the story stops, the server is stopped.
@@ -143,7 +153,7 @@ pub async fn run(global: &Global, out: &mut Out) -> Result<(), CliError> {
             }
         }
     });
-    let result = run_with(global, out, &interrupted).await;
+    let result = run_with(global, serve, out, &interrupted).await;
     watcher.abort();
     result
 }
@@ -172,6 +182,7 @@ fn start_error(e: millrace::Error) -> CliError {
 
 async fn run_with(
     global: &Global,
+    serve: Option<std::net::SocketAddr>,
     out: &mut Out,
     interrupted: &CancellationToken,
 ) -> Result<(), CliError> {
@@ -242,6 +253,10 @@ async fn run_with(
             None
         }
         o => o,
+    };
+    let outcome = match (outcome, serve) {
+        (Some(Ok(())), Some(listen)) => Some(demo.serve_until(listen, interrupted).await),
+        (o, _) => o,
     };
     let result = match outcome {
         Some(Ok(())) => {
@@ -317,6 +332,25 @@ fn money(cents: u64) -> String {
 }
 
 impl Demo<'_> {
+    /// Serves the dashboard on what the story left until Ctrl-C.
+    async fn serve_until(
+        &mut self,
+        listen: std::net::SocketAddr,
+        interrupted: &CancellationToken,
+    ) -> Result<(), CliError> {
+        let shared = crate::serve::Shared::new(self.client.clone(), false, None, true)
+            .sample_every(Duration::from_secs(2));
+        let listener = crate::serve::bind(listen).await?;
+        let local = listener.local_addr().unwrap_or(listen);
+        self.out.line("")?;
+        self.out.line(format!(
+            "dashboard: http://{local}/ (the data stays until Ctrl-C)"
+        ))?;
+        crate::serve::serve_until(listener, shared, interrupted.clone().cancelled_owned())
+            .await
+            .map_err(|e| CliError::other(format!("serving on {local}: {e}")))
+    }
+
     async fn story(&mut self, explicit: bool) -> Result<(), CliError> {
         if explicit {
             // Leftovers of an interrupted run.

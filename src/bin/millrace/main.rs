@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     let json_logs = matches!(&cli.command, Command::Worker(a) if a.log_format == "json");
     // The demo shows its handlers' failures itself, as part of the story.
     let default_filter = match cli.command {
-        Command::Demo => demo::LOG_FILTER,
+        Command::Demo(_) => demo::LOG_FILTER,
         _ => "warn",
     };
     init_logging(json_logs, default_filter);
@@ -105,7 +105,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Serve(args) => serve::run(global, args).await,
         Command::Schedule(cmd) => schedule_cmd::run(global, cmd, out).await,
         Command::Scheduler => schedule_cmd::scheduler(global).await,
-        Command::Demo => demo::run(global, out).await,
+        Command::Demo(args) => demo::run(global, args, out).await,
         Command::Worker(args) => worker::run(global, &args.config).await,
         Command::Bench(args) => bench_cmd::run_cmd(global, args, out).await,
     }

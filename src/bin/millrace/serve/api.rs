@@ -5,6 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +45,7 @@ pub fn routes() -> Router<Shared> {
         .route("/schedules", get(schedules).post(add_schedule))
         .route("/schedules/{name}", axum::routing::delete(remove_schedule))
         .route("/server", get(server))
+        .route("/openapi.json", get(openapi))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -259,8 +261,12 @@ impl Search {
 async fn messages(
     State(s): State<Shared>,
     Path(topic): Path<String>,
-    Query(q): Query<Page>,
+    q: Result<Query<Page>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return invalid(e.body_text()),
+    };
     if let Err(e) = millrace::keys::validate_topic(&topic) {
         return failed(e);
     }
@@ -485,8 +491,12 @@ struct ResetQuery {
 async fn reset_plan(
     State(s): State<Shared>,
     Path((topic, group)): Path<(String, String)>,
-    Query(q): Query<ResetQuery>,
+    q: Result<Query<ResetQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return invalid(e.body_text()),
+    };
     let to: StartAt = match q.to.parse() {
         Ok(t) => t,
         Err(e) => return failed(e),
@@ -598,8 +608,12 @@ struct DlqQuery {
 async fn dead_letters(
     State(s): State<Shared>,
     Path(topic): Path<String>,
-    Query(q): Query<DlqQuery>,
+    q: Result<Query<DlqQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return invalid(e.body_text()),
+    };
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
     match s
         .client
@@ -609,6 +623,23 @@ async fn dead_letters(
         Ok(list) => ok(json!({ "dead_letters": list, "limit": limit })),
         Err(e) => failed(e),
     }
+}
+
+/// The OpenAPI 3.1 document of this API (written by hand beside the
+/// routes; a test calls every operation it lists).
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        include_str!("openapi.json").replacen(
+            "\"VERSION\"",
+            concat!("\"", env!("CARGO_PKG_VERSION"), "\""),
+            1,
+        ),
+    )
+        .into_response()
 }
 
 /// What the page needs to know of this server: whether it may offer

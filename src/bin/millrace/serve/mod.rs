@@ -138,20 +138,65 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), CliError> {
     let client = crate::connect(global).await?;
     let shared =
         Shared::new(client, args.read_only, token, listen.ip().is_loopback()).sample_every(every);
-    let _sampler = AbortOnDrop(shared.spawn_sampler());
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| CliError::other(format!("cannot listen on {listen}: {e}")))?;
+    let listener = bind(listen).await?;
     let local = listener.local_addr().unwrap_or(listen);
     crate::output::note(&format!(
         "serving http://{local}/ (API under /api/v1{})",
         if args.read_only { ", read-only" } else { "" }
     ));
     let stop = crate::schedule_cmd::shutdown_signal()?;
+    serve_until(listener, shared, stop)
+        .await
+        .map_err(|e| CliError::other(format!("serving on {local}: {e}")))
+}
+
+/// A listener on `listen`, or an error that says which address.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::other(format!("cannot listen on {listen}: {e}")))
+}
+
+/// Serves the dashboard and the API on `listener`, sampling for the
+/// charts, until `stop` completes (then in-flight requests finish).
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let _sampler = AbortOnDrop(shared.spawn_sampler());
     axum::serve(listener, router(shared))
         .with_graceful_shutdown(stop)
         .await
-        .map_err(|e| CliError::other(format!("serving on {local}: {e}")))
+}
+
+/// The dashboard of a worker's `[serve]` table, served by a task of the
+/// worker's process (with its own sampler) until that task is aborted. A
+/// token file that cannot be read or an address that cannot be bound is
+/// the worker's error, returned before the task starts.
+pub async fn spawn_in_worker(
+    client: &Client,
+    cfg: &crate::worker::config::ServeConfig,
+) -> Result<tokio::task::JoinHandle<()>, CliError> {
+    let token = cfg.token_file.as_deref().map(read_token).transpose()?;
+    check_bind(&cfg.listen, token.as_deref())?;
+    let shared = Shared::new(
+        client.clone(),
+        cfg.read_only,
+        token,
+        cfg.listen.ip().is_loopback(),
+    )
+    .sample_every(cfg.sample_every);
+    let listener = bind(cfg.listen)
+        .await
+        .map_err(|e| e.context("serve.listen"))?;
+    let local = listener.local_addr().unwrap_or(cfg.listen);
+    tracing::info!(%local, read_only = cfg.read_only, "serving the dashboard and /api/v1");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = serve_until(listener, shared, std::future::pending()).await {
+            tracing::error!(%local, error = %e, "the dashboard stopped");
+        }
+    }))
 }
 
 /// A task stopped when its handle goes.

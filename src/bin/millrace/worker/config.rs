@@ -30,9 +30,30 @@ struct RawConfig {
     drain_timeout: Option<String>,
     session_timeout: Option<String>,
     metrics: Option<RawMetrics>,
+    serve: Option<RawServe>,
     tls: Option<RawTls>,
     #[serde(default)]
     consumers: Vec<RawConsumer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    listen: Option<String>,
+    read_only: Option<bool>,
+    token_file: Option<PathBuf>,
+    sample_every: Option<String>,
+}
+
+/// `[serve]`: the dashboard and HTTP API in the worker's process, as
+/// `millrace serve` takes them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub read_only: bool,
+    /// Relative to the file's directory once [`load`] has read it.
+    pub token_file: Option<PathBuf>,
+    pub sample_every: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +163,8 @@ pub struct WorkerConfig {
     pub session_timeout: Duration,
     /// Where `/metrics` and `/healthz` listen, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The dashboard, if the file asks for it.
+    pub serve: Option<ServeConfig>,
     /// `[tls]`: CA, client certificate and key (relative paths are relative
     /// to the file's directory once [`load`] has read it).
     pub tls: TlsFiles,
@@ -150,6 +173,8 @@ pub struct WorkerConfig {
 
 /// Default address of the metrics endpoints: loopback only.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default address of the dashboard: loopback only.
+pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8080";
 /// Default handler timeout.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -165,6 +190,9 @@ pub fn load(path: &Path) -> Result<WorkerConfig, String> {
         cert: resolve(config.tls.cert.take()),
         key: resolve(config.tls.key.take()),
     };
+    if let Some(serve) = &mut config.serve {
+        serve.token_file = resolve(serve.token_file.take());
+    }
     for (i, c) in config.consumers.iter_mut().enumerate() {
         if let HandlerSpec::Http { ca: Some(ca), .. } = &mut c.handler {
             ca.path = dir.join(&ca.path);
@@ -262,6 +290,30 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
                     "metrics.listen: expected an address such as 127.0.0.1:9464; got {listen:?}"
                 )
             })?)
+        }
+    };
+    let serve = match raw.serve {
+        None => None,
+        Some(v) => {
+            let listen = v.listen.as_deref().unwrap_or(DEFAULT_SERVE_LISTEN);
+            let listen = listen.parse::<SocketAddr>().map_err(|_| {
+                format!("serve.listen: expected an address such as 127.0.0.1:8080; got {listen:?}")
+            })?;
+            if !listen.ip().is_loopback() && v.token_file.is_none() {
+                return Err(format!(
+                    "serve.listen: {listen} is beyond loopback: give serve.token_file (anyone who can reach it could publish, replay and purge)"
+                ));
+            }
+            Some(ServeConfig {
+                listen,
+                read_only: v.read_only.unwrap_or(false),
+                token_file: v.token_file,
+                sample_every: duration(
+                    "serve.sample_every",
+                    v.sample_every.as_ref(),
+                    Duration::from_secs(10),
+                )?,
+            })
         }
     };
     let tls = match raw.tls {
@@ -450,6 +502,7 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             Duration::from_secs(10),
         )?,
         metrics,
+        serve,
         tls,
         consumers,
     })
@@ -528,6 +581,34 @@ timeout = "30s"
         let bad = EXAMPLE.replace("concurrency = 16", "concurrency = 16\nvalidate = \"yes\"");
         let e = parse(&bad).unwrap_err();
         assert!(e.contains("validate"), "{e}");
+    }
+
+    #[test]
+    fn serve_listens_on_loopback_and_beyond_only_with_a_token() {
+        assert_eq!(parse(EXAMPLE).unwrap().serve, None);
+        let bare = EXAMPLE.replace("[metrics]", "[serve]\n\n[metrics]");
+        let s = parse(&bare).unwrap().serve.unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert!(!s.read_only);
+        assert_eq!(s.sample_every, Duration::from_secs(10));
+        let open = EXAMPLE.replace(
+            "[metrics]",
+            "[serve]\nlisten = \"0.0.0.0:8080\"\n\n[metrics]",
+        );
+        let e = parse(&open).unwrap_err();
+        assert!(
+            e.starts_with("serve.listen: 0.0.0.0:8080 is beyond loopback"),
+            "{e}"
+        );
+        let guarded = EXAMPLE.replace(
+            "[metrics]",
+            "[serve]\nlisten = \"0.0.0.0:8080\"\ntoken_file = \"token\"\nread_only = true\n\n[metrics]",
+        );
+        let s = parse(&guarded).unwrap().serve.unwrap();
+        assert_eq!(s.token_file, Some(PathBuf::from("token")));
+        assert!(s.read_only);
+        let typo = EXAMPLE.replace("[metrics]", "[serve]\nlisen = \"x\"\n\n[metrics]");
+        assert!(parse(&typo).unwrap_err().contains("lisen"));
     }
 
     #[test]

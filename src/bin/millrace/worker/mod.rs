@@ -3,7 +3,7 @@
 //! until SIGINT or SIGTERM, then shuts down gracefully; a second signal
 //! forces the exit.
 
-mod config;
+pub(crate) mod config;
 mod exec;
 mod http;
 mod metrics;
@@ -53,6 +53,12 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
         tls,
     )
     .await?;
+    // The dashboard first: a port taken stops the worker before it takes
+    // any message.
+    let dashboard = match &cfg.serve {
+        Some(v) => Some(crate::serve::spawn_in_worker(&client, v).await?),
+        None => None,
+    };
     // Handlers without a `ca` share a client (and its connection pool) per
     // scheme, made when first needed: the system's roots are looked for only
     // when an https:// handler without `ca` needs them.
@@ -141,6 +147,9 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+    if let Some(d) = dashboard {
+        d.abort();
     }
     tracing::info!("shutting down: finishing in-flight messages (a second signal forces exit)");
     // A second signal ends the process at once.
