@@ -13,9 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use millrace::{Client, Config, Record, TopicSpec, Worker};
-
-const BIN: &str = env!("CARGO_BIN_EXE_millrace");
+use millrace::{Client, Record, TopicSpec, Worker};
+use support::serve::{Served, client, serve};
 
 /// A child process killed when dropped.
 struct Killed(Child);
@@ -62,21 +61,12 @@ async fn browser() -> (Killed, Browser) {
     (driver, client)
 }
 
-/// `millrace serve` on a free port; its base URL.
-async fn serve(prefix: &str) -> (Killed, String) {
-    serve_with(prefix, &[]).await
-}
-
-/// A client of the shared server under `prefix`.
-async fn client(prefix: &str) -> Client {
-    Client::connect(
-        Config::new(support::shared_url())
-            .unwrap()
-            .prefix(prefix)
-            .unwrap(),
-    )
-    .await
-    .unwrap()
+/// `millrace serve` with extra flags; the server (killed when dropped) and
+/// the page's URL.
+async fn serve_with(prefix: &str, extra: &[&str]) -> (Served, String) {
+    let s = serve(&support::shared_url(), prefix, extra).await;
+    let page = format!("{}/", s.base);
+    (s, page)
 }
 
 /// Writes the page as it is now to `target/screenshots/<name>.png`.
@@ -126,16 +116,16 @@ async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
         .start()
         .await
         .unwrap();
-    let (_serve, base) = serve(&prefix).await;
+    let (_serve, base) = serve_with(&prefix, &[]).await;
     let (_driver, b) = browser().await;
     b.goto(&base).await.unwrap();
 
     // The overview lists the topic and its group, lagging while paused.
-    let lagging = "pdf-report: lag 20, pending 0, 1 member(s) paused";
+    let lagging = "pdf-report: lag 20, pending 0, 1 member(s)";
     b.wait()
         .at_most(Duration::from_secs(20))
         .for_element(Locator::XPath(&format!(
-            "//*[@id='overview']//div[contains(., '{lagging}')]"
+            "//*[@id='overview']//div[contains(., '{lagging}')][span[@class='paused']]"
         )))
         .await
         .unwrap_or_else(|e| panic!("{e}: the overview shows {:?}", ""));
@@ -165,9 +155,7 @@ async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
         .unwrap();
     b.wait()
         .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//*[@id='detail']//h2[contains(., 'Messages of')]",
-        ))
+        .for_element(Locator::XPath("//*[@id='results']//td/a"))
         .await
         .unwrap();
     let detail = text_of(&b, "detail").await;
@@ -175,9 +163,9 @@ async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
         detail.contains(xss),
         "the payload shows as written: {detail}"
     );
-    screenshot(&b, "messages").await;
+    screenshot(&b, "topic").await;
     let first = b
-        .find(Locator::XPath("//*[@id='detail']//td/a"))
+        .find(Locator::XPath("//*[@id='results']//td/a"))
         .await
         .unwrap();
     first.click().await.unwrap();
@@ -186,8 +174,14 @@ async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
         .for_element(Locator::XPath("//*[@id='detail']//pre"))
         .await
         .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='detail']//tr[td[1][.='pdf-report'] and td[2][.='done']]",
+        ))
+        .await
+        .unwrap();
     let shown = text_of(&b, "detail").await;
-    assert!(shown.contains("\"state\": \"done\""), "{shown}");
     assert!(shown.contains("onerror"), "{shown}");
     screenshot(&b, "message").await;
     let imgs = b.find_all(Locator::Css("img")).await.unwrap();
@@ -207,32 +201,6 @@ async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
     .unwrap();
     assert_eq!(b.find_all(Locator::Css("img")).await.unwrap().len(), 1);
     b.close().await.unwrap();
-}
-
-/// `millrace serve` with extra flags; its base URL.
-async fn serve_with(prefix: &str, extra: &[&str]) -> (Killed, String) {
-    let port = support::free_port();
-    let child = Command::new(BIN)
-        .args([
-            "--redis",
-            &support::shared_url(),
-            "--prefix",
-            prefix,
-            "serve",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    support::wait_until(Duration::from_secs(20), "serve listening", || {
-        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-        async move { ok }
-    })
-    .await;
-    (Killed(child), format!("http://127.0.0.1:{port}/"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,6 +260,23 @@ async fn a_replay_clicked_in_the_page_moves_dead_letters_back_and_read_only_show
         .unwrap();
     assert!(b.find_all(Locator::Css("button")).await.unwrap().is_empty());
     assert!(b.find_all(Locator::Css("input")).await.unwrap().is_empty());
+    screenshot(&b, "dead-letters-read-only").await;
+    // One dead letter in full: its error and payload, still no button.
+    b.find(Locator::XPath("//*[@id='detail']//td/a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='detail']//pre[contains(., 'smtp rejected it')]",
+        ))
+        .await
+        .unwrap();
+    assert!(b.find_all(Locator::Css("button")).await.unwrap().is_empty());
+    screenshot(&b, "dead-letter").await;
 
     // A server that takes changes: replay all to the group.
     let (_rw, base) = serve_with(&prefix, &[]).await;
@@ -420,5 +405,241 @@ async fn a_group_reset_shows_its_preview_and_does_nothing_until_confirmed() {
         5,
         "confirmed, the group will read all five again"
     );
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_through_the_form_unlocks_changes_made_with_the_csrf_header() {
+    let prefix = support::unique_prefix("browser-login");
+    let c = client(&prefix).await;
+    c.create_topic(&TopicSpec::new("orders", 1).unwrap())
+        .await
+        .unwrap();
+    c.create_group("orders", "billing", &millrace::StartAt::Earliest)
+        .await
+        .unwrap();
+    let token = "correct-horse-battery-staple";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, token).unwrap();
+    let (_serve, base) = serve_with(&prefix, &["--token-file", file.to_str().unwrap()]).await;
+    let (_driver, b) = browser().await;
+
+    // Signed out: the group shows, with no button; a link to sign in.
+    b.goto(&format!("{base}#/group/orders/billing"))
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='detail']//h2[contains(., 'Group billing')]",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        b.find_all(Locator::Css("#detail button"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.find(Locator::LinkText("Sign in to make changes"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // A wrong token: the form says so.
+    let field = b
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("token"))
+        .await
+        .unwrap();
+    screenshot(&b, "login").await;
+    field.send_keys("not-the-token-at-all").await.unwrap();
+    b.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("login-error"))
+        .await
+        .unwrap();
+    // The right one: back on the page, signed in.
+    b.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    b.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//*[@id='auth']//button[text()='Sign out']"))
+        .await
+        .unwrap();
+    // The session cookie is HttpOnly: the page's script cannot read it.
+    let cookies = b.execute("return document.cookie;", vec![]).await.unwrap();
+    assert_eq!(cookies, serde_json::json!(""));
+    b.goto(&format!("{base}#/group/orders/billing"))
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//button[text()='Pause']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//*[@id='notice'][text()='paused']"))
+        .await
+        .unwrap();
+    assert!(c.is_group_paused("orders", "billing").await.unwrap());
+    // Signed out, the buttons are gone again.
+    b.find(Locator::XPath("//*[@id='auth']//button[text()='Sign out']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::LinkText("Sign in to make changes"))
+        .await
+        .unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_page_charts_searches_and_schedules_are_added_and_removed() {
+    let prefix = support::unique_prefix("browser-search");
+    let c = client(&prefix).await;
+    c.create_topic(&TopicSpec::new("orders", 3).unwrap())
+        .await
+        .unwrap();
+    c.create_group("orders", "billing", &millrace::StartAt::Earliest)
+        .await
+        .unwrap();
+    let (_serve, base) = serve_with(&prefix, &["--sample-every", "300ms"]).await;
+    // Published while the server samples: the chart has a rate to draw.
+    for i in 0..60u32 {
+        let data = serde_json::json!({"n": i, "cents": i * 100, "customer": {"id": i % 4}});
+        c.publish_record(
+            "orders",
+            Record::encode(&data).unwrap().key(format!("c{}", i % 4)),
+        )
+        .await
+        .unwrap();
+        if i % 20 == 19 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+    let (_driver, b) = browser().await;
+    b.goto(&format!("{base}#/topic/orders")).await.unwrap();
+    // Charts drawn by the page from the server's samples.
+    b.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#charts svg polyline"))
+        .await
+        .unwrap();
+    // Search: a payload filter over the window.
+    let filter = b.find(Locator::Id("search-filter")).await.unwrap();
+    filter
+        .send_keys("cents >= 5000 and customer.id = 1")
+        .await
+        .unwrap();
+    b.find(Locator::XPath("//button[text()='Search']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let summary = b
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='results-summary'][contains(., 'match(es)')]",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // 50..60 with customer 1: 53 and 57.
+    assert!(summary.starts_with("2 match(es) among 60"), "{summary}");
+    let rows = b.find_all(Locator::Css("#results td a")).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    screenshot(&b, "search").await;
+
+    // Schedules: added through the form, listed with next fires, removed.
+    b.goto(&format!("{base}#/schedules")).await.unwrap();
+    for (id, text) in [
+        ("schedule-name", "nightly-report"),
+        ("schedule-cron", "0 30 2 * * *"),
+        ("schedule-tz", "Europe/Paris"),
+        ("schedule-topic", "orders"),
+        ("schedule-data", "{\"report\": \"daily\"}"),
+    ] {
+        b.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+    b.find(Locator::XPath("//button[text()='Add schedule']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='detail']//tr[td[1][.='nightly-report'] and td[3][.='Europe/Paris']]",
+        ))
+        .await
+        .unwrap();
+    let list = c.list_schedules().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].data, serde_json::json!({"report": "daily"}));
+    screenshot(&b, "schedules").await;
+    b.find(Locator::XPath("//button[text()='Remove']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The confirm: dismissed, nothing happens; accepted, it goes.
+    b.dismiss_alert().await.unwrap();
+    assert_eq!(c.list_schedules().await.unwrap().len(), 1);
+    b.find(Locator::XPath("//button[text()='Remove']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.accept_alert().await.unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//*[@id='notice'][text()='removed nightly-report']",
+        ))
+        .await
+        .unwrap();
+    assert!(c.list_schedules().await.unwrap().is_empty());
     b.close().await.unwrap();
 }
