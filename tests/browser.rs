@@ -9,6 +9,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,12 +17,14 @@ use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use millrace::{Client, Record, TopicSpec, Worker};
 use support::serve::{Served, client, serve};
 
-/// A child process killed when dropped.
+/// chromedriver in a process group of its own, killed with the browsers
+/// it started when dropped (a failing test leaves no Chromium behind).
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill(2) on the group this test made; no memory involved.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -31,6 +34,7 @@ async fn browser() -> (Killed, Browser) {
     let port = support::free_port();
     let driver = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

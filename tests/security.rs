@@ -1523,3 +1523,45 @@ async fn exec_arguments_reach_the_program_literally() {
         "each argument became one file, nothing ran"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_never_shows_the_redis_password() {
+    use support::serve::{call, http, serve};
+    let mut server = RedisServer::start_with(&["--requirepass", SECRET]);
+    let url = format!("redis://default:{SECRET}@127.0.0.1:{}", server.port());
+    let c = Client::connect(Config::new(&url).unwrap().prefix("pw").unwrap())
+        .await
+        .unwrap();
+    c.create_topic(&TopicSpec::new("orders", 1).unwrap())
+        .await
+        .unwrap();
+    c.publish_record("orders", Record::encode(&1u32).unwrap())
+        .await
+        .unwrap();
+    let s = serve(&url, "pw", &[]).await;
+    let http = http();
+    let pages = [
+        "/",
+        "/login",
+        "/app.js",
+        "/api/v1/server",
+        "/api/v1/topics",
+        "/api/v1/topics/orders",
+        "/api/v1/topics/orders/messages",
+        "/api/v1/topics/orders/history",
+        "/api/v1/schedules",
+        "/api/v1/openapi.json",
+    ];
+    for page in pages {
+        let (status, body) = call(http.get(format!("{}{page}", s.base))).await;
+        assert_eq!(status, 200, "{page}: {body}");
+        assert_no_secret(page, &body.to_string());
+    }
+    // Redis gone: the errors say so, without the URL's password.
+    server.stop();
+    for page in ["/api/v1/topics", "/api/v1/topics/orders/messages"] {
+        let (status, body) = call(http.get(format!("{}{page}", s.base))).await;
+        assert_eq!(status, 503, "{page}: {body}");
+        assert_no_secret(page, &body.to_string());
+    }
+}
