@@ -54,7 +54,7 @@ pub(crate) fn last_delivered(groups: &Value, group: &str) -> Option<StreamId> {
 /// in the thousands). So a group whose last delivered id is the stream's
 /// last generated id has lag 0, and no lag exceeds what the stream holds; a
 /// lag Redis cannot tell (nil) counts as 0.
-pub(super) fn lane_counts(groups: &Value, stream: &Value, group: &str) -> Option<(u64, u64)> {
+pub(crate) fn lane_counts(groups: &Value, stream: &Value, group: &str) -> Option<(u64, u64)> {
     let fields = group_fields(groups, group)?;
     fn get<'a>(fields: &[(String, &'a Value)], name: &str) -> Option<&'a Value> {
         fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
@@ -80,6 +80,28 @@ pub(super) fn lane_counts(groups: &Value, stream: &Value, group: &str) -> Option
         lag = lag.min(length);
     }
     Some((lag, pending))
+}
+
+/// How many entries `group` has read on one lane stream (`entries-read` in
+/// its `XINFO GROUPS` entry): `None` when the group has no position there
+/// or Redis cannot tell (nil, e.g. after a `SETID` without `ENTRIESREAD`).
+pub(crate) fn entries_read(groups: &Value, group: &str) -> Option<u64> {
+    let fields = group_fields(groups, group)?;
+    let (_, v) = fields.iter().find(|(k, _)| k == "entries-read")?;
+    redis::from_redis_value_ref(v).ok()
+}
+
+/// What one lane stream holds now and has ever been given, from its
+/// `XINFO STREAM` reply: `(length, entries-added)`, each 0 where missing.
+pub(crate) fn stream_totals(stream: &Value) -> (u64, u64) {
+    let s = info_fields(stream);
+    let num = |name: &str| {
+        s.iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| redis::from_redis_value_ref(v).ok())
+            .unwrap_or(0)
+    };
+    (num("length"), num("entries-added"))
 }
 
 #[cfg(test)]
@@ -145,6 +167,24 @@ mod tests {
             lane_counts(&groups, &stream_info(40, "9-0"), "nobody"),
             None
         );
+    }
+
+    #[test]
+    fn entries_read_and_stream_totals() {
+        let mut g = group_info("g", "1-0", Value::Int(3), 1);
+        if let Value::Array(f) = &mut g {
+            f.extend([bulk("entries-read"), Value::Int(7)]);
+        }
+        let groups = Value::Array(vec![g, group_info("h", "1-0", Value::Nil, 0)]);
+        assert_eq!(entries_read(&groups, "g"), Some(7));
+        assert_eq!(entries_read(&groups, "h"), None, "no field");
+        assert_eq!(entries_read(&groups, "nobody"), None);
+        let mut stream = stream_info(40, "9-0");
+        if let Value::Array(f) = &mut stream {
+            f.extend([bulk("entries-added"), Value::Int(52)]);
+        }
+        assert_eq!(stream_totals(&stream), (40, 52));
+        assert_eq!(stream_totals(&Value::Nil), (0, 0));
     }
 
     #[test]

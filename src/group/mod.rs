@@ -11,7 +11,7 @@
 pub mod assignment;
 mod lag;
 
-pub(crate) use lag::last_delivered;
+pub(crate) use lag::{entries_read, lane_counts, last_delivered, stream_totals};
 pub mod reset;
 
 use serde::Serialize;
