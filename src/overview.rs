@@ -7,13 +7,13 @@
 //! the topic names; every topic's settings and groups with Redis's clock;
 //! then every group's flag and members and every lane's `XINFO`. What they
 //! read is turned into the figures by [`survey_topic`], which is pure and
-//! counts lag and pending as [`describe_group`](crate::Client::describe_group)
-//! does (`group::lag`).
+//! counts lag and pending by the rule [`describe_group`](crate::Client::describe_group)
+//! uses (`group::lag`), reading each lane's replies once.
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::group::{entries_read, lane_counts, stream_totals};
+use crate::group::{group_facts, stream_facts};
 use crate::store::keys::validate_topic;
 use crate::store::overview::{Surveyed, TopicHead, TopicReads};
 use crate::topic::{Catalog, SchemaPolicy, TopicSpec};
@@ -188,18 +188,19 @@ fn survey_topic(spec: &TopicSpec, groups: &[String], reads: TopicReads) -> Optio
         let mut length = 0;
         // A lane stream that never existed holds nothing and has no groups.
         for lane in part.lanes.iter().flatten() {
-            let (len, added) = stream_totals(&lane.stream);
-            length += len;
-            published += added;
+            // Each reply read once, whatever the number of groups.
+            let stream = stream_facts(&lane.stream);
+            let read = group_facts(&lane.groups);
+            length += stream.length.unwrap_or(0);
+            published += stream.entries_added;
             for g in &mut per_group {
-                let Some((lag, pending)) = lane_counts(&lane.groups, &lane.stream, &g.group) else {
+                let Some(facts) = read.iter().find(|f| f.name == g.group) else {
                     continue;
                 };
+                let (lag, pending) = facts.counts(&stream);
                 g.lag += lag;
                 g.pending += pending;
-                g.handled += entries_read(&lane.groups, &g.group)
-                    .unwrap_or(0)
-                    .saturating_sub(pending);
+                g.handled += facts.entries_read.unwrap_or(0).saturating_sub(pending);
             }
         }
         partition_lengths.push(length);

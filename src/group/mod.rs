@@ -11,7 +11,7 @@
 pub mod assignment;
 mod lag;
 
-pub(crate) use lag::{entries_read, lane_counts, last_delivered, stream_totals};
+pub(crate) use lag::{group_facts, last_delivered, stream_facts};
 pub mod reset;
 
 use serde::Serialize;
