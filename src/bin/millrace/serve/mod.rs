@@ -8,6 +8,7 @@
 //! of a stream.
 
 mod api;
+pub mod bench;
 
 use std::net::SocketAddr;
 use std::path::Path;
