@@ -5,46 +5,6 @@ use redis::Value;
 
 use crate::envelope::StreamId;
 
-/// The field/value pairs of an `XINFO` reply (an array of pairs in RESP2,
-/// a map in RESP3).
-fn info_fields(v: &Value) -> Vec<(String, &Value)> {
-    match v {
-        Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|c| match c {
-                [k, v] => Some((redis::from_redis_value_ref(k).ok()?, v)),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(items) => items
-            .iter()
-            .filter_map(|(k, v)| Some((redis::from_redis_value_ref(k).ok()?, v)))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The fields of `group`'s entry in an `XINFO GROUPS` reply.
-fn group_fields<'a>(groups: &'a Value, group: &str) -> Option<Vec<(String, &'a Value)>> {
-    let Value::Array(list) = groups else {
-        return None;
-    };
-    list.iter().map(info_fields).find(|f| {
-        f.iter().any(|(k, v)| {
-            k == "name" && redis::from_redis_value_ref::<String>(v).ok().as_deref() == Some(group)
-        })
-    })
-}
-
-/// The last id `group` was delivered on one lane stream, from its `XINFO
-/// GROUPS` reply (`None` when the group has no position there).
-pub(crate) fn last_delivered(groups: &Value, group: &str) -> Option<StreamId> {
-    let fields = group_fields(groups, group)?;
-    let (_, v) = fields.iter().find(|(k, _)| k == "last-delivered-id")?;
-    let text: String = redis::from_redis_value_ref(v).ok()?;
-    StreamId::parse(&text).ok()
-}
-
 /// What the lag rule needs of one lane stream's `XINFO STREAM` reply (the
 /// reply read once, however many groups are counted on it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,6 +141,15 @@ impl GroupFacts {
 pub(crate) fn lane_counts(groups: &Value, stream: &Value, group: &str) -> Option<(u64, u64)> {
     let g = group_facts(groups).into_iter().find(|g| g.name == group)?;
     Some(g.counts(&stream_facts(stream)))
+}
+
+/// The last id `group` was delivered on one lane stream, from its `XINFO
+/// GROUPS` reply (`None` when the group has no position there).
+pub(crate) fn last_delivered(groups: &Value, group: &str) -> Option<StreamId> {
+    group_facts(groups)
+        .into_iter()
+        .find(|g| g.name == group)?
+        .last_delivered
 }
 
 #[cfg(test)]
