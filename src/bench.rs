@@ -91,7 +91,7 @@ pub struct Figure {
     pub name: String,
     /// The median.
     pub value: f64,
-    /// `msg/s`, `ms`, `bytes` or `share` (a fraction, 1.0 = all).
+    /// `msg/s`, `ms`, `bytes`, `count` or `share` (a fraction, 1.0 = all).
     pub unit: &'static str,
     /// Every repetition.
     pub samples: Vec<f64>,
@@ -941,7 +941,7 @@ pub fn table(r: &BenchReport) -> String {
     ));
     for f in &r.figures {
         let ratio = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-        let value = if f.unit == "msg/s" || f.unit == "bytes" {
+        let value = if matches!(f.unit, "msg/s" | "bytes" | "count") {
             format!("{:.0}", f.value)
         } else {
             format!("{:.3}", f.value)

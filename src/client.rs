@@ -17,6 +17,7 @@ use crate::envelope::{Event, Message};
 use crate::error::Result;
 use crate::group::{self, GroupInfo, ResetPlan, reset};
 use crate::id::MessageId;
+use crate::overview::{self, Overview, TopicOverview};
 use crate::producer::{Producer, ProducerConfig, PublishOptions, Receipt, Record};
 use crate::reader::{Reader, StartAt};
 use crate::reply::KeptResult;
@@ -214,6 +215,25 @@ impl Client {
     /// Settings and lengths of a topic.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
         self.catalog.describe_topic(name).await
+    }
+
+    /// Every topic with its lengths and every group's lag, pending count,
+    /// pause flag and live members, as the dashboard shows them: the same
+    /// figures as [`describe_topic`](Client::describe_topic) and
+    /// [`describe_group`](Client::describe_group), read in three round trips
+    /// however many topics, groups and partitions there are
+    /// ([`Overview::round_trips`]; on a cluster, one pipeline per slot per
+    /// round trip, all in flight at once). Topics deleted meanwhile are
+    /// left out.
+    pub async fn overview(&self) -> Result<Overview> {
+        overview::overview(&self.catalog).await
+    }
+
+    /// One topic as [`overview`](Client::overview) shows it, in two round
+    /// trips; [`Error::TopicNotFound`](crate::Error::TopicNotFound) if
+    /// there is no such topic.
+    pub async fn topic_overview(&self, name: &str) -> Result<TopicOverview> {
+        overview::topic_overview(&self.catalog, name).await
     }
 
     /// Deletes a topic and every key of it: streams, delayed, dead letters,

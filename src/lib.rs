@@ -31,6 +31,7 @@ mod id;
 #[doc(hidden)]
 pub mod local;
 mod metrics;
+mod overview;
 pub mod partitioner;
 mod producer;
 mod rate_limit;
@@ -62,6 +63,7 @@ pub use group::{
 };
 pub use id::MessageId;
 pub use metrics::Metrics;
+pub use overview::{GroupOverview, Overview, TopicOverview};
 pub use producer::{
     DEFAULT_DEDUP_TTL, Producer, ProducerConfig, PublishOptions, Receipt, Record, check_record,
 };

@@ -204,7 +204,8 @@ impl TopicSpec {
         ]
     }
 
-    fn from_fields(name: &str, fields: &[(String, String)]) -> Result<Self> {
+    /// The settings as read from a topic's meta hash.
+    pub(crate) fn from_fields(name: &str, fields: &[(String, String)]) -> Result<Self> {
         let field = |f: &str| fields.iter().find(|(k, _)| k == f).map(|(_, v)| v.as_str());
         let get = |f: &str| {
             field(f).ok_or_else(|| Error::Decode(format!("topic {name}: meta lacks {f}")))

@@ -1,5 +1,6 @@
 //! `millrace bench --json` runs every scenario (a tiny smoke run here; the
-//! figures themselves are for `docs/benchmarks.md`, never asserted).
+//! figures themselves are for `docs/benchmarks.md`, never asserted, but for
+//! the dashboard overview's round trips, which are a count).
 
 mod support;
 
@@ -37,6 +38,21 @@ fn bench_json_has_every_scenario_and_its_ratios() {
         .find(|f| f["name"] == "produce.batch")
         .unwrap();
     assert!(produce["ratio_to_ceiling"].as_f64().unwrap() > 0.0);
+    // The dashboard's: the overview of 20 topics × 4 partitions × 2 groups
+    // (`--quick`) in 3 round trips and many more commands.
+    let value = |name: &str| {
+        report["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .and_then(|f| f["value"].as_f64())
+            .unwrap()
+    };
+    assert_eq!(value("serve.overview.round_trips"), 3.0);
+    assert!(value("serve.overview.commands") > 100.0);
+    assert!(value("serve.overview.before_commands") > value("serve.overview.commands"));
+    assert!(value("serve.publish") > 0.0 && value("serve.publish_share") > 0.0);
     assert_eq!(report["bullmq_skipped"], "--no-bullmq");
     assert!(report["redis"].as_str().unwrap().starts_with("redis 7"));
 }

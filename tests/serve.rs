@@ -55,7 +55,10 @@ async fn the_api_lists_publishes_browses_and_shows() {
         async move {
             let (_, v) = call(http.get(u)).await;
             let t = &v["topics"][0];
-            t["name"] == "orders" && t["length"] == 3 && t["groups"][0]["lag"] == 0
+            t["name"] == "orders"
+                && t["length"] == 3
+                && t["groups"][0]["lag"] == 0
+                && t["groups"][0]["pending"] == 0
         }
     })
     .await;
@@ -65,6 +68,18 @@ async fn the_api_lists_publishes_browses_and_shows() {
         (g["group"].as_str(), g["members"].as_u64()),
         (Some("billing"), Some(1))
     );
+    // Counters for rates, and the round trips the overview took.
+    assert_eq!(
+        (
+            v["topics"][0]["published"].as_u64(),
+            g["handled"].as_u64(),
+            v["round_trips"].as_u64()
+        ),
+        (Some(3), Some(3), Some(3)),
+        "{v}"
+    );
+    let (status, one) = call(http.get(url("/topics/orders"))).await;
+    assert_eq!((status, &one), (200, &v["topics"][0]));
 
     // Browse, then one message with where it stands.
     let (status, page) = call(http.get(url("/topics/orders/messages?from=earliest&limit=2"))).await;

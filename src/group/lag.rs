@@ -5,81 +5,151 @@ use redis::Value;
 
 use crate::envelope::StreamId;
 
-/// The field/value pairs of an `XINFO` reply (an array of pairs in RESP2,
-/// a map in RESP3).
-fn info_fields(v: &Value) -> Vec<(String, &Value)> {
+/// What the lag rule needs of one lane stream's `XINFO STREAM` reply (the
+/// reply read once, however many groups are counted on it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StreamFacts {
+    /// Entries it holds now (`length`).
+    pub length: Option<u64>,
+    /// Its last generated id.
+    pub last_generated: Option<StreamId>,
+    /// Entries ever added (`entries-added`; 0 where missing).
+    pub entries_added: u64,
+}
+
+/// What the lag rule needs of one group's entry in a lane stream's `XINFO
+/// GROUPS` reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GroupFacts {
+    /// The group.
+    pub name: String,
+    /// Delivered but not acknowledged (0 where missing).
+    pub pending: u64,
+    /// Redis's own `lag` (`None`: nil, Redis cannot tell).
+    pub lag: Option<u64>,
+    /// The last id delivered to the group.
+    pub last_delivered: Option<StreamId>,
+    /// Entries the group has read (`None`: nil or missing).
+    pub entries_read: Option<u64>,
+}
+
+/// The key of a field/value pair as bytes, without allocating.
+fn key_bytes(k: &Value) -> Option<&[u8]> {
+    match k {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// The field/value pairs of an `XINFO` reply by reference (an array of
+/// pairs in RESP2, a map in RESP3).
+fn pairs_of(v: &Value) -> Vec<(&[u8], &Value)> {
     match v {
         Value::Array(items) => items
             .chunks(2)
             .filter_map(|c| match c {
-                [k, v] => Some((redis::from_redis_value_ref(k).ok()?, v)),
+                [k, v] => Some((key_bytes(k)?, v)),
                 _ => None,
             })
             .collect(),
         Value::Map(items) => items
             .iter()
-            .filter_map(|(k, v)| Some((redis::from_redis_value_ref(k).ok()?, v)))
+            .filter_map(|(k, v)| Some((key_bytes(k)?, v)))
             .collect(),
         _ => Vec::new(),
     }
 }
 
-/// The fields of `group`'s entry in an `XINFO GROUPS` reply.
-fn group_fields<'a>(groups: &'a Value, group: &str) -> Option<Vec<(String, &'a Value)>> {
+fn id_of(v: &Value) -> Option<StreamId> {
+    let text: String = redis::from_redis_value_ref(v).ok()?;
+    StreamId::parse(&text).ok()
+}
+
+fn num_of(v: &Value) -> Option<u64> {
+    redis::from_redis_value_ref(v).ok()
+}
+
+/// Reads a lane stream's `XINFO STREAM` reply.
+pub(crate) fn stream_facts(stream: &Value) -> StreamFacts {
+    let mut f = StreamFacts::default();
+    for (k, v) in pairs_of(stream) {
+        match k {
+            b"length" => f.length = num_of(v),
+            b"last-generated-id" => f.last_generated = id_of(v),
+            b"entries-added" => f.entries_added = num_of(v).unwrap_or(0),
+            _ => {}
+        }
+    }
+    f
+}
+
+/// Reads every group's entry of a lane stream's `XINFO GROUPS` reply, in
+/// order (entries without a readable name are left out).
+pub(crate) fn group_facts(groups: &Value) -> Vec<GroupFacts> {
     let Value::Array(list) = groups else {
-        return None;
+        return Vec::new();
     };
-    list.iter().map(info_fields).find(|f| {
-        f.iter().any(|(k, v)| {
-            k == "name" && redis::from_redis_value_ref::<String>(v).ok().as_deref() == Some(group)
+    list.iter()
+        .filter_map(|entry| {
+            let mut f = GroupFacts::default();
+            let mut named = false;
+            for (k, v) in pairs_of(entry) {
+                match k {
+                    b"name" => {
+                        f.name = redis::from_redis_value_ref(v).ok()?;
+                        named = true;
+                    }
+                    b"pending" => f.pending = num_of(v).unwrap_or(0),
+                    b"lag" => f.lag = num_of(v),
+                    b"last-delivered-id" => f.last_delivered = id_of(v),
+                    b"entries-read" => f.entries_read = num_of(v),
+                    _ => {}
+                }
+            }
+            named.then_some(f)
         })
-    })
+        .collect()
+}
+
+impl GroupFacts {
+    /// `lag` and `pending` of this group on its lane stream.
+    ///
+    /// Redis's `lag` is `entries-added - entries-read`, and Redis 7.0's
+    /// `entries-read` counter drifts when a stream is trimmed across
+    /// restarts (seen in the soak: groups read to the last entry, nothing
+    /// pending, "lag" in the thousands). So a group whose last delivered id
+    /// is the stream's last generated id has lag 0, and no lag exceeds what
+    /// the stream holds; a lag Redis cannot tell (nil) counts as 0.
+    pub(crate) fn counts(&self, stream: &StreamFacts) -> (u64, u64) {
+        let mut lag = self.lag.unwrap_or(0);
+        if let (Some(read_to), Some(last)) = (self.last_delivered, stream.last_generated)
+            && read_to >= last
+        {
+            lag = 0;
+        }
+        if let Some(length) = stream.length {
+            lag = lag.min(length);
+        }
+        (lag, self.pending)
+    }
+}
+
+/// `lag` and `pending` of `group` on one lane stream, from its `XINFO
+/// GROUPS` and `XINFO STREAM` replies ([`GroupFacts::counts`]); `None` when
+/// the group has no position there.
+pub(crate) fn lane_counts(groups: &Value, stream: &Value, group: &str) -> Option<(u64, u64)> {
+    let g = group_facts(groups).into_iter().find(|g| g.name == group)?;
+    Some(g.counts(&stream_facts(stream)))
 }
 
 /// The last id `group` was delivered on one lane stream, from its `XINFO
 /// GROUPS` reply (`None` when the group has no position there).
 pub(crate) fn last_delivered(groups: &Value, group: &str) -> Option<StreamId> {
-    let fields = group_fields(groups, group)?;
-    let (_, v) = fields.iter().find(|(k, _)| k == "last-delivered-id")?;
-    let text: String = redis::from_redis_value_ref(v).ok()?;
-    StreamId::parse(&text).ok()
-}
-
-/// `lag` and `pending` of `group` on one lane stream, from its `XINFO
-/// GROUPS` and `XINFO STREAM` replies.
-///
-/// Redis's `lag` is `entries-added - entries-read`, and Redis 7.0's
-/// `entries-read` counter drifts when a stream is trimmed across restarts
-/// (seen in the soak: groups read to the last entry, nothing pending, "lag"
-/// in the thousands). So a group whose last delivered id is the stream's
-/// last generated id has lag 0, and no lag exceeds what the stream holds; a
-/// lag Redis cannot tell (nil) counts as 0.
-pub(super) fn lane_counts(groups: &Value, stream: &Value, group: &str) -> Option<(u64, u64)> {
-    let fields = group_fields(groups, group)?;
-    fn get<'a>(fields: &[(String, &'a Value)], name: &str) -> Option<&'a Value> {
-        fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-    }
-    fn num(fields: &[(String, &Value)], name: &str) -> Option<u64> {
-        get(fields, name).and_then(|v| redis::from_redis_value_ref(v).ok())
-    }
-    fn id(fields: &[(String, &Value)], name: &str) -> Option<StreamId> {
-        let text: String = redis::from_redis_value_ref(get(fields, name)?).ok()?;
-        StreamId::parse(&text).ok()
-    }
-    let pending = num(&fields, "pending").unwrap_or(0);
-    let mut lag = num(&fields, "lag").unwrap_or(0);
-    let s = info_fields(stream);
-    if let (Some(read_to), Some(last)) = (
-        id(&fields, "last-delivered-id"),
-        id(&s, "last-generated-id"),
-    ) && read_to >= last
-    {
-        lag = 0;
-    }
-    if let Some(length) = num(&s, "length") {
-        lag = lag.min(length);
-    }
-    Some((lag, pending))
+    group_facts(groups)
+        .into_iter()
+        .find(|g| g.name == group)?
+        .last_delivered
 }
 
 #[cfg(test)]
@@ -145,6 +215,31 @@ mod tests {
             lane_counts(&groups, &stream_info(40, "9-0"), "nobody"),
             None
         );
+    }
+
+    #[test]
+    fn facts_read_every_group_once_with_entries_read_and_entries_added() {
+        let mut g = group_info("g", "1-0", Value::Int(3), 1);
+        if let Value::Array(f) = &mut g {
+            f.extend([bulk("entries-read"), Value::Int(7)]);
+        }
+        let groups = Value::Array(vec![g, group_info("h", "2-0", Value::Nil, 0)]);
+        let facts = group_facts(&groups);
+        assert_eq!(facts.len(), 2);
+        assert_eq!(
+            (facts[0].name.as_str(), facts[0].entries_read, facts[0].lag),
+            ("g", Some(7), Some(3))
+        );
+        assert_eq!((facts[1].entries_read, facts[1].lag), (None, None));
+        let mut stream = stream_info(40, "9-0");
+        if let Value::Array(f) = &mut stream {
+            f.extend([bulk("entries-added"), Value::Int(52)]);
+        }
+        let s = stream_facts(&stream);
+        assert_eq!((s.length, s.entries_added), (Some(40), 52));
+        assert_eq!(facts[0].counts(&s), (3, 1));
+        assert_eq!(stream_facts(&Value::Nil), StreamFacts::default());
+        assert!(group_facts(&Value::Nil).is_empty());
     }
 
     #[test]

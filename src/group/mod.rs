@@ -11,7 +11,7 @@
 pub mod assignment;
 mod lag;
 
-pub(crate) use lag::last_delivered;
+pub(crate) use lag::{group_facts, last_delivered, stream_facts};
 pub mod reset;
 
 use serde::Serialize;

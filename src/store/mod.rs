@@ -24,6 +24,7 @@ pub mod keys;
 pub(crate) mod lane_reads;
 pub(crate) mod lease;
 pub(crate) mod membership;
+pub(crate) mod overview;
 pub(crate) mod promote;
 pub(crate) mod publish;
 pub(crate) mod resp;

@@ -59,7 +59,20 @@ pub async fn run_cmd(global: &Global, args: BenchArgs, out: &mut Out) -> Result<
     if !args.json {
         note("running millrace scenarios...");
     }
-    let report = run(&client, &opts, bullmq, skipped).await?;
+    // The dashboard's scenarios first: the library's leave their topics
+    // behind, which the overview would read too.
+    let serve_figures = if crate::serve::bench::selected(&opts) {
+        let shape = if args.quick {
+            crate::serve::bench::Shape::quick()
+        } else {
+            crate::serve::bench::Shape::full()
+        };
+        crate::serve::bench::run(&client, &opts, shape).await?
+    } else {
+        Vec::new()
+    };
+    let mut report = run(&client, &opts, bullmq, skipped).await?;
+    report.figures.extend(serve_figures);
     if args.json {
         out.json_line(&report)
     } else {

@@ -93,14 +93,17 @@ fn invalid(message: impl Into<String>) -> Response {
 }
 
 /// Every topic with its lengths and every group's lag, pending, members
-/// and pause flag, and the rates the server sampled last: the overview.
+/// and pause flag, and the rates the server sampled last: the overview,
+/// in a fixed number of Redis round trips (`Client::overview`; its
+/// `time_ms` and `round_trips` come along).
 async fn topics(State(s): State<Shared>) -> Response {
-    match overview_list(&s).await {
-        Ok((_, mut topics)) => {
+    match s.client.overview().await {
+        Ok(o) => {
+            let mut topics = as_values(&o.topics);
             for t in &mut topics {
                 with_rates(&s, t);
             }
-            ok(json!({ "topics": topics }))
+            ok(json!({ "topics": topics, "time_ms": o.time_ms, "round_trips": o.round_trips }))
         }
         Err(e) => failed(e),
     }
@@ -108,17 +111,16 @@ async fn topics(State(s): State<Shared>) -> Response {
 
 /// Every topic as the overview shows it, and when (ms, Redis clock).
 pub async fn overview_list(s: &Shared) -> millrace::Result<(u64, Vec<Value>)> {
-    let names = s.client.list_topics().await?;
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        match topic_json(s, &name).await {
-            Ok(v) => out.push(v),
-            // Deleted meanwhile: left out.
-            Err(millrace::Error::TopicNotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((s.client.redis_time_ms().await?, out))
+    let o = s.client.overview().await?;
+    Ok((o.time_ms, as_values(&o.topics)))
+}
+
+/// The overview's topics as JSON values.
+fn as_values(topics: &[millrace::TopicOverview]) -> Vec<Value> {
+    topics
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+        .collect()
 }
 
 /// Adds the last sampled rates: `published_per_s` to the topic and
@@ -143,30 +145,14 @@ async fn history(State(s): State<Shared>, Path(topic): Path<String>) -> Response
     ok(s.history.chart(&topic))
 }
 
-async fn topic_json(s: &Shared, name: &str) -> millrace::Result<Value> {
-    let info = s.client.describe_topic(name).await?;
-    let mut groups = Vec::with_capacity(info.groups.len());
-    for g in &info.groups {
-        let gi = s.client.describe_group(name, g).await?;
-        groups.push(json!({
-            "group": g,
-            "lag": gi.lag,
-            "pending": gi.pending,
-            "paused": gi.paused,
-            "members": gi.members.len(),
-        }));
-    }
-    let mut v = serde_json::to_value(&info).unwrap_or(Value::Null);
-    v["groups"] = Value::Array(groups);
-    Ok(v)
-}
-
+/// One topic as the overview shows it, with its last sampled rates.
 async fn topic(State(s): State<Shared>, Path(topic): Path<String>) -> Response {
-    if let Err(e) = millrace::keys::validate_topic(&topic) {
-        return failed(e);
-    }
-    match topic_json(&s, &topic).await {
-        Ok(v) => ok(v),
+    match s.client.topic_overview(&topic).await {
+        Ok(t) => {
+            let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+            with_rates(&s, &mut v);
+            ok(v)
+        }
         Err(e) => failed(e),
     }
 }
