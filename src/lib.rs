@@ -51,9 +51,9 @@ pub use client::Client;
 pub use compat::{CompatMode, Incompatibility};
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PREFIX, redact_url};
 pub use consumer::{
-    CANCEL_GRACE, Context, DEFAULT_RESULT_TTL, HEADER_TIMEOUT, HandlerError, LATENCY_BUCKETS,
-    LatencyHistogram, PROGRESS_EVERY, Promoter, StatsSnapshot, Worker, WorkerBuilder, WorkerHandle,
-    WorkerSettings, WorkerStats,
+    CANCEL_GRACE, Context, DEFAULT_RESULT_TTL, END_TO_END_BUCKETS, HEADER_TIMEOUT, HandlerError,
+    LATENCY_BUCKETS, LatencyHistogram, PROGRESS_EVERY, Promoter, StatsSnapshot, Worker,
+    WorkerBuilder, WorkerHandle, WorkerSettings, WorkerStats,
 };
 pub use dlq::{DeadLetter, ReplayTo, Selection};
 pub use envelope::{Event, Headers, Message, StreamId};

@@ -84,21 +84,58 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Handler run times, in fixed buckets (for Prometheus).
-#[derive(Debug, Default)]
+/// Upper bounds (seconds) of the end-to-end latency histogram's buckets
+/// ([`WorkerStats::end_to_end`]): from 5 ms to an hour, since a group that
+/// lags behind waits minutes.
+pub const END_TO_END_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// The most bounds a [`LatencyHistogram`] has (one more counter counts
+/// anything longer).
+const MAX_BOUNDS: usize = 16;
+
+/// Durations in fixed buckets (for Prometheus): recording one is a bucket
+/// search and two relaxed atomic additions.
+#[derive(Debug)]
 pub struct LatencyHistogram {
-    /// Per bucket of [`LATENCY_BUCKETS`], then one for anything longer.
-    counts: [AtomicU64; 14],
+    /// Upper bounds in seconds, increasing.
+    bounds: &'static [f64],
+    /// Per bound, then one for anything longer (the rest unused).
+    counts: [AtomicU64; MAX_BOUNDS + 1],
     sum_micros: AtomicU64,
 }
 
+/// Buckets of [`LATENCY_BUCKETS`].
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram::with_bounds(&LATENCY_BUCKETS)
+    }
+}
+
 impl LatencyHistogram {
+    /// An empty histogram with these upper bounds (increasing, at most 16).
+    pub(crate) const fn with_bounds(bounds: &'static [f64]) -> Self {
+        assert!(bounds.len() <= MAX_BOUNDS);
+        LatencyHistogram {
+            bounds,
+            counts: [const { AtomicU64::new(0) }; MAX_BOUNDS + 1],
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// The buckets' upper bounds in seconds (without `+Inf`).
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
     pub(crate) fn record(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
+        let i = self
+            .bounds
             .iter()
             .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
+            .unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
@@ -108,12 +145,12 @@ impl LatencyHistogram {
     /// sum in seconds, as Prometheus histograms want them.
     pub fn cumulative(&self) -> (Vec<(f64, u64)>, u64, f64) {
         let mut total = 0;
-        let mut out = Vec::with_capacity(LATENCY_BUCKETS.len());
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+        let mut out = Vec::with_capacity(self.bounds.len());
+        for (i, bound) in self.bounds.iter().enumerate() {
             total += self.counts[i].load(Ordering::Relaxed);
             out.push((*bound, total));
         }
-        total += self.counts[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        total += self.counts[self.bounds.len()].load(Ordering::Relaxed);
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         (out, total, sum)
     }
@@ -121,10 +158,17 @@ impl LatencyHistogram {
 
 /// Counters of what a worker did, readable while it runs (and shared with
 /// the worker: see [`Worker::stats`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerStats {
-    /// How long handlers ran (every attempt).
+    /// How long handlers ran (every attempt; buckets [`LATENCY_BUCKETS`]).
     pub latency: LatencyHistogram,
+    /// From a message's publish time ([`Message::published_at_ms`], Redis's
+    /// clock; for a delayed message, the time it became due) to the start
+    /// of its first attempt, on this process's clock (0 when that is behind
+    /// Redis's). Buckets [`END_TO_END_BUCKETS`].
+    ///
+    /// [`Message::published_at_ms`]: crate::Message::published_at_ms
+    pub end_to_end: LatencyHistogram,
     /// Messages whose handler succeeded.
     pub handled: AtomicU64,
     /// Handler failures (errors and panics).
@@ -145,6 +189,38 @@ pub struct WorkerStats {
     pub trimmed_unhandled: AtomicU64,
     /// Partitions gained or lost.
     pub rebalances: AtomicU64,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            latency: LatencyHistogram::with_bounds(&LATENCY_BUCKETS),
+            end_to_end: LatencyHistogram::with_bounds(&END_TO_END_BUCKETS),
+            handled: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            stale_acks: AtomicU64::new(0),
+            trimmed_unhandled: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WorkerStats {
+    /// Records the time from `published_at_ms` (ms since the Unix epoch)
+    /// to now in [`WorkerStats::end_to_end`].
+    pub(crate) fn record_end_to_end(&self, published_at_ms: u64) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.end_to_end.record(Duration::from_millis(
+            now_ms.saturating_sub(published_at_ms),
+        ));
+    }
 }
 
 /// A snapshot of [`WorkerStats`].
@@ -680,5 +756,28 @@ mod tests {
         assert_eq!(buckets.last().copied(), Some((10.0, 2)));
         assert_eq!(count, 3);
         assert!((sum - 60.0305).abs() < 1e-6);
+    }
+
+    #[test]
+    fn end_to_end_histogram_has_its_own_buckets() {
+        let stats = WorkerStats::default();
+        assert_eq!(stats.latency.bounds(), &LATENCY_BUCKETS[..]);
+        assert_eq!(stats.end_to_end.bounds(), &END_TO_END_BUCKETS[..]);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // Published 2 minutes ago: in the 300 s bucket, not the 60 s one.
+        stats.record_end_to_end(now_ms - 120_000);
+        // A publish time ahead of this clock counts as 0.
+        stats.record_end_to_end(now_ms + 60_000);
+        let (buckets, count, sum) = stats.end_to_end.cumulative();
+        assert_eq!(buckets.len(), END_TO_END_BUCKETS.len());
+        assert_eq!(buckets[0], (0.005, 1));
+        assert_eq!(buckets[12], (60.0, 1));
+        assert_eq!(buckets[13], (300.0, 2));
+        assert_eq!(count, 2);
+        assert!((120.0..121.0).contains(&sum), "{sum}");
+        assert_eq!(stats.latency.cumulative().1, 0);
     }
 }

@@ -281,6 +281,9 @@ impl<D: Discipline> Rt<D> {
             let fut =
                 std::panic::AssertUnwindSafe(async move { handler(m, ctx).await }).catch_unwind();
             let started = std::time::Instant::now();
+            if attempt == 1 {
+                self.stats.record_end_to_end(msg.published_at_ms());
+            }
             let ran = tokio::select! {
                 r = guarded(
                     fut.instrument(span),
