@@ -1,19 +1,23 @@
 //! Prometheus metrics of the workers running in this process: the series
 //! `millrace worker` serves at `/metrics`, for a service of your own.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::client::Client;
-use crate::consumer::WorkerStats;
+use crate::consumer::{LatencyHistogram, WorkerStats};
+use crate::group::GroupInfo;
 
 /// The workers whose metrics a scrape reports, and the client that reads
-/// their groups' lag, pending counts, leases and dead letters from Redis.
+/// their groups' lag, pending counts, members, leases and dead letters from
+/// Redis.
 ///
 /// [`Metrics::render`] returns the Prometheus text format (the same series
-/// `millrace worker` serves at `/metrics`):
+/// `millrace worker` serves at `/metrics`), each family with its `# HELP`
+/// and `# TYPE` lines. Labels are only `topic`, `group` and `partition`
+/// (and a histogram's `le`), so the number of series is bounded by the
+/// topics, groups and partitions watched.
 ///
 /// | Series | Type | Labels | From |
 /// |---|---|---|---|
@@ -22,21 +26,29 @@ use crate::consumer::WorkerStats;
 /// | `millrace_retried_total` | counter | `topic`, `group` | [`WorkerStats::retried`] |
 /// | `millrace_dead_lettered_total` | counter | `topic`, `group` | [`WorkerStats::dead_lettered`] |
 /// | `millrace_panicked_total` | counter | `topic`, `group` | [`WorkerStats::panicked`] |
+/// | `millrace_cancelled_total` | counter | `topic`, `group` | [`WorkerStats::cancelled`] |
 /// | `millrace_acked_total` | counter | `topic`, `group` | [`WorkerStats::acked`] |
 /// | `millrace_stale_acks_total` | counter | `topic`, `group` | [`WorkerStats::stale_acks`] |
 /// | `millrace_trimmed_unhandled_total` | counter | `topic`, `group` | [`WorkerStats::trimmed_unhandled`] |
 /// | `millrace_rebalances_total` | counter | `topic`, `group` | [`WorkerStats::rebalances`] |
-/// | `millrace_handler_duration_seconds` | histogram | `topic`, `group`, `le` | [`WorkerStats::latency`] (buckets: [`LATENCY_BUCKETS`](crate::LATENCY_BUCKETS)) |
-/// | `millrace_lag` | gauge | `topic`, `group`, `partition` | [`Client::describe_group`] |
-/// | `millrace_pending` | gauge | `topic`, `group`, `partition` | [`Client::describe_group`] |
-/// | `millrace_owned_partitions` | gauge | `topic`, `group` | partition leases held by the member |
-/// | `millrace_dlq_depth` | gauge | `topic` | [`Client::describe_topic`] (once per topic) |
+/// | `millrace_handler_duration_seconds` | histogram | `topic`, `group` | [`WorkerStats::latency`] (buckets: [`LATENCY_BUCKETS`](crate::LATENCY_BUCKETS)) |
+/// | `millrace_end_to_end_latency_seconds` | histogram | `topic`, `group` | [`WorkerStats::end_to_end`]: publish to the first attempt's start (buckets: [`END_TO_END_BUCKETS`](crate::END_TO_END_BUCKETS)) |
+/// | `millrace_consumer_lag_messages` | gauge | `topic`, `group`, `partition` | [`Client::describe_group`] |
+/// | `millrace_pending_messages` | gauge | `topic`, `group`, `partition` | [`Client::describe_group`] |
+/// | `millrace_owned_partitions` | gauge | `topic`, `group` | partition leases held by the watched members |
+/// | `millrace_group_members` | gauge | `topic`, `group` | live members of the group, every process ([`Client::describe_group`]) |
+/// | `millrace_published_total` | counter | `topic` | messages ever added to the topic's streams, by any producer ([`TopicOverview::published`](crate::TopicOverview::published), once per topic) |
+/// | `millrace_dlq_messages` | gauge | `topic` | [`TopicOverview::dlq_length`](crate::TopicOverview::dlq_length) (once per topic) |
 /// | `millrace_redis_up` | gauge | none | 0 if a group could not be read at this scrape |
 ///
-/// The counters and the histogram are read from memory; the gauges cost a
-/// few Redis round trips per watched worker at each scrape. Redis being
-/// unreachable does not fail the scrape: the gauges it would have given are
-/// left out and `millrace_redis_up` is 0.
+/// The worker counters and the histograms are read from memory: they count
+/// what this process did (aggregate them across processes with `sum`). The
+/// gauges and `millrace_published_total` describe the whole group or topic,
+/// whichever process reports them (aggregate them with `max`), and cost a
+/// few Redis round trips per watched group and topic at each scrape. Redis being unreachable does not fail the scrape: the gauges it
+/// would have given are left out and `millrace_redis_up` is 0. Workers
+/// added more than once for one topic and group (several workers of a
+/// group in one process) give one series each, their counters summed.
 ///
 /// `Metrics` is a cheap handle (clones share the same list of workers), so
 /// it can be the state of an HTTP route and still take workers started
@@ -147,43 +159,29 @@ impl Metrics {
     /// topic's dead letters) from Redis; a failed read leaves those gauges
     /// out and sets `millrace_redis_up` to 0 rather than failing.
     pub async fn render(&self) -> String {
-        let watched = self.snapshot();
-        let mut out = String::from(TYPES);
-        for w in &watched {
-            render_stats(&mut out, &w.topic, &w.group, &w.stats);
-        }
-        let mut up = 1;
-        let mut dlq_seen = HashSet::new();
-        for w in &watched {
-            match self.client.describe_group(&w.topic, &w.group).await {
-                Ok(info) => {
-                    let mut owned = 0;
-                    for p in &info.partitions {
-                        let pl = labels(&[
-                            ("topic", &w.topic),
-                            ("group", &w.group),
-                            ("partition", &p.partition.to_string()),
-                        ]);
-                        let _ = writeln!(out, "millrace_lag{pl} {}", p.lag);
-                        let _ = writeln!(out, "millrace_pending{pl} {}", p.pending);
-                        if p.owner.as_deref() == Some(w.member.as_str()) {
-                            owned += 1;
-                        }
-                    }
-                    let l = labels(&[("topic", &w.topic), ("group", &w.group)]);
-                    let _ = writeln!(out, "millrace_owned_partitions{l} {owned}");
-                }
-                Err(_) => up = 0,
+        let mut scrape = Scrape {
+            groups: watched_groups(&self.snapshot()),
+            topics: Vec::new(),
+            redis_up: true,
+        };
+        for g in &mut scrape.groups {
+            match self.client.describe_group(&g.topic, &g.group).await {
+                Ok(info) => g.info = Some(info),
+                Err(_) => scrape.redis_up = false,
             }
-            let base = w.topic.strip_suffix(".dlq").unwrap_or(&w.topic);
-            if dlq_seen.insert(base.to_string())
-                && let Ok(t) = self.client.describe_topic(base).await
+            let base = g.topic.strip_suffix(".dlq").unwrap_or(&g.topic);
+            if !scrape.topics.iter().any(|t| t.topic == base)
+                && let Ok(t) = self.client.topic_overview(base).await
             {
-                let l = labels(&[("topic", base)]);
-                let _ = writeln!(out, "millrace_dlq_depth{l} {}", t.dlq_length);
+                scrape.topics.push(TopicFacts {
+                    topic: t.name,
+                    dlq: t.dlq_length,
+                    published: t.published,
+                });
             }
         }
-        let _ = writeln!(out, "millrace_redis_up {up}");
+        let mut out = String::new();
+        scrape.write(&mut out);
         out
     }
 
@@ -195,24 +193,306 @@ impl Metrics {
     }
 }
 
-/// The `# TYPE` lines, first in every scrape.
-const TYPES: &str = "\
-# TYPE millrace_handled_total counter
-# TYPE millrace_failed_total counter
-# TYPE millrace_retried_total counter
-# TYPE millrace_dead_lettered_total counter
-# TYPE millrace_panicked_total counter
-# TYPE millrace_acked_total counter
-# TYPE millrace_stale_acks_total counter
-# TYPE millrace_trimmed_unhandled_total counter
-# TYPE millrace_rebalances_total counter
-# TYPE millrace_handler_duration_seconds histogram
-# TYPE millrace_lag gauge
-# TYPE millrace_pending gauge
-# TYPE millrace_owned_partitions gauge
-# TYPE millrace_dlq_depth gauge
-# TYPE millrace_redis_up gauge
-";
+/// Where a family's samples come from.
+#[derive(Clone, Copy)]
+enum Source {
+    Counter(fn(&WorkerStats) -> &AtomicU64),
+    Histogram(fn(&WorkerStats) -> &LatencyHistogram),
+    /// Per partition, from the group's description.
+    Lag,
+    Pending,
+    OwnedPartitions,
+    GroupMembers,
+    /// Per topic, from its overview.
+    Published,
+    Dlq,
+    RedisUp,
+}
+
+/// One metric family: what `# HELP` and `# TYPE` say, and its labels
+/// (besides a histogram's `le`).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    source: Source,
+}
+
+impl Family {
+    /// `{topic="...",...}` with the family's label names and these values.
+    fn labels(&self, values: &[&str]) -> String {
+        debug_assert_eq!(self.labels.len(), values.len(), "{}", self.name);
+        let pairs: Vec<(&str, &str)> = self
+            .labels
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .collect();
+        labels(&pairs)
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.source {
+            Source::Counter(_) | Source::Published => "counter",
+            Source::Histogram(_) => "histogram",
+            _ => "gauge",
+        }
+    }
+}
+
+const TG: &[&str] = &["topic", "group"];
+const TGP: &[&str] = &["topic", "group", "partition"];
+
+/// Every family a scrape has, in its order. `scripts/check-dashboards`
+/// reads the names and sources from here (keep `name:` before `source:`).
+const FAMILIES: [Family; 19] = [
+    Family {
+        name: "millrace_handled_total",
+        help: "Messages whose handler succeeded.",
+        labels: TG,
+        source: Source::Counter(|s| &s.handled),
+    },
+    Family {
+        name: "millrace_failed_total",
+        help: "Handler failures (errors, panics and timeouts), retried or not.",
+        labels: TG,
+        source: Source::Counter(|s| &s.failed),
+    },
+    Family {
+        name: "millrace_retried_total",
+        help: "Handler failures that were retried.",
+        labels: TG,
+        source: Source::Counter(|s| &s.retried),
+    },
+    Family {
+        name: "millrace_dead_lettered_total",
+        help: "Messages moved to the dead-letter queue.",
+        labels: TG,
+        source: Source::Counter(|s| &s.dead_lettered),
+    },
+    Family {
+        name: "millrace_panicked_total",
+        help: "Handler panics.",
+        labels: TG,
+        source: Source::Counter(|s| &s.panicked),
+    },
+    Family {
+        name: "millrace_cancelled_total",
+        help: "Messages cancelled by a request (skipped, stopped, or their retry given up).",
+        labels: TG,
+        source: Source::Counter(|s| &s.cancelled),
+    },
+    Family {
+        name: "millrace_acked_total",
+        help: "Messages acknowledged.",
+        labels: TG,
+        source: Source::Counter(|s| &s.acked),
+    },
+    Family {
+        name: "millrace_stale_acks_total",
+        help: "Acks refused because the partition's lease had moved to another member.",
+        labels: TG,
+        source: Source::Counter(|s| &s.stale_acks),
+    },
+    Family {
+        name: "millrace_trimmed_unhandled_total",
+        help: "Pending messages found trimmed away before they were handled.",
+        labels: TG,
+        source: Source::Counter(|s| &s.trimmed_unhandled),
+    },
+    Family {
+        name: "millrace_rebalances_total",
+        help: "Partitions gained or lost by this process.",
+        labels: TG,
+        source: Source::Counter(|s| &s.rebalances),
+    },
+    Family {
+        name: "millrace_handler_duration_seconds",
+        help: "Handler run time, every attempt.",
+        labels: TG,
+        source: Source::Histogram(|s| &s.latency),
+    },
+    Family {
+        name: "millrace_end_to_end_latency_seconds",
+        help: "From a message's publish time to the start of its first attempt.",
+        labels: TG,
+        source: Source::Histogram(|s| &s.end_to_end),
+    },
+    Family {
+        name: "millrace_consumer_lag_messages",
+        help: "Messages not yet delivered to the group, per partition.",
+        labels: TGP,
+        source: Source::Lag,
+    },
+    Family {
+        name: "millrace_pending_messages",
+        help: "Messages delivered to the group and not yet acknowledged, per partition.",
+        labels: TGP,
+        source: Source::Pending,
+    },
+    Family {
+        name: "millrace_owned_partitions",
+        help: "Partition leases held by this process's members of the group (ordered mode).",
+        labels: TG,
+        source: Source::OwnedPartitions,
+    },
+    Family {
+        name: "millrace_group_members",
+        help: "Live members of the group, in every process.",
+        labels: TG,
+        source: Source::GroupMembers,
+    },
+    Family {
+        name: "millrace_published_total",
+        help: "Messages ever added to the topic's streams (by any producer; Redis's entries-added).",
+        labels: &["topic"],
+        source: Source::Published,
+    },
+    Family {
+        name: "millrace_dlq_messages",
+        help: "Dead letters of the topic, all groups.",
+        labels: &["topic"],
+        source: Source::Dlq,
+    },
+    Family {
+        name: "millrace_redis_up",
+        help: "1, or 0 when reading a group from Redis failed at this scrape.",
+        labels: &[],
+        source: Source::RedisUp,
+    },
+];
+
+/// One watched (topic, group) at a scrape: the stats of the workers added
+/// for it (each once), their member ids, and the group as Redis describes
+/// it (`None` when that read failed).
+struct WatchedGroup {
+    topic: String,
+    group: String,
+    members: Vec<String>,
+    stats: Vec<Arc<WorkerStats>>,
+    info: Option<GroupInfo>,
+}
+
+/// The watched workers by (topic, group), in the order first added.
+fn watched_groups(watched: &[Watched]) -> Vec<WatchedGroup> {
+    let mut groups: Vec<WatchedGroup> = Vec::new();
+    for w in watched {
+        let i = match groups
+            .iter()
+            .position(|g| g.topic == w.topic && g.group == w.group)
+        {
+            Some(i) => i,
+            None => {
+                groups.push(WatchedGroup {
+                    topic: w.topic.clone(),
+                    group: w.group.clone(),
+                    members: Vec::new(),
+                    stats: Vec::new(),
+                    info: None,
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[i];
+        if !g.members.contains(&w.member) {
+            g.members.push(w.member.clone());
+        }
+        if !g.stats.iter().any(|s| Arc::ptr_eq(s, &w.stats)) {
+            g.stats.push(w.stats.clone());
+        }
+    }
+    groups
+}
+
+/// A watched topic's figures at a scrape (a `.dlq` view's base topic, once).
+struct TopicFacts {
+    topic: String,
+    dlq: u64,
+    published: u64,
+}
+
+/// What one scrape read, written family by family.
+struct Scrape {
+    groups: Vec<WatchedGroup>,
+    topics: Vec<TopicFacts>,
+    redis_up: bool,
+}
+
+impl Scrape {
+    fn write(&self, out: &mut String) {
+        for f in &FAMILIES {
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind());
+            self.write_samples(out, f);
+        }
+    }
+
+    fn write_samples(&self, out: &mut String, f: &Family) {
+        let name = f.name;
+        match f.source {
+            Source::Counter(get) => {
+                for g in &self.groups {
+                    let l = f.labels(&[&g.topic, &g.group]);
+                    let v: u64 = g.stats.iter().map(|s| get(s).load(Ordering::Relaxed)).sum();
+                    let _ = writeln!(out, "{name}{l} {v}");
+                }
+            }
+            Source::Histogram(get) => {
+                for g in &self.groups {
+                    write_histogram(
+                        out,
+                        f,
+                        &[&g.topic, &g.group],
+                        g.stats.iter().map(|s| get(s)),
+                    );
+                }
+            }
+            Source::Lag | Source::Pending => {
+                for g in &self.groups {
+                    let Some(info) = &g.info else { continue };
+                    for p in &info.partitions {
+                        let l = f.labels(&[&g.topic, &g.group, &p.partition.to_string()]);
+                        let v = if matches!(f.source, Source::Lag) {
+                            p.lag
+                        } else {
+                            p.pending
+                        };
+                        let _ = writeln!(out, "{name}{l} {v}");
+                    }
+                }
+            }
+            Source::OwnedPartitions | Source::GroupMembers => {
+                for g in &self.groups {
+                    let Some(info) = &g.info else { continue };
+                    let v = if matches!(f.source, Source::GroupMembers) {
+                        info.members.len()
+                    } else {
+                        info.partitions
+                            .iter()
+                            .filter(|p| p.owner.as_ref().is_some_and(|o| g.members.contains(o)))
+                            .count()
+                    };
+                    let l = f.labels(&[&g.topic, &g.group]);
+                    let _ = writeln!(out, "{name}{l} {v}");
+                }
+            }
+            Source::Published | Source::Dlq => {
+                for t in &self.topics {
+                    let l = f.labels(&[&t.topic]);
+                    let v = if matches!(f.source, Source::Dlq) {
+                        t.dlq
+                    } else {
+                        t.published
+                    };
+                    let _ = writeln!(out, "{name}{l} {v}");
+                }
+            }
+            Source::RedisUp => {
+                let _ = writeln!(out, "{name} {}", u8::from(self.redis_up));
+            }
+        }
+    }
+}
 
 /// `{k="v",...}`, values escaped as the text format wants (`\\`, `\"`,
 /// `\n`).
@@ -238,81 +518,259 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     out
 }
 
-/// The counters and histogram of one consumer.
-fn render_stats(out: &mut String, topic: &str, group: &str, stats: &WorkerStats) {
-    let l = labels(&[("topic", topic), ("group", group)]);
-    let counters: [(&str, &AtomicU64); 9] = [
-        ("millrace_handled_total", &stats.handled),
-        ("millrace_failed_total", &stats.failed),
-        ("millrace_retried_total", &stats.retried),
-        ("millrace_dead_lettered_total", &stats.dead_lettered),
-        ("millrace_panicked_total", &stats.panicked),
-        ("millrace_acked_total", &stats.acked),
-        ("millrace_stale_acks_total", &stats.stale_acks),
-        ("millrace_trimmed_unhandled_total", &stats.trimmed_unhandled),
-        ("millrace_rebalances_total", &stats.rebalances),
-    ];
-    for (name, v) in counters {
-        let _ = writeln!(out, "{name}{l} {}", v.load(Ordering::Relaxed));
+/// One (topic, group)'s histogram: the buckets, sum and count of
+/// `histograms` added up (they share their bounds).
+fn write_histogram<'a>(
+    out: &mut String,
+    f: &Family,
+    values: &[&str],
+    histograms: impl Iterator<Item = &'a LatencyHistogram>,
+) {
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let (mut count, mut sum) = (0, 0.0);
+    for h in histograms {
+        let (b, c, s) = h.cumulative();
+        if buckets.is_empty() {
+            buckets = b;
+        } else {
+            for (acc, (_, n)) in buckets.iter_mut().zip(b) {
+                acc.1 += n;
+            }
+        }
+        count += c;
+        sum += s;
     }
-    let (buckets, count, sum) = stats.latency.cumulative();
+    let name = f.name;
+    let pairs: Vec<(&str, &str)> = f
+        .labels
+        .iter()
+        .copied()
+        .zip(values.iter().copied())
+        .collect();
+    let l = labels(&pairs);
+    let bucket = |le: &str| {
+        let mut with_le = pairs.clone();
+        with_le.push(("le", le));
+        labels(&with_le)
+    };
     for (le, n) in buckets {
-        let bl = labels(&[("topic", topic), ("group", group), ("le", &le.to_string())]);
-        let _ = writeln!(out, "millrace_handler_duration_seconds_bucket{bl} {n}");
+        let _ = writeln!(out, "{name}_bucket{} {n}", bucket(&le.to_string()));
     }
-    let bl = labels(&[("topic", topic), ("group", group), ("le", "+Inf")]);
-    let _ = writeln!(out, "millrace_handler_duration_seconds_bucket{bl} {count}");
-    let _ = writeln!(out, "millrace_handler_duration_seconds_sum{l} {sum}");
-    let _ = writeln!(out, "millrace_handler_duration_seconds_count{l} {count}");
+    let _ = writeln!(out, "{name}_bucket{} {count}", bucket("+Inf"));
+    let _ = writeln!(out, "{name}_sum{l} {sum}");
+    let _ = writeln!(out, "{name}_count{l} {count}");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::{MemberInfo, PartitionInfo};
 
-    #[test]
-    fn stats_render_as_prometheus_text() {
-        let stats = WorkerStats::default();
-        stats.handled.fetch_add(3, Ordering::Relaxed);
-        stats.panicked.fetch_add(1, Ordering::Relaxed);
+    fn group(topic: &str, group: &str, stats: Vec<Arc<WorkerStats>>) -> WatchedGroup {
+        WatchedGroup {
+            topic: topic.into(),
+            group: group.into(),
+            members: vec!["m1".into()],
+            stats,
+            info: None,
+        }
+    }
+
+    fn text(scrape: &Scrape) -> String {
         let mut out = String::new();
-        render_stats(&mut out, "erp.v1.invoice.created", "pdf", &stats);
-        let l = "{topic=\"erp.v1.invoice.created\",group=\"pdf\"}";
-        assert!(
-            out.contains(&format!("millrace_handled_total{l} 3\n")),
-            "{out}"
-        );
-        assert!(
-            out.contains(&format!("millrace_panicked_total{l} 1\n")),
-            "{out}"
-        );
-        assert!(
-            out.contains(&format!("millrace_failed_total{l} 0\n")),
-            "{out}"
-        );
-        assert!(out.contains("millrace_handler_duration_seconds_bucket{topic=\"erp.v1.invoice.created\",group=\"pdf\",le=\"0.001\"} 0\n"), "{out}");
-        assert!(out.contains("millrace_handler_duration_seconds_bucket{topic=\"erp.v1.invoice.created\",group=\"pdf\",le=\"10\"} 0\n"), "{out}");
-        assert!(out.contains("millrace_handler_duration_seconds_bucket{topic=\"erp.v1.invoice.created\",group=\"pdf\",le=\"+Inf\"} 0\n"), "{out}");
-        assert!(
-            out.contains(&format!("millrace_handler_duration_seconds_sum{l} 0\n")),
-            "{out}"
-        );
+        scrape.write(&mut out);
+        out
     }
 
     #[test]
-    fn every_series_has_a_type_line() {
-        let stats = WorkerStats::default();
-        let mut out = String::new();
-        render_stats(&mut out, "t", "g", &stats);
+    fn stats_render_as_prometheus_text() {
+        let stats = Arc::new(WorkerStats::default());
+        stats.handled.fetch_add(3, Ordering::Relaxed);
+        stats.panicked.fetch_add(1, Ordering::Relaxed);
+        stats.cancelled.fetch_add(2, Ordering::Relaxed);
+        stats.end_to_end.record(std::time::Duration::from_secs(45));
+        let out = text(&Scrape {
+            groups: vec![group("erp.v1.invoice.created", "pdf", vec![stats])],
+            topics: vec![],
+            redis_up: true,
+        });
+        let l = "{topic=\"erp.v1.invoice.created\",group=\"pdf\"}";
+        for line in [
+            format!("millrace_handled_total{l} 3"),
+            format!("millrace_panicked_total{l} 1"),
+            format!("millrace_cancelled_total{l} 2"),
+            format!("millrace_failed_total{l} 0"),
+            "millrace_handler_duration_seconds_bucket{topic=\"erp.v1.invoice.created\",group=\"pdf\",le=\"0.001\"} 0".into(),
+            "millrace_handler_duration_seconds_bucket{topic=\"erp.v1.invoice.created\",group=\"pdf\",le=\"10\"} 0".into(),
+            "millrace_handler_duration_seconds_bucket{topic=\"erp.v1.invoice.created\",group=\"pdf\",le=\"+Inf\"} 0".into(),
+            format!("millrace_handler_duration_seconds_sum{l} 0"),
+            "millrace_end_to_end_latency_seconds_bucket{topic=\"erp.v1.invoice.created\",group=\"pdf\",le=\"30\"} 0".into(),
+            "millrace_end_to_end_latency_seconds_bucket{topic=\"erp.v1.invoice.created\",group=\"pdf\",le=\"60\"} 1".into(),
+            format!("millrace_end_to_end_latency_seconds_sum{l} 45"),
+            format!("millrace_end_to_end_latency_seconds_count{l} 1"),
+            "millrace_redis_up 1".into(),
+        ] {
+            assert!(out.contains(&format!("{line}\n")), "{line} in:\n{out}");
+        }
+        // Without the group's description, no gauges of it.
+        assert!(!out.contains("millrace_group_members{"), "{out}");
+    }
+
+    #[test]
+    fn each_family_is_one_block_after_its_help_and_type() {
+        let mut info = GroupInfo::default();
+        info.members.push(MemberInfo::default());
+        for partition in 0..2 {
+            info.partitions.push(PartitionInfo {
+                partition,
+                ..Default::default()
+            });
+        }
+        let mut a = group("a", "g", vec![Arc::default()]);
+        a.info = Some(info.clone());
+        let mut b = group("b", "g", vec![Arc::default()]);
+        b.info = Some(info);
+        let out = text(&Scrape {
+            groups: vec![a, b],
+            topics: vec![
+                TopicFacts {
+                    topic: "a".into(),
+                    dlq: 0,
+                    published: 5,
+                },
+                TopicFacts {
+                    topic: "b".into(),
+                    dlq: 3,
+                    published: 9,
+                },
+            ],
+            redis_up: false,
+        });
+        let mut seen: Vec<&str> = Vec::new();
+        let mut current = "";
         for line in out.lines() {
-            let name = line.split('{').next().unwrap();
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(!seen.contains(&name), "{name} twice");
+                seen.push(name);
+                current = name;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(rest.starts_with(&format!("{current} ")), "{line}");
+                continue;
+            }
+            let series = line.split(['{', ' ']).next().unwrap();
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s))
-                .filter(|f| f.ends_with("_seconds"))
-                .unwrap_or(name);
-            assert!(TYPES.contains(&format!("# TYPE {family} ")), "{family}");
+                .find_map(|s| series.strip_suffix(s))
+                .filter(|f| *f == current)
+                .unwrap_or(series);
+            assert_eq!(family, current, "{line} outside its family's block");
         }
+        let names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        assert_eq!(seen, names);
+        assert!(out.contains("millrace_group_members{topic=\"b\",group=\"g\"} 1\n"));
+        assert!(out.contains(
+            "millrace_consumer_lag_messages{topic=\"a\",group=\"g\",partition=\"1\"} 0\n"
+        ));
+        assert!(out.contains("millrace_dlq_messages{topic=\"b\"} 3\n"));
+        assert!(out.contains("millrace_published_total{topic=\"a\"} 5\n"));
+        assert!(out.contains("millrace_redis_up 0\n"));
+    }
+
+    #[test]
+    fn workers_of_one_group_give_one_series_their_counters_summed() {
+        let (s1, s2) = (
+            Arc::new(WorkerStats::default()),
+            Arc::new(WorkerStats::default()),
+        );
+        s1.handled.fetch_add(2, Ordering::Relaxed);
+        s2.handled.fetch_add(5, Ordering::Relaxed);
+        s1.latency.record(std::time::Duration::from_millis(3));
+        s2.latency.record(std::time::Duration::from_millis(30));
+        let w = |member: &str, stats: &Arc<WorkerStats>| Watched {
+            topic: "t".into(),
+            group: "g".into(),
+            member: member.into(),
+            stats: stats.clone(),
+        };
+        // s1 added twice (the same worker) counts once.
+        let mut groups = watched_groups(&[w("m1", &s1), w("m2", &s2), w("m1", &s1)]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].members, ["m1", "m2"]);
+        let mut info = GroupInfo::default();
+        for (partition, owner) in [(0, "m1"), (1, "m2"), (2, "elsewhere")] {
+            info.partitions.push(PartitionInfo {
+                partition,
+                owner: Some(owner.into()),
+                ..Default::default()
+            });
+        }
+        groups[0].info = Some(info);
+        let out = text(&Scrape {
+            groups,
+            topics: vec![],
+            redis_up: true,
+        });
+        let l = "{topic=\"t\",group=\"g\"}";
+        assert!(
+            out.contains(&format!("millrace_handled_total{l} 7\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("millrace_owned_partitions{l} 2\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("millrace_handler_duration_seconds_count{l} 2\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "millrace_handler_duration_seconds_bucket{topic=\"t\",group=\"g\",le=\"0.005\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "millrace_handler_duration_seconds_bucket{topic=\"t\",group=\"g\",le=\"0.05\"} 2\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(out.matches("millrace_handled_total{").count(), 1);
+    }
+
+    /// docs/cli.md's table of the worker's /metrics names every family with
+    /// its type and labels.
+    #[test]
+    fn the_cli_reference_lists_every_family() {
+        let doc = include_str!("../docs/cli.md");
+        let start = doc.find("| metric | type | labels | meaning |").unwrap();
+        let rows: Vec<(String, String, String)> = doc[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (
+                    cells[1].trim_matches('`').to_string(),
+                    cells[2].to_string(),
+                    cells[3].to_string(),
+                )
+            })
+            .collect();
+        let families: Vec<(String, String, String)> = FAMILIES
+            .iter()
+            .map(|f| {
+                (
+                    f.name.to_string(),
+                    f.kind().to_string(),
+                    f.labels.join(", "),
+                )
+            })
+            .collect();
+        assert_eq!(rows, families);
     }
 
     #[test]

@@ -24,6 +24,9 @@ fn parse(text: &str) -> Vec<Sample> {
     let mut types = BTreeMap::new();
     let mut samples = Vec::new();
     for line in text.lines() {
+        if line.starts_with("# HELP ") {
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
             assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
@@ -189,6 +192,28 @@ async fn a_registry_renders_its_workers_counters_histogram_and_gauges() {
     assert_eq!(v("millrace_stale_acks_total"), 0, "{text}");
     assert_eq!(v("millrace_trimmed_unhandled_total"), 0, "{text}");
     assert_eq!(v("millrace_handler_duration_seconds_count"), 7, "{text}");
+    // The end-to-end latency counts first attempts only: 6 messages.
+    assert_eq!(v("millrace_end_to_end_latency_seconds_count"), 6, "{text}");
+    let e2e = find(
+        &s,
+        "millrace_end_to_end_latency_seconds_bucket",
+        &[("topic", "jobs"), ("group", "g")],
+    );
+    assert_eq!(e2e.len(), millrace::END_TO_END_BUCKETS.len() + 1);
+    // Published and handled within this test: all under a minute.
+    let minute = find(
+        &s,
+        "millrace_end_to_end_latency_seconds_bucket",
+        &[("topic", "jobs"), ("group", "g"), ("le", "60")],
+    );
+    assert_eq!(minute[0].value, 6.0, "{text}");
+    assert_eq!(v("millrace_group_members"), 1, "{text}");
+    let published = find(&s, "millrace_published_total", &[("topic", "jobs")]);
+    assert_eq!(published.len(), 1, "{text}");
+    assert_eq!(published[0].value, 6.0, "{text}");
+    let violations = support::prom::naming_violations(&text);
+    assert!(violations.is_empty(), "{violations:#?}\n{text}");
+    support::prom::promtool_check_metrics(&text);
     let inf = find(
         &s,
         "millrace_handler_duration_seconds_bucket",
@@ -207,16 +232,16 @@ async fn a_registry_renders_its_workers_counters_histogram_and_gauges() {
         "cumulative: {text}"
     );
     assert_eq!(
-        per_partition(&s, "millrace_lag", "jobs", "g"),
+        per_partition(&s, "millrace_consumer_lag_messages", "jobs", "g"),
         (2, 0),
         "{text}"
     );
     assert_eq!(
-        per_partition(&s, "millrace_pending", "jobs", "g"),
+        per_partition(&s, "millrace_pending_messages", "jobs", "g"),
         (2, 0),
         "{text}"
     );
-    let dlq = find(&s, "millrace_dlq_depth", &[("topic", "jobs")]);
+    let dlq = find(&s, "millrace_dlq_messages", &[("topic", "jobs")]);
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].value, 1.0, "{text}");
     assert_eq!(redis_up(&s), 1);
@@ -237,7 +262,10 @@ async fn a_registry_renders_its_workers_counters_histogram_and_gauges() {
         value(&o, "millrace_handler_duration_seconds_count", "idle", "g"),
         0
     );
-    assert_eq!(per_partition(&o, "millrace_lag", "idle", "g"), (1, 0));
+    assert_eq!(
+        per_partition(&o, "millrace_consumer_lag_messages", "idle", "g"),
+        (1, 0)
+    );
     assert_eq!(redis_up(&o), 1);
 
     // A message in a handler is pending.
@@ -249,7 +277,7 @@ async fn a_registry_renders_its_workers_counters_histogram_and_gauges() {
         let m = m.clone();
         async move {
             let s = parse(&m.render().await);
-            per_partition(&s, "millrace_pending", "jobs", "g").1 == 1
+            per_partition(&s, "millrace_pending_messages", "jobs", "g").1 == 1
         }
     })
     .await;
@@ -268,12 +296,12 @@ async fn a_registry_renders_its_workers_counters_histogram_and_gauges() {
     let text = metrics.render().await;
     let s = parse(&text);
     assert_eq!(
-        per_partition(&s, "millrace_lag", "jobs", "g"),
+        per_partition(&s, "millrace_consumer_lag_messages", "jobs", "g"),
         (2, 3),
         "{text}"
     );
     assert_eq!(
-        per_partition(&s, "millrace_pending", "jobs", "g"),
+        per_partition(&s, "millrace_pending_messages", "jobs", "g"),
         (2, 0),
         "{text}"
     );
@@ -292,6 +320,19 @@ async fn a_registry_renders_its_workers_counters_histogram_and_gauges() {
         8,
         "{text}"
     );
+    assert_eq!(
+        value(&s, "millrace_end_to_end_latency_seconds_count", "jobs", "g"),
+        7,
+        "{text}"
+    );
+    // The group has no live member now (the idle worker, in g too, is
+    // a member of another topic's group g).
+    assert_eq!(
+        value(&s, "millrace_group_members", "jobs", "g"),
+        0,
+        "{text}"
+    );
+    assert_eq!(value(&o, "millrace_group_members", "idle", "g"), 1);
     idle.shutdown().await.unwrap();
 }
 
@@ -331,7 +372,10 @@ async fn redis_down_keeps_the_counters_and_reports_redis_up_zero() {
         .unwrap();
     let s = parse(&metrics.render().await);
     assert_eq!(redis_up(&s), 1);
-    assert_eq!(per_partition(&s, "millrace_lag", "jobs", "g").0, 1);
+    assert_eq!(
+        per_partition(&s, "millrace_consumer_lag_messages", "jobs", "g").0,
+        1
+    );
 
     server.stop();
     let text = tokio::time::timeout(Duration::from_secs(20), metrics.render())
@@ -340,6 +384,124 @@ async fn redis_down_keeps_the_counters_and_reports_redis_up_zero() {
     let s = parse(&text);
     assert_eq!(redis_up(&s), 0, "{text}");
     assert_eq!(value(&s, "millrace_handled_total", "jobs", "g"), 4);
-    assert!(find(&s, "millrace_lag", &[]).is_empty(), "{text}");
-    assert!(find(&s, "millrace_dlq_depth", &[]).is_empty(), "{text}");
+    assert!(
+        find(&s, "millrace_consumer_lag_messages", &[]).is_empty(),
+        "{text}"
+    );
+    assert!(find(&s, "millrace_dlq_messages", &[]).is_empty(), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_series_follows_the_naming_rules_and_promtool_agrees() {
+    let c = support::client("metrics_naming").await;
+    c.create_topic(&TopicSpec::new("orders", 3).unwrap())
+        .await
+        .unwrap();
+    let worker = Worker::builder(&c, "billing")
+        .handle_raw("orders", |_msg, _ctx| async { Ok(()) })
+        .build()
+        .unwrap();
+    let metrics = Metrics::new(&c);
+    metrics.add("orders", "billing", worker.member_id(), worker.stats());
+    let stats = worker.stats();
+    let worker = worker.start().await.unwrap();
+    let recs: Vec<Record> = (0..5u32).map(|i| Record::encode(&i).unwrap()).collect();
+    c.publish_batch("orders", recs).await.unwrap();
+    support::wait_until(Duration::from_secs(15), "five acked", || {
+        let n = stats.snapshot().acked;
+        async move { n == 5 }
+    })
+    .await;
+    let text = metrics.render().await;
+    // Every family the renderer has, each with samples here.
+    for family in [
+        "millrace_handled_total",
+        "millrace_cancelled_total",
+        "millrace_handler_duration_seconds",
+        "millrace_end_to_end_latency_seconds",
+        "millrace_consumer_lag_messages",
+        "millrace_pending_messages",
+        "millrace_owned_partitions",
+        "millrace_group_members",
+        "millrace_published_total",
+        "millrace_dlq_messages",
+        "millrace_redis_up",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "{family}:\n{text}"
+        );
+        assert!(text.contains(&format!("\n{family}")), "{family}:\n{text}");
+    }
+    let violations = support::prom::naming_violations(&text);
+    assert!(violations.is_empty(), "{violations:#?}\n{text}");
+    support::prom::promtool_check_metrics(&text);
+    worker.shutdown().await.unwrap();
+}
+
+/// The negative control of the naming checker: an exposition breaking each
+/// rule once is caught, rule by rule.
+#[test]
+fn the_naming_checker_catches_each_broken_rule() {
+    let bad = "\
+# HELP millrace_handled Messages handled.
+# TYPE millrace_handled counter
+millrace_handled{topic=\"t\",group=\"g\"} 3
+# HELP millrace_lag Lag.
+# TYPE millrace_lag gauge
+millrace_lag{topic=\"t\",group=\"g\",partition=\"0\"} 1
+# HELP millrace_handler_duration_ms Handler time.
+# TYPE millrace_handler_duration_ms histogram
+millrace_handler_duration_ms_bucket{topic=\"t\",le=\"5\"} 1
+millrace_handler_duration_ms_sum{topic=\"t\"} 2
+millrace_handler_duration_ms_count{topic=\"t\"} 1
+# HELP millrace_attempts_total Attempts.
+# TYPE millrace_attempts_total counter
+millrace_attempts_total{topic=\"t\",message_id=\"0:0:1-0\"} 1
+millrace_attempts_total{topic=\"t\",message_id=\"0:0:1-0\"} 2
+# TYPE millrace_queue_age gauge
+millrace_queue_age{topic=\"t\"} 4
+# HELP millrace_retries_total Retries.
+# TYPE millrace_retries_total gauge
+millrace_retries_total 1
+millrace_orphan 1
+millrace_attempts_total{topic=\"u\"} 3
+";
+    let v = support::prom::naming_violations(bad);
+    let caught = |what: &str| {
+        assert!(
+            v.iter().any(|x| x.contains(what)),
+            "{what:?} not caught in {v:#?}"
+        );
+    };
+    caught("counter millrace_handled does not end in _total");
+    caught("gauge millrace_lag does not end in a unit");
+    caught("millrace_handler_duration_ms measures time but does not end in _seconds");
+    caught("non-base or abbreviated unit _ms");
+    caught("has no le=\"+Inf\" bucket");
+    caught("label message_id of millrace_attempts_total");
+    caught("appears twice");
+    caught("millrace_queue_age has no # HELP");
+    caught("millrace_queue_age measures time");
+    caught("gauge millrace_retries_total ends in _total");
+    caught("millrace_orphan has no # HELP or # TYPE");
+    caught("millrace_attempts_total's samples are not one block");
+    // The same checker passes a good exposition.
+    let good = "\
+# HELP millrace_handled_total Messages handled.
+# TYPE millrace_handled_total counter
+millrace_handled_total{topic=\"t\",group=\"g\"} 3
+# HELP millrace_handler_duration_seconds Handler time.
+# TYPE millrace_handler_duration_seconds histogram
+millrace_handler_duration_seconds_bucket{topic=\"t\",group=\"g\",le=\"0.5\"} 1
+millrace_handler_duration_seconds_bucket{topic=\"t\",group=\"g\",le=\"+Inf\"} 2
+millrace_handler_duration_seconds_sum{topic=\"t\",group=\"g\"} 2.5
+millrace_handler_duration_seconds_count{topic=\"t\",group=\"g\"} 2
+";
+    assert_eq!(support::prom::naming_violations(good), Vec::<String>::new());
+    // promtool, where it runs, also refuses the bad one and passes the good.
+    if support::prom::promtool_check_metrics(good) {
+        let refused = std::panic::catch_unwind(|| support::prom::promtool_check_metrics(bad));
+        assert!(refused.is_err(), "promtool passed the bad exposition");
+    }
 }

@@ -452,14 +452,30 @@ async fn an_http_handler_acks_dead_letters_and_retries_by_status() {
     assert_eq!(metric("millrace_failed_total"), 4);
     assert_eq!(metric("millrace_retried_total"), 2);
     assert_eq!(metric("millrace_handler_duration_seconds_count"), 6);
+    assert_eq!(metric("millrace_end_to_end_latency_seconds_count"), 4);
+    assert_eq!(metric("millrace_group_members"), 1);
     assert!(
-        text.contains("millrace_dlq_depth{topic=\"hooks\"} 2"),
+        text.contains("millrace_dlq_messages{topic=\"hooks\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("millrace_published_total{topic=\"hooks\"} 4\n"),
         "{text}"
     );
     assert!(
         text.contains("millrace_owned_partitions{topic=\"hooks\",group=\"g\"} 2"),
         "{text}"
     );
+    // The endpoint's body follows the naming rules, and promtool (where
+    // installed; always in CI) finds nothing to say.
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let violations = support::prom::naming_violations(body);
+    assert!(violations.is_empty(), "{violations:#?}\n{body}");
+    support::prom::promtool_check_metrics(body);
     let health = scrape(port, "/healthz").await;
     assert!(health.contains("\"redis\":\"ok\""), "{health}");
     term(&w);

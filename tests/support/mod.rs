@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod groups;
+pub mod prom;
 pub mod serve;
 pub mod tls;
 

@@ -2,8 +2,9 @@
 //! served on loopback unless the config says otherwise.
 //!
 //! `/metrics` is the library's `millrace::Metrics` (counters and the latency
-//! histogram from each consumer's `WorkerStats`; lag, pending, owned
-//! partitions and DLQ depth read from Redis at each scrape).
+//! histograms from each consumer's `WorkerStats`; lag, pending, owned
+//! partitions, members, DLQ depth and the published counter read from
+//! Redis at each scrape).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
