@@ -110,7 +110,7 @@ async function showSchedules() {
   const box = el("div");
   box.appendChild(el("h2", `Schedules (${schedules.length})`));
   const t = el("table");
-  t.appendChild(row(["name", "cron", "zone", "topic", "key", "data", "next fires", "last fire", ""], true));
+  t.appendChild(row(["name", "cron", "zone", "topic", "key", "data", "next fires", "fired through", ""], true));
   for (const s of schedules) {
     const next = el("div");
     for (const f of s.next_fires) next.appendChild(el("div", f));
@@ -121,7 +121,7 @@ async function showSchedules() {
       say(`removed ${s.name}`);
     }) : "";
     t.appendChild(row([s.name, s.cron, s.tz || "UTC", link(s.topic, "topic", s.topic), s.key,
-      JSON.stringify(s.data), next, s.last_fire, remove]));
+      JSON.stringify(s.data), next, s.fired_through, remove]));
   }
   box.appendChild(t);
   if (session.canChange) box.appendChild(scheduleForm());

@@ -664,7 +664,9 @@ async fn dead_letter(
 pub const NEXT_FIRES: usize = 5;
 
 /// A schedule as the API shows it: its settings, its next fire times
-/// (RFC 3339, UTC) and its last fire, if any.
+/// (RFC 3339, UTC) and the time its fires are done through (a fire time
+/// at or before it will not fire again: the last fire, or when the
+/// schedule was added or replaced).
 fn schedule_json(spec: &millrace::ScheduleSpec, now_ms: u64, last: Option<u64>) -> Value {
     let mut next = Vec::with_capacity(NEXT_FIRES);
     let mut after = now_ms;
@@ -679,7 +681,7 @@ fn schedule_json(spec: &millrace::ScheduleSpec, now_ms: u64, last: Option<u64>) 
     }
     let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
     v["next_fires"] = json!(next);
-    v["last_fire"] = json!(last.map(millrace::fire_time_rfc3339));
+    v["fired_through"] = json!(last.map(millrace::fire_time_rfc3339));
     v
 }
 

@@ -355,7 +355,9 @@ async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
             "this server is read-only",
         );
     }
-    if s.token.is_none() || open || !(mutating || !s.loopback) {
+    // Reads on loopback go without the token.
+    let needs_token = mutating || !s.loopback;
+    if s.token.is_none() || open || !needs_token {
         return next.run(req).await;
     }
     match s.signed_in(headers) {
