@@ -44,6 +44,7 @@ mod scheduler;
 mod schema;
 mod status;
 mod store;
+mod telemetry;
 mod topic;
 
 pub use cancel::CancelOutcome;
@@ -83,6 +84,9 @@ pub use schema::{GATE_REFRESH, HEADER_SCHEMA_VERSION, SchemaVersion, schema_chan
 pub use status::{GroupState, KEY_SCAN, MessageState, MessageStatus};
 pub use store::conn::{BlockingConn, Conn, ServerInfo};
 pub use store::keys;
+pub use telemetry::{
+    HEADER_TRACEPARENT, HEADER_TRACESTATE, TraceParent, TraceRelation, current_traceparent,
+};
 pub use topic::{
     Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, SchemaPolicy, TopicInfo, TopicSpec,
 };
