@@ -1040,7 +1040,7 @@ fn trace_id_bytes(traceparent: &str) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_otel_table_exports_spans_and_hands_the_process_span_to_exec_handlers() {
+async fn an_otel_table_exports_spans_and_hands_the_process_span_to_exec_and_http_handlers() {
     let s = setup("worker-otel", "orders", 1).await;
     let script = s.script(
         "tp.sh",
@@ -1048,11 +1048,34 @@ async fn an_otel_table_exports_spans_and_hands_the_process_span_to_exec_handlers
     );
     let (endpoint, bodies) = collector().await;
     let exec = format!("exec = [\"{}\"]", script.display());
+    // An http handler too: it records the traceparent header it gets.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let keep = seen.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let keep = keep.clone();
+            async move {
+                let tp = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                keep.lock().unwrap().push(tp);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+    let http = format!("http = \"{hook_url}\"");
     let cfg = s.config(
         "w.toml",
         &format!(
-            "[otel]\nendpoint = \"{endpoint}\"\nservice_name = \"pdf-worker\"\n\n{}",
-            consumer("orders", "billing", &exec, "")
+            "[otel]\nendpoint = \"{endpoint}\"\nservice_name = \"pdf-worker\"\n\n{}{}",
+            consumer("orders", "billing", &exec, ""),
+            consumer("orders", "hooks", &http, "")
         ),
     );
     // The publisher's context, as an instrumented service would send it.
@@ -1074,6 +1097,21 @@ async fn an_otel_table_exports_spans_and_hands_the_process_span_to_exec_handlers
     let tp = millrace::TraceParent::parse(&got).unwrap_or_else(|| panic!("{got:?}"));
     assert_ne!(
         format!("{:032x}", tp.trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    // The http endpoint got its own process span's context the same way.
+    until("the hook was called", 30, || {
+        seen.lock().unwrap().len() == 1
+    })
+    .await;
+    let hooked = seen.lock().unwrap()[0].clone();
+    let htp = millrace::TraceParent::parse(&hooked).unwrap_or_else(|| panic!("{hooked:?}"));
+    assert_ne!(
+        htp.trace_id, tp.trace_id,
+        "each group's process span is a trace of its own"
+    );
+    assert_ne!(
+        format!("{:032x}", htp.trace_id),
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
     // Stopped, the worker flushes its spans to the collector: the process
