@@ -1,5 +1,135 @@
-#![doc = include_str!("../README.md")]
-#![warn(missing_docs)]
+//! A job and event queue for Rust services, on Redis Streams.
+//!
+//! Services publish events to **topics** (`erp.v1.invoice.created`). A
+//! topic is split into **partitions** chosen by the event's key, each a
+//! Redis stream, so one entity's events stay in order. **Consumer groups**
+//! each see every event; inside a group the partitions are shared out
+//! among the running members ([`Worker`]s), who hand each message to a
+//! handler, retry failures with backoff and move what still fails to the
+//! topic's **dead letters**, to inspect and replay after a fix. Lua scripts
+//! make each step atomic, and every script stays in one Redis Cluster slot:
+//! the same code runs on one Redis or on a cluster.
+//!
+//! # Publishing
+//!
+//! An [`Event`] names its topic and its key; [`Client::publish`] encodes it
+//! as MessagePack and appends it to its key's partition. Concurrent
+//! publishes share pipelines; [`PublishOptions`] delay, prioritise and
+//! deduplicate.
+//!
+//! ```no_run
+//! use millrace::{Client, Config, Event, PublishOptions, TopicSpec};
+//! use serde::{Deserialize, Serialize};
+//! use std::time::Duration;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct InvoiceCreated { invoice: String, tenant: String, cents: u64 }
+//!
+//! impl Event for InvoiceCreated {
+//!     const TOPIC: &'static str = "erp.v1.invoice.created";
+//!     fn key(&self) -> Option<String> { Some(self.tenant.clone()) }
+//! }
+//!
+//! # async fn run() -> millrace::Result<()> {
+//! let client = Client::connect(Config::new("redis://127.0.0.1:6379")?).await?;
+//! client.create_topic(&TopicSpec::new(InvoiceCreated::TOPIC, 8)?).await?;
+//! let invoice = InvoiceCreated { invoice: "inv-1".into(), tenant: "acme".into(), cents: 12_500 };
+//! let receipt = client.publish(&invoice).await?;   // partition from the tenant key
+//! println!("published {}", receipt.message_id);     // e.g. 3:0:1796405040643-0
+//! client
+//!     .publish_with(&invoice, PublishOptions::new()
+//!         .delay(Duration::from_secs(3600))         // visible in an hour
+//!         .dedup_id("reminder-inv-1"))              // at most once per dedup id
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Handling, in a group
+//!
+//! A [`Worker`] joins a group, takes its share of the partitions (they
+//! rebalance as members come and go, without stopping the others) and
+//! calls the handler for each message: messages of one key one after
+//! another, different keys concurrently. `Ok` acks (its value is the
+//! message's result); an error is retried by the group's [`RetryPolicy`],
+//! unless it is [permanent](HandlerError::permanent); then, or after the
+//! last attempt, the message is dead-lettered. A message keeps one
+//! [`MessageId`] through retries, dead-lettering and replay: deduplicate on
+//! it.
+//!
+//! ```no_run
+//! # use millrace::{Client, Event, HandlerError, RetryPolicy, Worker};
+//! # use serde::{Deserialize, Serialize};
+//! # use std::time::Duration;
+//! # #[derive(Serialize, Deserialize)] struct InvoiceCreated { invoice: String }
+//! # impl Event for InvoiceCreated { const TOPIC: &'static str = "erp.v1.invoice.created"; }
+//! # async fn run(client: Client) -> millrace::Result<()> {
+//! let worker = Worker::builder(&client, "pdf-report")
+//!     .concurrency(16)
+//!     .retry(RetryPolicy::attempts(5).exponential(Duration::from_millis(500), Duration::from_secs(60)))
+//!     .handle(|invoice: InvoiceCreated, ctx| async move {
+//!         if invoice.invoice.is_empty() {
+//!             return Err(HandlerError::permanent("no invoice number")); // no retry
+//!         }
+//!         println!("render {} ({})", invoice.invoice, ctx.message_id);
+//!         Ok(())
+//!     })
+//!     .build()?;
+//! // Runs until the signal, then finishes what is in flight, acks it and
+//! // hands its partitions over.
+//! worker.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Dead letters: [`Client::dead_letters`], [`Client::replay_dead_letters`]
+//! (to the group that gave up or the whole topic). A group can be paused,
+//! rate-limited ([`RateLimit`]) and rewound ([`Client::reset_group`]);
+//! [`ScheduleSpec`] publishes on a cron schedule; [`Reader`] reads a topic
+//! without a group.
+//!
+//! # Request and reply
+//!
+//! A request is a message one group answers: the handler's `Ok` value
+//! comes back to the requester ([`Client::request`]), or its failure.
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # async fn run(client: millrace::Client) -> millrace::Result<()> {
+//! let price: millrace::Reply<u64> = client
+//!     .request("shop.v1.price.quote", &("A-1", 12))
+//!     .group("pricing")
+//!     .timeout(Duration::from_secs(5))
+//!     .await?;
+//! println!("{} cents", price.value);
+//! # Ok(()) }
+//! ```
+//!
+//! # Looking in
+//!
+//! - Where a message stands in every group: [`Client::message_status`];
+//!   cancel it: [`Client::cancel`].
+//! - Every topic and group at once, in three round trips:
+//!   [`Client::overview`] (what `millrace serve`'s dashboard shows).
+//! - Prometheus series of the workers in this process: [`Metrics`].
+//! - Traces: spans named by the OpenTelemetry messaging conventions
+//!   (`create`, `receive`, `process`, `settle`) are made through `tracing`,
+//!   so the application picks the exporter; with the feature `otel` the
+//!   creation's W3C trace context travels in the message's `traceparent`
+//!   header and each handler's span links to it ([`TraceRelation`]).
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `cli` | yes | the `millrace` binary (worker, admin commands, dashboard, benchmarks) and what only it needs; a library user turns it off with `default-features = false` |
+//! | `otel` | with `cli` | the W3C trace context of the spans, through `tracing-opentelemetry` |
+//! | `schemars` | no | `Client::register_schema_for`: a Rust type's JSON Schema as a topic's schema |
+//!
+//! The repository's `docs/` has the design (what is promised), the
+//! architecture (modules, Redis keys, scripts), the CLI reference, the
+//! guarantees under faults and the benchmarks; `examples/` has a
+//! quickstart, an ERP with three groups, a web service publishing from an
+//! axum handler, a worker with graceful shutdown, and request-reply.
+#![deny(missing_docs)]
 // A type a public item uses must be nameable by users (exported below).
 #![warn(unnameable_types)]
 
@@ -44,6 +174,7 @@ mod scheduler;
 mod schema;
 mod status;
 mod store;
+mod telemetry;
 mod topic;
 
 pub use cancel::CancelOutcome;
@@ -83,6 +214,14 @@ pub use schema::{GATE_REFRESH, HEADER_SCHEMA_VERSION, SchemaVersion, schema_chan
 pub use status::{GroupState, KEY_SCAN, MessageState, MessageStatus};
 pub use store::conn::{BlockingConn, Conn, ServerInfo};
 pub use store::keys;
+pub use telemetry::{
+    HEADER_TRACEPARENT, HEADER_TRACESTATE, TraceParent, TraceRelation, current_traceparent,
+};
 pub use topic::{
     Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, SchemaPolicy, TopicInfo, TopicSpec,
 };
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -30,6 +30,7 @@ use crate::store::backend::Backend;
 use crate::store::keys::{KeySpace, validate_dedup_id};
 use crate::store::publish::{self, Due, Prepared, PublishStep, send, unique_nonce};
 use crate::store::scripts::Scripts;
+use crate::telemetry;
 use crate::topic::{Catalog, TopicSpec};
 
 pub use crate::store::publish::Receipt;
@@ -368,7 +369,8 @@ pub fn check_record(spec: &TopicSpec, record: &Record, max_bytes: usize) -> Resu
     Ok(())
 }
 
-/// Builds the command for one record (pure apart from the nonce).
+/// Builds the command for one record (pure apart from the nonce and, when
+/// `traced`, the creation's span).
 fn prepare(
     keys: &KeySpace,
     scripts: &Scripts,
@@ -376,6 +378,7 @@ fn prepare(
     record: Record,
     round_robin: &AtomicU64,
     max_bytes: usize,
+    traced: bool,
 ) -> Result<Prepared> {
     check_record(spec, &record, max_bytes)?;
     if spec.is_dead_letter_view() {
@@ -385,19 +388,28 @@ fn prepare(
             reason: "a dead-letter view is read-only: replay entries instead",
         });
     }
-    let Record { payload, options } = record;
+    let Record {
+        payload,
+        mut options,
+    } = record;
     let topic = spec.name.as_str();
-    let headers = encode_headers(&options.headers)?;
-    let key = options.key.as_deref();
     // A keyless idempotent publish is placed by its dedup id, so a retried
     // publish meets its marker in the same partition.
-    let partition = match (key, &options.dedup) {
+    let partition = match (options.key.as_deref(), &options.dedup) {
         (Some(k), _) => partition_for_key(k, spec.partitions),
         (None, Some((id, _))) => partition_for_key(id, spec.partitions),
         (None, None) => {
             (round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(spec.partitions)) as u32
         }
     };
+    // The creation's span, and (feature `otel`) its trace context in the
+    // message's headers.
+    if traced {
+        let span = telemetry::create_span(topic, partition, options.key.as_deref());
+        telemetry::inject(&span, &mut options.headers);
+    }
+    let headers = encode_headers(&options.headers)?;
+    let key = options.key.as_deref();
     Ok(publish::prepare(
         keys,
         scripts,
@@ -522,7 +534,7 @@ impl Producer {
     /// caller that checks a whole batch before publishing any of it.
     pub async fn check(&self, topic: &str, record: &Record) -> Result<()> {
         // Its own round robin: checking must not move where publishes go.
-        self.prepare(topic, record.clone(), &AtomicU64::new(0))
+        self.prepare(topic, record.clone(), &AtomicU64::new(0), false)
             .await
             .map(|_| ())
     }
@@ -532,6 +544,7 @@ impl Producer {
         topic: &str,
         mut record: Record,
         round_robin: &AtomicU64,
+        traced: bool,
     ) -> Result<Prepared> {
         let spec = self.client.topic_cached(topic).await?;
         self.stamp(&spec, &mut record).await?;
@@ -542,12 +555,13 @@ impl Producer {
             record,
             round_robin,
             self.client.config().max_message_bytes,
+            traced,
         )
     }
 
     /// Publishes one record to `topic`.
     pub async fn publish(&self, topic: &str, record: Record) -> Result<Receipt> {
-        let prepared = self.prepare(topic, record, &self.round_robin).await?;
+        let prepared = self.prepare(topic, record, &self.round_robin, true).await?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { prepared, reply })
@@ -627,7 +641,7 @@ impl Producer {
                         }
                     };
                     match stamped.and_then(|()| {
-                        prepare(keys, scripts, spec, r, &self.round_robin, max_bytes)
+                        prepare(keys, scripts, spec, r, &self.round_robin, max_bytes, true)
                     }) {
                         Ok(p) => {
                             idx.push(i);
@@ -739,6 +753,7 @@ mod tests {
             Record::raw(b"x".to_vec()).key("tenant-1"),
             &rr,
             100,
+            true,
         )
         .unwrap();
         assert_eq!(p.partition, partition_for_key("tenant-1", 8));
@@ -753,7 +768,15 @@ mod tests {
     fn limits_are_checked_before_anything_is_sent() {
         let (k, s) = (KeySpace::new("mr"), Scripts::new());
         let rr = AtomicU64::new(0);
-        let big = prepare(&k, &s, &spec(1), Record::raw(vec![0u8; 101]), &rr, 100);
+        let big = prepare(
+            &k,
+            &s,
+            &spec(1),
+            Record::raw(vec![0u8; 101]),
+            &rr,
+            100,
+            true,
+        );
         assert!(matches!(
             big,
             Err(Error::PayloadTooLarge {
@@ -761,9 +784,25 @@ mod tests {
                 limit: 100
             })
         ));
-        let lane = prepare(&k, &s, &spec(1), Record::raw(vec![]).priority(2), &rr, 100);
+        let lane = prepare(
+            &k,
+            &s,
+            &spec(1),
+            Record::raw(vec![]).priority(2),
+            &rr,
+            100,
+            true,
+        );
         assert!(matches!(lane, Err(Error::LaneOutOfRange { .. })));
-        let key = prepare(&k, &s, &spec(1), Record::raw(vec![]).key(""), &rr, 100);
+        let key = prepare(
+            &k,
+            &s,
+            &spec(1),
+            Record::raw(vec![]).key(""),
+            &rr,
+            100,
+            true,
+        );
         assert!(matches!(
             key,
             Err(Error::InvalidArgument { what: "key", .. })

@@ -1025,3 +1025,132 @@ fn get_body(port: u16, path: &str) -> Option<String> {
     stream.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
+
+/// A stand-in OTLP/HTTP collector: every body posted to `/v1/traces`.
+async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use axum::routing::post;
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let keep = bodies.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(body.to_vec());
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), bodies)
+}
+
+/// The 16 bytes of a `traceparent`'s trace id.
+fn trace_id_bytes(traceparent: &str) -> Vec<u8> {
+    let hex = traceparent.split('-').nth(1).unwrap();
+    (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otel_table_exports_spans_and_hands_the_process_span_to_exec_and_http_handlers() {
+    let s = setup("worker-otel", "orders", 1).await;
+    let script = s.script(
+        "tp.sh",
+        "cat > /dev/null; echo \"$TRACEPARENT\" >> \"$OUT\"",
+    );
+    let (endpoint, bodies) = collector().await;
+    let exec = format!("exec = [\"{}\"]", script.display());
+    // An http handler too: it records the traceparent header it gets.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let keep = seen.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let keep = keep.clone();
+            async move {
+                let tp = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                keep.lock().unwrap().push(tp);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+    let http = format!("http = \"{hook_url}\"");
+    let cfg = s.config(
+        "w.toml",
+        &format!(
+            "[otel]\nendpoint = \"{endpoint}\"\nservice_name = \"pdf-worker\"\n\n{}{}",
+            consumer("orders", "billing", &exec, ""),
+            consumer("orders", "hooks", &http, "")
+        ),
+    );
+    // The publisher's context, as an instrumented service would send it.
+    let publisher = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    s.client
+        .publish_record(
+            "orders",
+            Record::encode(&1u32)
+                .unwrap()
+                .header("traceparent", publisher),
+        )
+        .await
+        .unwrap();
+    let mut w = s.worker(&cfg);
+    until("the handler ran", 30, || s.lines().len() == 1).await;
+    // The program got its process span's context: a trace of its own
+    // (the span links to the publisher's), not the publisher's.
+    let got = s.lines()[0].clone();
+    let tp = millrace::TraceParent::parse(&got).unwrap_or_else(|| panic!("{got:?}"));
+    assert_ne!(
+        format!("{:032x}", tp.trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    // The http endpoint got its own process span's context the same way.
+    until("the hook was called", 30, || {
+        seen.lock().unwrap().len() == 1
+    })
+    .await;
+    let hooked = seen.lock().unwrap()[0].clone();
+    let htp = millrace::TraceParent::parse(&hooked).unwrap_or_else(|| panic!("{hooked:?}"));
+    assert_ne!(
+        htp.trace_id, tp.trace_id,
+        "each group's process span is a trace of its own"
+    );
+    assert_ne!(
+        format!("{:032x}", htp.trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    // Stopped, the worker flushes its spans to the collector: the process
+    // span's trace id and the link to the publisher's are in them.
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+    let all: Vec<u8> = bodies.lock().unwrap().concat();
+    assert!(!all.is_empty(), "no spans exported");
+    let contains = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&trace_id_bytes(&got)), "the process span's trace");
+    assert!(
+        contains(&trace_id_bytes(publisher)),
+        "the link to the publisher"
+    );
+    assert!(contains(b"pdf-worker"), "the service name");
+    assert!(contains(b"process orders"), "the span's name");
+
+    // The control: without [otel] the program gets the message's own
+    // context as it came.
+    let plain = s.config("plain.toml", &consumer("orders", "audit", &exec, ""));
+    let mut w = s.worker(&plain);
+    until("the second handler ran", 30, || s.lines().len() == 2).await;
+    assert_eq!(s.lines()[1], publisher);
+    term(&w);
+    assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+}

@@ -75,6 +75,9 @@ pub struct WorkerSettings {
     pub result_ttl: Duration,
     /// Longest one attempt may run (see [`WorkerBuilder::handler_timeout`]).
     pub handler_timeout: Option<Duration>,
+    /// How a process span relates to the message's creation (see
+    /// [`WorkerBuilder::trace_relation`]).
+    pub trace_relation: crate::telemetry::TraceRelation,
 }
 
 pub use crate::reply::DEFAULT_RESULT_TTL;
@@ -320,6 +323,7 @@ impl WorkerBuilder {
                 validate_schema: false,
                 result_ttl: DEFAULT_RESULT_TTL,
                 handler_timeout: None,
+                trace_relation: crate::telemetry::TraceRelation::Link,
             },
             handlers: Vec::new(),
             error,
@@ -440,6 +444,16 @@ impl WorkerBuilder {
     /// the retry policy.
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.settings.handler_timeout = Some(timeout);
+        self
+    }
+
+    /// How each attempt's `process` span relates to the context the message
+    /// was created in, as its `traceparent` header carries it (feature
+    /// `otel`): a link (the default, as the OpenTelemetry messaging
+    /// conventions recommend) or, with [`TraceRelation::Parent`](crate::TraceRelation::Parent),
+    /// a child of it. See [`current_traceparent`](crate::current_traceparent).
+    pub fn trace_relation(mut self, relation: crate::telemetry::TraceRelation) -> Self {
+        self.settings.trace_relation = relation;
         self
     }
 

@@ -16,6 +16,7 @@ mod error;
 mod group_cmd;
 mod jsonl;
 mod message_cmd;
+mod otel;
 mod output;
 mod publish_cmd;
 mod request_cmd;
@@ -58,7 +59,13 @@ fn main() -> ExitCode {
         Command::Demo(_) => demo::LOG_FILTER,
         _ => "warn",
     };
-    init_logging(json_logs, default_filter);
+    // A worker whose file has [otel] exports its spans (the file is read
+    // again, and any error in it reported, when the worker starts).
+    let otel = match &cli.command {
+        Command::Worker(a) => worker::config::load(&a.config).ok().and_then(|c| c.otel),
+        _ => None,
+    };
+    let traces = init_logging(json_logs, default_filter, otel.as_ref());
     let url = cli.global.redis_url();
     let mut out = Out::new();
     let result = match tokio::runtime::Runtime::new() {
@@ -67,6 +74,9 @@ fn main() -> ExitCode {
             "cannot start the async runtime: {e}"
         ))),
     };
+    if let Some(t) = traces {
+        t.shutdown();
+    }
     let result = match result {
         Ok(()) => out.flush(),
         Err(e) => {
@@ -154,15 +164,36 @@ fn with_tls(mut config: Config, tls: &TlsFiles) -> Result<Config, CliError> {
 /// Logs to stderr at the level in `RUST_LOG` (default: `default_filter`,
 /// warnings), as text
 /// or, for `worker --log-format json`, one JSON object per line.
-fn init_logging(json: bool, default_filter: &str) {
+/// Logs to stderr (filtered by `RUST_LOG`, else `default_filter`), and
+/// with `[otel]` spans to its collector (their own filter: millrace's
+/// spans at `INFO`, whatever the log filter).
+fn init_logging(
+    json: bool,
+    default_filter: &str,
+    otel: Option<&worker::config::OtelConfig>,
+) -> Option<otel::Traces> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        fmt.json().try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        fmt.try_init()
+        fmt.with_filter(filter).boxed()
     };
+    let (spans, traces) = match otel.map(otel::layer) {
+        Some(Ok((layer, traces))) => (Some(layer), Some(traces)),
+        Some(Err(e)) => {
+            note(&format!("warning: {e}; spans are not exported"));
+            (None, None)
+        }
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(spans)
+        .try_init();
+    traces
 }

@@ -303,6 +303,12 @@ impl<D: Discipline> Rt<D> {
         if batch.is_empty() {
             return;
         }
+        drop(crate::telemetry::receive_span(
+            &self.names.topic,
+            &self.names.group,
+            &self.names.member,
+            batch.len(),
+        ));
         if let Err(mpsc::error::SendError(batch)) = tx.send(batch).await {
             for d in batch {
                 self.done(d.id());

@@ -24,6 +24,7 @@ use crate::reply::{NIL, Outcome as ReplyOutcome, ReplyTo, ReplyWire};
 use crate::retry::{Decision, HEADER_MAX_ATTEMPTS, jitter_unit};
 use crate::store::settle::{Answer, DeadLetter, FailedReply, Failure, RetryLater, Settled};
 use crate::store::{Guarded, Holder};
+use crate::telemetry;
 
 /// How a message's handling ended.
 pub(super) enum Outcome {
@@ -272,8 +273,16 @@ impl<D: Discipline> Rt<D> {
                 timeout,
                 progress: Some(self.progress.clone()),
             };
-            let span = tracing::info_span!("message", topic = %self.spec.name, group = %self.s.group,
-                partition = msg.partition, message_id = %msg.message_id, id = %msg.id, attempt);
+            let span = telemetry::process_span(&telemetry::Processing {
+                topic: &self.names.topic,
+                group: &self.names.group,
+                member: &self.names.member,
+                partition: msg.partition,
+                message_id: &msg.message_id,
+                key: msg.key.as_deref(),
+                attempt,
+            });
+            telemetry::relate(&span, &msg.headers, self.s.trace_relation);
             // The handler is called inside the caught future, so a panic
             // while it builds its future is caught too.
             let handler = &self.handler;
@@ -286,7 +295,7 @@ impl<D: Discipline> Rt<D> {
             }
             let ran = tokio::select! {
                 r = guarded(
-                    fut.instrument(span),
+                    fut.instrument(span.clone()),
                     self.cancels.requested(&msg.message_id),
                     &signal,
                     timeout,
@@ -307,7 +316,10 @@ impl<D: Discipline> Rt<D> {
             }
             let outcome = match ran {
                 Ran::Done(r) => r,
-                Ran::Cancelled => return self.ack_cancelled(d, attempt, ack_tx),
+                Ran::Cancelled => {
+                    let _settle = self.settle(&span, "cancelled");
+                    return self.ack_cancelled(d, attempt, ack_tx);
+                }
                 Ran::TimedOut(t) => Ok(Err(crate::consumer::HandlerError::retry(format!(
                     "handler timed out after {}",
                     crate::duration::format_duration(t)
@@ -316,6 +328,7 @@ impl<D: Discipline> Rt<D> {
             let error = match outcome {
                 Ok(Ok(output)) => {
                     self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                    let _settle = self.settle(&span, "ack");
                     let _ = ack_tx.send(AckReq {
                         delivery: d.id(),
                         clear_attempts: attempt > d.attempt || d.last_error.is_some(),
@@ -351,6 +364,7 @@ impl<D: Discipline> Rt<D> {
                     tracing::warn!(topic = %self.spec.name, group = %self.s.group,
                         partition = msg.partition, message_id = %msg.message_id, id = %msg.id, attempts = attempt, error = %text,
                         "gave up on a dead letter: acked for this group, it stays in the dead-letter stream");
+                    let _settle = self.settle(&span, "ack");
                     let _ = ack_tx.send(AckReq {
                         delivery: d.id(),
                         clear_attempts: attempt > d.attempt || d.last_error.is_some(),
@@ -358,10 +372,14 @@ impl<D: Discipline> Rt<D> {
                     });
                     return Outcome::Acked;
                 }
-                Decision::DeadLetter => return self.dead_letter(d, attempt, &text).await,
+                Decision::DeadLetter => {
+                    let settle = telemetry::settle_span(&span, &self.names.topic, "dead_letter");
+                    return self.dead_letter(d, attempt, &text).instrument(settle).await;
+                }
                 Decision::Retry(wait) => wait,
             };
             self.stats.retried.fetch_add(1, Ordering::Relaxed);
+            drop(self.settle(&span, "retry"));
             // A wait in place (ordered) ends when the message is cancelled;
             // parking (shared) is one step and runs to its end.
             let retried = tokio::select! {
@@ -378,6 +396,12 @@ impl<D: Discipline> Rt<D> {
                 ControlFlow::Break(outcome) => return outcome,
             }
         }
+    }
+
+    /// The settle span of an attempt's `outcome`, entered (a moment: the
+    /// outcome is handed on, not waited for).
+    fn settle(&self, process: &tracing::Span, outcome: &'static str) -> tracing::span::EnteredSpan {
+        telemetry::settle_span(process, &self.names.topic, outcome).entered()
     }
 
     /// Where the reply to `msg` goes, if it is a request to this group.

@@ -31,6 +31,7 @@ struct RawConfig {
     session_timeout: Option<String>,
     metrics: Option<RawMetrics>,
     serve: Option<RawServe>,
+    otel: Option<RawOtel>,
     tls: Option<RawTls>,
     #[serde(default)]
     consumers: Vec<RawConsumer>,
@@ -43,6 +44,23 @@ struct RawServe {
     read_only: Option<bool>,
     token_file: Option<PathBuf>,
     sample_every: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtel {
+    endpoint: String,
+    service_name: Option<String>,
+}
+
+/// `[otel]`: where the worker's spans go (OTLP over HTTP with protobuf).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtelConfig {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318`
+    /// (`/v1/traces` is added unless the URL has a path).
+    pub endpoint: String,
+    /// `service.name` of the spans (default `millrace-worker`).
+    pub service_name: String,
 }
 
 /// `[serve]`: the dashboard and HTTP API in the worker's process, as
@@ -165,6 +183,8 @@ pub struct WorkerConfig {
     pub metrics: Option<SocketAddr>,
     /// The dashboard, if the file asks for it.
     pub serve: Option<ServeConfig>,
+    /// Traces, if the file asks for them.
+    pub otel: Option<OtelConfig>,
     /// `[tls]`: CA, client certificate and key (relative paths are relative
     /// to the file's directory once [`load`] has read it).
     pub tls: TlsFiles,
@@ -313,6 +333,31 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
                     v.sample_every.as_ref(),
                     Duration::from_secs(10),
                 )?,
+            })
+        }
+    };
+    let otel = match raw.otel {
+        None => None,
+        Some(o) => {
+            let url = url::Url::parse(&o.endpoint).map_err(|e| {
+                format!(
+                    "otel.endpoint: expected a URL such as http://127.0.0.1:4318; got {:?} ({e})",
+                    o.endpoint
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!(
+                    "otel.endpoint: expected an http:// or https:// URL (OTLP over HTTP); got {:?}",
+                    o.endpoint
+                ));
+            }
+            let service_name = o.service_name.unwrap_or_else(|| "millrace-worker".into());
+            if service_name.is_empty() {
+                return Err("otel.service_name: expected a name, got an empty string".into());
+            }
+            Some(OtelConfig {
+                endpoint: o.endpoint,
+                service_name,
             })
         }
     };
@@ -503,6 +548,7 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
         )?,
         metrics,
         serve,
+        otel,
         tls,
         consumers,
     })
@@ -581,6 +627,31 @@ timeout = "30s"
         let bad = EXAMPLE.replace("concurrency = 16", "concurrency = 16\nvalidate = \"yes\"");
         let e = parse(&bad).unwrap_err();
         assert!(e.contains("validate"), "{e}");
+    }
+
+    #[test]
+    fn otel_needs_an_http_endpoint() {
+        assert_eq!(parse(EXAMPLE).unwrap().otel, None);
+        let on = EXAMPLE.replace(
+            "[metrics]",
+            "[otel]\nendpoint = \"http://127.0.0.1:4318\"\n\n[metrics]",
+        );
+        let o = parse(&on).unwrap().otel.unwrap();
+        assert_eq!(o.endpoint, "http://127.0.0.1:4318");
+        assert_eq!(o.service_name, "millrace-worker");
+        for (bad, says) in [
+            ("endpoint = \"127.0.0.1:4317\"", "otel.endpoint: expected"),
+            ("endpoint = \"grpc://127.0.0.1:4317\"", "OTLP over HTTP"),
+            (
+                "endpoint = \"http://h:4318\"\nservice_name = \"\"",
+                "otel.service_name",
+            ),
+            ("endpoint = \"http://h:4318\"\nsampler = 1", "sampler"),
+        ] {
+            let text = EXAMPLE.replace("[metrics]", &format!("[otel]\n{bad}\n\n[metrics]"));
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

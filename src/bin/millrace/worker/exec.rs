@@ -133,6 +133,13 @@ pub async fn run(
     for (name, value) in &ctx.headers {
         cmd.env(header_env_name(name), value);
     }
+    // The attempt's process span, for the program's own spans to join
+    // (with [otel]); else the trace context the message came with.
+    if let Some(tp) = millrace::current_traceparent()
+        .or_else(|| ctx.headers.get(millrace::HEADER_TRACEPARENT).cloned())
+    {
+        cmd.env("TRACEPARENT", tp);
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| HandlerError::retry(format!("cannot start {}: {e}", argv[0])))?;

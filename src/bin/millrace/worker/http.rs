@@ -122,6 +122,13 @@ pub async fn run(
             req = req.header(n, v);
         }
     }
+    // The attempt's process span, for the endpoint's spans to join (with
+    // [otel]); else the trace context the message came with.
+    if let Some(tp) = millrace::current_traceparent()
+        .or_else(|| ctx.headers.get(millrace::HEADER_TRACEPARENT).cloned())
+    {
+        req = req.header(millrace::HEADER_TRACEPARENT, tp);
+    }
     // A cancelled message (or a message's own timeout) drops the request.
     let resp = tokio::select! {
         r = req.body(body).send() => {
