@@ -212,7 +212,8 @@ mod otel {
     /// Writes the creation span's context into the headers, unless the
     /// caller set a `traceparent` of its own.
     pub(crate) fn inject(span: &Span, headers: &mut Headers) {
-        if headers.contains_key(HEADER_TRACEPARENT) {
+        // Disabled (no layer wants it): the common case, one check.
+        if span.is_disabled() || headers.contains_key(HEADER_TRACEPARENT) {
             return;
         }
         if let Some((tp, state)) = context_of(span) {
