@@ -145,15 +145,10 @@ fn owned(worker: &WorkerHandle) -> Vec<u32> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let (_server, url) = match std::env::var("MILLRACE_REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = PrivateRedis::start()?;
-            let url = server.url();
-            println!("started a private redis-server at {url}");
-            (Some(server), url)
-        }
-    };
+    let (server, url) = PrivateRedis::from_env_or_start()?;
+    if server.is_some() {
+        println!("started a private redis-server at {url}");
+    }
     let client = Client::connect(Config::new(&url)?.prefix("erp-example")?).await?;
     let topics = [
         (InvoiceCreated::TOPIC, 6),

@@ -69,14 +69,7 @@ async fn signal() {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_server, url) = match std::env::var("MILLRACE_REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = PrivateRedis::start()?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    let (_server, url) = PrivateRedis::from_env_or_start()?;
     let client = Client::connect(Config::new(&url)?.prefix("graceful-example")?).await?;
     client
         .create_topic(&millrace::TopicSpec::new(Job::TOPIC, 4)?)

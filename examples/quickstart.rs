@@ -30,15 +30,10 @@ impl Event for InvoiceCreated {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_server, url) = match std::env::var("MILLRACE_REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = PrivateRedis::start()?;
-            let url = server.url();
-            println!("started a private redis-server at {url}");
-            (Some(server), url)
-        }
-    };
+    let (server, url) = PrivateRedis::from_env_or_start()?;
+    if server.is_some() {
+        println!("started a private redis-server at {url}");
+    }
     let client = Client::connect(Config::new(&url)?.prefix("quickstart")?).await?;
     let topic = TopicSpec::new(InvoiceCreated::TOPIC, 8)?;
     client.create_topic(&topic).await?;

@@ -26,14 +26,7 @@ struct Quote {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_server, url) = match std::env::var("MILLRACE_REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = PrivateRedis::start()?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    let (_server, url) = PrivateRedis::from_env_or_start()?;
     let client = Client::connect(Config::new(&url)?.prefix("request-example")?).await?;
     let topic = "shop.v1.price.quote";
     client.create_topic(&TopicSpec::new(topic, 2)?).await?;

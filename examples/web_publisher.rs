@@ -49,14 +49,7 @@ async fn create_invoice(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_server, url) = match std::env::var("MILLRACE_REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = PrivateRedis::start()?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    let (_server, url) = PrivateRedis::from_env_or_start()?;
     let client = Client::connect(Config::new(&url)?.prefix("web-example")?).await?;
     client
         .create_topic(&TopicSpec::new(InvoiceCreated::TOPIC, 4)?)

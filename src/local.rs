@@ -96,6 +96,20 @@ impl PrivateRedis {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The Redis in `MILLRACE_REDIS_URL` when it is set, else a private
+    /// server started here (kept alive by the returned handle): what the
+    /// examples run on.
+    pub fn from_env_or_start() -> Result<(Option<PrivateRedis>, String)> {
+        match std::env::var("MILLRACE_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Ok((None, url)),
+            _ => {
+                let server = PrivateRedis::start()?;
+                let url = server.url();
+                Ok((Some(server), url))
+            }
+        }
+    }
 }
 
 /// Has the server killed when the thread that starts it ends (Linux

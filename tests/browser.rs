@@ -81,6 +81,15 @@ async fn screenshot(b: &Browser, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
+/// The element `at` once it is on the page, waiting up to `secs`.
+async fn appear(b: &Browser, secs: u64, at: Locator<'_>) -> fantoccini::elements::Element {
+    b.wait()
+        .at_most(Duration::from_secs(secs))
+        .for_element(at)
+        .await
+        .unwrap()
+}
+
 async fn text_of(b: &Browser, id: &str) -> String {
     b.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
 }
@@ -157,11 +166,7 @@ async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath("//*[@id='results']//td/a"))
-        .await
-        .unwrap();
+    appear(&b, 10, Locator::XPath("//*[@id='results']//td/a")).await;
     let detail = text_of(&b, "detail").await;
     assert!(
         detail.contains(xss),
@@ -173,18 +178,13 @@ async fn the_overview_follows_a_live_worker_and_payloads_show_as_text() {
         .await
         .unwrap();
     first.click().await.unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath("//*[@id='detail']//pre"))
-        .await
-        .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//*[@id='detail']//tr[td[1][.='pdf-report'] and td[2][.='done']]",
-        ))
-        .await
-        .unwrap();
+    appear(&b, 10, Locator::XPath("//*[@id='detail']//pre")).await;
+    appear(
+        &b,
+        10,
+        Locator::XPath("//*[@id='detail']//tr[td[1][.='pdf-report'] and td[2][.='done']]"),
+    )
+    .await;
     let shown = text_of(&b, "detail").await;
     assert!(shown.contains("onerror"), "{shown}");
     screenshot(&b, "message").await;
@@ -247,14 +247,15 @@ async fn a_replay_clicked_in_the_page_moves_dead_letters_back_and_read_only_show
     // Read-only: the dead letters show, with no button and no checkbox.
     let (_ro, ro_base) = serve_with(&prefix, &["--read-only"]).await;
     b.goto(&ro_base).await.unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::XPath("//*[@id='overview']//td/a[text()='3']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    appear(
+        &b,
+        20,
+        Locator::XPath("//*[@id='overview']//td/a[text()='3']"),
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
     b.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::XPath(
@@ -272,35 +273,33 @@ async fn a_replay_clicked_in_the_page_moves_dead_letters_back_and_read_only_show
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//*[@id='detail']//pre[contains(., 'smtp rejected it')]",
-        ))
-        .await
-        .unwrap();
+    appear(
+        &b,
+        10,
+        Locator::XPath("//*[@id='detail']//pre[contains(., 'smtp rejected it')]"),
+    )
+    .await;
     assert!(b.find_all(Locator::Css("button")).await.unwrap().is_empty());
     screenshot(&b, "dead-letter").await;
 
     // A server that takes changes: replay all to the group.
     let (_rw, base) = serve_with(&prefix, &[]).await;
     b.goto(&base).await.unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::XPath("//*[@id='overview']//td/a[text()='3']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let replay = b
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//button[text()='Replay all to their group']",
-        ))
-        .await
-        .unwrap();
+    appear(
+        &b,
+        20,
+        Locator::XPath("//*[@id='overview']//td/a[text()='3']"),
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
+    let replay = appear(
+        &b,
+        10,
+        Locator::XPath("//button[text()='Replay all to their group']"),
+    )
+    .await;
     screenshot(&b, "dead-letters").await;
     assert_eq!(
         c.dead_letters("mail", None, 10).await.unwrap().len(),
@@ -308,11 +307,12 @@ async fn a_replay_clicked_in_the_page_moves_dead_letters_back_and_read_only_show
         "nothing before the click"
     );
     replay.click().await.unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath("//*[@id='notice'][text()='replayed 3']"))
-        .await
-        .unwrap();
+    appear(
+        &b,
+        10,
+        Locator::XPath("//*[@id='notice'][text()='replayed 3']"),
+    )
+    .await;
     b.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::XPath(
@@ -366,29 +366,22 @@ async fn a_group_reset_shows_its_preview_and_does_nothing_until_confirmed() {
     let (_serve, base) = serve_with(&prefix, &[]).await;
     let (_driver, b) = browser().await;
     b.goto(&base).await.unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::LinkText("audit"))
+    appear(&b, 20, Locator::LinkText("audit"))
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath("//button[text()='Preview reset']"))
+    appear(&b, 10, Locator::XPath("//button[text()='Preview reset']"))
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//*[@id='reset-preview']//p[contains(., 'would leave lag 5')]",
-        ))
-        .await
-        .unwrap();
+    appear(
+        &b,
+        10,
+        Locator::XPath("//*[@id='reset-preview']//p[contains(., 'would leave lag 5')]"),
+    )
+    .await;
     screenshot(&b, "group-reset-preview").await;
     assert_eq!(lag(c.clone()).await, 0, "the preview changed nothing");
     b.find(Locator::XPath("//button[text()='Confirm reset']"))
@@ -397,13 +390,12 @@ async fn a_group_reset_shows_its_preview_and_does_nothing_until_confirmed() {
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//*[@id='notice'][text()='reset to earliest: lag 5']",
-        ))
-        .await
-        .unwrap();
+    appear(
+        &b,
+        10,
+        Locator::XPath("//*[@id='notice'][text()='reset to earliest: lag 5']"),
+    )
+    .await;
     assert_eq!(
         lag(c.clone()).await,
         5,
@@ -433,13 +425,12 @@ async fn signing_in_through_the_form_unlocks_changes_made_with_the_csrf_header()
     b.goto(&format!("{base}#/group/orders/billing"))
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//*[@id='detail']//h2[contains(., 'Group billing')]",
-        ))
-        .await
-        .unwrap();
+    appear(
+        &b,
+        10,
+        Locator::XPath("//*[@id='detail']//h2[contains(., 'Group billing')]"),
+    )
+    .await;
     assert!(
         b.find_all(Locator::Css("#detail button"))
             .await
@@ -453,12 +444,7 @@ async fn signing_in_through_the_form_unlocks_changes_made_with_the_csrf_header()
         .await
         .unwrap();
     // A wrong token: the form says so.
-    let field = b
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Id("token"))
-        .await
-        .unwrap();
+    let field = appear(&b, 10, Locator::Id("token")).await;
     screenshot(&b, "login").await;
     field.send_keys("not-the-token-at-all").await.unwrap();
     b.find(Locator::Id("sign-in"))
@@ -467,11 +453,7 @@ async fn signing_in_through_the_form_unlocks_changes_made_with_the_csrf_header()
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Id("login-error"))
-        .await
-        .unwrap();
+    appear(&b, 10, Locator::Id("login-error")).await;
     // The right one: back on the page, signed in.
     b.find(Locator::Id("token"))
         .await
@@ -485,30 +467,24 @@ async fn signing_in_through_the_form_unlocks_changes_made_with_the_csrf_header()
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath("//*[@id='auth']//button[text()='Sign out']"))
-        .await
-        .unwrap();
+    appear(
+        &b,
+        10,
+        Locator::XPath("//*[@id='auth']//button[text()='Sign out']"),
+    )
+    .await;
     // The session cookie is HttpOnly: the page's script cannot read it.
     let cookies = b.execute("return document.cookie;", vec![]).await.unwrap();
     assert_eq!(cookies, serde_json::json!(""));
     b.goto(&format!("{base}#/group/orders/billing"))
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath("//button[text()='Pause']"))
+    appear(&b, 10, Locator::XPath("//button[text()='Pause']"))
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath("//*[@id='notice'][text()='paused']"))
-        .await
-        .unwrap();
+    appear(&b, 10, Locator::XPath("//*[@id='notice'][text()='paused']")).await;
     assert!(c.is_group_paused("orders", "billing").await.unwrap());
     // Signed out, the buttons are gone again.
     b.find(Locator::XPath("//*[@id='auth']//button[text()='Sign out']"))
@@ -517,11 +493,7 @@ async fn signing_in_through_the_form_unlocks_changes_made_with_the_csrf_header()
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::LinkText("Sign in to make changes"))
-        .await
-        .unwrap();
+    appear(&b, 10, Locator::LinkText("Sign in to make changes")).await;
     b.close().await.unwrap();
 }
 
@@ -552,11 +524,7 @@ async fn a_topic_page_charts_searches_and_schedules_are_added_and_removed() {
     let (_driver, b) = browser().await;
     b.goto(&format!("{base}#/topic/orders")).await.unwrap();
     // Charts drawn by the page from the server's samples.
-    b.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#charts svg polyline"))
-        .await
-        .unwrap();
+    appear(&b, 20, Locator::Css("#charts svg polyline")).await;
     // Search: a payload filter over the window.
     let filter = b.find(Locator::Id("search-filter")).await.unwrap();
     filter
@@ -595,11 +563,8 @@ async fn a_topic_page_charts_searches_and_schedules_are_added_and_removed() {
         ("schedule-topic", "orders"),
         ("schedule-data", "{\"report\": \"daily\"}"),
     ] {
-        b.wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Id(id))
+        appear(&b, 10, Locator::Id(id))
             .await
-            .unwrap()
             .send_keys(text)
             .await
             .unwrap();
@@ -610,13 +575,14 @@ async fn a_topic_page_charts_searches_and_schedules_are_added_and_removed() {
         .click()
         .await
         .unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
+    appear(
+        &b,
+        10,
+        Locator::XPath(
             "//*[@id='detail']//tr[td[1][.='nightly-report'] and td[3][.='Europe/Paris']]",
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let list = c.list_schedules().await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].data, serde_json::json!({"report": "daily"}));
@@ -637,13 +603,12 @@ async fn a_topic_page_charts_searches_and_schedules_are_added_and_removed() {
         .await
         .unwrap();
     b.accept_alert().await.unwrap();
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::XPath(
-            "//*[@id='notice'][text()='removed nightly-report']",
-        ))
-        .await
-        .unwrap();
+    appear(
+        &b,
+        10,
+        Locator::XPath("//*[@id='notice'][text()='removed nightly-report']"),
+    )
+    .await;
     assert!(c.list_schedules().await.unwrap().is_empty());
     b.close().await.unwrap();
 }

@@ -406,11 +406,10 @@ async fn publish(
             Err(e) => return invalid(format!("record {i}: {e}")),
         }
     }
-    for (i, r) in records.iter().enumerate() {
+    // A single record is checked by publishing it (nothing is written when
+    // it fails); a batch is checked whole first, so it is all or nothing.
+    for (i, r) in records.iter().enumerate().filter(|_| !single) {
         if let Err(e) = s.client.check_record(&topic, r).await {
-            if single {
-                return failed(e);
-            }
             let (status, kind) = status_of(&e);
             return error(
                 status,
