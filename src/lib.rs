@@ -118,6 +118,11 @@
 //!
 //! # Features
 //!
+//! The package on crates.io is `millrace-queue` (the name `millrace` there
+//! is another project's); the library is `millrace`:
+//! `millrace-queue = { version = "0.1", default-features = false }` and
+//! `use millrace::Client`.
+//!
 //! | feature | default | what |
 //! |---|---|---|
 //! | `cli` | yes | the `millrace` binary (worker, admin commands, dashboard, benchmarks) and what only it needs; a library user turns it off with `default-features = false` |

@@ -1047,6 +1047,56 @@ async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>)
     (format!("http://{addr}"), bodies)
 }
 
+/// What a stand-in OTLP/gRPC collector was sent: each request's path and
+/// its body (gRPC length-prefixed protobuf).
+type GrpcCalls = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A stand-in OTLP/gRPC collector (HTTP/2 without TLS): it answers every
+/// call with an empty message and status 0, and keeps what it was sent.
+async fn grpc_collector() -> (String, GrpcCalls) {
+    let calls = GrpcCalls::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let keep = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                // Not HTTP/2 (an OTLP/HTTP exporter's request): dropped.
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                // Each call on a task of its own: the connection is driven
+                // by accept(), which must go on while a body is read.
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    let keep = keep.clone();
+                    tokio::spawn(async move {
+                        let path = request.uri().path().to_string();
+                        let mut body = request.into_body();
+                        let mut bytes = Vec::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            bytes.extend_from_slice(&chunk);
+                        }
+                        keep.lock().unwrap().push((path, bytes));
+                        let response = axum::http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let mut send = respond.send_response(response, false).unwrap();
+                        // An empty ExportTraceServiceResponse, then status 0.
+                        let _ = send.send_data(bytes::Bytes::from_static(&[0; 5]), false);
+                        let mut trailers = axum::http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let _ = send.send_trailers(trailers);
+                    });
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), calls)
+}
+
 /// The 16 bytes of a `traceparent`'s trace id.
 fn trace_id_bytes(traceparent: &str) -> Vec<u8> {
     let hex = traceparent.split('-').nth(1).unwrap();
@@ -1153,4 +1203,63 @@ async fn an_otel_table_exports_spans_and_hands_the_process_span_to_exec_and_http
     assert_eq!(s.lines()[1], publisher);
     term(&w);
     assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otel_table_with_protocol_grpc_exports_spans_over_otlp_grpc() {
+    let s = setup("worker-otel-grpc", "orders", 1).await;
+    let script = s.script("ok.sh", "cat > /dev/null; echo done >> \"$OUT\"");
+    let exec = format!("exec = [\"{}\"]", script.display());
+    let publisher = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (endpoint, calls) = grpc_collector().await;
+    let run = |file: &str, protocol: &str, group: &str, handled: usize| {
+        let cfg = s.config(
+            file,
+            &format!(
+                "[otel]\nendpoint = \"{endpoint}\"\nprotocol = \"{protocol}\"\n\
+                 service_name = \"pdf-worker\"\n\n{}",
+                consumer("orders", group, &exec, "")
+            ),
+        );
+        let s = &s;
+        async move {
+            let mut w = s.worker(&cfg);
+            until("the handler ran", 30, || s.lines().len() == handled).await;
+            // Stopped, the worker flushes its spans.
+            term(&w);
+            assert!(wait_exit(&mut w, Duration::from_secs(30)).success());
+        }
+    };
+    s.client
+        .publish_record(
+            "orders",
+            Record::encode(&1u32)
+                .unwrap()
+                .header("traceparent", publisher),
+        )
+        .await
+        .unwrap();
+    run("grpc.toml", "grpc", "billing", 1).await;
+    let got = calls.lock().unwrap().clone();
+    assert!(!got.is_empty(), "no spans exported over gRPC");
+    for (path, _) in &got {
+        assert_eq!(
+            path,
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        );
+    }
+    let all: Vec<u8> = got.into_iter().flat_map(|(_, b)| b).collect();
+    let contains = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(b"process orders"), "the span's name");
+    assert!(contains(b"pdf-worker"), "the service name");
+    assert!(
+        contains(&trace_id_bytes(publisher)),
+        "the link to the publisher"
+    );
+
+    // The control: the same collector named with protocol http/protobuf
+    // gets HTTP/1.1 requests, which it drops; no gRPC call arrives.
+    calls.lock().unwrap().clear();
+    run("http.toml", "http/protobuf", "audit", 2).await;
+    assert!(calls.lock().unwrap().is_empty());
 }

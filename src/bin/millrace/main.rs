@@ -65,18 +65,29 @@ fn main() -> ExitCode {
         Command::Worker(a) => worker::config::load(&a.config).ok().and_then(|c| c.otel),
         _ => None,
     };
-    let traces = init_logging(json_logs, default_filter, otel.as_ref());
     let url = cli.global.redis_url();
     let mut out = Out::new();
     let result = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(run(cli, &mut out)),
-        Err(e) => Err(CliError::other(format!(
-            "cannot start the async runtime: {e}"
-        ))),
+        Ok(rt) => {
+            // The OTLP/gRPC exporter's channel lives on this runtime: it is
+            // built inside it, and flushed before the runtime stops.
+            let traces = {
+                let _inside = rt.enter();
+                init_logging(json_logs, default_filter, otel.as_ref())
+            };
+            let result = rt.block_on(run(cli, &mut out));
+            if let Some(t) = traces {
+                t.shutdown();
+            }
+            result
+        }
+        Err(e) => {
+            init_logging(json_logs, default_filter, None);
+            Err(CliError::other(format!(
+                "cannot start the async runtime: {e}"
+            )))
+        }
     };
-    if let Some(t) = traces {
-        t.shutdown();
-    }
     let result = match result {
         Ok(()) => out.flush(),
         Err(e) => {

@@ -50,15 +50,29 @@ struct RawServe {
 #[serde(deny_unknown_fields)]
 struct RawOtel {
     endpoint: String,
+    protocol: Option<String>,
     service_name: Option<String>,
 }
 
-/// `[otel]`: where the worker's spans go (OTLP over HTTP with protobuf).
+/// How spans reach the collector: OTLP's two transports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318 by convention).
+    HttpProtobuf,
+}
+
+/// `[otel]`: where the worker's spans go, and over which transport.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OtelConfig {
-    /// The collector's base URL, e.g. `http://127.0.0.1:4318`
-    /// (`/v1/traces` is added unless the URL has a path).
+    /// The collector's base URL, e.g. `http://127.0.0.1:4317` (gRPC) or
+    /// `http://127.0.0.1:4318` (HTTP: `/v1/traces` is added unless the URL
+    /// has a path).
     pub endpoint: String,
+    /// `protocol = "grpc" | "http/protobuf"`; without it, gRPC when the
+    /// endpoint's port is 4317, else HTTP.
+    pub protocol: OtlpProtocol,
     /// `service.name` of the spans (default `millrace-worker`).
     pub service_name: String,
 }
@@ -341,22 +355,34 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
         Some(o) => {
             let url = url::Url::parse(&o.endpoint).map_err(|e| {
                 format!(
-                    "otel.endpoint: expected a URL such as http://127.0.0.1:4318; got {:?} ({e})",
+                    "otel.endpoint: expected a URL such as http://127.0.0.1:4317; got {:?} ({e})",
                     o.endpoint
                 )
             })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!(
-                    "otel.endpoint: expected an http:// or https:// URL (OTLP over HTTP); got {:?}",
+                    "otel.endpoint: expected an http:// or https:// URL; got {:?}",
                     o.endpoint
                 ));
             }
+            let protocol = match o.protocol.as_deref() {
+                Some("grpc") => OtlpProtocol::Grpc,
+                Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+                None if url.port_or_known_default() == Some(4317) => OtlpProtocol::Grpc,
+                None => OtlpProtocol::HttpProtobuf,
+                Some(other) => {
+                    return Err(format!(
+                        "otel.protocol: expected \"grpc\" or \"http/protobuf\"; got {other:?}"
+                    ));
+                }
+            };
             let service_name = o.service_name.unwrap_or_else(|| "millrace-worker".into());
             if service_name.is_empty() {
                 return Err("otel.service_name: expected a name, got an empty string".into());
             }
             Some(OtelConfig {
                 endpoint: o.endpoint,
+                protocol,
                 service_name,
             })
         }
@@ -630,26 +656,54 @@ timeout = "30s"
     }
 
     #[test]
-    fn otel_needs_an_http_endpoint() {
+    fn otel_needs_an_http_endpoint_and_picks_the_protocol_by_port() {
         assert_eq!(parse(EXAMPLE).unwrap().otel, None);
-        let on = EXAMPLE.replace(
-            "[metrics]",
-            "[otel]\nendpoint = \"http://127.0.0.1:4318\"\n\n[metrics]",
-        );
-        let o = parse(&on).unwrap().otel.unwrap();
+        let with =
+            |table: &str| EXAMPLE.replace("[metrics]", &format!("[otel]\n{table}\n\n[metrics]"));
+        let o = parse(&with("endpoint = \"http://127.0.0.1:4318\""))
+            .unwrap()
+            .otel
+            .unwrap();
         assert_eq!(o.endpoint, "http://127.0.0.1:4318");
+        assert_eq!(o.protocol, OtlpProtocol::HttpProtobuf);
         assert_eq!(o.service_name, "millrace-worker");
+        // OTLP's gRPC port means gRPC, unless the file says otherwise.
+        let o = parse(&with("endpoint = \"http://127.0.0.1:4317\""))
+            .unwrap()
+            .otel
+            .unwrap();
+        assert_eq!(o.protocol, OtlpProtocol::Grpc);
+        let o = parse(&with(
+            "endpoint = \"http://127.0.0.1:4317\"\nprotocol = \"http/protobuf\"",
+        ))
+        .unwrap()
+        .otel
+        .unwrap();
+        assert_eq!(o.protocol, OtlpProtocol::HttpProtobuf);
+        let o = parse(&with(
+            "endpoint = \"https://c.example\"\nprotocol = \"grpc\"",
+        ))
+        .unwrap()
+        .otel
+        .unwrap();
+        assert_eq!(o.protocol, OtlpProtocol::Grpc);
         for (bad, says) in [
             ("endpoint = \"127.0.0.1:4317\"", "otel.endpoint: expected"),
-            ("endpoint = \"grpc://127.0.0.1:4317\"", "OTLP over HTTP"),
+            (
+                "endpoint = \"grpc://127.0.0.1:4317\"",
+                "http:// or https://",
+            ),
+            (
+                "endpoint = \"http://h:4318\"\nprotocol = \"http/json\"",
+                "otel.protocol: expected \"grpc\" or \"http/protobuf\"; got \"http/json\"",
+            ),
             (
                 "endpoint = \"http://h:4318\"\nservice_name = \"\"",
                 "otel.service_name",
             ),
             ("endpoint = \"http://h:4318\"\nsampler = 1", "sampler"),
         ] {
-            let text = EXAMPLE.replace("[metrics]", &format!("[otel]\n{bad}\n\n[metrics]"));
-            let e = parse(&text).unwrap_err();
+            let e = parse(&with(bad)).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
     }
