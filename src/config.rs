@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::store::keys::validate_prefix;
+use crate::store::sentinel;
 use crate::store::tls::{Pem, TlsSettings};
 
 /// The default key prefix.
@@ -36,6 +37,13 @@ impl Config {
     /// A config for one Redis URL: `redis://[user:password@]host[:port][/db]`
     /// or `rediss://` for TLS. A cluster is detected on connect, so the URL
     /// of any one cluster node works; [`Config::cluster`] lists more seeds.
+    ///
+    /// Behind Redis Sentinel:
+    /// `redis+sentinel://[user:password@]host1:26379,host2:26379/master-name[/db]`
+    /// (`rediss+sentinel://` for TLS to the sentinels and the primary; the
+    /// credentials are the primary's, the sentinels are asked without
+    /// them). Every connection goes to the primary the sentinels name and
+    /// follows a promotion by itself.
     pub fn new(url: impl Into<String>) -> Result<Self> {
         Self::cluster([url.into()])
     }
@@ -52,6 +60,14 @@ impl Config {
         }
         for u in &urls {
             check_url(u)?;
+        }
+        if urls.len() > 1
+            && let Some(u) = urls.iter().find(|u| sentinel::is_sentinel_url(u))
+        {
+            return Err(Error::Config(format!(
+                "a Sentinel URL names all the sentinels itself and goes alone; got {} with other URLs",
+                redact_url(u)
+            )));
         }
         Ok(Config {
             urls,
@@ -215,17 +231,25 @@ impl fmt::Debug for Config {
 }
 
 fn is_tls_url(u: &str) -> bool {
-    url::Url::parse(u).is_ok_and(|p| p.scheme() == "rediss")
+    match sentinel::SentinelUrl::parse(u) {
+        Some(s) => s.is_ok_and(|s| s.tls),
+        None => url::Url::parse(u).is_ok_and(|p| p.scheme() == "rediss"),
+    }
 }
 
 fn check_url(u: &str) -> Result<()> {
+    if let Some(parsed) = sentinel::SentinelUrl::parse(u) {
+        return parsed
+            .map(|_| ())
+            .map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(u))));
+    }
     let parsed = url::Url::parse(u)
         .map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(u))))?;
     match parsed.scheme() {
         "redis" | "rediss" => {}
         other => {
             return Err(Error::Config(format!(
-                "bad Redis URL {}: scheme {other:?} is not redis:// or rediss://",
+                "bad Redis URL {}: scheme {other:?} is not redis://, rediss:// or redis+sentinel://",
                 redact_url(u)
             )));
         }
@@ -242,6 +266,9 @@ fn check_url(u: &str) -> Result<()> {
 /// Replaces the password of a Redis URL with `***`; a string that does not
 /// parse as a URL is hidden whole past its scheme, since it may still hold one.
 pub fn redact_url(u: &str) -> String {
+    if let Some(r) = sentinel::redact_sentinel_url(u) {
+        return r;
+    }
     match url::Url::parse(u) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
@@ -283,6 +310,21 @@ mod tests {
             .tls_ca_pem(b"x".to_vec())
             .unwrap_err();
         assert!(matches!(e, Error::Config(_)), "{e}");
+    }
+
+    #[test]
+    fn sentinel_urls_are_taken_alone_and_their_passwords_hidden() {
+        let c = Config::new("rediss+sentinel://app:s3cret@h1:26379,h2/orders/1").unwrap();
+        assert!(c.uses_tls());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("app:***@h1:26379,h2/orders/1"), "{shown}");
+        assert!(!Config::new("redis+sentinel://h1/m").unwrap().uses_tls());
+        let e = Config::cluster(["redis+sentinel://h1/m", "redis://h2"]).unwrap_err();
+        assert!(e.to_string().contains("goes alone"), "{e}");
+        let e = Config::new("redis+sentinel://:pw@h1:x/m").unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(!e.to_string().contains("pw@"), "{e}");
     }
 
     #[test]

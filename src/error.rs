@@ -294,6 +294,24 @@ pub enum Error {
     /// The producer was closed while a publish was waiting.
     #[error("producer closed")]
     ProducerClosed,
+    /// A write asked for replica acknowledgements ([`Acks::Replicas`]) was
+    /// made on the primary, but fewer replicas than asked confirmed it in
+    /// time (`WAIT`). The outcome is unknown: the write stands while the
+    /// primary does, and a failover now may lose it. Publish again with the
+    /// same dedup id to be sure without duplicating it.
+    ///
+    /// [`Acks::Replicas`]: crate::Acks::Replicas
+    #[error(
+        "written on the primary, but {acked} of {wanted} replica(s) confirmed it within {timeout:?}: the outcome is unknown (a failover now may lose it); publish again with the same dedup id"
+    )]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that confirmed in time.
+        acked: u32,
+        /// How long it waited.
+        timeout: Duration,
+    },
 }
 
 /// A name as quoted in an error: escaped (control characters cannot reach
@@ -421,10 +439,20 @@ impl Error {
                     || e.is_connection_refusal()
                     || matches!(
                         e.code(),
-                        Some("TRYAGAIN" | "LOADING" | "CLUSTERDOWN" | "MASTERDOWN" | "BUSY")
+                        Some(
+                            "TRYAGAIN"
+                                | "LOADING"
+                                | "CLUSTERDOWN"
+                                | "MASTERDOWN"
+                                | "BUSY"
+                                | "READONLY"
+                        )
                     )
             }
-            Error::Pool { .. } | Error::Timeout(_) | Error::OutOfMemory(_) => true,
+            Error::Pool { .. }
+            | Error::Timeout(_)
+            | Error::OutOfMemory(_)
+            | Error::NotReplicated { .. } => true,
             _ => false,
         }
     }

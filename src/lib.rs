@@ -142,6 +142,7 @@
 // modules whose items are contracts of their own (ACL rules, durations, the
 // wire format, the key layout and name rules, the partitioner). Everything
 // else is private, so the layers under the API can change freely.
+mod acks;
 pub mod acl;
 // `bench` and `local` serve the binary, benches/ and examples/ (feature
 // `tools`, which `cli` turns on); they are not part of the library's API.
@@ -182,6 +183,7 @@ mod store;
 mod telemetry;
 mod topic;
 
+pub use acks::Acks;
 pub use cancel::CancelOutcome;
 pub use client::Client;
 pub use compat::{CompatMode, Incompatibility};

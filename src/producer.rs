@@ -21,6 +21,7 @@ use redis::Cmd;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::acks::Acks;
 use crate::envelope::{self, Event, Headers, encode_headers, validate_key};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
@@ -273,6 +274,8 @@ pub struct ProducerConfig {
     pub queue_capacity: usize,
     /// Least time between two retention trims of one partition lane (default 1 s).
     pub trim_interval: Duration,
+    /// When a publish counts as done (default [`Acks::Primary`]).
+    pub acks: Acks,
 }
 
 impl ProducerConfig {
@@ -310,6 +313,14 @@ impl ProducerConfig {
         self.trim_interval = trim_interval;
         self
     }
+
+    /// When a publish counts as done: [`Acks::Primary`] (the default) or
+    /// [`Acks::replicas`].
+    #[must_use]
+    pub fn acks(mut self, acks: Acks) -> Self {
+        self.acks = acks;
+        self
+    }
 }
 
 impl Default for ProducerConfig {
@@ -320,6 +331,7 @@ impl Default for ProducerConfig {
             max_in_flight: 4,
             queue_capacity: 100_000,
             trim_interval: Duration::from_secs(1),
+            acks: Acks::Primary,
         }
     }
 }
@@ -656,7 +668,8 @@ impl Producer {
                         .lock()
                         .map(|mut t| t.due(scripts, self.config.trim_interval, items.iter()))
                         .unwrap_or_default();
-                    done.extend(idx.into_iter().zip(send(conn, scripts, items, trims).await));
+                    let sent = send(conn, scripts, items, trims, self.config.acks).await;
+                    done.extend(idx.into_iter().zip(sent));
                 }
                 done
             })
@@ -720,10 +733,12 @@ impl Batcher {
                 })
                 .unwrap_or_default();
             let backend = self.backend.clone();
+            let acks = self.config.acks;
             tokio::spawn(async move {
                 let (items, replies): (Vec<Prepared>, Vec<_>) =
                     batch.into_iter().map(|j| (j.prepared, j.reply)).unzip();
-                let results = send(&backend.connection(), backend.scripts(), items, trims).await;
+                let results =
+                    send(&backend.connection(), backend.scripts(), items, trims, acks).await;
                 drop(permit);
                 for (reply, r) in replies.into_iter().zip(results) {
                     // The caller may have given up waiting; that is fine.

@@ -163,6 +163,38 @@ fn the_demo_tells_the_whole_story_on_a_given_redis_and_cleans_up() {
 }
 
 #[test]
+fn the_demo_runs_behind_redis_sentinel() {
+    let set = support::sentinel::SentinelSet::start(1);
+    let prefix = support::unique_prefix("demo-sentinel");
+    let url = set.url();
+    let run = run(millrace(&["--redis", &url, "--prefix", &prefix, "demo"]));
+    assert_the_story_is_told(&run);
+    assert!(
+        run.stdout
+            .contains(&format!("using {url} (key prefix \"{prefix}\"")),
+        "{run:#?}"
+    );
+    // It ran on the primary the sentinels name, and cleaned up there.
+    let primary = set.agreed_primary().unwrap();
+    let left = support::resp_command(
+        primary,
+        &[
+            "EVAL",
+            "return #redis.call('KEYS', ARGV[1])",
+            "0",
+            &format!("{prefix}:*"),
+        ],
+    )
+    .expect("count keys");
+    assert_eq!(left, ":0", "the demo left keys behind");
+    let ran = support::resp_command(primary, &["INFO", "commandstats"]).unwrap();
+    assert!(
+        ran.contains("cmdstat_xadd"),
+        "nothing was written on the primary"
+    );
+}
+
+#[test]
 fn the_demo_starts_and_stops_a_private_redis_server() {
     // Fails early with a clear message if redis-server is not installed.
     let bin = support::redis_server_bin();

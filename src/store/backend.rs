@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::store::conn::{self, BlockingConn, BlockingPool, Conn, ServerInfo};
 use crate::store::keys::KeySpace;
 use crate::store::scripts::Scripts;
+use crate::store::sentinel::Subscriber;
 
 /// A connected Redis and the means to run millrace's steps on it.
 #[derive(Clone)]
@@ -27,7 +28,7 @@ struct Parts {
     keys: KeySpace,
     scripts: Scripts,
     info: ServerInfo,
-    subscriber: redis::Client,
+    subscriber: Subscriber,
 }
 
 impl Backend {
@@ -81,15 +82,17 @@ impl Backend {
         &self,
         channel: &str,
     ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
-        let connect = self.parts.subscriber.get_async_pubsub();
-        let mut pubsub = tokio::time::timeout(self.parts.config.connect_timeout, connect)
+        let (generation, client) = self.parts.subscriber.client().await?;
+        let connect = client.get_async_pubsub();
+        let connected = tokio::time::timeout(self.parts.config.connect_timeout, connect)
             .await
-            .map_err(|_| {
-                crate::error::Error::from(redis::RedisError::from(std::io::Error::new(
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connecting for replies timed out",
                 )))
-            })??;
+            });
+        let mut pubsub = connected.inspect_err(|e| self.parts.subscriber.failed(generation, e))?;
         pubsub.subscribe(channel).await?;
         Ok(pubsub.split())
     }

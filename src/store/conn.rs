@@ -20,6 +20,7 @@ use crate::config::{Config, redact_url};
 use crate::error::{Error, PoolFailure, Result};
 use crate::store::direct::{DirectConn, DirectManager};
 use crate::store::scripts::{Script, Scripts};
+use crate::store::sentinel::{FollowConn, FollowManager, Primary, SentinelUrl, Subscriber};
 use crate::store::tls;
 
 /// What the server said about itself on connect.
@@ -114,6 +115,8 @@ enum ConnKind {
     Single(ConnectionManager),
     /// A Redis Cluster.
     Cluster(ClusterConnection),
+    /// The primary behind Redis Sentinel, followed across promotions.
+    Followed(FollowConn),
 }
 
 impl Conn {
@@ -167,7 +170,7 @@ pub(crate) async fn load_scripts(scripts: &Scripts, conn: &mut Conn) -> Result<(
                     .await?;
             }
         }
-        ConnKind::Single(_) => {
+        ConnKind::Single(_) | ConnKind::Followed(_) => {
             let _: Vec<String> = pipe.query_async(conn).await?;
         }
     }
@@ -231,6 +234,7 @@ impl ConnectionLike for Conn {
         match &mut self.0 {
             ConnKind::Single(c) => c.req_packed_command(cmd),
             ConnKind::Cluster(c) => c.req_packed_command(cmd),
+            ConnKind::Followed(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -243,6 +247,7 @@ impl ConnectionLike for Conn {
         match &mut self.0 {
             ConnKind::Single(c) => c.req_packed_commands(pipeline, offset, count),
             ConnKind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            ConnKind::Followed(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -250,6 +255,7 @@ impl ConnectionLike for Conn {
         match &self.0 {
             ConnKind::Single(c) => c.get_db(),
             ConnKind::Cluster(c) => c.get_db(),
+            ConnKind::Followed(c) => c.get_db(),
         }
     }
 }
@@ -288,6 +294,8 @@ pub enum BlockingPool {
     Single(deadpool_redis::Pool),
     /// Cluster: deadpool over [`ClusterManager`].
     Cluster(managed::Pool<ClusterManager>),
+    /// The primary behind Redis Sentinel: deadpool over [`FollowManager`].
+    Followed(managed::Pool<FollowManager>),
 }
 
 /// A connection taken from the client's pool of blocking connections; hold it for a read loop
@@ -301,6 +309,8 @@ enum BlockingKind {
     Single(deadpool_redis::Connection),
     /// Cluster.
     Cluster(managed::Object<ClusterManager>),
+    /// The primary behind Redis Sentinel.
+    Followed(managed::Object<FollowManager>),
 }
 
 impl BlockingPool {
@@ -311,6 +321,7 @@ impl BlockingPool {
             BlockingPool::Direct(p) => p.status(),
             BlockingPool::Single(p) => p.status(),
             BlockingPool::Cluster(p) => p.status(),
+            BlockingPool::Followed(p) => p.status(),
         };
         s.waiting == 0 && (s.available > 0 || s.size < s.max_size)
     }
@@ -332,6 +343,11 @@ impl BlockingPool {
                 .get()
                 .await
                 .map(|c| BlockingConn(BlockingKind::Cluster(c)))
+                .map_err(pool_error),
+            BlockingPool::Followed(p) => p
+                .get()
+                .await
+                .map(|c| BlockingConn(BlockingKind::Followed(c)))
                 .map_err(pool_error),
         }
     }
@@ -364,6 +380,7 @@ impl BlockingConn {
             BlockingKind::Direct(c) => drop(managed::Object::take(c)),
             BlockingKind::Single(c) => drop(deadpool_redis::Connection::take(c)),
             BlockingKind::Cluster(c) => drop(managed::Object::take(c)),
+            BlockingKind::Followed(c) => drop(managed::Object::take(c)),
         }
     }
 }
@@ -446,6 +463,7 @@ impl ConnectionLike for BlockingConn {
             BlockingKind::Direct(c) => (**c).req_packed_command(cmd),
             BlockingKind::Single(c) => c.req_packed_command(cmd),
             BlockingKind::Cluster(c) => (**c).req_packed_command(cmd),
+            BlockingKind::Followed(c) => (**c).req_packed_command(cmd),
         }
     }
 
@@ -459,6 +477,7 @@ impl ConnectionLike for BlockingConn {
             BlockingKind::Direct(c) => (**c).req_packed_commands(pipeline, offset, count),
             BlockingKind::Single(c) => c.req_packed_commands(pipeline, offset, count),
             BlockingKind::Cluster(c) => (**c).req_packed_commands(pipeline, offset, count),
+            BlockingKind::Followed(c) => (**c).req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -467,6 +486,7 @@ impl ConnectionLike for BlockingConn {
             BlockingKind::Direct(c) => c.get_db(),
             BlockingKind::Single(c) => c.get_db(),
             BlockingKind::Cluster(c) => (**c).get_db(),
+            BlockingKind::Followed(c) => (**c).get_db(),
         }
     }
 }
@@ -479,7 +499,7 @@ pub(crate) struct Connected {
     /// For Pub/Sub connections (a requester's replies): the first URL's
     /// server. On a cluster any node will do: classic Pub/Sub messages
     /// reach every node.
-    pub subscriber: redis::Client,
+    pub subscriber: Subscriber,
 }
 
 /// Connects, checks the server, picks single or cluster, and builds the pool.
@@ -488,6 +508,11 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
     let certs = config.tls.certificates();
     if config.uses_tls() {
         tls::install_crypto_provider();
+    }
+    if let Some(spec) = SentinelUrl::parse(first) {
+        let spec =
+            spec.map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(first))))?;
+        return connect_sentinel(config, spec, certs).await;
     }
     let client = match &certs {
         Some(certs) => redis::Client::build_with_tls(first.as_str(), certs.clone()),
@@ -539,7 +564,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             conn,
             pool: BlockingPool::Cluster(pool),
             info,
-            subscriber: client,
+            subscriber: Subscriber::Fixed(client),
         })
     } else {
         let manager_cfg = ConnectionManagerConfig::new()
@@ -569,7 +594,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
                 conn,
                 pool: BlockingPool::Direct(pool),
                 info,
-                subscriber: client,
+                subscriber: Subscriber::Fixed(client),
             });
         }
         let blocking_cfg = AsyncConnectionConfig::new()
@@ -590,9 +615,54 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             conn,
             pool: BlockingPool::Single(pool),
             info,
-            subscriber: client,
+            subscriber: Subscriber::Fixed(client),
         })
     }
+}
+
+/// Connects through Redis Sentinel: every connection kind goes to the
+/// primary the sentinels name and follows it across promotions.
+async fn connect_sentinel(
+    config: &Config,
+    spec: SentinelUrl,
+    certs: Option<redis::TlsCertificates>,
+) -> Result<Connected> {
+    let master = spec.master.clone();
+    let primary = std::sync::Arc::new(
+        Primary::connect(spec, certs, config.connect_timeout, config.response_timeout).await?,
+    );
+    let (_, client) = primary.client().await?;
+    let addr = client.get_connection_info().addr().to_string();
+    let probe_cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    let mut probe = client
+        .get_multiplexed_async_connection_with_config(&probe_cfg)
+        .await
+        .map_err(|e| connect_error(&addr, e))?;
+    let info = server_info(&mut probe)
+        .await
+        .map_err(|e| connect_error(&addr, e))??;
+    if info.cluster {
+        return Err(Error::Config(format!(
+            "the sentinels' primary for {master:?} ({addr}) is a cluster node: use its redis:// URL"
+        )));
+    }
+    let manager = FollowManager {
+        primary: primary.clone(),
+        response_timeout: config.block_timeout + config.response_timeout,
+    };
+    let pool = managed::Pool::builder(manager)
+        .max_size(config.blocking_pool_size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(pool_build_failed)?;
+    Ok(Connected {
+        conn: Conn(ConnKind::Followed(FollowConn(primary.clone()))),
+        pool: BlockingPool::Followed(pool),
+        info,
+        subscriber: Subscriber::Followed(primary),
+    })
 }
 
 /// Asks the server what it is: `INFO`, or `HELLO` when the user may not run

@@ -32,6 +32,7 @@ pub(crate) mod results;
 pub(crate) mod schedules;
 pub(crate) mod schemas;
 pub(crate) mod scripts;
+pub(crate) mod sentinel;
 pub(crate) mod settle;
 pub(crate) mod status;
 pub(crate) mod tls;

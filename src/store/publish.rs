@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::{Cmd, Value};
 use serde::Serialize;
 
+use crate::acks::Acks;
 use crate::envelope::{encode_delayed, entry_fields};
 use crate::error::{Error, Result};
 use crate::id::MessageId;
@@ -244,6 +245,7 @@ pub(crate) async fn send(
     scripts: &Scripts,
     items: Vec<Prepared>,
     trims: Vec<(u32, Cmd)>,
+    acks: Acks,
 ) -> Vec<Result<Receipt>> {
     let cluster = conn.is_cluster();
     let mut metas = Vec::with_capacity(items.len());
@@ -300,8 +302,61 @@ pub(crate) async fn send(
             }
         }
     }
-    results
+    let mut results: Vec<Result<Receipt>> = results
         .into_iter()
         .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
-        .collect()
+        .collect();
+    if acks != Acks::Primary && results.iter().any(Result::is_ok) {
+        let mut conn = conn.clone();
+        if let Err(e) = wait_for_replicas(&mut conn, acks).await {
+            // Each write the wait was for has the same unknown outcome.
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(match &e {
+                    Error::NotReplicated {
+                        wanted,
+                        acked,
+                        timeout,
+                    } => Error::NotReplicated {
+                        wanted: *wanted,
+                        acked: *acked,
+                        timeout: *timeout,
+                    },
+                    Error::Redis(re) => Error::from(re.clone()),
+                    other => Error::Redis(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "waiting for replicas failed",
+                        other.to_string(),
+                    ))),
+                });
+            }
+        }
+    }
+    results
+}
+
+/// After writes on `conn`: with [`Acks::Replicas`], `WAIT` until that many
+/// replicas have every write this connection made so far (on a cluster,
+/// every primary's replicas: the fewest counts). `WAIT` answers how many
+/// did within the timeout; fewer than asked is [`Error::NotReplicated`].
+pub(crate) async fn wait_for_replicas(conn: &mut Conn, acks: Acks) -> Result<()> {
+    let Acks::Replicas { replicas, timeout } = acks else {
+        return Ok(());
+    };
+    let millis = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(replicas)
+        .arg(millis)
+        .query_async(conn)
+        .await?;
+    let acked = u32::try_from(acked.max(0)).unwrap_or(u32::MAX);
+    if acked < replicas {
+        return Err(Error::NotReplicated {
+            wanted: replicas,
+            acked,
+            timeout,
+        });
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@
 
 pub mod groups;
 pub mod prom;
+pub mod sentinel;
 pub mod serve;
 pub mod tls;
 
@@ -320,9 +321,40 @@ pub struct RedisServer {
     dir: TempDir,
     log_path: PathBuf,
     child: Option<Child>,
+    /// A sentinel: the master it monitors (`name`, port), written into its
+    /// config file on first launch (the sentinel rewrites the file).
+    sentinel_of: Option<(String, u16)>,
 }
 
 impl RedisServer {
+    /// Starts a Redis Sentinel monitoring the primary on `primary_port` as
+    /// `master` (quorum 2, down after 1 s, failover timeout 3 s).
+    pub fn start_sentinel(master: &str, primary_port: u16) -> RedisServer {
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("millrace-sentinel-")
+                .tempdir()
+                .expect("cannot create a temp dir for a sentinel");
+            let log_path = dir.path().join("redis.log");
+            let mut server = RedisServer {
+                port: free_port(),
+                tls: false,
+                args: Vec::new(),
+                env: Vec::new(),
+                dir,
+                log_path,
+                child: None,
+                sentinel_of: Some((master.to_string(), primary_port)),
+            };
+            match server.launch() {
+                Ok(()) => return server,
+                Err(LaunchError::AddrInUse) => continue,
+                Err(LaunchError::Failed(msg)) => panic!("{msg}"),
+            }
+        }
+        panic!("redis-server --sentinel: every port tried was already in use");
+    }
+
     /// Starts a server with the default (non-persistent) configuration.
     pub fn start() -> RedisServer {
         Self::start_with(&[])
@@ -397,6 +429,7 @@ impl RedisServer {
             dir,
             log_path,
             child: None,
+            sentinel_of: None,
         };
         server.launch()?;
         Ok(server)
@@ -412,6 +445,22 @@ impl RedisServer {
             .open(&self.log_path)
             .expect("cannot open the redis-server log file");
         let mut cmd = Command::new(redis_server_bin());
+        if let Some((master, primary)) = &self.sentinel_of {
+            let conf = self.dir.path().join("sentinel.conf");
+            if !conf.exists() {
+                fs::write(
+                    &conf,
+                    format!(
+                        "sentinel monitor {master} 127.0.0.1 {primary} 2\n\
+                         sentinel down-after-milliseconds {master} 1000\n\
+                         sentinel failover-timeout {master} 3000\n\
+                         sentinel parallel-syncs {master} 2\n"
+                    ),
+                )
+                .expect("cannot write sentinel.conf");
+            }
+            cmd.arg(&conf).arg("--sentinel");
+        }
         let port = self.port.to_string();
         let ports: &[&str] = if self.tls {
             &["--port", "0", "--tls-port", &port]
