@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+use crate::error::{Error, Result};
+
+/// How long [`Acks::parse`] waits for replicas when the spec names no
+/// timeout.
+pub const DEFAULT_ACKS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// When a write counts as done: once the primary has it, or once replicas
 /// confirm it too (Kafka's `acks=all` with `min.insync.replicas`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,6 +36,72 @@ impl Acks {
         Acks::Replicas {
             replicas: replicas.max(1),
             timeout,
+        }
+    }
+
+    /// Parses `primary`, `replicas:N` or `replicas:N:TIMEOUT` (e.g.
+    /// `replicas:1:500ms`; without a timeout, [`DEFAULT_ACKS_TIMEOUT`]), as
+    /// the CLI's `--acks` and the worker's `acks` take them.
+    pub fn parse(spec: &str) -> Result<Acks> {
+        let bad = |why: String| Error::invalid("acks", why);
+        let mut parts = spec.split(':');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("primary"), None, None, None) => Ok(Acks::Primary),
+            (Some("replicas"), Some(n), timeout, None) => {
+                let replicas: u32 = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    bad(format!(
+                        "expected a number of replicas from 1 up in {spec:?}"
+                    ))
+                })?;
+                let timeout = match timeout {
+                    None => DEFAULT_ACKS_TIMEOUT,
+                    Some(t) => crate::duration::parse_duration(t)
+                        .ok()
+                        .filter(|t| !t.is_zero())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "expected a timeout such as 500ms or 2s in {spec:?}"
+                            ))
+                        })?,
+                };
+                Ok(Acks::Replicas { replicas, timeout })
+            }
+            _ => Err(bad(format!(
+                "expected primary, replicas:N or replicas:N:TIMEOUT; got {spec:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_specs_parse() {
+        assert_eq!(Acks::parse("primary").unwrap(), Acks::Primary);
+        assert_eq!(
+            Acks::parse("replicas:2").unwrap(),
+            Acks::replicas(2, DEFAULT_ACKS_TIMEOUT)
+        );
+        assert_eq!(
+            Acks::parse("replicas:1:250ms").unwrap(),
+            Acks::replicas(1, Duration::from_millis(250))
+        );
+        for bad in [
+            "",
+            "all",
+            "replicas",
+            "replicas:0",
+            "replicas:x",
+            "replicas:1:0s",
+            "replicas:1:soon",
+            "primary:1",
+            "replicas:1:1s:x",
+        ] {
+            let e = Acks::parse(bad).unwrap_err();
+            assert!(e.is_invalid_input(), "{bad}: {e}");
+            assert!(e.to_string().contains("acks"), "{bad}: {e}");
         }
     }
 }

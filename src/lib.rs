@@ -183,7 +183,7 @@ mod store;
 mod telemetry;
 mod topic;
 
-pub use acks::Acks;
+pub use acks::{Acks, DEFAULT_ACKS_TIMEOUT};
 pub use cancel::CancelOutcome;
 pub use client::Client;
 pub use compat::{CompatMode, Incompatibility};

@@ -221,11 +221,103 @@ async fn replica_acks_wait_for_a_replica_and_say_when_none_confirmed() {
     };
     assert!(r.duplicate);
     assert_eq!(c.describe_topic("orders").await.unwrap().length, 2);
-    let batch = acked
+    // A batch waits once, at the end of its pipeline (a longer timeout:
+    // the machine may be busy).
+    let patient =
+        c.producer_with(ProducerConfig::default().acks(Acks::replicas(1, Duration::from_secs(5))));
+    let batch = patient
         .publish_batch("orders", (0..10).map(|i| Record::encode(&i).unwrap()))
         .await
         .unwrap();
-    assert!(batch.iter().all(Result::is_ok));
+    assert!(batch.iter().all(Result::is_ok), "{batch:?}");
+}
+
+#[tokio::test]
+async fn a_group_with_replica_acks_counts_what_no_replica_confirmed() {
+    let primary = RedisServer::start();
+    let c = Client::connect(config(&primary.url(), "acks-group"))
+        .await
+        .unwrap();
+    c.create_topic(&TopicSpec::new("orders", 1).unwrap())
+        .await
+        .unwrap();
+    let run = |acks: Acks, n: u32| {
+        let c = c.clone();
+        async move {
+            let ledger = Arc::new(Ledger::default());
+            let w = recording_worker(&c, "orders", "billing", ledger.clone(), Duration::ZERO)
+                .acks(acks)
+                .build()
+                .unwrap();
+            let stats = w.stats();
+            let h = w.start().await.unwrap();
+            support::groups::wait_for(&ledger, n as usize, Duration::from_secs(30)).await;
+            h.shutdown().await.unwrap();
+            stats.snapshot()
+        }
+    };
+    for seq in 0..3u32 {
+        c.publish_record("orders", Record::encode(&(0u32, seq)).unwrap())
+            .await
+            .unwrap();
+    }
+    // No replica: the acks stand on the primary (nothing is handed back:
+    // the group has no lag), and they are counted as unconfirmed.
+    let s = run(Acks::replicas(1, Duration::from_millis(100)), 3).await;
+    assert_eq!(s.acked, 3);
+    assert_eq!(s.unreplicated, 3);
+    assert_eq!(c.describe_group("orders", "billing").await.unwrap().lag, 0);
+    // The control: with a replica attached, nothing is unconfirmed.
+    let port = primary.port().to_string();
+    let _replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    support::wait_until(Duration::from_secs(20), "the replica is synced", || {
+        let synced = support::sentinel::synced_replica(_replica.port());
+        async move { synced }
+    })
+    .await;
+    for seq in 3..6u32 {
+        c.publish_record("orders", Record::encode(&(0u32, seq)).unwrap())
+            .await
+            .unwrap();
+    }
+    let s = run(Acks::replicas(1, Duration::from_secs(2)), 3).await;
+    assert_eq!((s.acked, s.unreplicated), (3, 0));
+}
+
+#[test]
+fn the_cli_publishes_with_replica_acks() {
+    let primary = RedisServer::start();
+    let prefix = support::unique_prefix("acks-cli");
+    let millrace = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args(["--redis", &primary.url(), "--prefix", &prefix])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        millrace(&["topic", "create", "t", "--partitions", "1"])
+            .status
+            .success()
+    );
+    let out = millrace(&["publish", "t", "{}", "--acks", "replicas:1:100ms"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("0 of 1 replica(s) confirmed it within 100ms"),
+        "{stderr}"
+    );
+    let out = millrace(&["publish", "t", "{}", "--acks", "all"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("replicas:N"), "{stderr}");
+    // The control: the primary's acknowledgement is enough by default.
+    assert!(millrace(&["publish", "t", "{}"]).status.success());
+    assert!(
+        millrace(&["publish", "t", "{}", "--acks", "primary"])
+            .status
+            .success()
+    );
 }
 
 #[tokio::test]

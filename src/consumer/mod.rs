@@ -78,6 +78,9 @@ pub struct WorkerSettings {
     /// How a process span relates to the message's creation (see
     /// [`WorkerBuilder::trace_relation`]).
     pub trace_relation: crate::telemetry::TraceRelation,
+    /// Whether acks and dead-letterings wait for replicas (see
+    /// [`WorkerBuilder::acks`]).
+    pub acks: crate::acks::Acks,
 }
 
 pub use crate::reply::DEFAULT_RESULT_TTL;
@@ -188,6 +191,9 @@ pub struct WorkerStats {
     pub acked: AtomicU64,
     /// Acks refused because the partition's lease had moved on.
     pub stale_acks: AtomicU64,
+    /// Acks and dead-letterings no replica confirmed in time (with
+    /// [`WorkerBuilder::acks`]): a failover now may hand them back.
+    pub unreplicated: AtomicU64,
     /// Pending messages that had been trimmed away before they were handled.
     pub trimmed_unhandled: AtomicU64,
     /// Partitions gained or lost.
@@ -207,6 +213,7 @@ impl Default for WorkerStats {
             cancelled: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             stale_acks: AtomicU64::new(0),
+            unreplicated: AtomicU64::new(0),
             trimmed_unhandled: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
         }
@@ -246,6 +253,8 @@ pub struct StatsSnapshot {
     pub acked: u64,
     /// Acks refused by fencing.
     pub stale_acks: u64,
+    /// Acks and dead-letterings not confirmed by replicas in time.
+    pub unreplicated: u64,
     /// Pending messages trimmed before handling.
     pub trimmed_unhandled: u64,
     /// Partition ownership changes.
@@ -265,6 +274,7 @@ impl WorkerStats {
             cancelled: g(&self.cancelled),
             acked: g(&self.acked),
             stale_acks: g(&self.stale_acks),
+            unreplicated: g(&self.unreplicated),
             trimmed_unhandled: g(&self.trimmed_unhandled),
             rebalances: g(&self.rebalances),
         }
@@ -324,6 +334,7 @@ impl WorkerBuilder {
                 result_ttl: DEFAULT_RESULT_TTL,
                 handler_timeout: None,
                 trace_relation: crate::telemetry::TraceRelation::Link,
+                acks: crate::acks::Acks::Primary,
             },
             handlers: Vec::new(),
             error,
@@ -432,6 +443,18 @@ impl WorkerBuilder {
     /// reply is sent even when nothing is kept.
     pub fn result_ttl(mut self, ttl: Duration) -> Self {
         self.settings.result_ttl = ttl;
+        self
+    }
+
+    /// Whether the group's acks and dead-letterings wait for replicas
+    /// (default [`Acks::Primary`](crate::Acks::Primary): they do not). With
+    /// [`Acks::replicas`](crate::Acks::replicas), each batch of acks and
+    /// each dead-lettering is followed by `WAIT`, so what a failover
+    /// would hand back (handled again, at least once) is only what no
+    /// replica confirmed in time: those are logged as a warning and
+    /// counted in `unreplicated` of [`WorkerStats`].
+    pub fn acks(mut self, acks: crate::acks::Acks) -> Self {
+        self.settings.acks = acks;
         self
     }
 

@@ -184,9 +184,23 @@ pub(crate) async fn load_scripts(scripts: &Scripts, conn: &mut Conn) -> Result<(
 pub(crate) async fn run_pipeline(
     conn: &mut Conn,
     scripts: &Scripts,
-    mut pipe: Pipeline,
+    pipe: Pipeline,
     count: usize,
 ) -> redis::RedisResult<Vec<Value>> {
+    Ok(run_pipeline_noting_retries(conn, scripts, pipe, count)
+        .await?
+        .0)
+}
+
+/// [`run_pipeline`], saying too whether some commands had to be sent
+/// again (after the pipeline's last command: a `WAIT` at its end does not
+/// cover them).
+pub(crate) async fn run_pipeline_noting_retries(
+    conn: &mut Conn,
+    scripts: &Scripts,
+    mut pipe: Pipeline,
+    count: usize,
+) -> redis::RedisResult<(Vec<Value>, bool)> {
     pipe.ignore_errors();
     let mut values: Vec<Value> = pipe.query_async(conn).await?;
     values.truncate(count);
@@ -196,22 +210,23 @@ pub(crate) async fn run_pipeline(
         .filter(|(_, v)| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
         .map(|(n, _)| n)
         .collect();
-    if !missing.is_empty() {
-        if let Err(e) = load_scripts(scripts, conn).await {
-            tracing::warn!(error = %e, "reloading scripts failed");
-        }
-        let mut again = redis::pipe();
-        again.ignore_errors();
-        let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
-        for &n in &missing {
-            again.add_command(cmds[n].clone());
-        }
-        let retried: Vec<Value> = again.query_async(conn).await?;
-        for (n, v) in missing.into_iter().zip(retried) {
-            values[n] = v;
-        }
+    if missing.is_empty() {
+        return Ok((values, false));
     }
-    Ok(values)
+    if let Err(e) = load_scripts(scripts, conn).await {
+        tracing::warn!(error = %e, "reloading scripts failed");
+    }
+    let mut again = redis::pipe();
+    again.ignore_errors();
+    let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
+    for &n in &missing {
+        again.add_command(cmds[n].clone());
+    }
+    let retried: Vec<Value> = again.query_async(conn).await?;
+    for (n, v) in missing.into_iter().zip(retried) {
+        values[n] = v;
+    }
+    Ok((values, true))
 }
 
 /// Runs `cmd` and returns its reply as it came: an error reply becomes an
@@ -564,7 +579,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             conn,
             pool: BlockingPool::Cluster(pool),
             info,
-            subscriber: Subscriber::Fixed(client),
+            subscriber: Subscriber::Fixed(Box::new(client)),
         })
     } else {
         let manager_cfg = ConnectionManagerConfig::new()
@@ -594,7 +609,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
                 conn,
                 pool: BlockingPool::Direct(pool),
                 info,
-                subscriber: Subscriber::Fixed(client),
+                subscriber: Subscriber::Fixed(Box::new(client)),
             });
         }
         let blocking_cfg = AsyncConnectionConfig::new()
@@ -615,7 +630,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             conn,
             pool: BlockingPool::Single(pool),
             info,
-            subscriber: Subscriber::Fixed(client),
+            subscriber: Subscriber::Fixed(Box::new(client)),
         })
     }
 }

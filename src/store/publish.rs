@@ -15,7 +15,7 @@ use crate::acks::Acks;
 use crate::envelope::{encode_delayed, entry_fields};
 use crate::error::{Error, Result};
 use crate::id::MessageId;
-use crate::store::conn::{Conn, run_pipeline};
+use crate::store::conn::{Conn, run_pipeline_noting_retries};
 use crate::store::keys::KeySpace;
 use crate::store::scripts::Scripts;
 
@@ -240,6 +240,9 @@ fn to_receipt(partition: u32, lane: u8, kind: &Kind, v: Value) -> Result<Receipt
 /// Sends prepared publishes: one pipeline on a single server, one per
 /// partition on a cluster (trims go with their partition), retrying script
 /// calls that met `NOSCRIPT`. Commands are moved into the pipelines, not copied.
+/// With [`Acks::Replicas`] a `WAIT` follows the writes (in the same
+/// pipeline on one server); the writes it does not confirm are
+/// [`Error::NotReplicated`].
 pub(crate) async fn send(
     conn: &Conn,
     scripts: &Scripts,
@@ -279,17 +282,48 @@ pub(crate) async fn send(
             groups[g].2.add_command(trim).ignore();
         }
     }
-    let futs = groups.into_iter().map(|(_, idx, pipe)| {
+    // On one server the WAIT ends the pipeline, so it covers exactly the
+    // connection that made the writes (behind Sentinel, the connection of
+    // the primary they went to). A cluster's WAIT goes to every primary
+    // (redis-rs routes it so), after the pipelines.
+    let wait = match acks {
+        Acks::Replicas { replicas, timeout } => Some((replicas, timeout)),
+        Acks::Primary => None,
+    };
+    let inline = wait.is_some() && !cluster;
+    let futs = groups.into_iter().map(|(_, idx, mut pipe)| {
         let mut conn = conn.clone();
         async move {
-            let replies = run_pipeline(&mut conn, scripts, pipe, idx.len()).await;
+            if let (true, Some((replicas, timeout))) = (inline, wait) {
+                pipe.add_command(wait_cmd(replicas, timeout));
+            }
+            let count = idx.len() + usize::from(inline);
+            let replies = run_pipeline_noting_retries(&mut conn, scripts, pipe, count).await;
+            let replies = match replies {
+                Ok((mut values, retried)) if inline => {
+                    let waited = values.pop();
+                    let waited = match (retried, wait) {
+                        // Some writes went after the WAIT: wait for them.
+                        (true, Some(w)) => wait_for_replicas(&mut conn, w).await,
+                        (_, Some(w)) => waited_enough(waited, w),
+                        (_, None) => Ok(()),
+                    };
+                    Ok((values, waited))
+                }
+                Ok((values, _)) => Ok((values, Ok(()))),
+                Err(e) => Err(e),
+            };
             (idx, replies)
         }
     });
     let mut results: Vec<Option<Result<Receipt>>> = (0..metas.len()).map(|_| None).collect();
+    let mut wait_failed: Option<Error> = None;
     for (idx, replies) in futures_util::future::join_all(futs).await {
         match replies {
-            Ok(values) => {
+            Ok((values, waited)) => {
+                if let Err(e) = waited {
+                    wait_failed = Some(e);
+                }
                 for (i, v) in idx.iter().zip(values) {
                     let (partition, lane, kind) = &metas[*i];
                     results[*i] = Some(to_receipt(*partition, *lane, kind, v));
@@ -306,51 +340,69 @@ pub(crate) async fn send(
         .into_iter()
         .map(|r| r.unwrap_or(Err(Error::ProducerClosed)))
         .collect();
-    if acks != Acks::Primary && results.iter().any(Result::is_ok) {
-        let mut conn = conn.clone();
-        if let Err(e) = wait_for_replicas(&mut conn, acks).await {
-            // Each write the wait was for has the same unknown outcome.
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(match &e {
-                    Error::NotReplicated {
-                        wanted,
-                        acked,
-                        timeout,
-                    } => Error::NotReplicated {
-                        wanted: *wanted,
-                        acked: *acked,
-                        timeout: *timeout,
-                    },
-                    Error::Redis(re) => Error::from(re.clone()),
-                    other => Error::Redis(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "waiting for replicas failed",
-                        other.to_string(),
-                    ))),
-                });
-            }
+    if let (Some(w), false) = (wait, inline)
+        && results.iter().any(Result::is_ok)
+    {
+        wait_failed = wait_for_replicas(&mut conn.clone(), w).await.err();
+    }
+    if results.iter().any(Result::is_ok)
+        && let Some(e) = wait_failed
+    {
+        // Each write the wait was for has the same unknown outcome.
+        for r in results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(match &e {
+                Error::NotReplicated {
+                    wanted,
+                    acked,
+                    timeout,
+                } => Error::NotReplicated {
+                    wanted: *wanted,
+                    acked: *acked,
+                    timeout: *timeout,
+                },
+                Error::Redis(re) => Error::from(re.clone()),
+                other => Error::Redis(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "waiting for replicas failed",
+                    other.to_string(),
+                ))),
+            });
         }
     }
     results
 }
 
-/// After writes on `conn`: with [`Acks::Replicas`], `WAIT` until that many
-/// replicas have every write this connection made so far (on a cluster,
-/// every primary's replicas: the fewest counts). `WAIT` answers how many
-/// did within the timeout; fewer than asked is [`Error::NotReplicated`].
-pub(crate) async fn wait_for_replicas(conn: &mut Conn, acks: Acks) -> Result<()> {
-    let Acks::Replicas { replicas, timeout } = acks else {
-        return Ok(());
-    };
+/// `WAIT replicas timeout`: blocks until that many replicas have every
+/// write the connection made before it, or the timeout passes.
+pub(crate) fn wait_cmd(replicas: u32, timeout: Duration) -> Cmd {
     let millis = u64::try_from(timeout.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(replicas)
-        .arg(millis)
-        .query_async(conn)
-        .await?;
-    let acked = u32::try_from(acked.max(0)).unwrap_or(u32::MAX);
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(replicas).arg(millis);
+    cmd
+}
+
+/// After writes on `conn`: `WAIT` until `replicas` replicas have every
+/// write this connection made so far (on a cluster, every primary's
+/// replicas: the fewest counts).
+pub(crate) async fn wait_for_replicas(conn: &mut Conn, wait: (u32, Duration)) -> Result<()> {
+    let reply = crate::store::conn::query_value(conn, &wait_cmd(wait.0, wait.1)).await?;
+    waited_enough(Some(reply), wait)
+}
+
+/// `WAIT`'s reply (how many replicas confirmed) against what was asked:
+/// fewer is [`Error::NotReplicated`].
+fn waited_enough(reply: Option<Value>, (replicas, timeout): (u32, Duration)) -> Result<()> {
+    let acked = match reply {
+        Some(Value::Int(n)) => u32::try_from(n.max(0)).unwrap_or(u32::MAX),
+        Some(Value::ServerError(e)) => return Err(Error::from(redis::RedisError::from(e))),
+        other => {
+            return Err(Error::Decode(format!(
+                "WAIT answered {other:?}, not a number of replicas"
+            )));
+        }
+    };
     if acked < replicas {
         return Err(Error::NotReplicated {
             wanted: replicas,

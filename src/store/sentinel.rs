@@ -620,7 +620,7 @@ impl deadpool::managed::Manager for FollowManager {
 #[derive(Clone)]
 pub(crate) enum Subscriber {
     /// One server (on a cluster, any node: classic Pub/Sub reaches all).
-    Fixed(redis::Client),
+    Fixed(Box<redis::Client>),
     /// The primary the sentinels name when the connection is made.
     Followed(std::sync::Arc<Primary>),
 }
@@ -630,7 +630,7 @@ impl Subscriber {
     /// (0 for a fixed server).
     pub(crate) async fn client(&self) -> std::result::Result<(u64, redis::Client), RedisError> {
         match self {
-            Subscriber::Fixed(c) => Ok((0, c.clone())),
+            Subscriber::Fixed(c) => Ok((0, (**c).clone())),
             Subscriber::Followed(p) => p.client().await,
         }
     }

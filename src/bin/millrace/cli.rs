@@ -371,6 +371,12 @@ pub struct PublishArgs {
     /// than the latest (also with --jsonl, for every line)
     #[arg(long, value_name = "N")]
     pub schema_version: Option<u32>,
+    /// When the publish counts as done: primary (the default), or
+    /// replicas:N[:TIMEOUT] to wait until N replicas have it (WAIT; default
+    /// timeout 1s). Fewer in time is an error whose outcome is unknown:
+    /// publish again with --dedup-id
+    #[arg(long, value_name = "SPEC", default_value = "primary")]
+    pub acks: String,
     /// Read many messages from stdin, one JSON object per line:
     /// {"data": ..., "key"?, "headers"?, "delay"?, "priority"?, "dedup_id"?,
     /// "max_attempts"?}. Every line is checked before anything is published

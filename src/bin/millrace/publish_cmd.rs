@@ -42,9 +42,10 @@ async fn single(global: &Global, args: PublishArgs, out: &mut Out) -> Result<(),
     let options = options(&args)?;
     let record = Record::encode(&data)?.options(options);
 
+    let acks = acks(&args)?;
     let client = crate::connect(global).await?;
-    let receipt = client
-        .publish_record(&args.topic, record)
+    let receipt = producer(&client, acks)
+        .publish(&args.topic, record)
         .await
         .map_err(refusal)?;
     if args.json {
@@ -58,6 +59,16 @@ async fn single(global: &Global, args: PublishArgs, out: &mut Out) -> Result<(),
         ));
     }
     out.line(&receipt.message_id)
+}
+
+/// A producer of `client` that counts a publish done as `--acks` says.
+fn producer(client: &millrace::Client, acks: millrace::Acks) -> millrace::Producer {
+    client.producer_with(millrace::ProducerConfig::default().acks(acks))
+}
+
+/// `--acks`, checked before connecting.
+fn acks(args: &PublishArgs) -> Result<millrace::Acks, CliError> {
+    millrace::Acks::parse(&args.acks).map_err(|e| CliError::usage(e.to_string()))
 }
 
 /// The publish options the flags ask for.
@@ -109,7 +120,9 @@ struct BulkSummary {
 }
 
 async fn bulk(global: &Global, args: PublishArgs, out: &mut Out) -> Result<(), CliError> {
+    let acks = acks(&args)?;
     let client = crate::connect(global).await?;
+    let producer = producer(&client, acks);
     let spec = client.topic(&args.topic).await?;
     let input = read_stdin().await?;
     let limit = client.config().message_limit();
@@ -144,7 +157,7 @@ async fn bulk(global: &Global, args: PublishArgs, out: &mut Out) -> Result<(), C
             break;
         }
         let chunk_lines: Vec<usize> = lines.by_ref().take(chunk.len()).collect();
-        match client.publish_batch(&args.topic, chunk).await {
+        match producer.publish_batch(&args.topic, chunk).await {
             Ok(results) => {
                 for (line, r) in chunk_lines.into_iter().zip(results) {
                     match r {

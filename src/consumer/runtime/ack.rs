@@ -17,6 +17,7 @@ use crate::envelope::StreamId;
 use crate::error::Result;
 use crate::id::MessageId;
 use crate::store::Guarded;
+use crate::store::publish::wait_for_replicas;
 use crate::store::settle::{AckBatch, AckOf, Answer, Settled};
 
 /// The stream (a partition's lane or retry stream) and epoch a group of
@@ -57,6 +58,25 @@ impl AckGroup {
 }
 
 impl<D: Discipline> Rt<D> {
+    /// With [`Acks::Replicas`](crate::Acks::Replicas): `WAIT` for the
+    /// replicas to have the `count` settles (acks or a dead-lettering) just
+    /// written. They stand on the primary either way; fewer replicas in
+    /// time is a warning and a count, since a failover now may hand those
+    /// messages back to be handled again.
+    pub(super) async fn wait_replicated(&self, what: &'static str, count: usize) {
+        let crate::acks::Acks::Replicas { replicas, timeout } = self.s.acks else {
+            return;
+        };
+        let mut conn = self.catalog.connection();
+        if let Err(e) = wait_for_replicas(&mut conn, (replicas, timeout)).await {
+            self.stats
+                .unreplicated
+                .fetch_add(count as u64, Ordering::Relaxed);
+            tracing::warn!(topic = %self.spec.name, group = %self.s.group, count, error = %e,
+                "{what} not confirmed by replicas: a failover now may hand these messages back");
+        }
+    }
+
     pub(super) async fn ack_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckReq>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -147,6 +167,8 @@ impl<D: Discipline> Rt<D> {
             fenced: D::FENCED,
         };
         let results = self.catalog.store().ack(of, &batches).await?;
+        let written: usize = batches.iter().map(|b| b.ids.len() + b.answers.len()).sum();
+        self.wait_replicated("acks", written).await;
         let mut clear: Vec<(u32, Vec<String>)> = Vec::new();
         let mut carried_out: Vec<MessageId> = Vec::new();
         for (g, result) in groups.iter().zip(results) {

@@ -526,6 +526,7 @@ impl<D: Discipline> Rt<D> {
                 Outcome::Abandoned
             }
             Ok(Guarded::Done(_)) => {
+                self.wait_replicated("dead-lettering", 1).await;
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(topic = %topic, group = %group, partition = p, id = %d.msg.id,
                     attempts, error = %error, "dead-lettered");

@@ -114,6 +114,7 @@ struct RawConsumer {
     retry: Option<RawRetry>,
     validate: Option<bool>,
     result_ttl: Option<String>,
+    acks: Option<String>,
     handler: RawHandler,
 }
 
@@ -182,6 +183,8 @@ pub struct ConsumerConfig {
     pub validate: bool,
     /// How long the handler's results are kept (0: not kept).
     pub result_ttl: Duration,
+    /// Whether acks and dead-letterings wait for replicas.
+    pub acks: millrace::Acks,
     pub handler: HandlerSpec,
 }
 
@@ -485,6 +488,12 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             c.result_ttl.as_ref(),
             millrace::DEFAULT_RESULT_TTL,
         )?;
+        let acks = match &c.acks {
+            None => millrace::Acks::Primary,
+            Some(spec) => {
+                millrace::Acks::parse(spec).map_err(|e| format!("{}: {e}", key("acks")))?
+            }
+        };
         let ca = c.handler.ca.map(|path| HandlerCa {
             path,
             certs: Vec::new(),
@@ -555,6 +564,7 @@ fn check(raw: RawConfig) -> Result<WorkerConfig, String> {
             retry,
             validate: c.validate.unwrap_or(false),
             result_ttl,
+            acks,
             handler,
         });
     }
@@ -644,6 +654,25 @@ timeout = "30s"
         );
         let e = parse(&bad).unwrap_err();
         assert!(e.contains("result_ttl"), "{e}");
+    }
+
+    #[test]
+    fn acks_are_primary_or_replicas() {
+        assert_eq!(
+            parse(EXAMPLE).unwrap().consumers[0].acks,
+            millrace::Acks::Primary
+        );
+        let on = EXAMPLE.replace(
+            "concurrency = 16",
+            "concurrency = 16\nacks = \"replicas:1:2s\"",
+        );
+        assert_eq!(
+            parse(&on).unwrap().consumers[0].acks,
+            millrace::Acks::replicas(1, Duration::from_secs(2))
+        );
+        let bad = EXAMPLE.replace("concurrency = 16", "concurrency = 16\nacks = \"all\"");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.contains("acks") && e.contains("replicas:N"), "{e}");
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub async fn run(global: &Global, path: &Path) -> Result<(), CliError> {
             .retry(c.retry.clone())
             .validate_schema(c.validate)
             .result_ttl(c.result_ttl)
+            .acks(c.acks)
             .start_at(c.start.clone());
         if let Some(id) = &cfg.instance_id {
             b = b.instance_id(id.clone());
