@@ -437,6 +437,9 @@ impl Error {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    // A cluster node that died, until the slot map is
+                    // refreshed (a failover under way).
+                    || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
                     || matches!(
                         e.code(),
                         Some(

@@ -1,4 +1,5 @@
-//! Redis Sentinel and replica acknowledgements, on real processes: a
+//! Failover: Redis Sentinel and a Redis Cluster with replicas, and replica
+//! acknowledgements, on real processes. Sentinel: a
 //! primary, two replicas and three sentinels on loopback. Clients given a
 //! `redis+sentinel://` URL follow a promotion without a restart; with
 //! `Acks::replicas(1)` nothing acknowledged is lost when the primary dies.
@@ -65,10 +66,119 @@ async fn failovers_under_load(test: &str, acks: Acks, failovers: usize, stall: b
             })
         })
     };
-    let set = Arc::new(Mutex::new(set));
-    let url = set.lock().unwrap().url();
+    let setup = Setup::Sentinel(Arc::new(Mutex::new(set)), proxies);
+    under_load(test, acks, failovers, setup).await
+}
+
+/// Where the failovers happen.
+enum Setup {
+    /// A Sentinel set, and the proxies its replicas replicate through (if
+    /// any: they stall before each kill).
+    Sentinel(Arc<Mutex<SentinelSet>>, Arc<Mutex<Vec<proxy::Proxy>>>),
+    /// A cluster of three primaries with a replica each.
+    Cluster(Arc<Mutex<support::RedisCluster>>),
+}
+
+impl Setup {
+    fn url(&self) -> String {
+        match self {
+            Setup::Sentinel(set, _) => set.lock().unwrap().url(),
+            Setup::Cluster(c) => c.lock().unwrap().url(),
+        }
+    }
+
+    /// Kills a primary (on a cluster, a different one each round) and
+    /// waits for its replacement; returns when it was killed.
+    async fn fail_over(&self, test: &str, round: usize) -> Instant {
+        match self {
+            Setup::Sentinel(set, proxies) => {
+                if !proxies.lock().unwrap().is_empty() {
+                    for p in proxies.lock().unwrap().iter() {
+                        p.set_stalled(true);
+                    }
+                    // Load while nothing reaches the replicas (a duration
+                    // of the fault, not a wait for an event).
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let s = set.clone();
+                let (old, new, killed) = tokio::task::spawn_blocking(move || {
+                    s.lock().unwrap().fail_over(Duration::from_secs(30))
+                })
+                .await
+                .unwrap();
+                eprintln!("{test}: failover {round}: primary {old} -> {new}");
+                killed
+            }
+            Setup::Cluster(c) => {
+                let c = c.clone();
+                let name = test.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let mut c = c.lock().unwrap();
+                    let primaries = c.primaries();
+                    let old = primaries[round % primaries.len()];
+                    let (new, killed) = c.fail_over(old, Duration::from_secs(30));
+                    eprintln!("{name}: failover {round}: primary {old} -> {new}");
+                    killed
+                })
+                .await
+                .unwrap()
+            }
+        }
+    }
+
+    /// Waits until the set-up is whole again: one primary per shard, the
+    /// others its synced replicas (reconfigured asynchronously).
+    async fn settle(&self) {
+        match self {
+            Setup::Sentinel(set, _) => {
+                let set = set.clone();
+                tokio::task::spawn_blocking(move || {
+                    let s = set.lock().unwrap();
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        let roles: Vec<(u16, Option<String>)> = s
+                            .servers
+                            .iter()
+                            .map(|x| (x.port(), role(x.port())))
+                            .collect();
+                        let last = s.agreed_primary();
+                        let settled = last.is_some_and(|last| {
+                            roles.iter().all(|(port, role)| {
+                                role.as_deref()
+                                    == Some(if *port == last { "master" } else { "slave" })
+                            })
+                        });
+                        if settled {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "the set did not settle: the sentinels name {last:?}; roles {roles:?}"
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })
+                .await
+                .unwrap();
+            }
+            Setup::Cluster(c) => {
+                let c = c.clone();
+                tokio::task::spawn_blocking(move || {
+                    c.lock().unwrap().wait_settled(Duration::from_secs(30));
+                })
+                .await
+                .unwrap();
+            }
+        }
+    }
+}
+
+/// The publisher and the worker of [`failovers_under_load`], against
+/// `setup`.
+async fn under_load(test: &str, acks: Acks, failovers: usize, setup: Setup) -> Run {
+    let url = setup.url();
     let c = Client::connect(config(&url, test)).await.unwrap();
-    c.create_topic(&TopicSpec::new("orders", 4).unwrap())
+    c.create_topic(&TopicSpec::new("orders", 8).unwrap())
         .await
         .unwrap();
     let ledger = Arc::new(Ledger::default());
@@ -150,22 +260,7 @@ async fn failovers_under_load(test: &str, acks: Acks, failovers: usize, stall: b
             async move { n >= before + 200 }
         })
         .await;
-        if stall {
-            for p in proxies.lock().unwrap().iter() {
-                p.set_stalled(true);
-            }
-            // Load while nothing reaches the replicas (a duration of the
-            // fault, not a wait for an event).
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        let s = set.clone();
-        let (old, new, killed) = tokio::task::spawn_blocking(move || {
-            s.lock().unwrap().fail_over(Duration::from_secs(30))
-        })
-        .await
-        .unwrap();
-        kills.push(killed);
-        eprintln!("{test}: failover {round}: primary {old} -> {new}");
+        kills.push(setup.fail_over(test, round).await);
     }
     let before = acked_now();
     support::wait_until(Duration::from_secs(30), "publishing goes on after", || {
@@ -251,37 +346,8 @@ async fn failovers_under_load(test: &str, acks: Acks, failovers: usize, stall: b
             }
         })
         .collect();
-    // The set settles: the sentinels agree on one primary and every other
-    // server is its replica again (the sentinels reconfigure them
-    // asynchronously, hence the deadline).
-    let set = set.clone();
-    tokio::task::spawn_blocking(move || {
-        let s = set.lock().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let roles: Vec<(u16, Option<String>)> = s
-                .servers
-                .iter()
-                .map(|x| (x.port(), role(x.port())))
-                .collect();
-            let last = s.agreed_primary();
-            let settled = last.is_some_and(|last| {
-                roles.iter().all(|(port, role)| {
-                    role.as_deref() == Some(if *port == last { "master" } else { "slave" })
-                })
-            });
-            if settled {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the set did not settle: the sentinels name {last:?}; roles {roles:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap();
+    // The set-up is whole again: the killed servers are replicas.
+    setup.settle().await;
     Run {
         acked,
         lost,
@@ -315,6 +381,27 @@ async fn a_sentinel_url_follows_promotions_and_replica_acks_lose_nothing() {
     )
     .await;
     report("replicas(1), 2 failovers", &run);
+    assert_eq!((run.lost, run.unhandled), (0, 0));
+    assert!(run.recoveries.iter().all(|r| *r < Duration::from_secs(30)));
+}
+
+/// A cluster of three primaries with a replica each: each primary in turn
+/// is killed under load; producers and the worker follow each promotion
+/// without a restart, and with replica acks nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_follows_each_primary_s_replica_and_replica_acks_lose_nothing() {
+    let cluster = tokio::task::spawn_blocking(support::RedisCluster::start_with_replicas)
+        .await
+        .unwrap();
+    let setup = Setup::Cluster(Arc::new(Mutex::new(cluster)));
+    let run = under_load(
+        "cluster-failover",
+        Acks::replicas(1, Duration::from_secs(2)),
+        3,
+        setup,
+    )
+    .await;
+    report("cluster, replicas(1), 3 failovers", &run);
     assert_eq!((run.lost, run.unhandled), (0, 0));
     assert!(run.recoveries.iter().all(|r| *r < Duration::from_secs(30)));
 }
