@@ -457,6 +457,105 @@ async fn a_failover_loses_what_only_the_primary_acknowledged() {
     assert!(replicas.failures > 0, "the stalled publishes were refused");
 }
 
+/// A promotion that lost the last write of a lease: the lease in Redis goes
+/// back to an older epoch while its member still handles under the newer
+/// one. The member must find out at its next renewal and stop, and the
+/// epoch it gets next must be above the lost one (epochs start from
+/// Redis's clock), so no epoch is handed out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_write_stops_its_member_and_epochs_keep_growing() {
+    let server = RedisServer::start();
+    let c = Client::connect(config(&server.url(), "lost-lease"))
+        .await
+        .unwrap();
+    c.create_topic(&TopicSpec::new("orders", 1).unwrap())
+        .await
+        .unwrap();
+    let epochs = Arc::new(Mutex::new(Vec::<(u32, u64)>::new()));
+    let seen = epochs.clone();
+    let worker = millrace::Worker::builder(&c, "billing")
+        .session_timeout(Duration::from_secs(2))
+        .heartbeat_interval(Duration::from_millis(100))
+        .block(Duration::from_millis(100))
+        .handle_raw("orders", move |msg, ctx| {
+            let seen = seen.clone();
+            async move {
+                let n: u32 = msg.decode().map_err(millrace::HandlerError::permanent)?;
+                seen.lock().unwrap().push((n, ctx.epoch));
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    c.publish_record("orders", Record::encode(&0u32).unwrap())
+        .await
+        .unwrap();
+    let e = epochs.clone();
+    support::wait_until(Duration::from_secs(20), "the first message handled", || {
+        let n = e.lock().unwrap().len();
+        async move { n == 1 }
+    })
+    .await;
+    let held = epochs.lock().unwrap()[0].1;
+    // The control: without a loss, the member keeps its epoch.
+    c.publish_record("orders", Record::encode(&100u32).unwrap())
+        .await
+        .unwrap();
+    support::wait_until(
+        Duration::from_secs(20),
+        "the second message handled",
+        || {
+            let n = e.lock().unwrap().len();
+            async move { n == 2 }
+        },
+    )
+    .await;
+    assert_eq!(epochs.lock().unwrap()[1], (100, held));
+    // The "lost write": the lease as an older state had it (the same
+    // member, an older epoch, not expired).
+    let lease = c.keys().lease("orders", 0, "billing");
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&lease)
+        .arg("epoch")
+        .arg(held - 5_000)
+        .query(&mut direct)
+        .unwrap();
+    // The member finds out (its renewal fails), takes the lease again, and
+    // handles on under a new epoch above the lost one.
+    support::wait_until(Duration::from_secs(20), "a new epoch", || {
+        let epoch: Option<u64> = redis::cmd("HGET")
+            .arg(&lease)
+            .arg("epoch")
+            .query(&mut direct)
+            .ok();
+        async move { epoch.is_some_and(|e| e > held) }
+    })
+    .await;
+    for n in 1..=5u32 {
+        c.publish_record("orders", Record::encode(&n).unwrap())
+            .await
+            .unwrap();
+    }
+    support::wait_until(Duration::from_secs(20), "five more handled", || {
+        let n = e.lock().unwrap().len();
+        async move { n >= 7 }
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    let after: Vec<(u32, u64)> = epochs.lock().unwrap()[2..].to_vec();
+    assert!(
+        after.iter().all(|(_, epoch)| *epoch > held),
+        "handled under the lost epoch {held} or lower: {after:?}"
+    );
+}
+
 #[tokio::test]
 async fn replica_acks_wait_for_a_replica_and_say_when_none_confirmed() {
     let primary = RedisServer::start();
