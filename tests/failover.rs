@@ -578,6 +578,7 @@ async fn replica_acks_wait_for_a_replica_and_say_when_none_confirmed() {
             wanted: 1,
             acked: 0,
             timeout,
+            primary_fsynced: None,
         } => assert_eq!(*timeout, wait),
         other => panic!("{other:?}"),
     }
@@ -627,6 +628,75 @@ async fn replica_acks_wait_for_a_replica_and_say_when_none_confirmed() {
         .await
         .unwrap();
     assert!(batch.iter().all(Result::is_ok), "{batch:?}");
+}
+
+/// `Acks::Fsynced` waits with `WAITAOF` (Redis 7.2 and later, Valkey 8):
+/// on an older server, and on one without an append-only file, it says so.
+#[tokio::test]
+async fn fsynced_acks_need_waitaof_and_an_append_only_file() {
+    let aof = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let c = Client::connect(config(&aof.url(), "acks-fsync"))
+        .await
+        .unwrap();
+    c.create_topic(&TopicSpec::new("orders", 1).unwrap())
+        .await
+        .unwrap();
+    let info = c.server_info().clone();
+    let (major, minor) = {
+        let mut v = info
+            .version
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (v.next().unwrap_or(0), v.next().unwrap_or(0))
+    };
+    let has_waitaof = info.server == "valkey" || (major, minor) >= (7, 2);
+    let fsynced =
+        c.producer_with(ProducerConfig::default().acks(Acks::fsynced(0, Duration::from_secs(2))));
+    let r = fsynced.publish("orders", Record::encode(&1).unwrap()).await;
+    if !has_waitaof {
+        match r {
+            Err(Error::UnsupportedServer { reason, .. }) => {
+                assert!(reason.contains("WAITAOF"), "{reason}")
+            }
+            other => panic!("{} {}: {other:?}", info.server, info.version),
+        }
+        eprintln!(
+            "{} {} has no WAITAOF: only the refusal is checked",
+            info.server, info.version
+        );
+        return;
+    }
+    r.unwrap();
+    // One replica asked for and none there: not confirmed, though the
+    // primary fsynced it.
+    let one = c.producer_with(
+        ProducerConfig::default().acks(Acks::fsynced(1, Duration::from_millis(200))),
+    );
+    match one.publish("orders", Record::encode(&2).unwrap()).await {
+        Err(Error::NotReplicated {
+            wanted: 1,
+            acked: 0,
+            primary_fsynced: Some(true),
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Without an append-only file there is nothing to fsync.
+    let plain = RedisServer::start();
+    let c = Client::connect(config(&plain.url(), "acks-fsync-off"))
+        .await
+        .unwrap();
+    c.create_topic(&TopicSpec::new("orders", 1).unwrap())
+        .await
+        .unwrap();
+    let fsynced =
+        c.producer_with(ProducerConfig::default().acks(Acks::fsynced(0, Duration::from_secs(2))));
+    match fsynced.publish("orders", Record::encode(&1).unwrap()).await {
+        Err(Error::UnsupportedServer { reason, .. }) => {
+            assert!(reason.contains("appendonly"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
