@@ -125,6 +125,15 @@ impl Conn {
         matches!(self.0, ConnKind::Cluster(_))
     }
 
+    /// Behind Sentinel: the primary in use may no longer be the one (no
+    /// replica confirmed a write, as on the wrong side of a partition):
+    /// the next command asks the sentinels again. Nothing elsewhere.
+    pub(crate) fn suspect_primary(&self) {
+        if let ConnKind::Followed(f) = &self.0 {
+            f.suspect_current();
+        }
+    }
+
     /// Runs a script by SHA, loading every script again on `NOSCRIPT`
     /// (a restarted or failed-over server forgets them).
     pub(crate) async fn eval(
@@ -646,6 +655,7 @@ async fn connect_sentinel(
     let primary = std::sync::Arc::new(
         Primary::connect(spec, certs, config.connect_timeout, config.response_timeout).await?,
     );
+    crate::store::sentinel::watch(&primary);
     let (_, client) = primary.client().await?;
     let addr = client.get_connection_info().addr().to_string();
     let probe_cfg = AsyncConnectionConfig::new()
