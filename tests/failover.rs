@@ -532,25 +532,22 @@ async fn a_partitioned_primary_loses_only_what_no_replica_confirmed() {
         Setup::Partitioned(Arc::new(Mutex::new(set)))
     };
     let n = failovers(1);
-    let replicas = under_load(
-        "partition-replica-acks",
-        Acks::replicas(1, Duration::from_millis(500)),
-        n,
-        partitioned("replicas").await,
-    )
-    .await;
+    let (replica_set, primary_set) = (partitioned("replicas").await, partitioned("primary").await);
+    // Both set-ups at once (each its own processes and ports).
+    let (replicas, primary) = tokio::join!(
+        under_load(
+            "partition-replica-acks",
+            Acks::replicas(1, Duration::from_millis(500)),
+            n,
+            replica_set,
+        ),
+        under_load("partition-primary-acks", Acks::Primary, n, primary_set)
+    );
     report(
         &format!("sentinel partition, replicas(1), {n} cuts"),
         &replicas,
     );
     assert_eq!((replicas.lost, replicas.unhandled), (0, 0));
-    let primary = under_load(
-        "partition-primary-acks",
-        Acks::Primary,
-        n,
-        partitioned("primary").await,
-    )
-    .await;
     report(
         &format!("sentinel partition, primary acks, {n} cuts"),
         &primary,
@@ -590,20 +587,22 @@ async fn a_cluster_follows_each_primary_s_replica_and_replica_acks_lose_nothing(
 /// nothing is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failover_loses_what_only_the_primary_acknowledged() {
-    let primary = failovers_under_load("failover-primary-acks", Acks::Primary, 1, true).await;
+    // Two sets at once (each its own processes and ports).
+    let (primary, replicas) = tokio::join!(
+        failovers_under_load("failover-primary-acks", Acks::Primary, 1, true),
+        failovers_under_load(
+            "failover-replica-acks",
+            Acks::replicas(1, Duration::from_millis(500)),
+            1,
+            true,
+        )
+    );
     report("sentinel, primary acks, replication stalled", &primary);
     assert!(
         primary.lost > 0,
         "nothing lost: the check cannot see a loss"
     );
     assert_eq!(primary.unhandled, 0);
-    let replicas = failovers_under_load(
-        "failover-replica-acks",
-        Acks::replicas(1, Duration::from_millis(500)),
-        1,
-        true,
-    )
-    .await;
     report("sentinel, replicas(1), replication stalled", &replicas);
     assert_eq!((replicas.lost, replicas.unhandled), (0, 0));
     assert!(replicas.failures > 0, "the stalled publishes were refused");
