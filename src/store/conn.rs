@@ -544,16 +544,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
     }
     .map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(first))))?;
     let addr = client.get_connection_info().addr().to_string();
-    let probe_cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.response_timeout));
-    let mut probe = client
-        .get_multiplexed_async_connection_with_config(&probe_cfg)
-        .await
-        .map_err(|e| connect_error(&addr, e))?;
-    let info = server_info(&mut probe)
-        .await
-        .map_err(|e| connect_error(&addr, e))??;
+    let (mut probe, probe_cfg, info) = probe(&client, config).await?;
     if info.cluster && config.uses_tls() {
         check_cluster_handshakes(&client, &mut probe, &probe_cfg).await?;
     }
@@ -644,6 +635,30 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
     }
 }
 
+/// A first connection to `client`'s server, the settings it was made with,
+/// and what the server says it is (refusing servers older than 7.0).
+async fn probe(
+    client: &redis::Client,
+    config: &Config,
+) -> Result<(
+    redis::aio::MultiplexedConnection,
+    AsyncConnectionConfig,
+    ServerInfo,
+)> {
+    let addr = client.get_connection_info().addr().to_string();
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+        .map_err(|e| connect_error(&addr, e))?;
+    let info = server_info(&mut conn)
+        .await
+        .map_err(|e| connect_error(&addr, e))??;
+    Ok((conn, cfg, info))
+}
+
 /// Connects through Redis Sentinel: every connection kind goes to the
 /// primary the sentinels name and follows it across promotions.
 async fn connect_sentinel(
@@ -658,16 +673,8 @@ async fn connect_sentinel(
     crate::store::sentinel::watch(&primary);
     let (_, client) = primary.client().await?;
     let addr = client.get_connection_info().addr().to_string();
-    let probe_cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.response_timeout));
-    let mut probe = client
-        .get_multiplexed_async_connection_with_config(&probe_cfg)
-        .await
-        .map_err(|e| connect_error(&addr, e))?;
-    let info = server_info(&mut probe)
-        .await
-        .map_err(|e| connect_error(&addr, e))??;
+    let (probe, _, info) = probe(&client, config).await?;
+    drop(probe);
     if info.cluster {
         return Err(Error::Config(format!(
             "the sentinels' primary for {master:?} ({addr}) is a cluster node: use its redis:// URL"
