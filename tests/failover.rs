@@ -392,16 +392,22 @@ async fn under_load(test: &str, acks: Acks, failovers: usize, setup: Setup) -> R
             .map(|(k, s, _)| (*k, *s))
             .collect()
     };
-    let l = &handled;
-    support::wait_until(
-        Duration::from_secs(60),
-        "every surviving publish handled",
-        || {
-            let missing = wanted.difference(&l()).count();
-            async move { missing == 0 }
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing: Vec<(u32, u32)> = wanted.difference(&handled()).copied().collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let group = c.describe_group("orders", "billing").await;
+            panic!(
+                "{} surviving publishes never handled, e.g. {:?}; the group: {group:#?}",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let unhandled = wanted.difference(&handled()).count();
     worker.shutdown().await.unwrap();
     watching.abort();

@@ -141,6 +141,23 @@ impl SentinelSet {
         }
     }
 
+    /// The last lines each sentinel logged.
+    pub fn sentinel_logs(&self) -> String {
+        self.sentinels
+            .iter()
+            .map(|s| {
+                let log = s.log();
+                let lines: Vec<&str> = log.lines().collect();
+                format!(
+                    "--- sentinel {} ---\n{}",
+                    s.port(),
+                    lines[lines.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The server on `port`.
     pub fn server(&mut self, port: u16) -> &mut RedisServer {
         self.servers
@@ -173,7 +190,8 @@ impl SentinelSet {
             }
             assert!(
                 Instant::now() < deadline,
-                "no failover from {old} within {within:?}"
+                "no failover from {old} within {within:?}; the sentinels logged:\n{}",
+                self.sentinel_logs()
             );
             std::thread::sleep(Duration::from_millis(50));
         };
