@@ -65,28 +65,52 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// Path of `redis-server`, or a panic explaining how to install it.
+/// The binary named by the environment variable `var` (a path, checked to
+/// be an executable file), or else `name` found on `PATH`.
+fn find_bin(var: &str, name: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            use std::os::unix::fs::PermissionsExt;
+            let ok = fs::metadata(&path)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "{var}={} is not an executable file: point it at a redis-server / \
+                 valkey-server (or redis-cli / valkey-cli) binary, or unset it to use PATH",
+                path.display()
+            );
+            Some(path)
+        }
+        _ => find_on_path(name),
+    }
+}
+
+/// Path of `redis-server` (`MILLRACE_REDIS_SERVER` when set, else from
+/// `PATH`), or a panic explaining how to install it.
 pub fn redis_server_bin() -> PathBuf {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| find_on_path("redis-server"))
+    BIN.get_or_init(|| find_bin("MILLRACE_REDIS_SERVER", "redis-server"))
         .clone()
         .unwrap_or_else(|| {
             panic!(
                 "redis-server not found on PATH: install it (Debian: apt-get install redis-server) \
-                 — tests never use a shared Redis"
+                 or set MILLRACE_REDIS_SERVER — tests never use a shared Redis"
             )
         })
 }
 
-/// Path of `redis-cli` (needed to create a cluster), or a panic explaining how to install it.
+/// Path of `redis-cli` (needed to create a cluster; `MILLRACE_REDIS_CLI`
+/// when set, else from `PATH`), or a panic explaining how to install it.
 pub fn redis_cli_bin() -> PathBuf {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| find_on_path("redis-cli"))
+    BIN.get_or_init(|| find_bin("MILLRACE_REDIS_CLI", "redis-cli"))
         .clone()
         .unwrap_or_else(|| {
             panic!(
                 "redis-cli not found on PATH: install it (Debian: apt-get install redis-tools) \
-                 — tests never use a shared Redis"
+                 or set MILLRACE_REDIS_CLI — tests never use a shared Redis"
             )
         })
 }
