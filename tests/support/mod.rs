@@ -115,6 +115,34 @@ pub fn redis_cli_bin() -> PathBuf {
         })
 }
 
+/// What the server binary calls itself and its version, from
+/// `redis-server --version` ("Redis server v=7.0.15 ...", "Valkey server
+/// v=9.1.2 ..."): `("redis", "7.0.15")`, `("valkey", "9.1.2")` — the words
+/// the library's `ServerInfo` uses.
+pub fn server_kind_and_version() -> (String, String) {
+    static KIND: OnceLock<(String, String)> = OnceLock::new();
+    KIND.get_or_init(|| {
+        let bin = redis_server_bin();
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", bin.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let kind = text
+            .split_whitespace()
+            .next()
+            .map(str::to_lowercase)
+            .unwrap_or_default();
+        let version = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no version in `{} --version`: {text}", bin.display()));
+        (kind, version)
+    })
+    .clone()
+}
+
 // ---------------------------------------------------------------------------
 // Child processes tied to the lifetime of the test process
 // ---------------------------------------------------------------------------
@@ -330,6 +358,47 @@ enum LaunchError {
     AddrInUse,
     /// Anything else; carries a description including the log.
     Failed(String),
+}
+
+/// Whether the server binary speaks TLS: probed once per test process by
+/// starting it with `--tls-port` and a throwaway certificate. A server built
+/// without TLS refuses that: Redis 7.0 does not know the directive ("Bad
+/// directive"), Redis 7.2+ and Valkey have no TLS connection type ("Failed
+/// finding connection listener of tls"). Any other failure is a panic, so a
+/// broken TLS setup is not mistaken for a build without it.
+pub fn server_speaks_tls() -> bool {
+    static TLS: OnceLock<bool> = OnceLock::new();
+    *TLS.get_or_init(|| {
+        let pki = tls::Pki::generate();
+        for _ in 0..5 {
+            match RedisServer::try_start_on(free_port(), pki.server_args(false), true) {
+                Ok(_server) => return true,
+                Err(LaunchError::AddrInUse) => continue,
+                Err(LaunchError::Failed(log)) => {
+                    let without_tls = ["Bad directive", "listener of tls"];
+                    if without_tls.iter().any(|sign| log.contains(sign)) {
+                        return false;
+                    }
+                    panic!("cannot tell whether redis-server speaks TLS: {log}");
+                }
+            }
+        }
+        panic!("redis-server: every port tried was already in use");
+    })
+}
+
+/// For a test that needs a TLS-capable server: `true` (and a line on stderr
+/// saying why) when the server was built without TLS, and the test should
+/// return; Debian's redis-server always has TLS.
+pub fn skip_without_tls() -> bool {
+    if server_speaks_tls() {
+        return false;
+    }
+    eprintln!(
+        "skipped: {} was built without TLS (build it with BUILD_TLS=yes to run this test)",
+        redis_server_bin().display()
+    );
+    true
 }
 
 /// A private `redis-server` on a loopback port, in its own temp dir.
