@@ -145,7 +145,7 @@ async fn a_sentinel_url_follows_promotions_and_replica_acks_lose_nothing() {
     // promoted, and the servers that were killed are replicas again.
     let (_, last) = *failovers.last().unwrap();
     let info = c.server_info();
-    assert_eq!(info.server, "redis");
+    assert_eq!(info.server, support::server_kind_and_version().0);
     let s = set.lock().unwrap();
     assert_eq!(s.agreed_primary(), Some(last));
     for (old, _) in &failovers {
