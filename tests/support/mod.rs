@@ -364,7 +364,8 @@ enum LaunchError {
 /// starting it with `--tls-port` and a throwaway certificate. A server built
 /// without TLS refuses that: Redis 7.0 does not know the directive ("Bad
 /// directive"), Redis 7.2+ and Valkey have no TLS connection type ("Failed
-/// finding connection listener of tls"). Any other failure is a panic, so a
+/// finding connection listener of tls", Valkey 9 "Missing implement of
+/// connection type tls"). Any other failure is a panic, so a
 /// broken TLS setup is not mistaken for a build without it.
 pub fn server_speaks_tls() -> bool {
     static TLS: OnceLock<bool> = OnceLock::new();
@@ -375,7 +376,12 @@ pub fn server_speaks_tls() -> bool {
                 Ok(_server) => return true,
                 Err(LaunchError::AddrInUse) => continue,
                 Err(LaunchError::Failed(log)) => {
-                    let without_tls = ["Bad directive", "listener of tls"];
+                    let without_tls = [
+                        "Bad directive",              // Redis 7.0
+                        "listener of tls",            // Redis 7.2+
+                        "connection type tls",        // Valkey
+                        "Failed finding TLS support", // Valkey
+                    ];
                     if without_tls.iter().any(|sign| log.contains(sign)) {
                         return false;
                     }
