@@ -27,6 +27,17 @@ pub enum Acks {
         /// How long to wait for them.
         timeout: Duration,
     },
+    /// After the write, `WAITAOF 1 replicas timeout`: done once the
+    /// primary has fsynced it to its append-only file and `replicas`
+    /// replicas (0 for none) have fsynced it to theirs. Needs Redis 7.2 or
+    /// later (or Valkey 8) with `appendonly yes`; fewer in `timeout` is
+    /// [`Error::NotReplicated`](crate::Error::NotReplicated).
+    Fsynced {
+        /// How many replicas must fsync it too (0: the primary alone).
+        replicas: u32,
+        /// How long to wait.
+        timeout: Duration,
+    },
 }
 
 impl Acks {
@@ -39,18 +50,25 @@ impl Acks {
         }
     }
 
-    /// Parses `primary`, `replicas:N` or `replicas:N:TIMEOUT` (e.g.
-    /// `replicas:1:500ms`; without a timeout, [`DEFAULT_ACKS_TIMEOUT`]), as
-    /// the CLI's `--acks` and the worker's `acks` take them.
+    /// [`Acks::Fsynced`]: the primary and `replicas` replicas (0 for none)
+    /// must fsync each write to their append-only files within `timeout`.
+    pub fn fsynced(replicas: u32, timeout: Duration) -> Acks {
+        Acks::Fsynced { replicas, timeout }
+    }
+
+    /// Parses `primary`, `replicas:N[:TIMEOUT]` (e.g. `replicas:1:500ms`)
+    /// or `fsync:N[:TIMEOUT]` (without a timeout, [`DEFAULT_ACKS_TIMEOUT`]),
+    /// as the CLI's `--acks` and the worker's `acks` take them.
     pub fn parse(spec: &str) -> Result<Acks> {
         let bad = |why: String| Error::invalid("acks", why);
         let mut parts = spec.split(':');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("primary"), None, None, None) => Ok(Acks::Primary),
-            (Some("replicas"), Some(n), timeout, None) => {
-                let replicas: u32 = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            (Some(kind @ ("replicas" | "fsync")), Some(n), timeout, None) => {
+                let least = u32::from(kind == "replicas");
+                let replicas: u32 = n.parse().ok().filter(|n| *n >= least).ok_or_else(|| {
                     bad(format!(
-                        "expected a number of replicas from 1 up in {spec:?}"
+                        "expected a number of replicas from {least} up in {spec:?}"
                     ))
                 })?;
                 let timeout = match timeout {
@@ -64,10 +82,14 @@ impl Acks {
                             ))
                         })?,
                 };
-                Ok(Acks::Replicas { replicas, timeout })
+                Ok(if kind == "fsync" {
+                    Acks::Fsynced { replicas, timeout }
+                } else {
+                    Acks::Replicas { replicas, timeout }
+                })
             }
             _ => Err(bad(format!(
-                "expected primary, replicas:N or replicas:N:TIMEOUT; got {spec:?}"
+                "expected primary, replicas:N[:TIMEOUT] or fsync:N[:TIMEOUT]; got {spec:?}"
             ))),
         }
     }
@@ -87,6 +109,14 @@ mod tests {
         assert_eq!(
             Acks::parse("replicas:1:250ms").unwrap(),
             Acks::replicas(1, Duration::from_millis(250))
+        );
+        assert_eq!(
+            Acks::parse("fsync:0").unwrap(),
+            Acks::fsynced(0, DEFAULT_ACKS_TIMEOUT)
+        );
+        assert_eq!(
+            Acks::parse("fsync:2:3s").unwrap(),
+            Acks::fsynced(2, Duration::from_secs(3))
         );
         for bad in [
             "",

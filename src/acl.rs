@@ -23,6 +23,10 @@ pub const COMMANDS: &[&str] = &[
     "evalsha",
     // Redis's clock (delays, schedules, leases).
     "time",
+    // Replica acknowledgements (`Acks::replicas`). `Acks::fsynced` needs
+    // `+waitaof` too, which Redis 7.0 does not know (and would refuse in a
+    // rule): add it on 7.2 and later.
+    "wait",
     // Streams: publish, read, consume, acknowledge, claim, trim, describe.
     "xadd",
     "xack",

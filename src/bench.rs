@@ -292,6 +292,69 @@ async fn produce_concurrent(client: &Client, o: &BenchOptions, payload: &[u8]) -
     .await
 }
 
+/// `produce.concurrent` with every publish confirmed by one replica
+/// (`Acks::replicas(1, 5s)`: `WAIT 1` ends each pipeline).
+async fn produce_acks_replica(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+    fresh_topic(client, "bench.produce", o.partitions).await?;
+    let payload = payload.to_vec();
+    let config = ProducerConfig::default().acks(crate::Acks::replicas(1, Duration::from_secs(5)));
+    publish_concurrently_with(client, o, "bench.produce", config, move || {
+        Record::raw(payload.clone())
+    })
+    .await
+}
+
+/// A replica for `produce.acks_replica`: none needed when the server has
+/// one already; a private one when the server is on loopback (`port`);
+/// `Err` with the reason to skip the scenario otherwise.
+async fn replica_for_acks(
+    client: &Client,
+) -> std::result::Result<Option<crate::local::PrivateRedis>, String> {
+    let mut conn = client.connection();
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("INFO replication: {e}"))?;
+    let connected = |info: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    if connected(&info) > 0 {
+        return Ok(None);
+    }
+    let url = client
+        .config()
+        .redacted_urls()
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let parsed = url::Url::parse(&url).map_err(|e| e.to_string())?;
+    let port = match (parsed.scheme(), parsed.host_str(), parsed.port()) {
+        ("redis", Some("127.0.0.1" | "localhost"), Some(port)) => port,
+        _ => return Err("the server has no replica and is not a private loopback one".into()),
+    };
+    let replica = crate::local::PrivateRedis::start_replica_of(port).map_err(|e| e.to_string())?;
+    // Until the replica has synced, WAIT counts none.
+    let started = Instant::now();
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("INFO replication: {e}"))?;
+        if info.contains("state=online") {
+            return Ok(Some(replica));
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the private replica did not come online in 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The schema `produce.schema` checks every publish against: an invoice
 /// with a string, a bounded integer, an enum and a free-text note.
 fn bench_schema() -> serde_json::Value {
@@ -339,7 +402,18 @@ async fn publish_concurrently(
     topic: &'static str,
     record: impl Fn() -> Record + Clone + Send + 'static,
 ) -> Result<f64> {
-    let producer = client.producer_with(ProducerConfig::default());
+    publish_concurrently_with(client, o, topic, ProducerConfig::default(), record).await
+}
+
+/// [`publish_concurrently`] through a producer configured as `config`.
+async fn publish_concurrently_with(
+    client: &Client,
+    o: &BenchOptions,
+    topic: &'static str,
+    config: ProducerConfig,
+    record: impl Fn() -> Record + Clone + Send + 'static,
+) -> Result<f64> {
+    let producer = client.producer_with(config);
     // As many publishes in flight as the XADD ceiling has (4 pipelines of
     // 1 000): the comparison is then of the work per message, not of how
     // deep the pipelines can get.
@@ -780,6 +854,18 @@ pub async fn run(
         let v = reps(o, || produce_schema(client, o)).await?;
         push("produce.schema", "msg/s", v);
     }
+    if o.selects("produce.acks_replica") {
+        // A replica only for this scenario: feeding one costs the primary
+        // too, and the other figures are measured without.
+        match replica_for_acks(client).await {
+            Ok(replica) => {
+                let v = reps(o, || produce_acks_replica(client, o, p)).await?;
+                push("produce.acks_replica", "msg/s", v);
+                drop(replica);
+            }
+            Err(why) => tracing::warn!("bench: produce.acks_replica skipped: {why}"),
+        }
+    }
     tracing::info!("bench: consume");
     let consumes = [
         ("consume.ordered.c100", Mode::Ordered, 100, o.n),
@@ -891,6 +977,22 @@ pub async fn run(
             value: checked / plain,
             unit: "share",
             samples: vec![checked / plain],
+            ratio_to_ceiling: None,
+            ratio_to_bullmq: None,
+        });
+    }
+    // What waiting for a replica costs: its throughput as a share of the
+    // same publishes acknowledged by the primary alone, in this run.
+    if let (Some(acked), Some(plain)) = (
+        get(&figures, "produce.acks_replica"),
+        get(&figures, "produce.concurrent"),
+    ) && plain > 0.0
+    {
+        figures.push(Figure {
+            name: "produce.acks_replica_share".to_string(),
+            value: acked / plain,
+            unit: "share",
+            samples: vec![acked / plain],
             ratio_to_ceiling: None,
             ratio_to_bullmq: None,
         });

@@ -294,7 +294,8 @@ pub enum Error {
     /// The producer was closed while a publish was waiting.
     #[error("producer closed")]
     ProducerClosed,
-    /// A write asked for replica acknowledgements ([`Acks::Replicas`]) was
+    /// A write asked for replica acknowledgements ([`Acks::Replicas`], or
+    /// fsyncs with [`Acks::Fsynced`](crate::Acks::Fsynced)) was
     /// made on the primary, but fewer replicas than asked confirmed it in
     /// time (`WAIT`). The outcome is unknown: the write stands while the
     /// primary does, and a failover now may lose it. Publish again with the
@@ -302,7 +303,8 @@ pub enum Error {
     ///
     /// [`Acks::Replicas`]: crate::Acks::Replicas
     #[error(
-        "written on the primary, but {acked} of {wanted} replica(s) confirmed it within {timeout:?}: the outcome is unknown (a failover now may lose it); publish again with the same dedup id"
+        "written on the primary, but {acked} of {wanted} replica(s) confirmed it{} within {timeout:?}: the outcome is unknown (a failover now may lose it); publish again with the same dedup id",
+        if *.primary_fsynced == Some(false) { " and the primary had not fsynced it" } else { "" }
     )]
     NotReplicated {
         /// Replicas asked for.
@@ -311,6 +313,9 @@ pub enum Error {
         acked: u32,
         /// How long it waited.
         timeout: Duration,
+        /// With [`Acks::Fsynced`](crate::Acks::Fsynced): whether the
+        /// primary fsynced it in time (`None` for `Acks::Replicas`).
+        primary_fsynced: Option<bool>,
     },
 }
 
@@ -440,6 +445,9 @@ impl Error {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    // A cluster node that died, until the slot map is
+                    // refreshed (a failover under way).
+                    || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
                     || matches!(
                         e.code(),
                         Some(

@@ -50,6 +50,17 @@ pub fn find_redis_server() -> Option<PathBuf> {
 impl PrivateRedis {
     /// Starts a server and waits until it accepts connections (up to 10 s).
     pub fn start() -> Result<PrivateRedis> {
+        Self::start_with(&[])
+    }
+
+    /// A private server replicating from the one on loopback `port`
+    /// (`--replicaof 127.0.0.1 port`), e.g. for replica acknowledgements.
+    pub fn start_replica_of(port: u16) -> Result<PrivateRedis> {
+        Self::start_with(&["--replicaof", "127.0.0.1", &port.to_string()])
+    }
+
+    /// [`PrivateRedis::start`] with extra server arguments.
+    pub fn start_with(extra: &[&str]) -> Result<PrivateRedis> {
         let bin = find_redis_server().ok_or_else(|| match std::env::var_os(SERVER_ENV) {
             Some(named) if !named.is_empty() => Error::Config(format!(
                 "{SERVER_ENV}={} is not a file; point it at a redis-server or valkey-server \
@@ -80,6 +91,7 @@ impl PrivateRedis {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::null())

@@ -29,6 +29,7 @@ use crate::group::GroupInfo;
 /// | `millrace_cancelled_total` | counter | `topic`, `group` | [`WorkerStats::cancelled`] |
 /// | `millrace_acked_total` | counter | `topic`, `group` | [`WorkerStats::acked`] |
 /// | `millrace_stale_acks_total` | counter | `topic`, `group` | [`WorkerStats::stale_acks`] |
+/// | `millrace_unreplicated_total` | counter | `topic`, `group` | [`WorkerStats::unreplicated`]: acks and dead-letterings no replica confirmed in time (with [`WorkerBuilder::acks`](crate::WorkerBuilder::acks)) |
 /// | `millrace_trimmed_unhandled_total` | counter | `topic`, `group` | [`WorkerStats::trimmed_unhandled`] |
 /// | `millrace_rebalances_total` | counter | `topic`, `group` | [`WorkerStats::rebalances`] |
 /// | `millrace_handler_duration_seconds` | histogram | `topic`, `group` | [`WorkerStats::latency`] (buckets: [`LATENCY_BUCKETS`](crate::LATENCY_BUCKETS)) |
@@ -245,7 +246,7 @@ const TGP: &[&str] = &["topic", "group", "partition"];
 
 /// Every family a scrape has, in its order. `scripts/check-dashboards`
 /// reads the names and sources from here (keep `name:` before `source:`).
-const FAMILIES: [Family; 19] = [
+const FAMILIES: [Family; 20] = [
     Family {
         name: "millrace_handled_total",
         help: "Messages whose handler succeeded.",
@@ -293,6 +294,12 @@ const FAMILIES: [Family; 19] = [
         help: "Acks refused because the partition's lease had moved to another member.",
         labels: TG,
         source: Source::Counter(|s| &s.stale_acks),
+    },
+    Family {
+        name: "millrace_unreplicated_total",
+        help: "Acks and dead-letterings no replica confirmed in time (a failover may hand them back).",
+        labels: TG,
+        source: Source::Counter(|s| &s.unreplicated),
     },
     Family {
         name: "millrace_trimmed_unhandled_total",

@@ -190,6 +190,7 @@ async fn a_registry_renders_its_workers_counters_histogram_and_gauges() {
     // The dead letter is not counted as acked.
     assert_eq!(v("millrace_acked_total"), 5, "{text}");
     assert_eq!(v("millrace_stale_acks_total"), 0, "{text}");
+    assert_eq!(v("millrace_unreplicated_total"), 0, "{text}");
     assert_eq!(v("millrace_trimmed_unhandled_total"), 0, "{text}");
     assert_eq!(v("millrace_handler_duration_seconds_count"), 7, "{text}");
     // The end-to-end latency counts first attempts only: 6 messages.

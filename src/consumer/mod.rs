@@ -452,7 +452,7 @@ impl WorkerBuilder {
     /// each dead-lettering is followed by `WAIT`, so what a failover
     /// would hand back (handled again, at least once) is only what no
     /// replica confirmed in time: those are logged as a warning and
-    /// counted in `unreplicated` of [`WorkerStats`].
+    /// counted in [`WorkerStats::unreplicated`].
     pub fn acks(mut self, acks: crate::acks::Acks) -> Self {
         self.settings.acks = acks;
         self

@@ -286,16 +286,13 @@ pub(crate) async fn send(
     // connection that made the writes (behind Sentinel, the connection of
     // the primary they went to). A cluster's WAIT goes to every primary
     // (redis-rs routes it so), after the pipelines.
-    let wait = match acks {
-        Acks::Replicas { replicas, timeout } => Some((replicas, timeout)),
-        Acks::Primary => None,
-    };
+    let wait = (acks != Acks::Primary).then_some(acks);
     let inline = wait.is_some() && !cluster;
     let futs = groups.into_iter().map(|(_, idx, mut pipe)| {
         let mut conn = conn.clone();
         async move {
-            if let (true, Some((replicas, timeout))) = (inline, wait) {
-                pipe.add_command(wait_cmd(replicas, timeout));
+            if let (true, Some(cmd)) = (inline, wait.and_then(wait_cmd)) {
+                pipe.add_command(cmd);
             }
             let count = idx.len() + usize::from(inline);
             let replies = run_pipeline_noting_retries(&mut conn, scripts, pipe, count).await;
@@ -355,10 +352,16 @@ pub(crate) async fn send(
                     wanted,
                     acked,
                     timeout,
+                    primary_fsynced,
                 } => Error::NotReplicated {
                     wanted: *wanted,
                     acked: *acked,
                     timeout: *timeout,
+                    primary_fsynced: *primary_fsynced,
+                },
+                Error::UnsupportedServer { server, reason } => Error::UnsupportedServer {
+                    server: server.clone(),
+                    reason: reason.clone(),
                 },
                 Error::Redis(re) => Error::from(re.clone()),
                 other => Error::Redis(redis::RedisError::from((
@@ -372,42 +375,112 @@ pub(crate) async fn send(
     results
 }
 
-/// `WAIT replicas timeout`: blocks until that many replicas have every
-/// write the connection made before it, or the timeout passes.
-pub(crate) fn wait_cmd(replicas: u32, timeout: Duration) -> Cmd {
-    let millis = u64::try_from(timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let mut cmd = redis::cmd("WAIT");
-    cmd.arg(replicas).arg(millis);
-    cmd
+/// The command that waits as `acks` asks: `WAIT replicas timeout` (until
+/// that many replicas have every write the connection made before it) or
+/// `WAITAOF 1 replicas timeout` (until the primary and that many replicas
+/// have fsynced them); none for [`Acks::Primary`].
+pub(crate) fn wait_cmd(acks: Acks) -> Option<Cmd> {
+    let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1);
+    match acks {
+        Acks::Primary => None,
+        Acks::Replicas { replicas, timeout } => {
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(replicas).arg(ms(timeout));
+            Some(cmd)
+        }
+        Acks::Fsynced { replicas, timeout } => {
+            let mut cmd = redis::cmd("WAITAOF");
+            cmd.arg(1).arg(replicas).arg(ms(timeout));
+            Some(cmd)
+        }
+    }
 }
 
-/// After writes on `conn`: `WAIT` until `replicas` replicas have every
-/// write this connection made so far (on a cluster, every primary's
-/// replicas: the fewest counts).
-pub(crate) async fn wait_for_replicas(conn: &mut Conn, wait: (u32, Duration)) -> Result<()> {
-    let reply = crate::store::conn::query_value(conn, &wait_cmd(wait.0, wait.1)).await?;
-    waited_enough(Some(reply), wait)
+/// After writes on `conn`: waits as `acks` asks for every write this
+/// connection made so far (on a cluster, on every primary: the fewest
+/// counts).
+pub(crate) async fn wait_for_replicas(conn: &mut Conn, acks: Acks) -> Result<()> {
+    let Some(cmd) = wait_cmd(acks) else {
+        return Ok(());
+    };
+    let reply = redis::aio::ConnectionLike::req_packed_command(conn, &cmd)
+        .await
+        .map_err(|e| {
+            let unknown = e.kind()
+                == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                && e.to_string()
+                    .to_ascii_lowercase()
+                    .contains("unknown command");
+            if unknown {
+                unsupported_wait(acks)
+            } else {
+                Error::from(e)
+            }
+        })?;
+    waited_enough(Some(reply), acks)
 }
 
-/// `WAIT`'s reply (how many replicas confirmed) against what was asked:
-/// fewer is [`Error::NotReplicated`].
-fn waited_enough(reply: Option<Value>, (replicas, timeout): (u32, Duration)) -> Result<()> {
-    let acked = match reply {
-        Some(Value::Int(n)) => u32::try_from(n.max(0)).unwrap_or(u32::MAX),
-        Some(Value::ServerError(e)) => return Err(Error::from(redis::RedisError::from(e))),
-        other => {
-            return Err(Error::Decode(format!(
-                "WAIT answered {other:?}, not a number of replicas"
-            )));
+/// The server does not have the command `acks` needs.
+fn unsupported_wait(acks: Acks) -> Error {
+    Error::UnsupportedServer {
+        server: "this server".into(),
+        reason: match acks {
+            Acks::Fsynced { .. } => {
+                "Acks::Fsynced needs WAITAOF (Redis 7.2 or later, Valkey 8)".into()
+            }
+            _ => "it has no WAIT".into(),
+        },
+    }
+}
+
+/// The wait's reply against what `acks` asked: fewer is
+/// [`Error::NotReplicated`].
+fn waited_enough(reply: Option<Value>, acks: Acks) -> Result<()> {
+    let (wanted, timeout) = match acks {
+        Acks::Primary => return Ok(()),
+        Acks::Replicas { replicas, timeout } | Acks::Fsynced { replicas, timeout } => {
+            (replicas, timeout)
         }
     };
-    if acked < replicas {
+    let count = |v: &Value| match v {
+        Value::Int(n) => Some(u32::try_from((*n).max(0)).unwrap_or(u32::MAX)),
+        _ => None,
+    };
+    let (acked, primary_fsynced) = match (&reply, acks) {
+        (Some(Value::ServerError(e)), _) => {
+            let e = redis::RedisError::from(e.clone());
+            if e.to_string()
+                .to_ascii_lowercase()
+                .contains("unknown command")
+            {
+                return Err(unsupported_wait(acks));
+            }
+            if e.to_string().contains("appendonly is disabled") {
+                return Err(Error::UnsupportedServer {
+                    server: "this server".into(),
+                    reason: "Acks::Fsynced needs appendonly yes on the primary".into(),
+                });
+            }
+            return Err(Error::from(e));
+        }
+        (Some(v @ Value::Int(_)), Acks::Replicas { .. }) => (count(v), None),
+        (Some(Value::Array(parts)), Acks::Fsynced { .. }) if parts.len() == 2 => {
+            let local = count(&parts[0]);
+            (count(&parts[1]), local.map(|l| l >= 1))
+        }
+        _ => (None, None),
+    };
+    let Some(acked) = acked else {
+        return Err(Error::Decode(format!(
+            "the wait answered {reply:?}, not a number of replicas"
+        )));
+    };
+    if acked < wanted || primary_fsynced == Some(false) {
         return Err(Error::NotReplicated {
-            wanted: replicas,
+            wanted,
             acked,
             timeout,
+            primary_fsynced,
         });
     }
     Ok(())

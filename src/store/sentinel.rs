@@ -3,7 +3,7 @@
 //!
 //! [`SentinelUrl`] is pure (parsing and redaction). [`Primary`] asks the
 //! sentinels for the primary's address (`SENTINEL GET-MASTER-ADDR-BY-NAME`),
-//! connects and checks with `ROLE` that the server is a primary, and hands
+//! connects and checks (`HELLO`'s role) that the server is a primary, and hands
 //! out the result by *generation*: every connection made for a generation
 //! reports failures back ([`Primary::suspect`]), and the next user of the
 //! generation asks the sentinels again. A demoted primary answers writes
@@ -341,7 +341,7 @@ impl Primary {
 }
 
 /// Asks each sentinel in turn for the primary of `spec.master`, connects to
-/// the address given and checks with `ROLE` that it is a primary. Returns
+/// the address given and checks with `HELLO` that it is a primary. Returns
 /// the primary's client and address.
 async fn resolve(
     spec: &SentinelUrl,
@@ -386,9 +386,12 @@ async fn resolve(
             let mut conn = client
                 .get_multiplexed_async_connection_with_config(&cfg)
                 .await?;
-            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
-            let role = role
-                .first()
+            // HELLO (without a version: the protocol stays) tells the
+            // role, and every user may send it; ROLE needs more rights.
+            let hello: std::collections::HashMap<String, Value> =
+                redis::cmd("HELLO").query_async(&mut conn).await?;
+            let role = hello
+                .get("role")
                 .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
                 .unwrap_or_default();
             Ok::<_, RedisError>((client, role))

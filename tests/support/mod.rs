@@ -769,6 +769,10 @@ pub fn unique_prefix(test_name: &str) -> String {
 // RedisCluster
 // ---------------------------------------------------------------------------
 
+/// One line of `CLUSTER NODES`: port, flags, primary's id (or `-`), id,
+/// first slot range (or `-`).
+type NodeLine = (u16, String, String, String, String);
+
 /// Three cluster-enabled masters (no replicas) on loopback, slots spread by
 /// `redis-cli --cluster create`. Killed on drop.
 pub struct RedisCluster {
@@ -781,6 +785,25 @@ pub struct RedisCluster {
 impl RedisCluster {
     pub fn start() -> RedisCluster {
         Self::start_nodes_and_create(Vec::new(), Vec::new(), false)
+    }
+
+    /// Three primaries with a replica each (six nodes) and a
+    /// `cluster-node-timeout` of 1 s: a dead primary's replica takes over
+    /// within seconds. Returns once every replica is synced.
+    pub fn start_with_replicas() -> RedisCluster {
+        let extra = [
+            "--cluster-node-timeout",
+            "1000",
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let cluster = Self::create(extra, Vec::new(), false, 1);
+        cluster.wait_settled(CLUSTER_TIMEOUT);
+        cluster
     }
 
     /// A cluster that speaks only TLS, to clients and between nodes
@@ -829,8 +852,18 @@ impl RedisCluster {
         cli_args: Vec<String>,
         tls: bool,
     ) -> RedisCluster {
+        Self::create(extra, cli_args, tls, 0)
+    }
+
+    /// Three primaries, each with `replicas` replicas.
+    fn create(
+        extra: Vec<String>,
+        cli_args: Vec<String>,
+        tls: bool,
+        replicas: usize,
+    ) -> RedisCluster {
         let cli = redis_cli_bin();
-        let nodes = Self::start_nodes(3, extra, tls);
+        let nodes = Self::start_nodes(3 * (1 + replicas), extra, tls);
         let ports: Vec<u16> = nodes.iter().map(RedisServer::port).collect();
 
         let mut create = Command::new(&cli);
@@ -839,7 +872,7 @@ impl RedisCluster {
             create.arg(format!("127.0.0.1:{port}"));
         }
         create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -949,6 +982,143 @@ impl RedisCluster {
 
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(RedisServer::port).collect()
+    }
+
+    /// `CLUSTER NODES` as one node sees it: (port, flags, primary's id or
+    /// `-`, id, first slot or `-`) per node.
+    fn nodes_seen_by(&self, port: u16) -> Option<Vec<(u16, String, String, String)>> {
+        Some(
+            self.slots_seen_by(port)?
+                .into_iter()
+                .map(|(p, f, m, id, _)| (p, f, m, id))
+                .collect(),
+        )
+    }
+
+    /// [`RedisCluster::nodes_seen_by`] with each node's first slot range
+    /// (`-` for none).
+    fn slots_seen_by(&self, port: u16) -> Option<Vec<NodeLine>> {
+        let text = self.command(port, &["CLUSTER", "NODES"]).ok()?;
+        Some(
+            text.lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(' ').collect();
+                    let port = f.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                    Some((
+                        port,
+                        f.get(2)?.to_string(),
+                        f.get(3)?.to_string(),
+                        f[0].to_string(),
+                        f.get(8).map_or("-".to_string(), |s| s.to_string()),
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    /// The ports of the nodes serving slots (primaries not failed), as the
+    /// first node that answers sees them, in the order of their slots (so
+    /// index i is the same shard before and after a failover).
+    pub fn primaries(&self) -> Vec<u16> {
+        let Some(seen) = self.ports().into_iter().find_map(|p| self.slots_seen_by(p)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u32, u16)> = seen
+            .into_iter()
+            .filter(|(_, flags, _, _, _)| flags.contains("master") && !flags.contains("fail"))
+            .map(|(p, _, _, _, slots)| {
+                let first = slots.split('-').next().and_then(|s| s.parse().ok());
+                (first.unwrap_or(u32::MAX), p)
+            })
+            .collect();
+        out.sort_unstable();
+        out.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Whether every node that answers says `cluster_state:ok`, sees three
+    /// primaries none failed, and (a replica) has its link up.
+    fn settled(&self) -> bool {
+        let running: Vec<u16> = self.ports().into_iter().filter(|p| ping(*p)).collect();
+        running.iter().all(|p| {
+            let ok = self
+                .command(*p, &["CLUSTER", "INFO"])
+                .is_ok_and(|i| i.contains("cluster_state:ok"));
+            let seen = self.nodes_seen_by(*p).unwrap_or_default();
+            let primaries = seen
+                .iter()
+                .filter(|(_, f, _, _)| f.contains("master") && !f.contains("fail"))
+                .count();
+            let failed = seen.iter().any(|(_, f, _, _)| f.contains("fail"));
+            let me = seen.iter().find(|(_, f, _, _)| f.contains("myself"));
+            let linked = match me {
+                Some((_, f, _, _)) if f.contains("slave") => self
+                    .command(*p, &["INFO", "replication"])
+                    .is_ok_and(|i| i.contains("master_link_status:up")),
+                Some(_) => true,
+                None => false,
+            };
+            ok && primaries == 3 && !failed && linked
+        })
+    }
+
+    /// Waits until [`RedisCluster::settled`] (a panic after `within`).
+    pub fn wait_settled(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.settled() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not settle within {within:?}: {:?}",
+                self.primaries()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// SIGKILLs the primary on `port`, waits until its replica serves its
+    /// slots (the cluster is `ok` again on every other node), starts it
+    /// again (it rejoins as a replica, from its nodes.conf) and waits until
+    /// it is synced. Returns the new primary's port and when the old one
+    /// was killed.
+    pub fn fail_over(&mut self, port: u16, within: Duration) -> (u16, Instant) {
+        let seen = self.nodes_seen_by(port).expect("the primary answers");
+        let id = seen
+            .iter()
+            .find(|(_, f, _, _)| f.contains("myself"))
+            .map(|(_, _, _, id)| id.clone())
+            .expect("the node knows itself");
+        let replica = seen
+            .iter()
+            .find(|(_, _, primary, _)| *primary == id)
+            .map(|(p, ..)| *p)
+            .expect("the primary has a replica");
+        let node = self.nodes.iter_mut().find(|n| n.port() == port).unwrap();
+        node.stop();
+        let killed = Instant::now();
+        let deadline = killed + within;
+        loop {
+            let promoted = self.nodes_seen_by(replica).is_some_and(|seen| {
+                seen.iter()
+                    .any(|(p, f, _, _)| *p == replica && f.contains("master"))
+            });
+            let ok = self
+                .command(replica, &["CLUSTER", "INFO"])
+                .is_ok_and(|i| i.contains("cluster_state:ok"));
+            if promoted && ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{replica} did not take over from {port}"
+            );
+            thread::sleep(POLL);
+        }
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port() == port)
+            .unwrap()
+            .restart();
+        self.wait_settled(within);
+        (replica, killed)
     }
 }
 

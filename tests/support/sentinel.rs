@@ -76,12 +76,19 @@ impl SentinelSet {
     /// A primary with `replicas` replicas and three sentinels that all
     /// know every replica and each other (so a failover can start at once).
     pub fn start(replicas: usize) -> SentinelSet {
+        Self::start_via(replicas, |primary| primary)
+    }
+
+    /// [`SentinelSet::start`], with each replica replicating from the port
+    /// `upstream(primary port)` gives (a proxy the test can stall). Once
+    /// the sentinels reconfigure a replica it replicates directly.
+    pub fn start_via(replicas: usize, mut upstream: impl FnMut(u16) -> u16) -> SentinelSet {
         let primary = RedisServer::start_with(DATA_ARGS);
-        let primary_port = primary.port().to_string();
         let mut servers = vec![primary];
         for _ in 0..replicas {
+            let from = upstream(servers[0].port()).to_string();
             let mut args = DATA_ARGS.to_vec();
-            args.extend(["--replicaof", "127.0.0.1", &primary_port]);
+            args.extend(["--replicaof", "127.0.0.1", &from]);
             servers.push(RedisServer::start_with(&args));
         }
         let sentinels: Vec<RedisServer> = (0..3)
@@ -148,12 +155,14 @@ impl SentinelSet {
     /// have made it a synced replica of the new primary: until then it is
     /// an empty primary nobody names, and a second failover could promote
     /// it and lose everything (Redis's own advice: a primary without
-    /// persistence must not restart by itself). Returns (old, new) ports.
-    pub fn fail_over(&mut self, within: Duration) -> (u16, u16) {
+    /// persistence must not restart by itself). Returns the old and new
+    /// primaries' ports and when the old one was killed.
+    pub fn fail_over(&mut self, within: Duration) -> (u16, u16, Instant) {
         let old = self
             .agreed_primary()
             .expect("the sentinels agree on a primary");
         self.server(old).stop();
+        let killed = Instant::now();
         let deadline = Instant::now() + within;
         let new = loop {
             if let Some(p) = self.agreed_primary()
@@ -176,6 +185,6 @@ impl SentinelSet {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        (old, new)
+        (old, new, killed)
     }
 }

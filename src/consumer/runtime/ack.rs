@@ -58,17 +58,17 @@ impl AckGroup {
 }
 
 impl<D: Discipline> Rt<D> {
-    /// With [`Acks::Replicas`](crate::Acks::Replicas): `WAIT` for the
+    /// With [`Acks::Replicas`](crate::Acks::Replicas) or `Fsynced`: wait for the
     /// replicas to have the `count` settles (acks or a dead-lettering) just
     /// written. They stand on the primary either way; fewer replicas in
     /// time is a warning and a count, since a failover now may hand those
     /// messages back to be handled again.
     pub(super) async fn wait_replicated(&self, what: &'static str, count: usize) {
-        let crate::acks::Acks::Replicas { replicas, timeout } = self.s.acks else {
+        if self.s.acks == crate::acks::Acks::Primary {
             return;
-        };
+        }
         let mut conn = self.catalog.connection();
-        if let Err(e) = wait_for_replicas(&mut conn, (replicas, timeout)).await {
+        if let Err(e) = wait_for_replicas(&mut conn, self.s.acks).await {
             self.stats
                 .unreplicated
                 .fetch_add(count as u64, Ordering::Relaxed);
