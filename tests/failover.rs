@@ -77,12 +77,40 @@ enum Setup {
     Sentinel(Arc<Mutex<SentinelSet>>, Arc<Mutex<Vec<proxy::Proxy>>>),
     /// A cluster of three primaries with a replica each.
     Cluster(Arc<Mutex<support::RedisCluster>>),
+    /// A Sentinel set whose primary is cut off from the sentinels and the
+    /// replicas, not from the clients (user `app`), instead of killed.
+    Partitioned(Arc<Mutex<SentinelSet>>),
+}
+
+/// The password of user `app` on every data server of a partitioned set,
+/// and of the default user on the cut-off primary.
+const APP_PASSWORD: &str = "app-pw";
+const CUT_PASSWORD: &str = "cut-pw";
+
+/// `args` on the server on `port`, logged in as `auth` (user, password)
+/// or as the default user.
+fn admin(port: u16, auth: Option<(&str, &str)>, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let url = match auth {
+        Some((user, pass)) => format!("redis://{user}:{pass}@127.0.0.1:{port}"),
+        None => format!("redis://127.0.0.1:{port}"),
+    };
+    let mut conn = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut conn)
 }
 
 impl Setup {
     fn url(&self) -> String {
         match self {
             Setup::Sentinel(set, _) => set.lock().unwrap().url(),
+            Setup::Partitioned(set) => set
+                .lock()
+                .unwrap()
+                .url()
+                .replace("://", &format!("://app:{APP_PASSWORD}@")),
             Setup::Cluster(c) => c.lock().unwrap().url(),
         }
     }
@@ -109,6 +137,72 @@ impl Setup {
                 eprintln!("{test}: failover {round}: primary {old} -> {new}");
                 killed
             }
+            Setup::Partitioned(set) => {
+                let s = set.clone();
+                let name = test.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let s = s.lock().unwrap();
+                    let old = s
+                        .agreed_primary()
+                        .expect("the sentinels agree on a primary");
+                    // The cut: the sentinels and the replicas log in as the
+                    // default user, the clients as `app`. The default user
+                    // gets a password and its connections are closed: the
+                    // sentinels' pings now meet NOAUTH (the primary is down
+                    // for them) and the replicas cannot sync, while the
+                    // clients' connections go on (the wrong side).
+                    let pass = format!(">{CUT_PASSWORD}");
+                    admin(
+                        old,
+                        None,
+                        &["ACL", "SETUSER", "default", "resetpass", &pass],
+                    )
+                    .unwrap();
+                    admin(
+                        old,
+                        Some(("app", APP_PASSWORD)),
+                        &["CLIENT", "KILL", "USER", "default"],
+                    )
+                    .unwrap();
+                    let cut = Instant::now();
+                    let deadline = cut + Duration::from_secs(30);
+                    let new = loop {
+                        if let Some(p) = s.agreed_primary()
+                            && p != old
+                            && role(p).as_deref() == Some("master")
+                        {
+                            break p;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "no failover from the cut-off {old}"
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                    };
+                    // Both sides take writes for a while (split brain),
+                    // then the cut heals: the sentinels make the old
+                    // primary a replica of the new one, and what it took
+                    // meanwhile is gone.
+                    std::thread::sleep(Duration::from_secs(1));
+                    admin(
+                        old,
+                        Some(("default", CUT_PASSWORD)),
+                        &["ACL", "SETUSER", "default", "resetpass", "nopass"],
+                    )
+                    .unwrap();
+                    while !support::sentinel::synced_replica(old) {
+                        assert!(
+                            Instant::now() < deadline + Duration::from_secs(30),
+                            "{old} did not become a replica of {new} after the cut healed"
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    eprintln!("{name}: partition {round}: primary {old} cut off, {new} promoted");
+                    cut
+                })
+                .await
+                .unwrap()
+            }
             Setup::Cluster(c) => {
                 let c = c.clone();
                 let name = test.to_string();
@@ -130,7 +224,7 @@ impl Setup {
     /// others its synced replicas (reconfigured asynchronously).
     async fn settle(&self) {
         match self {
-            Setup::Sentinel(set, _) => {
+            Setup::Sentinel(set, _) | Setup::Partitioned(set) => {
                 let set = set.clone();
                 tokio::task::spawn_blocking(move || {
                     let s = set.lock().unwrap();
@@ -410,6 +504,61 @@ async fn the_loss_of_primary_acks_per_failover_is_measured() {
     assert_eq!(run.unhandled, 0);
 }
 
+/// A primary cut off from the sentinels and its replicas but not from the
+/// clients keeps taking writes until the cut heals; then it becomes a
+/// replica and loses them. With replica acks none of those was
+/// acknowledged (no replica confirmed them: the client asks the sentinels
+/// again and moves to the new primary); with the primary's acks alone,
+/// what the wrong side acknowledged is lost, and the check sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_primary_loses_only_what_no_replica_confirmed() {
+    let partitioned = |name: &'static str| async move {
+        let set = tokio::task::spawn_blocking(|| {
+            let set = SentinelSet::start(2);
+            let pass = format!(">{APP_PASSWORD}");
+            for server in &set.servers {
+                admin(
+                    server.port(),
+                    None,
+                    &["ACL", "SETUSER", "app", "on", &pass, "~*", "&*", "+@all"],
+                )
+                .unwrap();
+            }
+            set
+        })
+        .await
+        .unwrap();
+        let _ = name;
+        Setup::Partitioned(Arc::new(Mutex::new(set)))
+    };
+    let n = failovers(1);
+    let (replica_set, primary_set) = (partitioned("replicas").await, partitioned("primary").await);
+    // Both set-ups at once (each its own processes and ports).
+    let (replicas, primary) = tokio::join!(
+        under_load(
+            "partition-replica-acks",
+            Acks::replicas(1, Duration::from_millis(500)),
+            n,
+            replica_set,
+        ),
+        under_load("partition-primary-acks", Acks::Primary, n, primary_set)
+    );
+    report(
+        &format!("sentinel partition, replicas(1), {n} cuts"),
+        &replicas,
+    );
+    assert_eq!((replicas.lost, replicas.unhandled), (0, 0));
+    report(
+        &format!("sentinel partition, primary acks, {n} cuts"),
+        &primary,
+    );
+    assert!(
+        primary.lost > 0,
+        "nothing lost: the check cannot see a loss"
+    );
+    assert_eq!(primary.unhandled, 0);
+}
+
 /// A cluster of three primaries with a replica each: each primary in turn
 /// is killed under load; producers and the worker follow each promotion
 /// without a restart, and with replica acks nothing acknowledged is lost.
@@ -438,20 +587,22 @@ async fn a_cluster_follows_each_primary_s_replica_and_replica_acks_lose_nothing(
 /// nothing is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failover_loses_what_only_the_primary_acknowledged() {
-    let primary = failovers_under_load("failover-primary-acks", Acks::Primary, 1, true).await;
+    // Two sets at once (each its own processes and ports).
+    let (primary, replicas) = tokio::join!(
+        failovers_under_load("failover-primary-acks", Acks::Primary, 1, true),
+        failovers_under_load(
+            "failover-replica-acks",
+            Acks::replicas(1, Duration::from_millis(500)),
+            1,
+            true,
+        )
+    );
     report("sentinel, primary acks, replication stalled", &primary);
     assert!(
         primary.lost > 0,
         "nothing lost: the check cannot see a loss"
     );
     assert_eq!(primary.unhandled, 0);
-    let replicas = failovers_under_load(
-        "failover-replica-acks",
-        Acks::replicas(1, Duration::from_millis(500)),
-        1,
-        true,
-    )
-    .await;
     report("sentinel, replicas(1), replication stalled", &replicas);
     assert_eq!((replicas.lost, replicas.unhandled), (0, 0));
     assert!(replicas.failures > 0, "the stalled publishes were refused");

@@ -125,6 +125,15 @@ impl Conn {
         matches!(self.0, ConnKind::Cluster(_))
     }
 
+    /// Behind Sentinel: the primary in use may no longer be the one (no
+    /// replica confirmed a write, as on the wrong side of a partition):
+    /// the next command asks the sentinels again. Nothing elsewhere.
+    pub(crate) fn suspect_primary(&self) {
+        if let ConnKind::Followed(f) = &self.0 {
+            f.suspect_current();
+        }
+    }
+
     /// Runs a script by SHA, loading every script again on `NOSCRIPT`
     /// (a restarted or failed-over server forgets them).
     pub(crate) async fn eval(
@@ -535,16 +544,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
     }
     .map_err(|e| Error::Config(format!("bad Redis URL {}: {e}", redact_url(first))))?;
     let addr = client.get_connection_info().addr().to_string();
-    let probe_cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.response_timeout));
-    let mut probe = client
-        .get_multiplexed_async_connection_with_config(&probe_cfg)
-        .await
-        .map_err(|e| connect_error(&addr, e))?;
-    let info = server_info(&mut probe)
-        .await
-        .map_err(|e| connect_error(&addr, e))??;
+    let (mut probe, probe_cfg, info) = probe(&client, config).await?;
     if info.cluster && config.uses_tls() {
         check_cluster_handshakes(&client, &mut probe, &probe_cfg).await?;
     }
@@ -635,6 +635,30 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
     }
 }
 
+/// A first connection to `client`'s server, the settings it was made with,
+/// and what the server says it is (refusing servers older than 7.0).
+async fn probe(
+    client: &redis::Client,
+    config: &Config,
+) -> Result<(
+    redis::aio::MultiplexedConnection,
+    AsyncConnectionConfig,
+    ServerInfo,
+)> {
+    let addr = client.get_connection_info().addr().to_string();
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+        .map_err(|e| connect_error(&addr, e))?;
+    let info = server_info(&mut conn)
+        .await
+        .map_err(|e| connect_error(&addr, e))??;
+    Ok((conn, cfg, info))
+}
+
 /// Connects through Redis Sentinel: every connection kind goes to the
 /// primary the sentinels name and follows it across promotions.
 async fn connect_sentinel(
@@ -646,18 +670,11 @@ async fn connect_sentinel(
     let primary = std::sync::Arc::new(
         Primary::connect(spec, certs, config.connect_timeout, config.response_timeout).await?,
     );
+    crate::store::sentinel::watch(&primary);
     let (_, client) = primary.client().await?;
     let addr = client.get_connection_info().addr().to_string();
-    let probe_cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.response_timeout));
-    let mut probe = client
-        .get_multiplexed_async_connection_with_config(&probe_cfg)
-        .await
-        .map_err(|e| connect_error(&addr, e))?;
-    let info = server_info(&mut probe)
-        .await
-        .map_err(|e| connect_error(&addr, e))??;
+    let (probe, _, info) = probe(&client, config).await?;
+    drop(probe);
     if info.cluster {
         return Err(Error::Config(format!(
             "the sentinels' primary for {master:?} ({addr}) is a cluster node: use its redis:// URL"

@@ -342,6 +342,11 @@ pub(crate) async fn send(
     {
         wait_failed = wait_for_replicas(&mut conn.clone(), w).await.err();
     }
+    if matches!(wait_failed, Some(Error::NotReplicated { .. })) {
+        // No replica has what this primary took: behind Sentinel it may be
+        // cut off from the rest (a partition), so ask the sentinels again.
+        conn.suspect_primary();
+    }
     if results.iter().any(Result::is_ok)
         && let Some(e) = wait_failed
     {

@@ -340,6 +340,78 @@ impl Primary {
     }
 }
 
+/// Opens a client for `url` with `certs` (TLS) or without.
+fn open_client(
+    url: &str,
+    certs: Option<&redis::TlsCertificates>,
+) -> std::result::Result<redis::Client, RedisError> {
+    match certs {
+        Some(c) => redis::Client::build_with_tls(url, c.clone()),
+        None => redis::Client::open(url),
+    }
+}
+
+/// Asks the sentinel at `host:port` where the primary of `spec.master` is.
+async fn ask_sentinel(
+    spec: &SentinelUrl,
+    certs: Option<&redis::TlsCertificates>,
+    (host, port): (&str, u16),
+    cfg: &AsyncConnectionConfig,
+) -> std::result::Result<Option<(String, u16)>, RedisError> {
+    let sentinel = open_client(&spec.sentinel_url(host, port), certs)?;
+    let mut conn = sentinel
+        .get_multiplexed_async_connection_with_config(cfg)
+        .await?;
+    redis::cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg(&spec.master)
+        .query_async(&mut conn)
+        .await
+}
+
+/// How often [`watch`] asks the sentinels where the primary is.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// While `primary` is in use: every [`WATCH_EVERY`], asks the sentinels
+/// (the first that answers) where the primary is, and suspects the current
+/// generation when they name another. So a client follows a promotion
+/// even when nothing it does fails: a worker reading a primary that was
+/// cut off from the sentinels (the wrong side of a partition) moves to the
+/// new one within about a second of the sentinels' switch.
+pub(crate) fn watch(primary: &std::sync::Arc<Primary>) {
+    let weak = std::sync::Arc::downgrade(primary);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(p) = weak.upgrade() else {
+                return;
+            };
+            let cfg = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(p.connect_timeout))
+                .set_response_timeout(Some(p.connect_timeout));
+            let (generation, addr) = {
+                let s = p.lock();
+                (s.generation, s.addr.clone())
+            };
+            for (host, port) in &p.spec.sentinels {
+                match ask_sentinel(&p.spec, p.certs.as_ref(), (host, *port), &cfg).await {
+                    Ok(Some((h, port))) => {
+                        if format!("{h}:{port}") != addr {
+                            tracing::info!(from = %addr, to = %format!("{h}:{port}"),
+                                "the sentinels name another primary");
+                            p.suspect(generation);
+                        }
+                        break;
+                    }
+                    _ => continue,
+                }
+            }
+        }
+    });
+}
+
 /// Asks each sentinel in turn for the primary of `spec.master`, connects to
 /// the address given and checks with `HELLO` that it is a primary. Returns
 /// the primary's client and address.
@@ -348,27 +420,13 @@ async fn resolve(
     certs: Option<&redis::TlsCertificates>,
     timeout: Duration,
 ) -> std::result::Result<(redis::Client, String), RedisError> {
-    let open = |url: &str| match certs {
-        Some(c) => redis::Client::build_with_tls(url, c.clone()),
-        None => redis::Client::open(url),
-    };
+    let open = |url: &str| open_client(url, certs);
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
     let mut why = Vec::new();
     for (host, port) in &spec.sentinels {
-        let asked = async {
-            let sentinel = open(&spec.sentinel_url(host, *port))?;
-            let mut conn = sentinel
-                .get_multiplexed_async_connection_with_config(&cfg)
-                .await?;
-            let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(&spec.master)
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, RedisError>(addr)
-        };
+        let asked = ask_sentinel(spec, certs, (host, *port), &cfg);
         let (phost, pport) = match asked.await {
             Ok(Some(a)) => a,
             Ok(None) => {
@@ -425,6 +483,13 @@ async fn resolve(
 pub(crate) struct FollowConn(pub(crate) std::sync::Arc<Primary>);
 
 impl FollowConn {
+    /// The primary of the current generation is suspected (see
+    /// [`Primary::suspect`]).
+    pub(crate) fn suspect_current(&self) {
+        let generation = self.0.lock().generation;
+        self.0.suspect(generation);
+    }
+
     async fn command(&self, cmd: &Cmd) -> std::result::Result<Value, RedisError> {
         for attempt in 0..2 {
             let (generation, mut conn) = self.0.multiplexed().await?;

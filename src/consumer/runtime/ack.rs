@@ -69,6 +69,11 @@ impl<D: Discipline> Rt<D> {
         }
         let mut conn = self.catalog.connection();
         if let Err(e) = wait_for_replicas(&mut conn, self.s.acks).await {
+            if matches!(e, crate::error::Error::NotReplicated { .. }) {
+                // Possibly the wrong side of a partition: behind Sentinel,
+                // ask the sentinels again.
+                conn.suspect_primary();
+            }
             self.stats
                 .unreplicated
                 .fetch_add(count as u64, Ordering::Relaxed);
