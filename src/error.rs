@@ -407,13 +407,16 @@ fn login_refused(kind: redis::ErrorKind, code: Option<&str>, detail: &str) -> Op
 
 /// What an ACL refused, if the server error `code`/`detail` is such a
 /// refusal: `NOPERM` for a command sent directly, or an error from inside a
-/// script (Redis 7.0 says "The user executing the script can't ..."), which
-/// then names the script and the command at the line Redis reports.
+/// script (Redis 7.0 says "The user executing the script can't ...", Redis
+/// 7.2+ and Valkey "ACL failure in script: User ... has no permissions
+/// ..."), which then names the script and the command at the line Redis
+/// reports.
 fn permission_denied(code: Option<&str>, detail: &str) -> Option<String> {
     match code {
         Some("NOPERM") => Some(format!("NOPERM {detail}")),
         Some(_)
             if detail.starts_with("The user executing the script can't")
+                || detail.starts_with("ACL failure in script")
                 || detail.contains("NOPERM") =>
         {
             Some(match crate::store::scripts::denied_call(detail) {
@@ -531,5 +534,28 @@ pub(crate) fn origin_suffix(path: &Option<PathBuf>) -> String {
     match path {
         Some(p) => format!(" {}", p.display()),
         None => " (given in memory)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_refusals_inside_scripts_are_permission_errors_on_every_server() {
+        let refusals = [
+            // Redis 7.0.
+            "The user executing the script can't run this command or subcommand script: 00, on @user_script:1.",
+            // Redis 7.2+ and Valkey.
+            "ACL failure in script: User app has no permissions to run the 'hset' command script: 00, on @user_script:1.",
+        ];
+        for detail in refusals {
+            assert_eq!(
+                permission_denied(Some("ERR"), detail).as_deref(),
+                Some(detail),
+                "{detail}"
+            );
+        }
+        assert_eq!(permission_denied(Some("ERR"), "unknown command 'x'"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! A private `redis-server` for demos, examples and benchmarks: started from
-//! `PATH` on a free loopback port in a temporary directory, with nothing
-//! persisted, and stopped when dropped.
+//! `PATH` (or the binary named by `MILLRACE_REDIS_SERVER`) on a free loopback
+//! port in a temporary directory, with nothing persisted, and stopped when
+//! dropped.
 //!
 //! This is how `millrace demo` and `millrace bench` run on a machine with no
 //! Redis set up; it never touches a Redis it did not start.
@@ -27,8 +28,19 @@ pub struct PrivateRedis {
     dir: PathBuf,
 }
 
-/// Finds `redis-server` on `PATH`.
+/// The environment variable naming the server binary to start instead of
+/// `redis-server` from `PATH`: a `redis-server` or `valkey-server` of any
+/// supported version (docs/compatibility.md).
+pub const SERVER_ENV: &str = "MILLRACE_REDIS_SERVER";
+
+/// Finds the server binary: the file named by `MILLRACE_REDIS_SERVER` when
+/// that is set and not empty (`None` when it names no file), else
+/// `redis-server` on `PATH`.
 pub fn find_redis_server() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os(SERVER_ENV).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return bin.is_file().then_some(bin);
+    }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join("redis-server"))
@@ -49,12 +61,18 @@ impl PrivateRedis {
 
     /// [`PrivateRedis::start`] with extra server arguments.
     pub fn start_with(extra: &[&str]) -> Result<PrivateRedis> {
-        let bin = find_redis_server().ok_or_else(|| {
-            Error::Config(
+        let bin = find_redis_server().ok_or_else(|| match std::env::var_os(SERVER_ENV) {
+            Some(named) if !named.is_empty() => Error::Config(format!(
+                "{SERVER_ENV}={} is not a file; point it at a redis-server or valkey-server \
+                 binary, or unset it to use redis-server from PATH",
+                PathBuf::from(named).display()
+            )),
+            _ => Error::Config(
                 "redis-server not found on PATH; install it (Debian/Ubuntu: apt-get install \
-                 redis-server, macOS: brew install redis) or pass --redis URL"
+                 redis-server, macOS: brew install redis), set MILLRACE_REDIS_SERVER to its \
+                 path, or pass --redis URL"
                     .into(),
-            )
+            ),
         })?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -269,6 +269,9 @@ async fn retries_dead_letters_and_delays_on_a_cluster() {
 /// handles keyed messages from partitions on all three masters, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_with_client_certificates_carries_an_ordered_group() {
+    if support::skip_without_tls() {
+        return;
+    }
     support::init_tracing();
     let pki = Pki::generate();
     let cluster = tokio::task::block_in_place(|| RedisCluster::start_tls(&pki, true));
@@ -377,6 +380,9 @@ async fn a_tls_cluster_with_client_certificates_carries_an_ordered_group() {
 /// the node, not redis-rs's "no connections found".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_node_whose_certificate_does_not_cover_its_address_is_a_tls_error() {
+    if support::skip_without_tls() {
+        return;
+    }
     let pki = Pki::generate();
     let cluster = tokio::task::block_in_place(|| {
         RedisCluster::start_tls_with(

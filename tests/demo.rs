@@ -201,7 +201,14 @@ fn the_demo_starts_and_stops_a_private_redis_server() {
     let dir = bin.parent().expect("redis-server's directory");
     let path = std::env::join_paths([dir, Path::new("/usr/bin"), Path::new("/bin")]).expect("PATH");
     let mut cmd = millrace(&["demo"]);
-    cmd.env("PATH", path);
+    // The binary comes from PATH here; the next test names it instead.
+    cmd.env("PATH", path).env_remove("MILLRACE_REDIS_SERVER");
+    if !dir.join("redis-server").is_file() {
+        // A valkey-server named by MILLRACE_REDIS_SERVER, with no
+        // redis-server beside it: the next test covers it.
+        eprintln!("skipped: no redis-server in {}", dir.display());
+        return;
+    }
     let run = run(cmd);
     assert_the_story_is_told(&run);
     let port: u16 = run
@@ -219,10 +226,46 @@ fn the_demo_starts_and_stops_a_private_redis_server() {
 }
 
 #[test]
+fn the_demo_starts_the_server_that_millrace_redis_server_names() {
+    let bin = support::redis_server_bin();
+    let empty = tempfile::tempdir().expect("temp dir");
+    let mut cmd = millrace(&["demo"]);
+    cmd.env("PATH", empty.path())
+        .env("MILLRACE_REDIS_SERVER", &bin);
+    let run = run(cmd);
+    assert_the_story_is_told(&run);
+    assert!(
+        run.stdout.contains("stopped the private redis-server"),
+        "{run:#?}"
+    );
+}
+
+#[test]
+fn a_millrace_redis_server_that_names_no_file_is_an_error_that_says_so() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let missing = empty.path().join("no-such-redis-server");
+    let mut cmd = millrace(&["demo"]);
+    cmd.env("MILLRACE_REDIS_SERVER", &missing);
+    let run = run(cmd);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let first = run.stderr.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!(
+            "error: MILLRACE_REDIS_SERVER={} is not a file; point it at a redis-server or \
+             valkey-server binary, or unset it to use redis-server from PATH",
+            missing.display()
+        ),
+        "{run:#?}"
+    );
+}
+
+#[test]
 fn without_redis_server_on_path_the_demo_says_how_to_install_it() {
     let empty = tempfile::tempdir().expect("temp dir");
     let mut cmd = millrace(&["demo"]);
-    cmd.env("PATH", empty.path());
+    cmd.env("PATH", empty.path())
+        .env_remove("MILLRACE_REDIS_SERVER");
     let run = run(cmd);
     assert_eq!(run.code, Some(1), "{run:#?}");
     let lines: Vec<&str> = run.stderr.lines().collect();

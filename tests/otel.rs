@@ -145,6 +145,23 @@ async fn a_message_is_followed_from_publish_through_retry_dead_letter_and_replay
         }
     })
     .await;
+    // The lag above counts the lanes, not the group's retry stream the
+    // replays went to: wait for the replayed message's process span too.
+    let replayed_id = receipt.message_id.to_string();
+    support::wait_until(Duration::from_secs(20), "the replay's process span", || {
+        let ended = spans
+            .get_finished_spans()
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| {
+                s.name == "process invoices"
+                    && attr(s, "messaging.message.id").as_deref() == Some(replayed_id.as_str())
+                    && attr(s, "messaging.consumer.group.name").as_deref() == Some("pdf")
+            })
+            .count();
+        async move { ended >= 3 }
+    })
+    .await;
     pdf.shutdown().await.unwrap();
     audit.shutdown().await.unwrap();
 

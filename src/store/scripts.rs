@@ -155,7 +155,9 @@ scripts! {
 /// error text, which ends `script: <sha>, on @user_script:<line>.`
 pub(crate) fn denied_call(detail: &str) -> Option<String> {
     static ALL: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
-    let (_, tail) = detail.split_once("script: ")?;
+    // The last "script: " is the one before the SHA (Redis 7.2+ begins
+    // with "ACL failure in script: ").
+    let (_, tail) = detail.rsplit_once("script: ")?;
     let (sha, tail) = tail.split_once(',')?;
     let line: usize = tail
         .split_once("@user_script:")?
@@ -191,6 +193,15 @@ mod tests {
         let s = Scripts::new();
         let detail = format!(
             "The user executing the script can't run this command or subcommand script: {}, on @user_script:28.",
+            s.topic_create.sha()
+        );
+        assert_eq!(
+            denied_call(&detail).as_deref(),
+            Some("script topic_create.lua, line 28, HSET")
+        );
+        // Redis 7.2+ and Valkey word it otherwise.
+        let detail = format!(
+            "ACL failure in script: User app has no permissions to run the 'hset' command script: {}, on @user_script:28.",
             s.topic_create.sha()
         );
         assert_eq!(

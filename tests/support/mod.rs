@@ -65,30 +65,82 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// Path of `redis-server`, or a panic explaining how to install it.
+/// The binary named by the environment variable `var` (a path, checked to
+/// be an executable file), or else `name` found on `PATH`.
+fn find_bin(var: &str, name: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            use std::os::unix::fs::PermissionsExt;
+            let ok = fs::metadata(&path)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "{var}={} is not an executable file: point it at a redis-server / \
+                 valkey-server (or redis-cli / valkey-cli) binary, or unset it to use PATH",
+                path.display()
+            );
+            Some(path)
+        }
+        _ => find_on_path(name),
+    }
+}
+
+/// Path of `redis-server` (`MILLRACE_REDIS_SERVER` when set, else from
+/// `PATH`), or a panic explaining how to install it.
 pub fn redis_server_bin() -> PathBuf {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| find_on_path("redis-server"))
+    BIN.get_or_init(|| find_bin("MILLRACE_REDIS_SERVER", "redis-server"))
         .clone()
         .unwrap_or_else(|| {
             panic!(
                 "redis-server not found on PATH: install it (Debian: apt-get install redis-server) \
-                 — tests never use a shared Redis"
+                 or set MILLRACE_REDIS_SERVER — tests never use a shared Redis"
             )
         })
 }
 
-/// Path of `redis-cli` (needed to create a cluster), or a panic explaining how to install it.
+/// Path of `redis-cli` (needed to create a cluster; `MILLRACE_REDIS_CLI`
+/// when set, else from `PATH`), or a panic explaining how to install it.
 pub fn redis_cli_bin() -> PathBuf {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| find_on_path("redis-cli"))
+    BIN.get_or_init(|| find_bin("MILLRACE_REDIS_CLI", "redis-cli"))
         .clone()
         .unwrap_or_else(|| {
             panic!(
                 "redis-cli not found on PATH: install it (Debian: apt-get install redis-tools) \
-                 — tests never use a shared Redis"
+                 or set MILLRACE_REDIS_CLI — tests never use a shared Redis"
             )
         })
+}
+
+/// What the server binary calls itself and its version, from
+/// `redis-server --version` ("Redis server v=7.0.15 ...", "Valkey server
+/// v=9.1.2 ..."): `("redis", "7.0.15")`, `("valkey", "9.1.2")` — the words
+/// the library's `ServerInfo` uses.
+pub fn server_kind_and_version() -> (String, String) {
+    static KIND: OnceLock<(String, String)> = OnceLock::new();
+    KIND.get_or_init(|| {
+        let bin = redis_server_bin();
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", bin.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let kind = text
+            .split_whitespace()
+            .next()
+            .map(str::to_lowercase)
+            .unwrap_or_default();
+        let version = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no version in `{} --version`: {text}", bin.display()));
+        (kind, version)
+    })
+    .clone()
 }
 
 // ---------------------------------------------------------------------------
@@ -306,6 +358,53 @@ enum LaunchError {
     AddrInUse,
     /// Anything else; carries a description including the log.
     Failed(String),
+}
+
+/// Whether the server binary speaks TLS: probed once per test process by
+/// starting it with `--tls-port` and a throwaway certificate. A server built
+/// without TLS refuses that: Redis 7.0 does not know the directive ("Bad
+/// directive"), Redis 7.2+ and Valkey have no TLS connection type ("Failed
+/// finding connection listener of tls", Valkey 9 "Missing implement of
+/// connection type tls"). Any other failure is a panic, so a
+/// broken TLS setup is not mistaken for a build without it.
+pub fn server_speaks_tls() -> bool {
+    static TLS: OnceLock<bool> = OnceLock::new();
+    *TLS.get_or_init(|| {
+        let pki = tls::Pki::generate();
+        for _ in 0..5 {
+            match RedisServer::try_start_on(free_port(), pki.server_args(false), true) {
+                Ok(_server) => return true,
+                Err(LaunchError::AddrInUse) => continue,
+                Err(LaunchError::Failed(log)) => {
+                    let without_tls = [
+                        "Bad directive",              // Redis 7.0
+                        "listener of tls",            // Redis 7.2+
+                        "connection type tls",        // Valkey
+                        "Failed finding TLS support", // Valkey
+                    ];
+                    if without_tls.iter().any(|sign| log.contains(sign)) {
+                        return false;
+                    }
+                    panic!("cannot tell whether redis-server speaks TLS: {log}");
+                }
+            }
+        }
+        panic!("redis-server: every port tried was already in use");
+    })
+}
+
+/// For a test that needs a TLS-capable server: `true` (and a line on stderr
+/// saying why) when the server was built without TLS, and the test should
+/// return; Debian's redis-server always has TLS.
+pub fn skip_without_tls() -> bool {
+    if server_speaks_tls() {
+        return false;
+    }
+    eprintln!(
+        "skipped: {} was built without TLS (build it with BUILD_TLS=yes to run this test)",
+        redis_server_bin().display()
+    );
+    true
 }
 
 /// A private `redis-server` on a loopback port, in its own temp dir.
