@@ -547,11 +547,18 @@ impl RedisServer {
         if let Some((master, primary)) = &self.sentinel_of {
             let conf = self.dir.path().join("sentinel.conf");
             if !conf.exists() {
+                // 1 s by default (short tests); MILLRACE_SENTINEL_DOWN_AFTER_MS
+                // for long runs, where a full sync under load can stall a
+                // new primary past 1 s.
+                let down_after: u64 = std::env::var("MILLRACE_SENTINEL_DOWN_AFTER_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000);
                 fs::write(
                     &conf,
                     format!(
                         "sentinel monitor {master} 127.0.0.1 {primary} 2\n\
-                         sentinel down-after-milliseconds {master} 1000\n\
+                         sentinel down-after-milliseconds {master} {down_after}\n\
                          sentinel failover-timeout {master} 3000\n\
                          sentinel parallel-syncs {master} 2\n"
                     ),
