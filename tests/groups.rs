@@ -908,3 +908,64 @@ async fn more_consumers_than_pooled_connections_all_make_progress() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// A lag Redis cannot tell (the group's `entries-read` unknown, as on a
+/// replica promoted by a failover; here by `XGROUP SETID` without
+/// `ENTRIESREAD`) is estimated, never 0 while the group is behind. Control:
+/// Redis's own lag is nil there, and a group read to the end has lag 0.
+#[tokio::test]
+async fn a_lag_redis_cannot_tell_is_estimated_never_zero_while_behind() {
+    let c = client("lag-unknown").await;
+    c.create_topic(&TopicSpec::new("jobs", 1).unwrap())
+        .await
+        .unwrap();
+    for i in 0..100u32 {
+        c.producer()
+            .publish("jobs", Record::encode(&i).unwrap())
+            .await
+            .unwrap();
+    }
+    c.create_group("jobs", "g", &StartAt::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(c.describe_group("jobs", "g").await.unwrap().lag, 100);
+    let stream = c.keys().stream("jobs", 0, 0);
+    let mut conn = c.connection();
+    let first_half: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(50)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let set_to = |id: String| {
+        let (stream, mut conn) = (stream.clone(), c.connection());
+        async move {
+            let _: () = redis::cmd("XGROUP")
+                .arg("SETID")
+                .arg(&stream)
+                .arg("g")
+                .arg(id)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    set_to(first_half[49].0.clone()).await;
+    let groups: redis::Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        format!("{groups:?}").contains("bulk-string('\"lag\"'), nil"),
+        "Redis can tell the lag here: the test proves nothing: {groups:?}"
+    );
+    let lag = c.describe_group("jobs", "g").await.unwrap().lag;
+    assert!((1..=100).contains(&lag), "lag {lag}");
+    set_to("$".into()).await;
+    assert_eq!(c.describe_group("jobs", "g").await.unwrap().lag, 0);
+}

@@ -15,6 +15,8 @@ pub(crate) struct StreamFacts {
     pub last_generated: Option<StreamId>,
     /// Entries ever added (`entries-added`; 0 where missing).
     pub entries_added: u64,
+    /// The id of its first entry now (`first-entry`).
+    pub first: Option<StreamId>,
 }
 
 /// What the lag rule needs of one group's entry in a lane stream's `XINFO
@@ -78,6 +80,12 @@ pub(crate) fn stream_facts(stream: &Value) -> StreamFacts {
             b"length" => f.length = num_of(v),
             b"last-generated-id" => f.last_generated = id_of(v),
             b"entries-added" => f.entries_added = num_of(v).unwrap_or(0),
+            b"first-entry" => {
+                f.first = match v {
+                    Value::Array(entry) => entry.first().and_then(id_of),
+                    _ => None,
+                }
+            }
             _ => {}
         }
     }
@@ -120,12 +128,26 @@ impl GroupFacts {
     /// restarts (seen in the soak: groups read to the last entry, nothing
     /// pending, "lag" in the thousands). So a group whose last delivered id
     /// is the stream's last generated id has lag 0, and no lag exceeds what
-    /// the stream holds; a lag Redis cannot tell (nil) counts as 0.
+    /// the stream holds.
+    ///
+    /// A lag Redis cannot tell (nil: after a failover, the promoted replica
+    /// knows no `entries-read` until the group reads to the end) is
+    /// estimated from the entry ids' times: the share of the stream's time
+    /// span after the last delivered id, times its length (all of it when
+    /// the group is before the first entry, at least 1 while it is behind).
+    /// Counting exactly would mean reading the entries; 0 would hide a
+    /// backlog exactly when a group catches up after a failover.
     pub(crate) fn counts(&self, stream: &StreamFacts) -> (u64, u64) {
-        let mut lag = self.lag.unwrap_or(0);
-        if let (Some(read_to), Some(last)) = (self.last_delivered, stream.last_generated)
-            && read_to >= last
-        {
+        let behind = match (self.last_delivered, stream.last_generated) {
+            (Some(read_to), Some(last)) => read_to < last,
+            _ => false,
+        };
+        let mut lag = match self.lag {
+            Some(l) => l,
+            None if behind => estimate(self.last_delivered, stream),
+            None => 0,
+        };
+        if !behind && self.last_delivered.is_some() && stream.last_generated.is_some() {
             lag = 0;
         }
         if let Some(length) = stream.length {
@@ -133,6 +155,26 @@ impl GroupFacts {
         }
         (lag, self.pending)
     }
+}
+
+/// The entries after `read_to` in `stream`, estimated from the ids' times
+/// (see [`GroupFacts::counts`]).
+fn estimate(read_to: Option<StreamId>, stream: &StreamFacts) -> u64 {
+    let length = stream.length.unwrap_or(0);
+    let (Some(read_to), Some(first), Some(last)) = (read_to, stream.first, stream.last_generated)
+    else {
+        return length.max(1);
+    };
+    if read_to < first {
+        return length.max(1);
+    }
+    let span = last.ms.saturating_sub(first.ms);
+    if span == 0 {
+        return 1;
+    }
+    let after = last.ms.saturating_sub(read_to.ms);
+    let share = (u128::from(length) * u128::from(after) / u128::from(span)) as u64;
+    share.clamp(1, length.max(1))
 }
 
 /// `lag` and `pending` of `group` on one lane stream, from its `XINFO
@@ -204,13 +246,43 @@ mod tests {
         );
     }
 
+    fn with_first(mut stream: Value, first: &str) -> Value {
+        if let Value::Array(f) = &mut stream {
+            f.extend([
+                bulk("first-entry"),
+                Value::Array(vec![bulk(first), Value::Array(vec![])]),
+            ]);
+        }
+        stream
+    }
+
     #[test]
-    fn a_lag_redis_cannot_tell_counts_as_zero_and_a_missing_group_as_none() {
-        let groups = Value::Array(vec![group_info("g", "1-0", Value::Nil, 1)]);
+    fn a_lag_redis_cannot_tell_is_estimated_from_the_ids_times() {
+        // 1000 entries from 1000 ms to 2000 ms; read to 1750: a quarter left.
+        let stream = with_first(stream_info(1000, "2000-0"), "1000-0");
+        let groups = Value::Array(vec![group_info("g", "1750-0", Value::Nil, 1)]);
+        assert_eq!(lane_counts(&groups, &stream, "g"), Some((250, 1)));
+        // Before the first entry: all of it.
+        let groups = Value::Array(vec![group_info("g", "5-0", Value::Nil, 0)]);
+        assert_eq!(lane_counts(&groups, &stream, "g"), Some((1000, 0)));
+        // Behind within the last millisecond: at least 1, never 0.
+        let groups = Value::Array(vec![group_info("g", "2000-0", Value::Nil, 0)]);
         assert_eq!(
-            lane_counts(&groups, &stream_info(40, "9-0"), "g"),
-            Some((0, 1))
+            lane_counts(
+                &groups,
+                &with_first(stream_info(3, "2000-2"), "2000-0"),
+                "g"
+            ),
+            Some((1, 0))
         );
+        // Read to the end: 0, whatever Redis cannot tell.
+        let groups = Value::Array(vec![group_info("g", "2000-0", Value::Nil, 0)]);
+        assert_eq!(lane_counts(&groups, &stream, "g"), Some((0, 0)));
+    }
+
+    #[test]
+    fn a_missing_group_has_no_counts() {
+        let groups = Value::Array(vec![group_info("g", "1-0", Value::Nil, 1)]);
         assert_eq!(
             lane_counts(&groups, &stream_info(40, "9-0"), "nobody"),
             None

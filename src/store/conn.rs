@@ -395,6 +395,18 @@ fn pool_error(e: managed::PoolError<redis::RedisError>) -> Error {
 }
 
 impl BlockingConn {
+    /// Whether the connection still leads to the primary: false once the
+    /// primary behind Redis Sentinel changed (or is suspected) since it was
+    /// made. A kept connection must be let go then: the old primary may
+    /// still answer (cut off from the sentinels, not from us), with its own
+    /// stale copy of every lease.
+    pub(crate) fn is_current(&self) -> bool {
+        match &self.0 {
+            BlockingKind::Followed(c) => c.is_current(),
+            _ => true,
+        }
+    }
+
     /// Takes the connection out of its pool: when dropped it is closed
     /// rather than reused. For a blocking read abandoned midway, whose reply
     /// could otherwise still arrive (and deliver messages) on a pooled
@@ -457,7 +469,11 @@ impl HeldConns {
     pub(crate) async fn take(&self, pool: &BlockingPool) -> Result<ReadGuard> {
         let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match kept {
-            Some(c) => Ok(ReadGuard::new(c)),
+            Some(c) if c.is_current() => Ok(ReadGuard::new(c)),
+            Some(old) => {
+                old.detach();
+                Ok(ReadGuard::new(pool.get().await?))
+            }
             None => Ok(ReadGuard::new(pool.get().await?)),
         }
     }
@@ -570,11 +586,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
         let manager = ClusterManager {
             client: build(blocking_response)?,
         };
-        let pool = managed::Pool::builder(manager)
-            .max_size(config.blocking_pool_size)
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(pool_build_failed)?;
+        let pool = build_pool(manager, config.blocking_pool_size)?;
         Ok(Connected {
             conn,
             pool: BlockingPool::Cluster(pool),
@@ -600,11 +612,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
                 connect_timeout: config.connect_timeout,
                 response_timeout: blocking_response,
             };
-            let pool = managed::Pool::builder(manager)
-                .max_size(config.blocking_pool_size)
-                .runtime(deadpool::Runtime::Tokio1)
-                .build()
-                .map_err(pool_build_failed)?;
+            let pool = build_pool(manager, config.blocking_pool_size)?;
             return Ok(Connected {
                 conn,
                 pool: BlockingPool::Direct(pool),
@@ -621,11 +629,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             client.get_connection_info().clone(),
             blocking_cfg,
         )?;
-        let pool = deadpool_redis::Pool::builder(manager)
-            .max_size(config.blocking_pool_size)
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(pool_build_failed)?;
+        let pool = build_pool(manager, config.blocking_pool_size)?;
         Ok(Connected {
             conn,
             pool: BlockingPool::Single(pool),
@@ -633,6 +637,19 @@ pub(crate) async fn connect(config: &Config) -> Result<Connected> {
             subscriber: Subscriber::Fixed(Box::new(client)),
         })
     }
+}
+
+/// The blocking pool over `manager`'s connections, at most `size` of them.
+fn build_pool<M, W>(manager: M, size: usize) -> Result<managed::Pool<M, W>>
+where
+    M: managed::Manager,
+    W: From<managed::Object<M>>,
+{
+    managed::Pool::<M, W>::builder(manager)
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(pool_build_failed)
 }
 
 /// A first connection to `client`'s server, the settings it was made with,
@@ -684,11 +701,7 @@ async fn connect_sentinel(
         primary: primary.clone(),
         response_timeout: config.block_timeout + config.response_timeout,
     };
-    let pool = managed::Pool::builder(manager)
-        .max_size(config.blocking_pool_size)
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(pool_build_failed)?;
+    let pool = build_pool(manager, config.blocking_pool_size)?;
     Ok(Connected {
         conn: Conn(ConnKind::Followed(FollowConn(primary.clone()))),
         pool: BlockingPool::Followed(pool),

@@ -573,6 +573,11 @@ enum FollowedKind {
 }
 
 impl FollowedConn {
+    /// Made for the current primary, not suspected since.
+    pub(crate) fn is_current(&self) -> bool {
+        !self.primary.is_outdated(self.generation)
+    }
+
     fn check<T>(
         &self,
         r: std::result::Result<T, RedisError>,

@@ -56,11 +56,24 @@ impl WatchedReader {
     /// Errors inside `EXEC`'s reply are left in place for the caller's
     /// [`check`]: redis-rs would otherwise walk and rebuild every entry of
     /// the reply looking for them, a fifth of a consumer's client CPU.
-    async fn run(&mut self, backend: &Backend, mut pipe: redis::Pipeline) -> Result<Vec<Value>> {
+    ///
+    /// With `keep`, the connection is kept even if others wait for one: a
+    /// check's `WATCH` must still be in place for the read that follows it.
+    async fn run(
+        &mut self,
+        backend: &Backend,
+        mut pipe: redis::Pipeline,
+        keep: bool,
+    ) -> Result<Vec<Value>> {
         pipe.ignore_errors();
         let conn = match self.conn.take() {
-            Some(c) => c,
-            None => {
+            Some(c) if c.is_current() => c,
+            old => {
+                // None, or one to a primary that was replaced: the old one
+                // may still answer, with its own copy of the leases.
+                if let Some(old) = old {
+                    old.detach();
+                }
                 self.watched.clear();
                 backend.pool().get().await?
             }
@@ -76,7 +89,7 @@ impl WatchedReader {
             });
         match replies {
             Ok(v) => {
-                if backend.pool().has_spare() {
+                if keep || backend.pool().has_spare() {
                     self.conn = guard.into_inner();
                 } else {
                     // Others need it: back to the pool (which UNWATCHes it);
@@ -116,7 +129,7 @@ impl WatchedReader {
                 .arg("epoch")
                 .arg("expires");
         }
-        let replies = self.run(backend, pipe).await?;
+        let replies = self.run(backend, pipe, true).await?;
         let mut replies = replies.into_iter().skip(2);
         let (secs, micros): (u64, u64) = replies
             .next()
@@ -166,7 +179,8 @@ impl WatchedReader {
         let is_watched = |w: &[(u32, u64, String)], p: &FencedPart<'_>| {
             w.iter().any(|(q, e, _)| *q == p.partition && *e == p.epoch)
         };
-        if self.conn.is_none() || !parts.iter().all(|p| is_watched(&self.watched, p)) {
+        let current = self.conn.as_ref().is_some_and(BlockingConn::is_current);
+        if !current || !parts.iter().all(|p| is_watched(&self.watched, p)) {
             out.lost = self.check(backend, member, parts).await?;
         }
         let parts: Vec<&FencedPart<'_>> = parts
@@ -234,6 +248,13 @@ impl WatchedReader {
         if sources.is_empty() {
             return Ok(Some((Vec::new(), Vec::new())));
         }
+        if self.watched.is_empty() || !self.conn.as_ref().is_some_and(BlockingConn::is_current) {
+            // The leases were checked under a `WATCH` on a connection we no
+            // longer hold (given back, failed, or to a replaced primary): a
+            // read on another would not be fenced. Checked again next time.
+            self.watched.clear();
+            return Ok(None);
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("MULTI");
         let mut read = redis::cmd("XREADGROUP");
@@ -264,7 +285,7 @@ impl WatchedReader {
             watch.arg(lease);
         }
         pipe.add_command(watch);
-        let replies = self.run(backend, pipe).await?;
+        let replies = self.run(backend, pipe, false).await?;
         // MULTI, QUEUED per command, EXEC, WATCH.
         let exec = replies
             .into_iter()
@@ -313,7 +334,11 @@ impl WatchedReader {
         }
         let mut pipe = redis::pipe();
         pipe.add_command(wake_cmd(streams.iter(), block));
-        let v = self.run(backend, pipe).await?.pop().unwrap_or(Value::Nil);
+        let v = self
+            .run(backend, pipe, false)
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil);
         Ok(xread_streams(check(v)?)?
             .into_iter()
             .map(|(k, _)| k)

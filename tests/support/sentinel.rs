@@ -9,7 +9,7 @@ use super::RedisServer;
 
 /// `args` sent to the server on `port` over a fresh connection (redis-rs's
 /// synchronous client: replies with arrays), or `None` if it fails.
-fn query(port: u16, args: &[&str]) -> Option<Value> {
+pub fn query(port: u16, args: &[&str]) -> Option<Value> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
     let mut conn = client
         .get_connection_with_timeout(Duration::from_millis(500))
