@@ -38,6 +38,32 @@ fn bench_json_has_every_scenario_and_its_ratios() {
         .find(|f| f["name"] == "produce.batch")
         .unwrap();
     assert!(produce["ratio_to_ceiling"].as_f64().unwrap() > 0.0);
+    // Redis's own limits, and each figure's share of them and CPU per
+    // message beside theirs.
+    let figure = |name: &str| {
+        report["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no figure {name}"))
+            .clone()
+    };
+    for name in ["limit.xadd", "limit.read_ack"] {
+        let f = figure(name);
+        assert!(f["value"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["server_cpu_us"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["ratio_to_limit"].is_null(), "{f}");
+    }
+    for name in ["produce.batch", "consume.ordered.c100", "end_to_end"] {
+        let f = figure(name);
+        assert!(f["ratio_to_limit"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["server_cpu_us"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["client_cpu_us"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["server_cpu_ratio"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    // Latencies are not per message: no CPU figure.
+    assert!(figure("latency.p50")["server_cpu_us"].is_null());
     // The dashboard's: the overview of 20 topics × 4 partitions × 2 groups
     // (`--quick`) in 3 round trips and many more commands.
     let value = |name: &str| {

@@ -142,8 +142,7 @@ fn figure(name: &str, unit: &'static str, mut samples: Vec<f64>) -> Figure {
         value,
         unit,
         samples,
-        ratio_to_ceiling: None,
-        ratio_to_bullmq: None,
+        ..Figure::default()
     }
 }
 

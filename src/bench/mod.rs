@@ -26,6 +26,10 @@ use crate::producer::{ProducerConfig, Record};
 use crate::rate_limit::RateLimit;
 use crate::reader::StartAt;
 use crate::topic::{SchemaPolicy, TopicSpec};
+use cpu::Meter;
+
+mod cpu;
+mod limits;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -43,7 +47,8 @@ pub struct BenchOptions {
     /// Payload size in bytes.
     pub payload_bytes: usize,
     /// Run only the scenarios whose name starts with one of these (the
-    /// ceilings always run: ratios need them). Empty: run everything.
+    /// limits and ceilings always run: ratios need them). Empty: run
+    /// everything.
     pub only: Vec<String>,
 }
 
@@ -51,6 +56,7 @@ impl BenchOptions {
     /// Whether the scenario `name` (e.g. `consume.ordered.c100`) is selected.
     pub fn selects(&self, name: &str) -> bool {
         name.starts_with("ceiling.")
+            || name.starts_with("limit.")
             || self.only.is_empty()
             || self.only.iter().any(|p| name.starts_with(p.as_str()))
     }
@@ -85,7 +91,7 @@ impl BenchOptions {
 }
 
 /// One measured figure.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Figure {
     /// Scenario name, e.g. `consume.ordered.c100`.
     pub name: String,
@@ -97,6 +103,18 @@ pub struct Figure {
     pub samples: Vec<f64>,
     /// Value divided by the raw Redis ceiling of the same kind, if any.
     pub ratio_to_ceiling: Option<f64>,
+    /// Value divided by Redis's own limit of the same kind (`limit.xadd`,
+    /// `limit.read_ack`), if measured.
+    pub ratio_to_limit: Option<f64>,
+    /// The Redis server's CPU time per message, microseconds (median over
+    /// the repetitions; from `INFO cpu`, so it counts whatever else that
+    /// server did meanwhile).
+    pub server_cpu_us: Option<f64>,
+    /// This process's CPU time per message, microseconds (`getrusage`: the
+    /// client, and the worker when it runs in this process).
+    pub client_cpu_us: Option<f64>,
+    /// `server_cpu_us` divided by the same kind of limit's.
+    pub server_cpu_ratio: Option<f64>,
     /// Value divided by BullMQ's figure of the same kind, if measured.
     pub ratio_to_bullmq: Option<f64>,
 }
@@ -151,7 +169,7 @@ fn records(n: usize, payload: &[u8]) -> Vec<Record> {
 }
 
 /// Raw redis-rs: pipelines of 1 000 `XADD`s over the partitions, 4 in flight.
-async fn raw_xadd(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+async fn raw_xadd(client: &Client, o: &BenchOptions, payload: &[u8], m: &Meter) -> Result<f64> {
     let keys: Vec<String> = (0..o.partitions)
         .map(|p| format!("{}:bench-raw:{{r:{p}}}", client.keys().prefix()))
         .collect();
@@ -160,6 +178,7 @@ async fn raw_xadd(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f
         let _: () = redis::cmd("DEL").arg(k).query_async(&mut conn).await?;
     }
     let sem = Arc::new(Semaphore::new(4));
+    m.start(client).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for chunk in 0..o.n.div_ceil(1000) {
@@ -192,6 +211,7 @@ async fn raw_xadd(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f
         t.await.map_err(|_| Error::ProducerClosed)??;
     }
     let r = rate(o.n, started.elapsed());
+    m.stop(client, o.n).await?;
     for k in &keys {
         let _: () = redis::cmd("DEL").arg(k).query_async(&mut conn).await?;
     }
@@ -200,7 +220,7 @@ async fn raw_xadd(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f
 
 /// Raw redis-rs: per partition, `XREADGROUP COUNT 100` then `XACK`, one task
 /// per partition.
-async fn raw_read_ack(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+async fn raw_read_ack(client: &Client, o: &BenchOptions, payload: &[u8], m: &Meter) -> Result<f64> {
     fresh_topic(client, "bench.raw", o.partitions).await?;
     client
         .publish_batch("bench.raw", records(o.n, payload))
@@ -217,6 +237,7 @@ async fn raw_read_ack(client: &Client, o: &BenchOptions, payload: &[u8]) -> Resu
             .query_async(&mut client.connection())
             .await?;
     }
+    m.start(client).await?;
     let started = Instant::now();
     let tasks: Vec<_> = keys
         .into_iter()
@@ -256,6 +277,7 @@ async fn raw_read_ack(client: &Client, o: &BenchOptions, payload: &[u8]) -> Resu
         total += t.await.map_err(|_| Error::ProducerClosed)??;
     }
     let r = rate(total, started.elapsed());
+    m.stop(client, total).await?;
     client.delete_topic("bench.raw").await?;
     Ok(r)
 }
@@ -283,24 +305,43 @@ fn entry_ids(v: &redis::Value) -> Vec<String> {
 }
 
 /// millrace `publish` from 4 000 concurrent callers (auto-batched).
-async fn produce_concurrent(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+async fn produce_concurrent(
+    client: &Client,
+    o: &BenchOptions,
+    payload: &[u8],
+    m: &Meter,
+) -> Result<f64> {
     fresh_topic(client, "bench.produce", o.partitions).await?;
     let payload = payload.to_vec();
-    publish_concurrently(client, o, "bench.produce", move || {
-        Record::raw(payload.clone())
-    })
+    publish_concurrently(
+        client,
+        o,
+        "bench.produce",
+        move || Record::raw(payload.clone()),
+        m,
+    )
     .await
 }
 
 /// `produce.concurrent` with every publish confirmed by one replica
 /// (`Acks::replicas(1, 5s)`: `WAIT 1` ends each pipeline).
-async fn produce_acks_replica(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+async fn produce_acks_replica(
+    client: &Client,
+    o: &BenchOptions,
+    payload: &[u8],
+    m: &Meter,
+) -> Result<f64> {
     fresh_topic(client, "bench.produce", o.partitions).await?;
     let payload = payload.to_vec();
     let config = ProducerConfig::default().acks(crate::Acks::replicas(1, Duration::from_secs(5)));
-    publish_concurrently_with(client, o, "bench.produce", config, move || {
-        Record::raw(payload.clone())
-    })
+    publish_concurrently_with(
+        client,
+        o,
+        "bench.produce",
+        config,
+        move || Record::raw(payload.clone()),
+        m,
+    )
     .await
 }
 
@@ -382,7 +423,7 @@ fn schema_payload(bytes: usize) -> Result<Vec<u8>> {
 
 /// `produce.concurrent` on a topic that requires schemas: every publish
 /// decoded and checked against the latest version before it is sent.
-async fn produce_schema(client: &Client, o: &BenchOptions) -> Result<f64> {
+async fn produce_schema(client: &Client, o: &BenchOptions, m: &Meter) -> Result<f64> {
     let topic = "bench.schema";
     client.delete_topic(topic).await?;
     client
@@ -390,7 +431,8 @@ async fn produce_schema(client: &Client, o: &BenchOptions) -> Result<f64> {
         .await?;
     client.register_schema(topic, &bench_schema()).await?;
     let payload = schema_payload(o.payload_bytes)?;
-    let rate = publish_concurrently(client, o, topic, move || Record::raw(payload.clone())).await?;
+    let rate =
+        publish_concurrently(client, o, topic, move || Record::raw(payload.clone()), m).await?;
     client.delete_topic(topic).await?;
     Ok(rate)
 }
@@ -401,8 +443,9 @@ async fn publish_concurrently(
     o: &BenchOptions,
     topic: &'static str,
     record: impl Fn() -> Record + Clone + Send + 'static,
+    m: &Meter,
 ) -> Result<f64> {
-    publish_concurrently_with(client, o, topic, ProducerConfig::default(), record).await
+    publish_concurrently_with(client, o, topic, ProducerConfig::default(), record, m).await
 }
 
 /// [`publish_concurrently`] through a producer configured as `config`.
@@ -412,12 +455,14 @@ async fn publish_concurrently_with(
     topic: &'static str,
     config: ProducerConfig,
     record: impl Fn() -> Record + Clone + Send + 'static,
+    m: &Meter,
 ) -> Result<f64> {
     let producer = client.producer_with(config);
     // As many publishes in flight as the XADD ceiling has (4 pipelines of
     // 1 000): the comparison is then of the work per message, not of how
     // deep the pipelines can get.
     let callers = 4000.min(o.n);
+    m.start(client).await?;
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
@@ -436,19 +481,39 @@ async fn publish_concurrently_with(
     for t in tasks {
         t.await.map_err(|_| Error::ProducerClosed)??;
     }
-    Ok(rate(o.n, started.elapsed()))
+    let r = rate(o.n, started.elapsed());
+    m.stop(client, o.n).await?;
+    Ok(r)
 }
 
 /// millrace `publish_batch` of the whole set.
-async fn produce_batch(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+async fn produce_batch(
+    client: &Client,
+    o: &BenchOptions,
+    payload: &[u8],
+    m: &Meter,
+) -> Result<f64> {
     fresh_topic(client, "bench.produce", o.partitions).await?;
     let recs = records(o.n, payload);
+    m.start(client).await?;
     let started = Instant::now();
     let results = client.publish_batch("bench.produce", recs).await?;
+    let r = rate(o.n, started.elapsed());
+    m.stop(client, o.n).await?;
     if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
         return Err(e);
     }
-    Ok(rate(o.n, started.elapsed()))
+    Ok(r)
+}
+
+/// What a consume scenario runs: `groups` groups of one worker each, in
+/// `mode` with `concurrency`, over `n` messages.
+#[derive(Clone, Copy)]
+struct Consume {
+    mode: Mode,
+    concurrency: usize,
+    groups: usize,
+    n: usize,
 }
 
 /// A worker with a no-op handler over a pre-filled topic, per group.
@@ -456,11 +521,15 @@ async fn consume(
     client: &Client,
     o: &BenchOptions,
     payload: &[u8],
-    mode: Mode,
-    concurrency: usize,
-    groups: usize,
-    n: usize,
+    run: Consume,
+    m: &Meter,
 ) -> Result<f64> {
+    let Consume {
+        mode,
+        concurrency,
+        groups,
+        n,
+    } = run;
     fresh_topic(client, "bench.consume", o.partitions).await?;
     client
         .publish_batch("bench.consume", records(n, payload))
@@ -470,6 +539,8 @@ async fn consume(
     // joining the group and taking the leases is start-up, not throughput
     // (BullMQ's side likewise starts timing once its worker is ready).
     let first: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    // CPU from the workers' start (joining costs little beside n messages).
+    m.start(client).await?;
     let mut handles = Vec::new();
     for g in 0..groups {
         let (d, f) = (done.clone(), first.clone());
@@ -494,6 +565,7 @@ async fn consume(
     }
     let elapsed = first.get().map(Instant::elapsed).unwrap_or_default();
     let r = rate(total, elapsed);
+    m.stop(client, total).await?;
     for h in handles {
         h.shutdown().await?;
     }
@@ -501,7 +573,7 @@ async fn consume(
 }
 
 /// Producer and worker at once: publish in batches while one worker drains.
-async fn end_to_end(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result<f64> {
+async fn end_to_end(client: &Client, o: &BenchOptions, payload: &[u8], m: &Meter) -> Result<f64> {
     fresh_topic(client, "bench.e2e", o.partitions).await?;
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
@@ -514,6 +586,7 @@ async fn end_to_end(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result
         })
         .start()
         .await?;
+    m.start(client).await?;
     let started = Instant::now();
     for chunk in records(o.n, payload).chunks(5_000) {
         client.publish_batch("bench.e2e", chunk.to_vec()).await?;
@@ -522,6 +595,7 @@ async fn end_to_end(client: &Client, o: &BenchOptions, payload: &[u8]) -> Result
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let r = rate(o.n, started.elapsed());
+    m.stop(client, o.n).await?;
     w.shutdown().await?;
     Ok(r)
 }
@@ -819,39 +893,58 @@ pub async fn run(
 ) -> Result<BenchReport> {
     let payload = vec![b'x'; o.payload_bytes];
     let p = &payload;
+    let meter = Meter::default();
+    let m = &meter;
     let mut figures = Vec::new();
     let mut push = |name: &str, unit: &'static str, samples: Vec<f64>| {
+        // The CPU of the repetitions since the last figure (none for
+        // figures whose scenario does not meter).
+        let cpu = meter.take();
         figures.push(Figure {
             name: name.to_string(),
             value: median(samples.clone()),
             unit,
             samples,
             ratio_to_ceiling: None,
+            ratio_to_limit: None,
+            server_cpu_us: cpu.map(|c| c.0),
+            client_cpu_us: cpu.map(|c| c.1),
+            server_cpu_ratio: None,
             ratio_to_bullmq: None,
         });
     };
+    tracing::info!("bench: limits");
+    match limits::target(client) {
+        Ok(info) => {
+            let v = reps(o, || limits::xadd(client, &info, o, p, m)).await?;
+            push("limit.xadd", "msg/s", v);
+            let v = reps(o, || limits::read_ack(client, &info, o, p, m)).await?;
+            push("limit.read_ack", "msg/s", v);
+        }
+        Err(why) => tracing::warn!("bench: the limits need one plain TCP server, not {why}"),
+    }
     tracing::info!("bench: ceilings");
     push(
         "ceiling.xadd",
         "msg/s",
-        reps(o, || raw_xadd(client, o, p)).await?,
+        reps(o, || raw_xadd(client, o, p, m)).await?,
     );
     push(
         "ceiling.read_ack",
         "msg/s",
-        reps(o, || raw_read_ack(client, o, p)).await?,
+        reps(o, || raw_read_ack(client, o, p, m)).await?,
     );
     tracing::info!("bench: produce");
     if o.selects("produce.concurrent") {
-        let v = reps(o, || produce_concurrent(client, o, p)).await?;
+        let v = reps(o, || produce_concurrent(client, o, p, m)).await?;
         push("produce.concurrent", "msg/s", v);
     }
     if o.selects("produce.batch") {
-        let v = reps(o, || produce_batch(client, o, p)).await?;
+        let v = reps(o, || produce_batch(client, o, p, m)).await?;
         push("produce.batch", "msg/s", v);
     }
     if o.selects("produce.schema") {
-        let v = reps(o, || produce_schema(client, o)).await?;
+        let v = reps(o, || produce_schema(client, o, m)).await?;
         push("produce.schema", "msg/s", v);
     }
     if o.selects("produce.acks_replica") {
@@ -859,7 +952,7 @@ pub async fn run(
         // too, and the other figures are measured without.
         match replica_for_acks(client).await {
             Ok(replica) => {
-                let v = reps(o, || produce_acks_replica(client, o, p)).await?;
+                let v = reps(o, || produce_acks_replica(client, o, p, m)).await?;
                 push("produce.acks_replica", "msg/s", v);
                 drop(replica);
             }
@@ -875,13 +968,27 @@ pub async fn run(
     ];
     for (name, mode, concurrency, n) in consumes {
         if o.selects(name) {
-            let v = reps(o, || consume(client, o, p, mode, concurrency, 1, n)).await?;
+            let v = reps(o, || {
+                consume(
+                    client,
+                    o,
+                    p,
+                    Consume {
+                        mode,
+                        concurrency,
+                        groups: 1,
+                        n,
+                    },
+                    m,
+                )
+            })
+            .await?;
             push(name, "msg/s", v);
         }
     }
     tracing::info!("bench: end to end");
     if o.selects("end_to_end") {
-        let v = reps(o, || end_to_end(client, o, p)).await?;
+        let v = reps(o, || end_to_end(client, o, p, m)).await?;
         push("end_to_end", "msg/s", v);
     }
     tracing::info!("bench: latency");
@@ -925,7 +1032,21 @@ pub async fn run(
         let name = format!("fanout.groups{groups}");
         if o.selects(&name) {
             let n = o.n / groups;
-            let v = reps(o, || consume(client, o, p, Mode::Ordered, 100, groups, n)).await?;
+            let v = reps(o, || {
+                consume(
+                    client,
+                    o,
+                    p,
+                    Consume {
+                        mode: Mode::Ordered,
+                        concurrency: 100,
+                        groups,
+                        n,
+                    },
+                    m,
+                )
+            })
+            .await?;
             push(&name, "msg/s", v);
         }
     }
@@ -933,6 +1054,8 @@ pub async fn run(
     let get = |figs: &[Figure], name: &str| figs.iter().find(|f| f.name == name).map(|f| f.value);
     let xadd = get(&figures, "ceiling.xadd");
     let read = get(&figures, "ceiling.read_ack");
+    let limit = |name: &str| figures.iter().find(|f| f.name == name).cloned();
+    let (limit_xadd, limit_read) = (limit("limit.xadd"), limit("limit.read_ack"));
     let bull = |key: &str| -> Option<f64> {
         let v = bullmq.as_ref()?;
         let mut cur = v;
@@ -953,6 +1076,26 @@ pub async fn run(
             _ => None,
         };
         f.ratio_to_ceiling = ceiling.map(|c| f.value / c);
+        let of_kind = match f.name.as_str() {
+            n if n.starts_with("limit.") => None,
+            n if n.starts_with("produce.") || n == "ceiling.xadd" => limit_xadd.as_ref(),
+            n if n.starts_with("consume.")
+                || n.starts_with("end_to_end")
+                || n.starts_with("fanout.")
+                || n == "ceiling.read_ack" =>
+            {
+                limit_read.as_ref()
+            }
+            _ => None,
+        };
+        if let Some(l) = of_kind.filter(|_| f.unit == "msg/s") {
+            f.ratio_to_limit = Some(f.value / l.value);
+            f.server_cpu_ratio = f
+                .server_cpu_us
+                .zip(l.server_cpu_us)
+                .filter(|(_, base)| *base > 0.0)
+                .map(|(mine, base)| mine / base);
+        }
         let peer = match f.name.as_str() {
             "produce.concurrent" | "produce.batch" => bull("add_per_s"),
             "consume.ordered.c100" | "consume.shared.c100" => bull("worker_c100_per_s"),
@@ -977,8 +1120,7 @@ pub async fn run(
             value: checked / plain,
             unit: "share",
             samples: vec![checked / plain],
-            ratio_to_ceiling: None,
-            ratio_to_bullmq: None,
+            ..Figure::default()
         });
     }
     // What waiting for a replica costs: its throughput as a share of the
@@ -993,8 +1135,7 @@ pub async fn run(
             value: acked / plain,
             unit: "share",
             samples: vec![acked / plain],
-            ratio_to_ceiling: None,
-            ratio_to_bullmq: None,
+            ..Figure::default()
         });
     }
     // A round trip against one way (publish → handler start), in this run.
@@ -1008,8 +1149,7 @@ pub async fn run(
             value: round / one_way,
             unit: "share",
             samples: vec![round / one_way],
-            ratio_to_ceiling: None,
-            ratio_to_bullmq: None,
+            ..Figure::default()
         });
     }
     let info = client.server_info();
@@ -1034,12 +1174,14 @@ pub async fn run(
 /// The report as a human table.
 pub fn table(r: &BenchReport) -> String {
     let mut out = format!(
-        "millrace bench: {} messages per run, median of {}; {} on {}\n\n",
+        "millrace bench: {} messages per run, median of {}; {} on {}\n\
+         (SRV-US / CLI-US: the Redis server's / this process's CPU microseconds per message; \
+         SRV/LIM: the server's CPU per message over its limit's)\n\n",
         r.n, r.reps, r.redis, r.machine
     );
     out.push_str(&format!(
-        "{:<30} {:>14} {:<6} {:>10} {:>10}\n",
-        "SCENARIO", "VALUE", "UNIT", "/CEILING", "/BULLMQ"
+        "{:<30} {:>14} {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "SCENARIO", "VALUE", "UNIT", "/CEILING", "/LIMIT", "/BULLMQ", "SRV-US", "SRV/LIM", "CLI-US"
     ));
     for f in &r.figures {
         let ratio = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
@@ -1049,12 +1191,16 @@ pub fn table(r: &BenchReport) -> String {
             format!("{:.3}", f.value)
         };
         out.push_str(&format!(
-            "{:<30} {:>14} {:<6} {:>10} {:>10}\n",
+            "{:<30} {:>14} {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             f.name,
             value,
             f.unit,
             ratio(f.ratio_to_ceiling),
-            ratio(f.ratio_to_bullmq)
+            ratio(f.ratio_to_limit),
+            ratio(f.ratio_to_bullmq),
+            ratio(f.server_cpu_us),
+            ratio(f.server_cpu_ratio),
+            ratio(f.client_cpu_us),
         ));
     }
     match (&r.bullmq, &r.bullmq_skipped) {
