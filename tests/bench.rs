@@ -8,6 +8,7 @@ use std::process::Command;
 
 #[test]
 fn bench_json_has_every_scenario_and_its_ratios() {
+    let report_dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_millrace"))
         .args([
             "--redis",
@@ -16,6 +17,8 @@ fn bench_json_has_every_scenario_and_its_ratios() {
             &support::unique_prefix("bench"),
         ])
         .args(["bench", "--json", "--quick", "--n", "500", "--no-bullmq"])
+        .arg("--report")
+        .arg(report_dir.path())
         .output()
         .unwrap();
     assert!(
@@ -64,6 +67,35 @@ fn bench_json_has_every_scenario_and_its_ratios() {
     }
     // Latencies are not per message: no CPU figure.
     assert!(figure("latency.p50")["server_cpu_us"].is_null());
+    // --report: the same run as JSON and its charts, each naming what it
+    // draws.
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report_dir.path().join("bench.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["figures"], report["figures"]);
+    assert_eq!(
+        written["latency_ms"].as_array().unwrap().len(),
+        100,
+        "every latency sample of a quick run"
+    );
+    for (chart, names) in [
+        (
+            "throughput.svg",
+            &["limit.read_ack", "ceiling.xadd", "consume.ordered.c100"][..],
+        ),
+        ("limits.svg", &["consume.ordered.c100", "end_to_end"][..]),
+        (
+            "cpu.svg",
+            &["limit.xadd (redis)", "produce.batch (client)"][..],
+        ),
+        ("latency.svg", &["ms"][..]),
+    ] {
+        let svg = std::fs::read_to_string(report_dir.path().join(chart)).unwrap();
+        assert!(svg.starts_with("<svg"), "{chart}");
+        for name in names {
+            assert!(svg.contains(name), "{chart} does not show {name}");
+        }
+    }
     // The dashboard's: the overview of 20 topics × 4 partitions × 2 groups
     // (`--quick`) in 3 round trips and many more commands.
     let value = |name: &str| {

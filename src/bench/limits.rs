@@ -1,15 +1,16 @@
-//! Redis's own limits in the same run: one plain TCP connection streams
-//! pre-built commands as fast as Redis answers, and the replies are only
-//! counted, never decoded into values. What millrace (or the redis-rs
-//! ceilings) reach is then a share of what the server itself can do.
+//! Redis's own limits in the same run: plain TCP connections (4, as the
+//! redis-rs ceilings have pipelines in flight) stream pre-built commands as
+//! fast as Redis answers (at most 1 000 outstanding each), and the replies
+//! are only counted, never decoded into values. What millrace (or the redis-rs ceilings) reach is then a share
+//! of what the server itself can do.
 //!
 //! - `limit.xadd`: `XADD key * k "" h "" d <payload>` round-robin over the
 //!   partitions' keys.
 //! - `limit.read_ack`: the streams filled beforehand with known ids
 //!   (`1-1`, `1-2`, ...), then `XREADGROUP COUNT 100` and the `XACK` of the
-//!   hundred ids it delivers, per key in turn (Redis runs one connection's
-//!   commands in order, so each `XACK` names exactly what the read before
-//!   it delivered).
+//!   hundred ids it delivers, per key in turn, each key on one connection
+//!   (Redis runs one connection's commands in order, so each `XACK` names
+//!   exactly what the read before it delivered).
 //!
 //! Only on one server over plain TCP (not TLS, a cluster or Sentinel): the
 //! scenarios say so and are left out elsewhere.
@@ -27,8 +28,12 @@ use super::cpu::Meter;
 use crate::client::Client;
 use crate::error::{Error, Result};
 
-/// Commands in flight at most (written, reply not yet counted).
-const WINDOW: usize = 512;
+/// Connections streaming at once.
+const CONNECTIONS: usize = 4;
+/// Commands in flight per connection at most (written, reply not yet
+/// counted): with [`CONNECTIONS`], as many as the redis-rs `XADD` ceiling
+/// has (4 pipelines of 1 000).
+const WINDOW: usize = 1000;
 
 /// Where the limits can run: the server's plain TCP address and login, or
 /// why not.
@@ -208,6 +213,25 @@ async fn stream_commands(
     Ok(elapsed)
 }
 
+/// [`stream_commands`] on [`CONNECTIONS`] connections at once, each
+/// `(connection, command, replies)` on its connection; the slowest one's
+/// time.
+async fn stream_parallel(
+    info: &ConnectionInfo,
+    commands: Vec<(usize, Vec<u8>, usize)>,
+) -> Result<Duration> {
+    let mut parts: Vec<Vec<(Vec<u8>, usize)>> = vec![Vec::new(); CONNECTIONS];
+    for (conn, cmd, replies) in commands {
+        parts[conn % CONNECTIONS].push((cmd, replies));
+    }
+    let runs = parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| stream_commands(info, p));
+    let times = futures_util::future::try_join_all(runs).await?;
+    Ok(times.into_iter().max().unwrap_or_default())
+}
+
 fn keys(client: &Client, o: &BenchOptions, what: &str) -> Vec<String> {
     (0..o.partitions.max(1))
         .map(|p| format!("{}:bench-limit-{what}:{{l:{p}}}", client.keys().prefix()))
@@ -232,7 +256,7 @@ pub(crate) async fn xadd(
 ) -> Result<f64> {
     let keys = keys(client, o, "xadd");
     delete(client, &keys).await?;
-    let commands: Vec<(Vec<u8>, usize)> = (0..o.n)
+    let commands: Vec<(usize, Vec<u8>, usize)> = (0..o.n)
         .map(|i| {
             let cmd = redis::cmd("XADD")
                 .arg(&keys[i % keys.len()])
@@ -244,11 +268,11 @@ pub(crate) async fn xadd(
                 .arg("d")
                 .arg(payload)
                 .get_packed_command();
-            (cmd, 1)
+            (i % keys.len(), cmd, 1)
         })
         .collect();
     m.start(client).await?;
-    let elapsed = stream_commands(info, commands).await?;
+    let elapsed = stream_parallel(info, commands).await?;
     m.stop(client, o.n).await?;
     delete(client, &keys).await?;
     Ok(o.n as f64 / elapsed.as_secs_f64().max(1e-9))
@@ -296,7 +320,7 @@ pub(crate) async fn read_ack(
     }
     let mut commands = Vec::with_capacity(2 * per_key / BATCH * keys.len());
     for b in 0..per_key / BATCH {
-        for k in &keys {
+        for (on, k) in keys.iter().enumerate() {
             let read = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg("limit")
@@ -312,13 +336,13 @@ pub(crate) async fn read_ack(
             for i in b * BATCH..(b + 1) * BATCH {
                 ack.arg(format!("1-{}", i + 1));
             }
-            commands.push((read, 1));
-            commands.push((ack.get_packed_command(), 1));
+            commands.push((on, read, 1));
+            commands.push((on, ack.get_packed_command(), 1));
         }
     }
     let total = per_key * keys.len();
     m.start(client).await?;
-    let elapsed = stream_commands(info, commands).await?;
+    let elapsed = stream_parallel(info, commands).await?;
     m.stop(client, total).await?;
     delete(client, &keys).await?;
     Ok(total as f64 / elapsed.as_secs_f64().max(1e-9))

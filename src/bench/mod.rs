@@ -30,6 +30,9 @@ use cpu::Meter;
 
 mod cpu;
 mod limits;
+mod report;
+
+pub use report::write as write_report;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -120,7 +123,7 @@ pub struct Figure {
 }
 
 /// Everything a run measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct BenchReport {
     /// The figures, in run order.
     pub figures: Vec<Figure>,
@@ -136,6 +139,9 @@ pub struct BenchReport {
     pub n: usize,
     /// Repetitions.
     pub reps: usize,
+    /// Every idle publish → handler latency sample, ms (for the report's
+    /// distribution; empty when `latency` did not run).
+    pub latency_ms: Vec<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -895,6 +901,7 @@ pub async fn run(
     let p = &payload;
     let meter = Meter::default();
     let m = &meter;
+    let mut latency_ms = Vec::new();
     let mut figures = Vec::new();
     let mut push = |name: &str, unit: &'static str, samples: Vec<f64>| {
         // The CPU of the repetitions since the last figure (none for
@@ -994,6 +1001,7 @@ pub async fn run(
     tracing::info!("bench: latency");
     if o.selects("latency") {
         let lat = latency(client, o, p).await?;
+        latency_ms = lat.clone();
         push("latency.p50", "ms", vec![percentile(&lat, 0.5)]);
         push("latency.p99", "ms", vec![percentile(&lat, 0.99)]);
         push("latency.p999", "ms", vec![percentile(&lat, 0.999)]);
@@ -1168,6 +1176,7 @@ pub async fn run(
         bullmq_skipped,
         n: o.n,
         reps: o.reps,
+        latency_ms,
     })
 }
 

@@ -73,6 +73,14 @@ pub async fn run_cmd(global: &Global, args: BenchArgs, out: &mut Out) -> Result<
     };
     let mut report = run(&client, &opts, bullmq, skipped).await?;
     report.figures.extend(serve_figures);
+    if let Some(dir) = &args.report {
+        let written = millrace::bench::write_report(&report, dir)?;
+        if !args.json {
+            for f in written {
+                note(&format!("wrote {}", f.display()));
+            }
+        }
+    }
     if args.json {
         out.json_line(&report)
     } else {

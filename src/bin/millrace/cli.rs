@@ -201,10 +201,15 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_bullmq: bool,
     /// Run only the scenarios whose names start with these prefixes,
-    /// comma-separated (e.g. `produce,consume.ordered`); the raw ceilings
-    /// always run
+    /// comma-separated (e.g. `produce,consume.ordered`); Redis's limits and
+    /// the raw ceilings always run
     #[arg(long, value_name = "PREFIXES", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Also write the run as `DIR/bench.json` and SVG charts (throughput
+    /// against the limits and BullMQ, shares of the limits, CPU per
+    /// message, the latency distribution)
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
