@@ -31,6 +31,7 @@ use cpu::Meter;
 mod cpu;
 mod limits;
 mod report;
+mod scale;
 
 pub use report::write as write_report;
 
@@ -1058,6 +1059,8 @@ pub async fn run(
             push(&name, "msg/s", v);
         }
     }
+    tracing::info!("bench: scale");
+    scale::run(client, o, m, &mut push).await?;
     // Ratios to the ceilings and to BullMQ.
     let get = |figs: &[Figure], name: &str| figs.iter().find(|f| f.name == name).map(|f| f.value);
     let xadd = get(&figures, "ceiling.xadd");
