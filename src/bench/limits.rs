@@ -23,8 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::BenchOptions;
 use super::cpu::Meter;
+use super::{BenchOptions, xadd_entry};
 use crate::client::Client;
 use crate::error::{Error, Result};
 
@@ -258,16 +258,7 @@ pub(crate) async fn xadd(
     delete(client, &keys).await?;
     let commands: Vec<(usize, Vec<u8>, usize)> = (0..o.n)
         .map(|i| {
-            let cmd = redis::cmd("XADD")
-                .arg(&keys[i % keys.len()])
-                .arg("*")
-                .arg("k")
-                .arg("")
-                .arg("h")
-                .arg("")
-                .arg("d")
-                .arg(payload)
-                .get_packed_command();
+            let cmd = xadd_entry(&keys[i % keys.len()], "*", payload).get_packed_command();
             (i % keys.len(), cmd, 1)
         })
         .collect();
@@ -304,15 +295,7 @@ pub(crate) async fn read_ack(
         for chunk in 0..per_key.div_ceil(1000) {
             let mut pipe = redis::pipe();
             for i in chunk * 1000..((chunk + 1) * 1000).min(per_key) {
-                pipe.cmd("XADD")
-                    .arg(k)
-                    .arg(format!("1-{}", i + 1))
-                    .arg("k")
-                    .arg("")
-                    .arg("h")
-                    .arg("")
-                    .arg("d")
-                    .arg(payload)
+                pipe.add_command(xadd_entry(k, &format!("1-{}", i + 1), payload))
                     .ignore();
             }
             let _: () = pipe.query_async(&mut conn).await?;

@@ -169,6 +169,21 @@ async fn fresh_topic(client: &Client, name: &str, partitions: u32) -> Result<()>
     Ok(())
 }
 
+/// `XADD key id` of a raw benchmark entry: millrace's three fields, key
+/// and headers empty (a keyless message without headers).
+fn xadd_entry(key: &str, id: &str, payload: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key)
+        .arg(id)
+        .arg("k")
+        .arg("")
+        .arg("h")
+        .arg("")
+        .arg("d")
+        .arg(payload);
+    cmd
+}
+
 fn records(n: usize, payload: &[u8]) -> Vec<Record> {
     (0..n)
         .map(|i| Record::raw(payload.to_vec()).key(format!("key-{}", i % 1000)))
@@ -197,16 +212,12 @@ async fn raw_xadd(client: &Client, o: &BenchOptions, payload: &[u8], m: &Meter) 
         let mut conn = client.connection();
         let mut pipe = redis::pipe();
         for i in 0..1000.min(o.n - chunk * 1000) {
-            pipe.cmd("XADD")
-                .arg(&keys[(chunk * 1000 + i) % keys.len()])
-                .arg("*")
-                .arg("k")
-                .arg("")
-                .arg("h")
-                .arg("")
-                .arg("d")
-                .arg(payload)
-                .ignore();
+            pipe.add_command(xadd_entry(
+                &keys[(chunk * 1000 + i) % keys.len()],
+                "*",
+                payload,
+            ))
+            .ignore();
         }
         tasks.push(tokio::spawn(async move {
             let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
@@ -1119,49 +1130,38 @@ pub async fn run(
         };
         f.ratio_to_bullmq = peer.filter(|p| *p > 0.0).map(|p| f.value / p);
     }
-    // What checking every publish against a schema costs: its throughput
-    // as a share of the same publishes unchecked, in this run.
-    if let (Some(checked), Some(plain)) = (
-        get(&figures, "produce.schema"),
-        get(&figures, "produce.concurrent"),
-    ) && plain > 0.0
-    {
-        figures.push(Figure {
-            name: "produce.schema_share".to_string(),
-            value: checked / plain,
-            unit: "share",
-            samples: vec![checked / plain],
-            ..Figure::default()
-        });
-    }
-    // What waiting for a replica costs: its throughput as a share of the
-    // same publishes acknowledged by the primary alone, in this run.
-    if let (Some(acked), Some(plain)) = (
-        get(&figures, "produce.acks_replica"),
-        get(&figures, "produce.concurrent"),
-    ) && plain > 0.0
-    {
-        figures.push(Figure {
-            name: "produce.acks_replica_share".to_string(),
-            value: acked / plain,
-            unit: "share",
-            samples: vec![acked / plain],
-            ..Figure::default()
-        });
-    }
-    // A round trip against one way (publish → handler start), in this run.
-    if let (Some(round), Some(one_way)) = (
-        get(&figures, "request.latency.p50"),
-        get(&figures, "latency.p50"),
-    ) && one_way > 0.0
-    {
-        figures.push(Figure {
-            name: "request.latency.p50_per_one_way".to_string(),
-            value: round / one_way,
-            unit: "share",
-            samples: vec![round / one_way],
-            ..Figure::default()
-        });
+    // Shares of one figure of this run over another: what checking every
+    // publish against a schema costs (over the same publishes unchecked),
+    // what waiting for a replica costs (over the primary's acks alone), and
+    // a round trip against one way (publish → handler start).
+    for (name, part, whole) in [
+        (
+            "produce.schema_share",
+            "produce.schema",
+            "produce.concurrent",
+        ),
+        (
+            "produce.acks_replica_share",
+            "produce.acks_replica",
+            "produce.concurrent",
+        ),
+        (
+            "request.latency.p50_per_one_way",
+            "request.latency.p50",
+            "latency.p50",
+        ),
+    ] {
+        if let (Some(part), Some(whole)) = (get(&figures, part), get(&figures, whole))
+            && whole > 0.0
+        {
+            figures.push(Figure {
+                name: name.to_string(),
+                value: part / whole,
+                unit: "share",
+                samples: vec![part / whole],
+                ..Figure::default()
+            });
+        }
     }
     let info = client.server_info();
     let cores = std::thread::available_parallelism()
