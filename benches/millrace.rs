@@ -5,7 +5,7 @@
 //! `MILLRACE_BENCH_QUICK=1` for a smoke run; `MILLRACE_REDIS_URL` to use
 //! another server; `MILLRACE_BENCH_NO_BULLMQ=1` to skip the peer.
 
-use millrace::bench::{BULLMQ_DIR, BenchOptions, run, run_bullmq, table};
+use millrace::bench::{BULLMQ_DIR, BenchOptions, WorkerCommand, run, run_bullmq, table};
 use millrace::local::PrivateRedis;
 use millrace::{Client, Config};
 
@@ -35,11 +35,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(why) => (None, Some(why)),
         }
     };
-    let opts = if quick {
+    let mut opts = if quick {
         BenchOptions::quick()
     } else {
         BenchOptions::full()
     };
+    opts.worker_command = Some(WorkerCommand {
+        program: env!("CARGO_BIN_EXE_millrace").into(),
+        args: vec!["bench-worker".into()],
+        env: vec![
+            ("MILLRACE_REDIS_URL".into(), url.clone()),
+            ("MILLRACE_PREFIX".into(), "bench".into()),
+        ],
+    });
     let report = run(&client, &opts, bullmq, skipped).await?;
     println!("{}", table(&report));
     Ok(())

@@ -142,6 +142,83 @@ impl PrivateRedis {
     }
 }
 
+/// Slots in a Redis Cluster.
+const SLOTS: u32 = 16_384;
+
+/// `primaries` private servers made into a Redis Cluster of primaries only,
+/// the slots split into equal ranges in port order: for benchmarks (a
+/// local cluster's per-shard cost). Stopped when dropped.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    nodes: Vec<PrivateRedis>,
+}
+
+impl PrivateCluster {
+    /// Starts the servers, assigns the slots, introduces the nodes and
+    /// waits (up to 30 s) until every node says the cluster is ok.
+    pub fn start(primaries: usize) -> Result<PrivateCluster> {
+        let primaries = primaries.max(1);
+        let mut nodes = Vec::with_capacity(primaries);
+        for _ in 0..primaries {
+            nodes.push(PrivateRedis::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])?);
+        }
+        let cluster = PrivateCluster { nodes };
+        let n = primaries as u32;
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let i = i as u32;
+            let (first, last) = (i * SLOTS / n, (i + 1) * SLOTS / n - 1);
+            let mut conn = node.sync_connection()?;
+            redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(first)
+                .arg(last)
+                .exec(&mut conn)?;
+            if i > 0 {
+                redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(cluster.nodes[0].port)
+                    .exec(&mut conn)?;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &cluster.nodes {
+            let mut conn = node.sync_connection()?;
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn)?;
+                let ok = info.lines().any(|l| l.trim() == "cluster_state:ok")
+                    && info
+                        .lines()
+                        .any(|l| l.trim() == format!("cluster_known_nodes:{primaries}"));
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Timeout(Duration::from_secs(30)));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The nodes' URLs, in slot order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(PrivateRedis::url).collect()
+    }
+}
+
+impl PrivateRedis {
+    fn sync_connection(&self) -> Result<redis::Connection> {
+        Ok(redis::Client::open(self.url())?.get_connection()?)
+    }
+}
+
 /// Has the server killed when the thread that starts it ends (Linux
 /// `PR_SET_PDEATHSIG`), even when the process is killed and cannot drop the
 /// [`PrivateRedis`].

@@ -65,6 +65,30 @@ fn bench_json_has_every_scenario_and_its_ratios() {
         assert!(f["client_cpu_us"].as_f64().unwrap() > 0.0, "{f}");
         assert!(f["server_cpu_ratio"].as_f64().unwrap() > 0.0, "{f}");
     }
+    // The scale scenarios: worker processes count their own CPU; the
+    // local cluster's figures sum its primaries' CPU and say how much the
+    // busiest carried.
+    for name in [
+        "scale.processes.2.consume",
+        "scale.backlog.consume",
+        "scale.cluster.3.consume",
+    ] {
+        let f = figure(name);
+        assert!(f["ratio_to_limit"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["server_cpu_us"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["client_cpu_us"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    assert!(figure("scale.backlog.memory")["value"].as_f64().unwrap() > 0.0);
+    for kind in ["produce", "consume"] {
+        let share = figure(&format!("scale.cluster.3.{kind}.busiest_share"))["value"]
+            .as_f64()
+            .unwrap();
+        assert!(share > 0.3 && share <= 1.0, "{kind}: {share}");
+        let per_one = figure(&format!("scale.cluster.3.{kind}.cpu_per_one_server"))["value"]
+            .as_f64()
+            .unwrap();
+        assert!(per_one > 0.0, "{kind}: {per_one}");
+    }
     // Latencies are not per message: no CPU figure.
     assert!(figure("latency.p50")["server_cpu_us"].is_null());
     // --report: the same run as JSON and its charts, each naming what it
@@ -89,6 +113,15 @@ fn bench_json_has_every_scenario_and_its_ratios() {
             &["limit.xadd (redis)", "produce.batch (client)"][..],
         ),
         ("latency.svg", &["ms"][..]),
+        (
+            "scale.svg",
+            &[
+                "Payload size",
+                "Partitions (ordered consume)",
+                "Worker processes (ordered, one group)",
+                "Cluster primaries (12 partitions)",
+            ][..],
+        ),
     ] {
         let svg = std::fs::read_to_string(report_dir.path().join(chart)).unwrap();
         assert!(svg.starts_with("<svg"), "{chart}");

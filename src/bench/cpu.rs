@@ -19,16 +19,13 @@ pub(crate) fn server_cpu_seconds(info: &str) -> Option<f64> {
     Some(field("used_cpu_sys")? + field("used_cpu_user")?)
 }
 
-async fn server_cpu(client: &Client) -> Result<f64> {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(&mut client.connection())
-        .await?;
+async fn server_cpu_of(conn: &mut impl redis::aio::ConnectionLike) -> Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
     server_cpu_seconds(&info).ok_or_else(|| Error::Decode("INFO cpu has no used_cpu_sys".into()))
 }
 
 /// This process's CPU seconds so far (user + system).
-fn client_cpu() -> f64 {
+pub(crate) fn own_cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a rusage; RUSAGE_SELF is always valid.
@@ -42,6 +39,9 @@ fn client_cpu() -> f64 {
 /// CPU per message over the measured part of each repetition: a scenario
 /// calls [`Meter::start`] where its clock starts and [`Meter::stop`] with
 /// the messages it moved.
+///
+/// The server is the client's one, or (see [`Meter::watch_nodes`]) the
+/// sum over a cluster's nodes, each asked on its own connection.
 #[derive(Default)]
 pub(crate) struct Meter {
     state: Mutex<MeterState>,
@@ -49,9 +49,25 @@ pub(crate) struct Meter {
 
 #[derive(Default)]
 struct MeterState {
-    started: Option<(f64, f64)>,
-    /// Per repetition: (server, client) microseconds per message.
-    samples: Vec<(f64, f64)>,
+    /// A cluster's node connections, when set.
+    nodes: Vec<redis::aio::MultiplexedConnection>,
+    /// Server (per node), client seconds at the start.
+    started: Option<(Vec<f64>, f64)>,
+    /// Per repetition: (server, client) microseconds per message, and the
+    /// busiest node's share of the server CPU.
+    samples: Vec<(f64, f64, f64)>,
+}
+
+/// What [`Meter::take`] returns: medians over the repetitions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cpu {
+    /// The server's (all nodes') CPU microseconds per message.
+    pub server_us: f64,
+    /// This process's (and its worker processes') CPU microseconds per
+    /// message.
+    pub client_us: f64,
+    /// The busiest node's share of the server CPU (1 on one server).
+    pub busiest_share: f64,
 }
 
 impl Meter {
@@ -59,37 +75,88 @@ impl Meter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Meters the server CPU on these nodes (a cluster's primaries) rather
+    /// than through the client; empty: through the client again.
+    pub(crate) fn watch_nodes(&self, nodes: Vec<redis::aio::MultiplexedConnection>) {
+        self.lock().nodes = nodes;
+    }
+
+    /// Each node's CPU seconds so far (one entry: the client's server).
+    async fn server_cpu(&self, client: &Client) -> Result<Vec<f64>> {
+        let nodes = self.lock().nodes.clone();
+        if nodes.is_empty() {
+            return Ok(vec![server_cpu_of(&mut client.connection()).await?]);
+        }
+        let mut out = Vec::with_capacity(nodes.len());
+        for mut conn in nodes {
+            out.push(server_cpu_of(&mut conn).await?);
+        }
+        Ok(out)
+    }
+
     /// The measured part begins.
     pub(crate) async fn start(&self, client: &Client) -> Result<()> {
-        let server = server_cpu(client).await?;
-        self.lock().started = Some((server, client_cpu()));
+        let server = self.server_cpu(client).await?;
+        self.lock().started = Some((server, own_cpu_seconds()));
         Ok(())
     }
 
     /// The measured part moved `messages`.
     pub(crate) async fn stop(&self, client: &Client, messages: usize) -> Result<()> {
-        let (client_now, server_now) = (client_cpu(), server_cpu(client).await?);
+        self.stop_with_client_cpu(client, messages, 0.0).await
+    }
+
+    /// The measured part moved `messages`, and other client processes (the
+    /// worker processes of a scenario) spent `others` CPU seconds on it.
+    pub(crate) async fn stop_with_client_cpu(
+        &self,
+        client: &Client,
+        messages: usize,
+        others: f64,
+    ) -> Result<()> {
+        let client_now = own_cpu_seconds() + others;
+        let server_now = self.server_cpu(client).await?;
         let mut st = self.lock();
         if let Some((server, client)) = st.started.take()
             && messages > 0
         {
             let per = |secs: f64| secs.max(0.0) * 1e6 / messages as f64;
+            let deltas: Vec<f64> = server_now
+                .iter()
+                .zip(&server)
+                .map(|(now, then)| (now - then).max(0.0))
+                .collect();
+            let total: f64 = deltas.iter().sum();
+            let busiest = deltas.iter().copied().fold(0.0, f64::max);
+            let share = if total > 0.0 { busiest / total } else { 1.0 };
             st.samples
-                .push((per(server_now - server), per(client_now - client)));
+                .push((per(total), per(client_now - client), share));
         }
         Ok(())
     }
 
-    /// The medians of the repetitions since the last take (server, client
-    /// µs per message), and a fresh start.
-    pub(crate) fn take(&self) -> Option<(f64, f64)> {
-        let samples = std::mem::take(&mut self.lock().samples);
-        if samples.is_empty() {
+    /// The medians of the repetitions since the last take, and a fresh
+    /// start.
+    pub(crate) fn take(&self) -> Option<Cpu> {
+        let cpu = self.peek();
+        self.lock().samples.clear();
+        cpu
+    }
+
+    /// The medians of the repetitions since the last take, without
+    /// starting afresh.
+    pub(crate) fn peek(&self) -> Option<Cpu> {
+        let st = self.lock();
+        if st.samples.is_empty() {
             return None;
         }
-        let server = super::median(samples.iter().map(|s| s.0).collect());
-        let client = super::median(samples.iter().map(|s| s.1).collect());
-        Some((server, client))
+        let median =
+            |f: fn(&(f64, f64, f64)) -> f64| super::median(st.samples.iter().map(f).collect());
+        Some(Cpu {
+            server_us: median(|s| s.0),
+            client_us: median(|s| s.1),
+            busiest_share: median(|s| s.2),
+        })
     }
 }
 
@@ -106,12 +173,12 @@ mod tests {
 
     #[test]
     fn client_cpu_grows_with_work() {
-        let before = client_cpu();
+        let before = own_cpu_seconds();
         let mut x = 0u64;
         for i in 0..20_000_000u64 {
             x = x.wrapping_mul(31).wrapping_add(i);
         }
         std::hint::black_box(x);
-        assert!(client_cpu() > before);
+        assert!(own_cpu_seconds() > before);
     }
 }

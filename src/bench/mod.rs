@@ -28,11 +28,14 @@ use crate::reader::StartAt;
 use crate::topic::{SchemaPolicy, TopicSpec};
 use cpu::Meter;
 
+mod cluster;
 mod cpu;
 mod limits;
+mod processes;
 mod report;
 mod scale;
 
+pub use processes::{WorkerCommand, worker_process};
 pub use report::write as write_report;
 
 /// What to run.
@@ -54,6 +57,9 @@ pub struct BenchOptions {
     /// limits and ceilings always run: ratios need them). Empty: run
     /// everything.
     pub only: Vec<String>,
+    /// How to start a worker process for `scale.processes.*` (skipped
+    /// without).
+    pub worker_command: Option<WorkerCommand>,
 }
 
 impl BenchOptions {
@@ -77,6 +83,7 @@ impl BenchOptions {
             partitions: 8,
             payload_bytes: 100,
             only: Vec::new(),
+            worker_command: None,
         }
     }
 
@@ -90,6 +97,7 @@ impl BenchOptions {
             partitions: 8,
             payload_bytes: 100,
             only: Vec::new(),
+            worker_command: None,
         }
     }
 }
@@ -542,16 +550,23 @@ async fn consume(
     run: Consume,
     m: &Meter,
 ) -> Result<f64> {
+    fresh_topic(client, "bench.consume", o.partitions).await?;
+    let n = run.n;
+    client
+        .publish_batch("bench.consume", records(n, payload))
+        .await?;
+    drain(client, run, m).await
+}
+
+/// The workers of `run` over `bench.consume`, already filled with `run.n`
+/// messages: the rate from the first handling to the last.
+async fn drain(client: &Client, run: Consume, m: &Meter) -> Result<f64> {
     let Consume {
         mode,
         concurrency,
         groups,
         n,
     } = run;
-    fresh_topic(client, "bench.consume", o.partitions).await?;
-    client
-        .publish_batch("bench.consume", records(n, payload))
-        .await?;
     let done = Arc::new(AtomicUsize::new(0));
     // The clock starts at the first handling, not before the workers start:
     // joining the group and taking the leases is start-up, not throughput
@@ -926,8 +941,8 @@ pub async fn run(
             samples,
             ratio_to_ceiling: None,
             ratio_to_limit: None,
-            server_cpu_us: cpu.map(|c| c.0),
-            client_cpu_us: cpu.map(|c| c.1),
+            server_cpu_us: cpu.map(|c| c.server_us),
+            client_cpu_us: cpu.map(|c| c.client_us),
             server_cpu_ratio: None,
             ratio_to_bullmq: None,
         });
@@ -1072,6 +1087,7 @@ pub async fn run(
     }
     tracing::info!("bench: scale");
     scale::run(client, o, m, &mut push).await?;
+    cluster::run(client, o, m, &mut push).await?;
     // Ratios to the ceilings and to BullMQ.
     let get = |figs: &[Figure], name: &str| figs.iter().find(|f| f.name == name).map(|f| f.value);
     let xadd = get(&figures, "ceiling.xadd");
@@ -1100,11 +1116,17 @@ pub async fn run(
         f.ratio_to_ceiling = ceiling.map(|c| f.value / c);
         let of_kind = match f.name.as_str() {
             n if n.starts_with("limit.") => None,
-            n if n.starts_with("produce.") || n == "ceiling.xadd" => limit_xadd.as_ref(),
+            n if n.starts_with("produce.")
+                || n == "ceiling.xadd"
+                || (n.starts_with("scale.") && n.ends_with(".produce")) =>
+            {
+                limit_xadd.as_ref()
+            }
             n if n.starts_with("consume.")
                 || n.starts_with("end_to_end")
                 || n.starts_with("fanout.")
-                || n == "ceiling.read_ack" =>
+                || n == "ceiling.read_ack"
+                || (n.starts_with("scale.") && n.ends_with(".consume")) =>
             {
                 limit_read.as_ref()
             }

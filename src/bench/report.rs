@@ -6,7 +6,9 @@
 //! - `limits.svg`: each millrace throughput as a share of its limit;
 //! - `cpu.svg`: the Redis server's and the process's CPU per message;
 //! - `latency.svg`: the idle publish → handler latency distribution (every
-//!   sample, as a cumulative share).
+//!   sample, as a cumulative share);
+//! - `scale.svg`: the scale curves, throughput as one thing varies
+//!   (payload size, partitions, worker processes, cluster primaries).
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +72,146 @@ pub(crate) fn limit_bars(r: &BenchReport) -> Vec<Bar> {
         .filter(|f| !f.name.starts_with("ceiling."))
         .filter_map(|f| Some((f.name.clone(), f.ratio_to_limit?, MILLRACE)))
         .collect()
+}
+
+/// One line of a scale panel: its label and (x, msg/s) points.
+type Line = (&'static str, Vec<(f64, f64)>);
+
+/// One panel of `scale.svg`.
+pub(crate) struct Panel {
+    title: &'static str,
+    x_desc: &'static str,
+    lines: Vec<Line>,
+}
+
+/// The scale curves found in `r`: per panel, the lines with at least one
+/// point (x from the scenario's name).
+pub(crate) fn scale_panels(r: &BenchReport) -> Vec<Panel> {
+    let value = |name: &str| {
+        r.figures
+            .iter()
+            .find(|f| f.name == name && f.unit == "msg/s")
+            .map(|f| f.value)
+    };
+    let line = |label: &'static str, points: &[(f64, String)]| -> Line {
+        let pts = points
+            .iter()
+            .filter_map(|(x, name)| Some((*x, value(name)?)))
+            .collect();
+        (label, pts)
+    };
+    let payloads = |kind: &str| -> Vec<(f64, String)> {
+        [(0.1, "100b"), (1.0, "1kb"), (16.0, "16kb")]
+            .iter()
+            .map(|(x, n)| (*x, format!("scale.payload.{n}.{kind}")))
+            .collect()
+    };
+    let counted = |counts: &[u32], f: &dyn Fn(u32) -> String| -> Vec<(f64, String)> {
+        counts.iter().map(|c| (f64::from(*c), f(*c))).collect()
+    };
+    let panels = vec![
+        Panel {
+            title: "Payload size",
+            x_desc: "KB per message",
+            lines: vec![
+                line("produce", &payloads("produce")),
+                line("consume", &payloads("consume")),
+            ],
+        },
+        Panel {
+            title: "Partitions (ordered consume)",
+            x_desc: "partitions",
+            lines: vec![line(
+                "consume",
+                &counted(&[1, 8, 64], &|c| format!("scale.partitions.{c}.consume")),
+            )],
+        },
+        Panel {
+            title: "Worker processes (ordered, one group)",
+            x_desc: "processes",
+            lines: vec![line(
+                "consume",
+                &counted(&[1, 2, 4], &|c| format!("scale.processes.{c}.consume")),
+            )],
+        },
+        Panel {
+            title: "Cluster primaries (12 partitions)",
+            x_desc: "primaries",
+            lines: vec![
+                line(
+                    "produce",
+                    &counted(&[1, 3], &|c| format!("scale.cluster.{c}.produce")),
+                ),
+                line(
+                    "consume",
+                    &counted(&[1, 3], &|c| format!("scale.cluster.{c}.consume")),
+                ),
+            ],
+        },
+    ];
+    panels
+        .into_iter()
+        .map(|mut p| {
+            p.lines.retain(|l| !l.1.is_empty());
+            p
+        })
+        .filter(|p| !p.lines.is_empty())
+        .collect()
+}
+
+/// The scale panels side by side, two per row, x on a log scale.
+fn scale(path: &Path, panels: &[Panel]) -> Result<()> {
+    let rows = panels.len().div_ceil(2) as u32;
+    let root = SVGBackend::new(path, (SIZE.0, 60 + 320 * rows)).into_drawing_area();
+    root.fill(&WHITE).map_err(chart_error)?;
+    let root = root
+        .titled(
+            "Scale: messages per second as one thing varies",
+            ("sans-serif", 20),
+        )
+        .map_err(chart_error)?;
+    let areas = root.split_evenly((rows as usize, 2));
+    for (panel, area) in panels.iter().zip(areas) {
+        let points = panel.lines.iter().flat_map(|l| l.1.iter());
+        let (lo, hi, top) = points.fold((f64::MAX, 0.0f64, 0.0f64), |(lo, hi, top), (x, y)| {
+            (lo.min(*x), hi.max(*x), top.max(*y))
+        });
+        let (lo, hi) = (lo * 0.8, hi * 1.25);
+        let mut chart = ChartBuilder::on(&area)
+            .caption(panel.title, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d((lo..hi).log_scale(), 0.0..top.max(1e-9) * 1.15)
+            .map_err(chart_error)?;
+        chart
+            .configure_mesh()
+            .x_desc(panel.x_desc)
+            .y_label_formatter(&|v| short(*v))
+            .draw()
+            .map_err(chart_error)?;
+        for (i, (label, pts)) in panel.lines.iter().enumerate() {
+            let colour = if i == 0 { MILLRACE } else { BULLMQ };
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
+                .map_err(chart_error)?
+                .label(*label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, colour.filled())))
+                .map_err(chart_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(chart_error)?;
+    }
+    root.present().map_err(chart_error)?;
+    Ok(())
 }
 
 /// `v` short: `812k`, `1.2M`, `0.25`.
@@ -254,6 +396,12 @@ pub fn write(r: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>> {
         )?;
         written.push(p);
     }
+    let panels = scale_panels(r);
+    if !panels.is_empty() {
+        let p = dir.join("scale.svg");
+        scale(&p, &panels)?;
+        written.push(p);
+    }
     if !r.latency_ms.is_empty() {
         let p = dir.join("latency.svg");
         latency(&p, &r.latency_ms)?;
@@ -307,5 +455,38 @@ mod tests {
         let s = limit_bars(&r);
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].0.as_str(), s[0].1), ("consume.ordered.c100", 0.25));
+    }
+
+    #[test]
+    fn scale_panels_take_the_points_that_ran() {
+        let r = BenchReport {
+            figures: vec![
+                figure("scale.payload.100b.produce", 700.0, "msg/s", None),
+                figure("scale.payload.16kb.produce", 40.0, "msg/s", None),
+                figure("scale.partitions.8.consume", 200.0, "msg/s", None),
+                figure("scale.processes.2.consume", 150.0, "msg/s", None),
+                figure("scale.cluster.3.consume.busiest_share", 0.4, "share", None),
+            ],
+            ..BenchReport::default()
+        };
+        let p = scale_panels(&r);
+        let shown: Vec<(&str, Vec<Line>)> = p.iter().map(|p| (p.title, p.lines.clone())).collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "Payload size",
+                    vec![("produce", vec![(0.1, 700.0), (16.0, 40.0)])]
+                ),
+                (
+                    "Partitions (ordered consume)",
+                    vec![("consume", vec![(8.0, 200.0)])]
+                ),
+                (
+                    "Worker processes (ordered, one group)",
+                    vec![("consume", vec![(2.0, 150.0)])]
+                ),
+            ]
+        );
     }
 }

@@ -5,12 +5,19 @@
 //!   `consume.ordered.c100` with larger payloads (fewer messages as they
 //!   grow, at most 200 MB a run);
 //! - `scale.partitions.{1,8,64}.consume`: `consume.ordered.c100` over 1, 8
-//!   and 64 partitions.
+//!   and 64 partitions;
+//! - `scale.backlog.memory` and `scale.backlog.consume`: 10 × n messages
+//!   waiting (1 M in a full run): the Redis memory each takes, then the
+//!   ordered consume of all of them (one repetition: it is the largest);
+//! - `scale.processes.{1,2,4}.consume`: ordered consume by 1, 2 and 4
+//!   worker processes sharing one group (see [`super::processes`]).
 //!
 //! Each is metered like the main scenarios (CPU per message).
 
 use super::cpu::Meter;
-use super::{BenchOptions, Consume, consume, produce_batch, reps};
+use super::{
+    BenchOptions, Consume, consume, drain, fresh_topic, produce_batch, records, reps, used_memory,
+};
 use crate::client::Client;
 use crate::error::Result;
 use crate::group::Mode;
@@ -23,6 +30,12 @@ const PAYLOADS: [(&str, usize); 3] = [("100b", 100), ("1kb", 1_000), ("16kb", 16
 
 /// The partition counts.
 const PARTITIONS: [u32; 3] = [1, 8, 64];
+
+/// Waiting messages in the backlog scenario, per message of a throughput run.
+const BACKLOG_PER_N: usize = 10;
+
+/// Messages published per call while filling the backlog.
+const FILL_CHUNK: usize = 50_000;
 
 /// Messages per run with `bytes` payloads: `o.n`, fewer for large ones.
 pub(crate) fn messages_for(o: &BenchOptions, bytes: usize) -> usize {
@@ -77,7 +90,42 @@ pub(crate) async fn run(
             push(&name, "msg/s", v);
         }
     }
+    if o.selects("scale.backlog") {
+        let (bytes, rate) = backlog(client, o, m).await?;
+        // The consume first: the CPU metered is its.
+        push("scale.backlog.consume", "msg/s", vec![rate]);
+        push("scale.backlog.memory", "bytes", vec![bytes]);
+    }
+    super::processes::run(client, o, m, push).await?;
     Ok(())
+}
+
+/// Fills `bench.consume` with 10 × n messages (Redis memory per message
+/// from `used_memory` before and after), then drains them with one ordered
+/// worker at concurrency 100.
+async fn backlog(client: &Client, o: &BenchOptions, m: &Meter) -> Result<(f64, f64)> {
+    let n = o.n * BACKLOG_PER_N;
+    let payload = vec![b'x'; o.payload_bytes];
+    fresh_topic(client, "bench.consume", o.partitions).await?;
+    let before = used_memory(client).await?;
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(FILL_CHUNK);
+        client
+            .publish_batch("bench.consume", records(chunk, &payload))
+            .await?;
+        left -= chunk;
+    }
+    let per_message = used_memory(client).await?.saturating_sub(before) as f64 / n as f64;
+    let run = Consume {
+        mode: Mode::Ordered,
+        concurrency: 100,
+        groups: 1,
+        n,
+    };
+    let rate = drain(client, run, m).await?;
+    client.delete_topic("bench.consume").await?;
+    Ok((per_message, rate))
 }
 
 #[cfg(test)]

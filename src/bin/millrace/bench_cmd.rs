@@ -5,7 +5,7 @@
 use millrace::bench::{BULLMQ_DIR, BenchOptions, run, run_bullmq, table};
 use millrace::local::PrivateRedis;
 
-use crate::cli::{BenchArgs, Global};
+use crate::cli::{BenchArgs, BenchWorkerArgs, Global};
 use crate::error::CliError;
 use crate::output::{Out, note};
 
@@ -38,6 +38,18 @@ pub async fn run_cmd(global: &Global, args: BenchArgs, out: &mut Out) -> Result<
     } else {
         "bench".to_string()
     };
+    // The worker processes of `scale.processes.*`: this program again.
+    opts.worker_command =
+        std::env::current_exe()
+            .ok()
+            .map(|program| millrace::bench::WorkerCommand {
+                program,
+                args: vec!["bench-worker".into()],
+                env: vec![
+                    ("MILLRACE_REDIS_URL".into(), url.clone()),
+                    ("MILLRACE_PREFIX".into(), prefix.clone()),
+                ],
+            });
     let client = crate::connect(&Global {
         redis: Some(url.clone()),
         prefix,
@@ -86,4 +98,11 @@ pub async fn run_cmd(global: &Global, args: BenchArgs, out: &mut Out) -> Result<
     } else {
         out.line(table(&report))
     }
+}
+
+/// `millrace bench-worker TOPIC GROUP`: one worker process of the
+/// `scale.processes.*` scenarios (started by `millrace bench`).
+pub async fn worker(global: &Global, args: BenchWorkerArgs) -> Result<(), CliError> {
+    let client = crate::connect(global).await?;
+    Ok(millrace::bench::worker_process(&client, &args.topic, &args.group).await?)
 }

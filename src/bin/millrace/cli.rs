@@ -163,6 +163,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Measure millrace against raw Redis (and BullMQ, when Node is installed) on a private redis-server
     Bench(BenchArgs),
+    /// One worker process of the benchmark's `scale.processes` scenarios
+    #[command(hide = true)]
+    BenchWorker(BenchWorkerArgs),
     /// Tell an ERP's story: three groups, dead letters and a replay, a delayed and a cron job
     ///
     /// Starts a private redis-server from PATH on a free loopback port and
@@ -181,6 +184,16 @@ pub struct DemoArgs {
     /// Where the dashboard listens with --serve (loopback only)
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
     pub listen: String,
+}
+
+/// `millrace bench-worker TOPIC GROUP` (hidden): one worker process of the
+/// `scale.processes.*` benchmark scenarios.
+#[derive(Debug, Args)]
+pub struct BenchWorkerArgs {
+    /// Topic to consume
+    pub topic: String,
+    /// Group to join
+    pub group: String,
 }
 
 #[derive(Debug, Args)]

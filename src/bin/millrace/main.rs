@@ -129,6 +129,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(global, args, out).await,
         Command::Worker(args) => worker::run(global, &args.config).await,
         Command::Bench(args) => bench_cmd::run_cmd(global, args, out).await,
+        Command::BenchWorker(args) => bench_cmd::worker(global, args).await,
     }
 }
 
