@@ -418,6 +418,141 @@ async fn an_ack_after_the_lease_moved_is_refused() {
     w.abort();
 }
 
+/// The acker keeps the leases it checked under a `WATCH` between flushes
+/// (no script per ack): a lease that moves on after that must still refuse
+/// the next ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_after_the_lease_moved_is_refused_by_an_acker_already_watching_it() {
+    let c = client("fencing-watched").await;
+    c.create_topic(&TopicSpec::new("fenced", 1).unwrap())
+        .await
+        .unwrap();
+    let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel::<u8>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r2 = release.clone();
+    let w = Worker::builder(&c, "g")
+        .start_at(StartAt::Earliest)
+        .session_timeout(Duration::from_secs(30))
+        .heartbeat_interval(Duration::from_secs(10))
+        .handle_raw("fenced", move |msg, _ctx| {
+            let entered = entered_tx.clone();
+            let release = r2.clone();
+            let n: u8 = msg.decode().unwrap_or(0);
+            async move {
+                let _ = entered.send(n);
+                if n == 2 {
+                    release.notified().await;
+                }
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    // The first is acked: the acker now watches the lease.
+    c.publish_record("fenced", Record::encode(&1u8).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(entered_rx.recv().await, Some(1));
+    support::wait_until(Duration::from_secs(5), "the first ack", || {
+        let n = w.stats().acked;
+        async move { n == 1 }
+    })
+    .await;
+    c.publish_record("fenced", Record::encode(&2u8).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(entered_rx.recv().await, Some(2));
+    let lease = c.keys().lease("fenced", 0, "g");
+    let _: () = redis::cmd("HINCRBY")
+        .arg(&lease)
+        .arg("epoch")
+        .arg(1)
+        .query_async(&mut c.connection())
+        .await
+        .unwrap();
+    release.notify_one();
+    support::wait_until(Duration::from_secs(5), "the second ack is refused", || {
+        let n = w.stats().stale_acks;
+        async move { n == 1 }
+    })
+    .await;
+    assert_eq!(w.stats().acked, 1, "only the first was acked");
+    assert_eq!(c.describe_group("fenced", "g").await.unwrap().pending, 1);
+    w.abort();
+}
+
+/// An idle member's wait and the read after it go out as one request; the
+/// read is still fenced: a message that ends the wait after the lease moved
+/// on is not read under the old epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_ends_a_wait_after_the_lease_moved_is_read_only_at_a_new_epoch() {
+    let server = support::RedisServer::start();
+    let c = Client::connect(
+        millrace::Config::new(server.url())
+            .unwrap()
+            .prefix(support::unique_prefix("wait-fenced"))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_topic(&TopicSpec::new("waits", 1).unwrap())
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(u8, u64)>>> = Arc::default();
+    let s2 = seen.clone();
+    let w = Worker::builder(&c, "g")
+        .start_at(StartAt::Earliest)
+        .session_timeout(Duration::from_secs(30))
+        .heartbeat_interval(Duration::from_secs(2))
+        .handle_raw("waits", move |msg, ctx| {
+            let n: u8 = msg.decode().unwrap_or(0);
+            s2.lock().unwrap().push((n, ctx.epoch));
+            async { Ok(()) }
+        })
+        .start()
+        .await
+        .unwrap();
+    c.publish_record("waits", Record::encode(&1u8).unwrap())
+        .await
+        .unwrap();
+    support::wait_until(Duration::from_secs(5), "the first message", || {
+        let n = seen.lock().unwrap().len();
+        async move { n == 1 }
+    })
+    .await;
+    // The member now waits on the stream (its own server: the one client
+    // blocked in XREAD) with its read queued behind.
+    support::wait_until(Duration::from_secs(5), "the member to wait", || {
+        let blocked = support::blocked_in_xread(server.port());
+        async move { blocked }
+    })
+    .await;
+    let lease = c.keys().lease("waits", 0, "g");
+    let bumped: u64 = redis::cmd("HINCRBY")
+        .arg(&lease)
+        .arg("epoch")
+        .arg(1)
+        .query_async(&mut c.connection())
+        .await
+        .unwrap();
+    c.publish_record("waits", Record::encode(&2u8).unwrap())
+        .await
+        .unwrap();
+    support::wait_until(Duration::from_secs(10), "the second message", || {
+        let n = seen.lock().unwrap().len();
+        async move { n == 2 }
+    })
+    .await;
+    w.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].1, bumped - 1, "the first at the first epoch");
+    assert!(
+        seen[1].1 > bumped,
+        "the second read only under a new lease: {seen:?} (bumped to {bumped})"
+    );
+}
+
 /// A message whose task waited (here for the rate limit) while the lease
 /// changed hands must not start at the old epoch: it is handled once, by the
 /// new lease, and the handler sees the new epoch (its fencing token).

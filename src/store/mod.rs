@@ -38,6 +38,7 @@ pub(crate) mod status;
 pub(crate) mod tls;
 pub(crate) mod topics;
 pub(crate) mod watched;
+mod watched_acks;
 
 use futures_util::future::join_all;
 use redis::{Cmd, Value};

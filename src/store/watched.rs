@@ -22,13 +22,42 @@ use crate::error::check;
 use crate::error::{Error, Result};
 use crate::store::conn::{BlockingConn, ReadGuard};
 
+/// A tier's read: the entries, and each stream's newest id.
+type Tier = (Vec<Fetched>, Vec<(String, String)>);
+
+/// What [`WatchedReader::wait_then_read`] found.
+pub(crate) enum WaitRead {
+    /// Entries, read fenced as the wait ended.
+    Read(Vec<Fetched>),
+    /// Nothing read: the streams the wait saw something new on (none on a
+    /// timeout), for the next read.
+    Woken(Vec<String>),
+}
+
+/// The sources [`WatchedReader::read`] reads first: every partition's first
+/// lane, with the retry streams when there is only one lane.
+fn first_tier<'s>(parts: &[FencedPart<'s>]) -> Vec<&'s Source> {
+    let lanes = parts
+        .iter()
+        .flat_map(|p| p.sources.iter())
+        .filter(|s| !s.retry)
+        .map(|s| s.lane)
+        .max()
+        .unwrap_or(0);
+    parts
+        .iter()
+        .flat_map(|p| p.sources.iter().copied())
+        .filter(|s| if s.retry { lanes == 0 } else { s.lane == 0 })
+        .collect()
+}
+
 /// The read connection and the leases checked under its `WATCH`.
 #[derive(Default)]
 pub(crate) struct WatchedReader {
     conn: Option<BlockingConn>,
     /// (partition, epoch, lease key) found ours after the current `WATCH`
     /// began. Reads may cover fewer partitions; every one stays watched.
-    watched: Vec<(u32, u64, String)>,
+    pub(super) watched: Vec<(u32, u64, String)>,
 }
 
 fn as_string(v: &Value) -> Option<String> {
@@ -59,7 +88,7 @@ impl WatchedReader {
     ///
     /// With `keep`, the connection is kept even if others wait for one: a
     /// check's `WATCH` must still be in place for the read that follows it.
-    async fn run(
+    pub(super) async fn run(
         &mut self,
         backend: &Backend,
         mut pipe: redis::Pipeline,
@@ -108,7 +137,7 @@ impl WatchedReader {
 
     /// `WATCH`es the leases of `parts` and checks they are ours at their
     /// epochs; returns the partitions that are not.
-    async fn check(
+    pub(super) async fn check(
         &mut self,
         backend: &Backend,
         member: &str,
@@ -244,11 +273,11 @@ impl WatchedReader {
         member: &str,
         sources: &[&Source],
         count: usize,
-    ) -> Result<Option<(Vec<Fetched>, Vec<(String, String)>)>> {
+    ) -> Result<Option<Tier>> {
         if sources.is_empty() {
             return Ok(Some((Vec::new(), Vec::new())));
         }
-        if self.watched.is_empty() || !self.conn.as_ref().is_some_and(BlockingConn::is_current) {
+        if !self.can_read() {
             // The leases were checked under a `WATCH` on a connection we no
             // longer hold (given back, failed, or to a replaced primary): a
             // read on another would not be fenced. Checked again next time.
@@ -256,6 +285,29 @@ impl WatchedReader {
             return Ok(None);
         }
         let mut pipe = redis::pipe();
+        self.add_tier(&mut pipe, group, member, sources, count, true);
+        let replies = self.run(backend, pipe, false).await?;
+        self.parse_tier(topic, sources, replies)
+    }
+
+    /// Whether a read may go out now: leases checked under a `WATCH` on the
+    /// connection held, which is to the current primary.
+    pub(super) fn can_read(&self) -> bool {
+        !self.watched.is_empty() && self.conn.as_ref().is_some_and(BlockingConn::is_current)
+    }
+
+    /// Adds a tier's read to `pipe`: `MULTI`, `XREADGROUP`, with `newest`
+    /// an `XREVRANGE` per source (its newest id, to wait from when nothing
+    /// was read), `EXEC`, and the `WATCH` again.
+    fn add_tier(
+        &self,
+        pipe: &mut redis::Pipeline,
+        group: &str,
+        member: &str,
+        sources: &[&Source],
+        count: usize,
+        newest: bool,
+    ) {
         pipe.cmd("MULTI");
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP")
@@ -271,7 +323,7 @@ impl WatchedReader {
             read.arg(">");
         }
         pipe.add_command(read);
-        for s in sources {
+        for s in sources.iter().filter(|_| newest) {
             pipe.cmd("XREVRANGE")
                 .arg(&s.key)
                 .arg("+")
@@ -285,8 +337,17 @@ impl WatchedReader {
             watch.arg(lease);
         }
         pipe.add_command(watch);
-        let replies = self.run(backend, pipe, false).await?;
-        // MULTI, QUEUED per command, EXEC, WATCH.
+    }
+
+    /// The replies of a pipeline that ends with [`Self::add_tier`]'s
+    /// commands. `None` when `EXEC` did nothing.
+    fn parse_tier(
+        &mut self,
+        topic: &str,
+        sources: &[&Source],
+        replies: Vec<Value>,
+    ) -> Result<Option<Tier>> {
+        // ... MULTI, QUEUED per command, EXEC, WATCH.
         let exec = replies
             .into_iter()
             .rev()
@@ -318,6 +379,59 @@ impl WatchedReader {
             newest.push((s.key.clone(), id.unwrap_or_else(|| "0-0".into())));
         }
         Ok(Some((got, newest)))
+    }
+
+    /// Waits up to `block` for anything newer than `streams`' ids and, in
+    /// the same request, reads the first tier of `parts` fenced: Redis runs
+    /// a blocked client's next commands as soon as it is unblocked, so a
+    /// message that ends the wait is read without another round trip. The
+    /// fence is the same as [`Self::read`]'s: the read is a `MULTI`/`EXEC`
+    /// under the `WATCH` of leases checked before, which does nothing if one
+    /// changed meanwhile (then the woken streams come back and the next read
+    /// checks again).
+    ///
+    /// Falls back to a plain [`Self::wait`] when the leases of `parts` are
+    /// not all checked on the connection held.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn wait_then_read(
+        &mut self,
+        backend: &Backend,
+        topic: &str,
+        group: &str,
+        member: &str,
+        streams: &[(String, String)],
+        parts: &[FencedPart<'_>],
+        count: usize,
+        block: Duration,
+    ) -> Result<WaitRead> {
+        let watched = |p: &FencedPart<'_>| {
+            self.watched
+                .iter()
+                .any(|(q, e, _)| *q == p.partition && *e == p.epoch)
+        };
+        if streams.is_empty() || !self.can_read() || !parts.iter().all(watched) {
+            return Ok(WaitRead::Woken(self.wait(backend, streams, block).await?));
+        }
+        let tier = first_tier(parts);
+        let mut pipe = redis::pipe();
+        pipe.add_command(wake_cmd(streams.iter(), block));
+        // No newest ids: when this read finds nothing, the next one (with
+        // them) follows anyway.
+        self.add_tier(&mut pipe, group, member, &tier, count, false);
+        let mut replies = self.run(backend, pipe, false).await?;
+        if replies.is_empty() {
+            return Err(Error::Decode("no XREAD reply".into()));
+        }
+        let woken: Vec<String> = xread_streams(check(replies.remove(0))?)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        match self.parse_tier(topic, &tier, replies)? {
+            Some((got, _)) if !got.is_empty() => Ok(WaitRead::Read(got)),
+            // Nothing in the first tier: whatever woke the wait (a later
+            // lane, a retry) is read the usual way.
+            _ => Ok(WaitRead::Woken(woken)),
+        }
     }
 
     /// Waits up to `block` for anything newer than the given ids (`XREAD`

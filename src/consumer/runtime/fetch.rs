@@ -21,6 +21,7 @@ use crate::duration::Doubling;
 use crate::envelope::meta;
 use crate::error::Result;
 use crate::store::group_reads::{FencedPart, Fetched, Source, read_fenced, read_new, wait_for_new};
+use crate::store::watched::WaitRead;
 
 /// The partitions one pass of the fetcher covers, each marked as being
 /// read until the pass ends.
@@ -392,8 +393,32 @@ impl Rt<Ordered> {
                 )
                 .await?
             } else {
+                // The wait and the read that follows it in one request.
                 let mut reader = self.conns.watched.lock().await;
-                reader.wait(&self.catalog, &got.idle, self.s.block).await?
+                let found = reader
+                    .wait_then_read(
+                        &self.catalog,
+                        topic,
+                        group,
+                        me,
+                        &got.idle,
+                        &parts,
+                        self.s.batch,
+                        self.s.block,
+                    )
+                    .await?;
+                drop(reader);
+                match found {
+                    WaitRead::Read(messages) => {
+                        let got = messages
+                            .into_iter()
+                            .map(|f| (f, Resumed::default()))
+                            .collect();
+                        self.send(tx, got, read).await;
+                        return Ok(None);
+                    }
+                    WaitRead::Woken(keys) => keys,
+                }
             };
             if !keys.is_empty() {
                 let mut parts: Vec<u32> = keys.iter().map(|k| partition_of(k)).collect();

@@ -169,13 +169,16 @@ struct Stop {
     killed: CancellationToken,
 }
 
-/// Connections the fetcher keeps between its reads.
+/// Connections the fetcher and the acker keep between their requests.
 #[derive(Default)]
 struct ReadConns {
     /// Blocking connections for group reads and waits.
     held: crate::store::conn::HeldConns,
     /// Ordered mode on a single server: the lease-watching read connection.
     watched: tokio::sync::Mutex<crate::store::watched::WatchedReader>,
+    /// Ordered mode on a single server: the acker's lease-watching
+    /// connection (acks without results, see `store::watched_acks`).
+    acker: tokio::sync::Mutex<crate::store::watched::WatchedReader>,
 }
 
 /// A topic's runtime state, shared by its tasks; `D` is the mode.
