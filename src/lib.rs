@@ -138,9 +138,10 @@
 // A type a public item uses must be nameable by users (exported below).
 #![warn(unnameable_types)]
 
-// The public face is the list of `pub use` below plus five small public
+// The public face is the list of `pub use` below plus six small public
 // modules whose items are contracts of their own (ACL rules, durations, the
-// wire format, the key layout and name rules, the partitioner). Everything
+// wire format, the key layout and name rules, the partitioner, the
+// placement of partitions on a cluster). Everything
 // else is private, so the layers under the API can change freely.
 mod acks;
 pub mod acl;
@@ -169,6 +170,7 @@ pub mod local;
 mod metrics;
 mod overview;
 pub mod partitioner;
+pub mod placement;
 mod producer;
 mod rate_limit;
 mod reader;
@@ -224,6 +226,7 @@ pub use store::keys;
 pub use telemetry::{
     HEADER_TRACEPARENT, HEADER_TRACESTATE, TraceParent, TraceRelation, current_traceparent,
 };
+pub use placement::Placement;
 pub use topic::{
     Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, SchemaPolicy, TopicInfo, TopicSpec,
 };
