@@ -184,6 +184,7 @@ mod status;
 mod store;
 mod telemetry;
 mod topic;
+mod topic_placement;
 
 pub use acks::{Acks, DEFAULT_ACKS_TIMEOUT};
 pub use cancel::CancelOutcome;
@@ -204,6 +205,7 @@ pub use group::{
 pub use id::MessageId;
 pub use metrics::Metrics;
 pub use overview::{GroupOverview, Overview, TopicOverview};
+pub use placement::Placement;
 pub use producer::{
     DEFAULT_DEDUP_TTL, Producer, ProducerConfig, PublishOptions, Receipt, Record, check_record,
 };
@@ -226,10 +228,10 @@ pub use store::keys;
 pub use telemetry::{
     HEADER_TRACEPARENT, HEADER_TRACESTATE, TraceParent, TraceRelation, current_traceparent,
 };
-pub use placement::Placement;
 pub use topic::{
     Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, SchemaPolicy, TopicInfo, TopicSpec,
 };
+pub use topic_placement::{PartitionPlacement, PrimaryShare, SlotMove, TopicPlacement};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -393,6 +393,7 @@ fn prepare(
     traced: bool,
 ) -> Result<Prepared> {
     check_record(spec, &record, max_bytes)?;
+    keys.require(&spec.name)?;
     if spec.is_dead_letter_view() {
         return Err(Error::InvalidName {
             what: "topic",
