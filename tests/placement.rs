@@ -260,6 +260,7 @@ async fn placement_json_on_a_cluster_names_slots_primaries_and_shares() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("(balanced placement) is even"), "{text}");
+    println!("{text}");
 }
 
 /// Moves `slot` from the primary on `from` to the one on `to` the way

@@ -118,8 +118,10 @@ impl KeySpace {
     }
 
     /// Records `topic`'s partition tags, as its metadata says (the catalog
-    /// calls this whenever it reads or creates a topic's settings).
-    pub(crate) fn remember(&self, topic: &str, tags: Tags) {
+    /// calls this whenever it reads or creates a topic's settings). Not for
+    /// applications: tags other than the metadata's build other keys.
+    #[doc(hidden)]
+    pub fn remember(&self, topic: &str, tags: Tags) {
         if let Ok(mut known) = self.tags.write() {
             known.insert(topic.to_string(), tags);
         }
