@@ -332,7 +332,12 @@ impl Catalog {
         // a second creator's own choice of tags is dropped, and all read
         // the first one's.
         let mut once = vec![("created_ms", created_ms.to_string())];
-        if spec.placement == Placement::Balanced && self.is_cluster() {
+        // An existing topic keeps its tags: plan only for a new one (the
+        // script still decides, should another creator come first).
+        if spec.placement == Placement::Balanced
+            && self.is_cluster()
+            && self.store().topic_meta(&spec.name).await?.is_none()
+        {
             let tags =
                 crate::topic_placement::balanced_tags(self, &spec.name, spec.partitions).await?;
             once.push(("placement", Placement::Balanced.as_str().to_string()));

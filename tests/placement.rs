@@ -435,6 +435,19 @@ async fn a_partition_keeps_working_in_order_while_its_slot_migrates() {
         during_window >= 20,
         "{during_window} publishes during the window"
     );
+    // The CLI says so, and names the move back.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["--redis", &cluster.url(), "--prefix", "mig"])
+        .args(["topic", "placement", topic])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    println!("{text}");
+    assert!(text.contains("(balanced placement) is uneven"), "{text}");
+    assert!(
+        text.contains(&format!("  slot {} (partition ", after.moves[0].slot)),
+        "{text}"
+    );
 
     // Everything acknowledged is handled, each key in order.
     let total: u32 = acked.values().sum();

@@ -101,11 +101,14 @@ pub fn validate_dedup_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Topic name -> its partition tags (looked up on every key built).
+type TagMap = HashMap<String, Tags, foldhash::fast::RandomState>;
+
 /// Builds keys under one prefix. Clones share the topics' tags.
 #[derive(Clone, Debug)]
 pub struct KeySpace {
     prefix: String,
-    tags: Arc<RwLock<HashMap<String, Tags>>>,
+    tags: Arc<RwLock<TagMap>>,
 }
 
 impl KeySpace {
