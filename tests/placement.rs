@@ -263,6 +263,45 @@ async fn placement_json_on_a_cluster_names_slots_primaries_and_shares() {
     println!("{text}");
 }
 
+/// On a cluster with a replica per primary, the report names each
+/// partition's replica too (and never a primary as one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_names_each_partitions_replicas() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start_with_replicas);
+    let c = cluster_client(&cluster, "replicas").await;
+    c.create_topic(&TopicSpec::new(TOPIC, 12).unwrap())
+        .await
+        .unwrap();
+    // CLUSTER SLOTS lists a replica once the node answering has seen a
+    // replication offset for it (Redis leaves out replicas at offset 0,
+    // and the offset travels by gossip): poll for a report that has them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        c.publish_record(TOPIC, Record::encode(&1u8).unwrap())
+            .await
+            .unwrap();
+        let r = c.topic_placement(TOPIC).await.unwrap();
+        if r.partitions.iter().all(|p| !p.replicas.is_empty()) {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replicas within 30 s: {r:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let counts: Vec<u64> = r.primaries.iter().map(|p| p.partitions).collect();
+    assert_eq!(counts, vec![4, 4, 4], "{r:#?}");
+    let primaries: BTreeSet<String> = r.primaries.iter().map(|p| p.node.clone()).collect();
+    let mut replicas = BTreeSet::new();
+    for p in &r.partitions {
+        assert_eq!(p.replicas.len(), 1, "{p:?}");
+        assert!(!primaries.contains(&p.replicas[0]), "{p:?}");
+        replicas.insert(p.replicas[0].clone());
+    }
+    assert_eq!(replicas.len(), 3);
+}
+
 /// Moves `slot` from the primary on `from` to the one on `to` the way
 /// `redis-cli --cluster reshard` does, in steps: IMPORTING/MIGRATING, then
 /// `MIGRATE` of the keys a few at a time, calling `between` after each
