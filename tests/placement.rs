@@ -302,6 +302,68 @@ async fn placement_names_each_partitions_replicas() {
     assert_eq!(replicas.len(), 3);
 }
 
+/// A primary added with no slots makes a 4 / 4 / 4 topic uneven over four:
+/// the report says so and advises three slot moves to it; doing them
+/// (slot by slot, keys moving with their slots) evens the topic, with no
+/// key renamed and every message still there, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_the_advice_after_a_primary_is_added_evens_the_topic() {
+    let mut cluster = tokio::task::block_in_place(RedisCluster::start);
+    let c = cluster_client(&cluster, "grow").await;
+    c.create_topic(&TopicSpec::new(TOPIC, 12).unwrap())
+        .await
+        .unwrap();
+    let records: Vec<Record> = (0..240u32)
+        .map(|i| Record::encode(&i).unwrap().key(format!("k{}", i % 24)))
+        .collect();
+    assert!(
+        c.publish_batch(TOPIC, records)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    let before = c.topic_placement(TOPIC).await.unwrap();
+    assert!(before.even);
+
+    let added = tokio::task::block_in_place(|| cluster.add_empty_primary(Duration::from_secs(30)));
+    let uneven = c.topic_placement(TOPIC).await.unwrap();
+    assert_eq!(uneven.primaries.len(), 4, "{uneven:#?}");
+    let new = uneven
+        .primaries
+        .iter()
+        .find(|p| p.node.ends_with(&format!(":{added}")))
+        .expect("the new primary is listed");
+    assert_eq!((new.slots, new.partitions), (0, 0));
+    assert!(!uneven.even && uneven.busiest == 4 && uneven.ideal_max == 3);
+    assert_eq!(uneven.moves.len(), 3, "{uneven:#?}");
+    let port = |addr: &str| -> u16 { addr.rsplit(':').next().unwrap().parse().unwrap() };
+    let ports = cluster.ports();
+    for m in &uneven.moves {
+        assert_eq!(port(&m.to), added);
+        migrate_slot(&ports, m.slot, port(&m.from), added, || async {}).await;
+    }
+
+    let after = c.topic_placement(TOPIC).await.unwrap();
+    let counts: Vec<u64> = after.primaries.iter().map(|p| p.partitions).collect();
+    assert_eq!(counts, vec![3, 3, 3, 3], "{after:#?}");
+    assert!(after.even && after.moves.is_empty());
+    // No key renamed: the same tags, the same slots; the data moved along.
+    for (b, a) in before.partitions.iter().zip(&after.partitions) {
+        assert_eq!((&b.tag, b.slot, b.messages), (&a.tag, a.slot, a.messages));
+    }
+    let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut rd = c.reader(TOPIC, StartAt::Earliest).await.unwrap();
+    while let Some(m) = rd.next().await.unwrap() {
+        per_key
+            .entry(m.key.clone().unwrap())
+            .or_default()
+            .push(m.decode().unwrap());
+    }
+    assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 240);
+    assert!(per_key.values().all(|v| v.windows(2).all(|w| w[0] < w[1])));
+}
+
 /// Moves `slot` from the primary on `from` to the one on `to` the way
 /// `redis-cli --cluster reshard` does, in steps: IMPORTING/MIGRATING, then
 /// `MIGRATE` of the keys a few at a time, calling `between` after each

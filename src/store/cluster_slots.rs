@@ -1,6 +1,6 @@
 //! The cluster's slot map as the placement of topics needs it
-//! (`CLUSTER SLOTS`), and the memory a partition's keys take
-//! (`MEMORY USAGE`).
+//! (`CLUSTER SLOTS`, and `CLUSTER NODES` for primaries that serve no slot
+//! yet), and the memory a partition's keys take (`MEMORY USAGE`).
 
 use redis::Value;
 
@@ -23,13 +23,40 @@ pub(crate) struct Primary {
 
 impl Store<'_> {
     /// The primaries serving slots, ordered by their first slot
-    /// (`CLUSTER SLOTS`, merged by node).
+    /// (`CLUSTER SLOTS`, merged by node), then those serving none (a
+    /// primary just added, from `CLUSTER NODES`; left out when the user may
+    /// not run it).
     pub(crate) async fn cluster_primaries(&self) -> Result<Vec<Primary>> {
         let reply: Vec<Value> = redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query_async(&mut self.conn.clone())
             .await?;
-        parse_cluster_slots(reply)
+        let mut primaries = parse_cluster_slots(reply)?;
+        let nodes: redis::RedisResult<String> = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut self.conn.clone())
+            .await;
+        match nodes.map_err(Error::from) {
+            Ok(text) => {
+                for (addr, id) in slotless_primaries(&text) {
+                    if !primaries.iter().any(|p| p.id == id) {
+                        primaries.push(Primary {
+                            addr,
+                            id,
+                            ranges: Vec::new(),
+                            replicas: Vec::new(),
+                        });
+                    }
+                }
+            }
+            Err(e) if e.is_unreachable() && !matches!(e, Error::PermissionDenied { .. }) => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "CLUSTER NODES refused: slotless primaries unknown")
+            }
+        }
+        Ok(primaries)
     }
 
     /// Bytes each key takes (`MEMORY USAGE`, Redis's estimate), 0 for a key
@@ -145,6 +172,28 @@ pub(crate) fn parse_cluster_slots(reply: Vec<Value>) -> Result<Vec<Primary>> {
     Ok(out)
 }
 
+/// `host:port` and id of each primary in a `CLUSTER NODES` reply that
+/// serves no slot and is not failing or still joining.
+pub(crate) fn slotless_primaries(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (id, addr, flags) = (f.first()?, f.get(1)?, f.get(2)?);
+            let flags: Vec<&str> = flags.split(',').collect();
+            let usable = flags.contains(&"master")
+                && !flags
+                    .iter()
+                    .any(|x| matches!(*x, "fail" | "fail?" | "handshake" | "noaddr"));
+            // Fields 8 and on are slots (or slots being moved).
+            if !usable || f.len() > 8 {
+                return None;
+            }
+            let addr = addr.split(['@', ',']).next()?;
+            Some((addr.to_string(), id.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +232,20 @@ mod tests {
         assert_eq!(p[0].ranges, vec![(0, 5460), (16000, 16383)]);
         assert_eq!(p[1].replicas, vec!["127.0.0.1:7004".to_string()]);
         assert!(parse_cluster_slots(vec![Value::Int(1)]).is_err());
+    }
+
+    #[test]
+    fn slotless_primaries_are_found_in_cluster_nodes() {
+        let text = "\
+a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b 127.0.0.1:7001@17001,host-b master - 0 0 2 connected 5461-16383
+c 127.0.0.1:7003@17003 master - 0 0 0 connected
+d 127.0.0.1:7004@17004 slave a 0 0 1 connected
+e 127.0.0.1:7005@17005 master,fail - 0 0 0 disconnected
+";
+        assert_eq!(
+            slotless_primaries(text),
+            vec![("127.0.0.1:7003".to_string(), "c".to_string())]
+        );
     }
 }
