@@ -1,8 +1,8 @@
 -- topic_create: create a topic's settings hash, or check that an existing
 -- topic has the same settings. Never changes an existing topic.
 -- KEYS[1] topic meta hash
--- ARGV pairs: field, value, field, value ... (the settings to compare),
---   then the marker "--", then pairs written only on creation (created_ms).
+-- ARGV pairs: field, value ... (the settings to compare), then the marker "--",
+--   then pairs written on creation only, never compared (created_ms, placement, tags).
 -- Returns {1} when created, {0} when it existed with the same settings, or
 -- {2, field, existing, requested, ...} for every setting that differs.
 local sep = 0

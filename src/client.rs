@@ -217,6 +217,14 @@ impl Client {
         self.catalog.describe_topic(name).await
     }
 
+    /// Where a topic's partitions live: each partition's slot, primary,
+    /// replicas, messages and bytes; each primary's share of the topic and
+    /// of all topics; and, after slots moved, how uneven the topic has
+    /// become and which slot moves would even it again (advice only).
+    pub async fn topic_placement(&self, name: &str) -> Result<crate::TopicPlacement> {
+        self.catalog.topic_placement(name).await
+    }
+
     /// Every topic with its lengths and every group's lag, pending count,
     /// pause flag and live members, as the dashboard shows them: the same
     /// figures as [`describe_topic`](Client::describe_topic) and

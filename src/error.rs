@@ -183,6 +183,21 @@ pub enum Error {
         /// What differs, as `field: existing X, requested Y; ...`.
         differences: String,
     },
+    /// A step would build a partition's keys for a topic whose settings
+    /// (and so whose partition tags) this client has not read: a bug, never
+    /// a fallback to other keys.
+    #[error(
+        "the partition tags of topic {0} are unknown: its settings were not read before its keys were built"
+    )]
+    PlacementUnknown(String),
+    /// No balanced placement could be found for a topic on a cluster.
+    #[error("cannot place topic {topic} on the cluster: {reason}")]
+    Placement {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
     /// A lane number at or above the topic's lane count.
     #[error("topic {topic} has {lanes} lane(s); priority {priority} is out of range")]
     LaneOutOfRange {

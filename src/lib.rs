@@ -138,9 +138,10 @@
 // A type a public item uses must be nameable by users (exported below).
 #![warn(unnameable_types)]
 
-// The public face is the list of `pub use` below plus five small public
+// The public face is the list of `pub use` below plus six small public
 // modules whose items are contracts of their own (ACL rules, durations, the
-// wire format, the key layout and name rules, the partitioner). Everything
+// wire format, the key layout and name rules, the partitioner, the
+// placement of partitions on a cluster). Everything
 // else is private, so the layers under the API can change freely.
 mod acks;
 pub mod acl;
@@ -169,6 +170,7 @@ pub mod local;
 mod metrics;
 mod overview;
 pub mod partitioner;
+pub mod placement;
 mod producer;
 mod rate_limit;
 mod reader;
@@ -182,6 +184,7 @@ mod status;
 mod store;
 mod telemetry;
 mod topic;
+mod topic_placement;
 
 pub use acks::{Acks, DEFAULT_ACKS_TIMEOUT};
 pub use cancel::CancelOutcome;
@@ -202,6 +205,7 @@ pub use group::{
 pub use id::MessageId;
 pub use metrics::Metrics;
 pub use overview::{GroupOverview, Overview, TopicOverview};
+pub use placement::Placement;
 pub use producer::{
     DEFAULT_DEDUP_TTL, Producer, ProducerConfig, PublishOptions, Receipt, Record, check_record,
 };
@@ -227,6 +231,7 @@ pub use telemetry::{
 pub use topic::{
     Created, DEFAULT_RETENTION, MAX_LANES, MAX_PARTITIONS, SchemaPolicy, TopicInfo, TopicSpec,
 };
+pub use topic_placement::{PartitionPlacement, PrimaryShare, SlotMove, TopicPlacement};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

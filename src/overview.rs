@@ -129,6 +129,11 @@ async fn survey(cat: &Catalog, names: &[String]) -> Result<Survey> {
     let store = cat.store();
     let heads = store.overview_heads(names).await?;
     let found = found_topics(names, heads.topics)?;
+    // The settings were read here, not through the catalog's cache: record
+    // each topic's partition tags before its keys are built.
+    for (spec, _) in &found {
+        cat.keys().remember(&spec.name, spec.tags.clone());
+    }
     let surveyed: Vec<Surveyed<'_>> = found
         .iter()
         .map(|(spec, groups)| Surveyed {

@@ -393,6 +393,7 @@ fn prepare(
     traced: bool,
 ) -> Result<Prepared> {
     check_record(spec, &record, max_bytes)?;
+    keys.require(&spec.name)?;
     if spec.is_dead_letter_view() {
         return Err(Error::InvalidName {
             what: "topic",
@@ -761,16 +762,13 @@ mod tests {
     fn keyed_records_go_to_the_key_partition() {
         let (k, s) = (KeySpace::new("mr"), Scripts::new());
         let rr = AtomicU64::new(0);
-        let p = prepare(
-            &k,
-            &s,
-            &spec(8),
-            Record::raw(b"x".to_vec()).key("tenant-1"),
-            &rr,
-            100,
-            true,
-        )
-        .unwrap();
+        let record = || Record::raw(b"x".to_vec()).key("tenant-1");
+        // Until the topic's settings (and so its tags) were read, nothing
+        // is built for it: never a guess at its keys.
+        let unknown = prepare(&k, &s, &spec(8), record(), &rr, 100, true);
+        assert!(matches!(unknown, Err(Error::PlacementUnknown(t)) if t == "t"));
+        k.remember("t", crate::placement::Tags::Hash);
+        let p = prepare(&k, &s, &spec(8), record(), &rr, 100, true).unwrap();
         assert_eq!(p.partition, partition_for_key("tenant-1", 8));
         assert_eq!(
             rr.load(Ordering::Relaxed),

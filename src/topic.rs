@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::placement::{Placement, Tags};
 use crate::store::backend::Backend;
 use crate::store::coordination::TopicCreate;
 use crate::store::keys::validate_topic;
@@ -100,6 +101,15 @@ pub struct TopicSpec {
     /// [`Client::set_schema_policy`](crate::Client::set_schema_policy);
     /// producers follow within a second).
     pub schema: SchemaPolicy,
+    /// How the partitions are placed on a Redis Cluster: asked for at
+    /// creation (default [`Placement::Balanced`]); as read, the scheme the
+    /// topic was created with. Chosen once, by the first creator: creating
+    /// an existing topic again never compares it.
+    pub placement: Placement,
+    /// The partitions' hash tags, as read from the metadata (the hash
+    /// scheme until read).
+    #[serde(skip)]
+    pub(crate) tags: Tags,
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -123,9 +133,21 @@ impl TopicSpec {
             retention: DEFAULT_RETENTION,
             max_len: None,
             schema: SchemaPolicy::Optional,
+            placement: Placement::Balanced,
+            tags: Tags::Hash,
         };
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// How the partitions are placed on a Redis Cluster when this creates
+    /// the topic: [`Placement::Balanced`] (the default) spreads them evenly
+    /// over the primaries, [`Placement::Hash`] tags partition `p` `T:p` as
+    /// before. No effect on a single server, nor on a topic that exists.
+    #[must_use]
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
     }
 
     /// Sets the number of lanes (1 to 16).
@@ -222,13 +244,18 @@ impl TopicSpec {
                     .map_err(|_| Error::Decode(format!("topic {name}: bad max_len")))?,
             ),
         };
+        let partitions = num("partitions")? as u32;
+        let tags = Tags::from_stored(field("placement"), field("tags"), partitions)
+            .map_err(|e| Error::Decode(format!("topic {name}: {e}")))?;
         Ok(TopicSpec {
             name: name.to_string(),
-            partitions: num("partitions")? as u32,
+            partitions,
             lanes: num("lanes")? as u8,
             retention: Duration::from_millis(num("retention_ms")?),
             max_len,
             schema: SchemaPolicy::from_stored(field("schema")),
+            placement: tags.scheme(),
+            tags,
         })
     }
 }
@@ -301,9 +328,24 @@ impl Catalog {
     pub(crate) async fn create_topic(&self, spec: &TopicSpec) -> Result<Created> {
         spec.validate()?;
         let created_ms = self.redis_time_ms().await?;
+        // Written only when this call creates the topic, never compared:
+        // a second creator's own choice of tags is dropped, and all read
+        // the first one's.
+        let mut once = vec![("created_ms", created_ms.to_string())];
+        // An existing topic keeps its tags: plan only for a new one (the
+        // script still decides, should another creator come first).
+        if spec.placement == Placement::Balanced
+            && self.is_cluster()
+            && self.store().topic_meta(&spec.name).await?.is_none()
+        {
+            let tags =
+                crate::topic_placement::balanced_tags(self, &spec.name, spec.partitions).await?;
+            once.push(("placement", Placement::Balanced.as_str().to_string()));
+            once.push(("tags", tags.stored()));
+        }
         let created = match self
             .store()
-            .create_topic(&spec.name, &spec.fields(), created_ms)
+            .create_topic(&spec.name, &spec.fields(), &once)
             .await?
         {
             TopicCreate::New => Created::New,
@@ -337,11 +379,14 @@ impl Catalog {
             }
         };
         self.store().register_topic(&spec.name).await?;
-        self.cache_topic(spec.clone());
+        // Read back: the tags are the first creator's, maybe not ours.
+        self.forget(&spec.name);
+        self.topic_cached(&spec.name).await?;
         Ok(created)
     }
 
     fn cache_topic(&self, spec: TopicSpec) -> Arc<TopicSpec> {
+        self.keys().remember(&spec.name, spec.tags.clone());
         let spec = Arc::new(spec);
         if let Ok(mut cache) = self.specs.lock() {
             cache.insert(spec.name.clone(), spec.clone());
@@ -383,6 +428,8 @@ impl Catalog {
                 retention: base.retention,
                 max_len: None,
                 schema: SchemaPolicy::Optional,
+                placement: base.placement,
+                tags: base.tags.clone(),
             };
             return Ok(Arc::new(view));
         }
@@ -428,6 +475,18 @@ impl Catalog {
             groups,
             dlq_length,
         })
+    }
+
+    /// Where a topic's partitions live, each primary's share, and the slot
+    /// moves that would even the topic again (see
+    /// [`TopicPlacement`](crate::TopicPlacement)). Reads fresh settings.
+    pub(crate) async fn topic_placement(
+        &self,
+        name: &str,
+    ) -> Result<crate::topic_placement::TopicPlacement> {
+        self.forget(name);
+        let spec = self.topic_cached(name).await?;
+        crate::topic_placement::report(self, spec.layout(), &spec.tags).await
     }
 
     /// Deletes a topic and every key of it: streams, delayed, dead letters,
@@ -485,7 +544,8 @@ mod tests {
             .lanes(3)
             .retention(Duration::from_secs(60))
             .max_len(1000)
-            .schema(SchemaPolicy::Required);
+            .schema(SchemaPolicy::Required)
+            .placement(Placement::Hash);
         let fields: Vec<(String, String)> = s
             .fields()
             .into_iter()

@@ -153,6 +153,57 @@ fn usage_errors_exit_2() {
     m.run(&["publish", TOPIC]).code(2);
 }
 
+/// `topic placement` on a single server: every partition on the one
+/// server, the hash scheme whatever was asked for, nothing to move.
+#[test]
+fn placement_on_a_single_server_is_one_primary_with_everything() {
+    let m = Millrace::new("placement_single");
+    m.create_topic(TOPIC, 3);
+    for i in 0..4 {
+        m.run(&["publish", TOPIC, "--key", &format!("k{i}"), "--json", "{}"])
+            .ok();
+    }
+    let mut v = m.run(&["topic", "placement", TOPIC, "--json"]).ok().json();
+    // The server's port and Redis's memory estimate vary by run.
+    let addr = v["primaries"][0]["node"].as_str().unwrap().to_string();
+    assert_eq!(addr, format!("127.0.0.1:{}", support::shared().port()));
+    for p in v["partitions"].as_array_mut().unwrap() {
+        assert_eq!(p["primary"], addr.as_str());
+        assert!(p["bytes"].as_u64().is_some(), "{p}");
+        p["primary"] = "[server]".into();
+        p["bytes"] = "[bytes]".into();
+    }
+    v["primaries"][0]["node"] = "[server]".into();
+    insta::assert_json_snapshot!("placement_json_single_server", v);
+    let text = m.run(&["topic", "placement", TOPIC]).ok().stdout;
+    let text = text.replace(&addr, "[server]");
+    let text: String = text
+        .lines()
+        .map(|l| {
+            // The BYTES column is the last one.
+            match l.rsplit_once(' ') {
+                Some((head, last)) if last.parse::<u64>().is_ok() && head.contains("[server]") => {
+                    format!("{head} [bytes]\n")
+                }
+                _ => format!("{l}\n"),
+            }
+        })
+        .collect();
+    insta::assert_snapshot!("placement_text_single_server", text);
+    let run = m.run(&["topic", "placement", "no.such.topic"]).code(1);
+    assert!(run.stderr.contains("does not exist"), "{run:#?}");
+    m.run(&[
+        "topic",
+        "create",
+        "x",
+        "--partitions",
+        "1",
+        "--placement",
+        "sideways",
+    ])
+    .code(2);
+}
+
 #[test]
 fn a_created_topic_is_described_with_its_settings_and_lengths() {
     let m = Millrace::new("create_describe");

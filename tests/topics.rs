@@ -22,6 +22,23 @@ fn key_layout_of_an_example_topic() {
     insta::assert_snapshot!(text);
 }
 
+/// A topic created with balanced placement on a cluster: the same keys,
+/// each partition's tag carrying the suffix its metadata names.
+#[test]
+fn key_layout_of_a_balanced_topic() {
+    let keys = KeySpace::new("mr");
+    keys.remember(
+        "erp.v1.invoice.created",
+        millrace::placement::Tags::Balanced(vec![4, 11].into()),
+    );
+    let layout = keys.layout("erp.v1.invoice.created", 2, 1, "pdf-report", "inv-42");
+    let text: String = layout
+        .iter()
+        .map(|(key, kind, what)| format!("{key:<50} {kind:<10} {what}\n"))
+        .collect();
+    insta::assert_snapshot!(text);
+}
+
 #[tokio::test]
 async fn create_describe_list_delete() {
     let c = client("cdld").await;
@@ -39,7 +56,12 @@ async fn create_describe_list_delete() {
         c.list_topics().await.unwrap(),
         vec!["erp.v1.invoice.created", "erp.v1.order.placed"]
     );
-    assert_eq!(c.topic("erp.v1.invoice.created").await.unwrap(), spec);
+    // Read back, the placement is the scheme the topic has: on a single
+    // server, balanced asks for nothing, and the partitions keep `T:p`.
+    assert_eq!(
+        c.topic("erp.v1.invoice.created").await.unwrap(),
+        spec.clone().placement(millrace::Placement::Hash)
+    );
 
     for i in 0..10 {
         c.publish_record(

@@ -42,13 +42,15 @@ pub(crate) struct RateGrant {
 }
 
 impl Store<'_> {
-    /// Creates `topic`'s settings hash from `fields`, or compares it with
-    /// an existing one; never changes an existing topic.
+    /// Creates `topic`'s settings hash from `fields` and `once` (written
+    /// only on creation, never compared: `created_ms`, the placement), or
+    /// compares `fields` with an existing one; never changes an existing
+    /// topic.
     pub(crate) async fn create_topic(
         &self,
         topic: &str,
         fields: &[(&str, String)],
-        created_ms: u64,
+        once: &[(&str, String)],
     ) -> Result<TopicCreate> {
         let mut args: Vec<Vec<u8>> = Vec::new();
         for (k, v) in fields {
@@ -56,8 +58,10 @@ impl Store<'_> {
             args.push(v.as_bytes().to_vec());
         }
         args.push(b"--".to_vec());
-        args.push(b"created_ms".to_vec());
-        args.push(created_ms.to_string().into_bytes());
+        for (k, v) in once {
+            args.push(k.as_bytes().to_vec());
+            args.push(v.as_bytes().to_vec());
+        }
         let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let reply = self
             .eval(&self.scripts.topic_create, &[&self.keys.meta(topic)], &argv)

@@ -31,6 +31,7 @@ impl Store<'_> {
         topic: &str,
         letters: &[Replay<'_>],
     ) -> Result<usize> {
+        self.keys.require(topic)?;
         let cmds = letters
             .iter()
             .map(|d| {

@@ -27,6 +27,7 @@ impl Store<'_> {
     /// Reads a page of a partition's dead-letter stream (`XRANGE`), as
     /// messages of lane 0 whose headers say where and why each failed.
     pub(crate) async fn dead_letter_page(&self, page: DeadLetterPage<'_>) -> Result<Vec<Message>> {
+        self.keys.require(page.topic)?;
         let start = match page.after {
             Some(id) => format!("({id}"),
             None => "-".to_string(),
@@ -50,6 +51,7 @@ impl Store<'_> {
         partition: u32,
         id: StreamId,
     ) -> Result<Vec<Message>> {
+        self.keys.require(topic)?;
         let v: Value = redis::cmd("XRANGE")
             .arg(self.keys.dlq(topic, partition))
             .arg(id.to_string())
@@ -67,6 +69,7 @@ impl Store<'_> {
         topic: &str,
         ids_by_partition: &BTreeMap<u32, Vec<String>>,
     ) -> Result<usize> {
+        self.keys.require(topic)?;
         let cmds = ids_by_partition
             .iter()
             .map(|(p, ids)| {

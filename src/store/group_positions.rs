@@ -49,6 +49,7 @@ impl Store<'_> {
     /// a lane that never existed replies "no such key"), one pipeline per
     /// partition's slot.
     pub(crate) async fn lanes_xinfo(&self, t: Layout<'_>) -> Result<Vec<Vec<LaneXinfo>>> {
+        self.keys.require(t.topic)?;
         let keys = self.keys;
         let cmds: Vec<Vec<redis::Cmd>> = (0..t.partitions)
             .map(|p| {
@@ -81,6 +82,7 @@ impl Store<'_> {
     /// Counts the entries of a lane stream in `r`, with `XRANGE` in pages
     /// of a thousand.
     pub(crate) async fn count_lane_entries(&self, r: EntryRange<'_>) -> Result<u64> {
+        self.keys.require(r.topic)?;
         let key = self.keys.stream(r.topic, r.partition, r.lane);
         let end = r.through.to_string();
         let mut start = match r.after {
@@ -120,6 +122,7 @@ impl Store<'_> {
         group: &str,
         lanes: &[LanePosition<'_>],
     ) -> Result<()> {
+        self.keys.require(topic)?;
         let keys = self.keys;
         // One group of commands per partition (one cluster slot each).
         let batch = |with_entries_read: bool| -> Vec<Vec<redis::Cmd>> {

@@ -87,6 +87,7 @@ impl Store<'_> {
     /// partition's slot; then the placeholder consumer on each lane stream;
     /// then adds the group to the topic's registry.
     pub(crate) async fn create_group(&self, g: NewGroup<'_>) -> Result<()> {
+        self.keys.require(g.layout.topic)?;
         let (keys, t, group) = (self.keys, g.layout, g.group);
         let cmds: Vec<Vec<redis::Cmd>> = (0..t.partitions)
             .map(|p| {
@@ -261,6 +262,7 @@ impl Store<'_> {
         t: Layout<'_>,
         group: &str,
     ) -> Result<Vec<GroupPartition>> {
+        self.keys.require(t.topic)?;
         let keys = self.keys;
         let cmds: Vec<Vec<redis::Cmd>> = (0..t.partitions)
             .map(|p| {

@@ -7,8 +7,20 @@
 //! keys carry `{T|G}`. Names are validated before they get here, and the rules
 //! forbid `{`, `}`, `:`, `|` and glob characters, so no name can move a key into
 //! another tag or match another tenant's keys.
+//!
+//! A topic created with balanced placement on a cluster tags partition `p`
+//! `{T:p.n}` instead, with the suffix `n` its metadata names (see
+//! [`crate::placement`]). The key space keeps the tags of every topic whose
+//! metadata this client read ([`KeySpace::tags`]); the store refuses, with
+//! [`Error::PlacementUnknown`], to build a partition's keys for a topic
+//! whose tags it has not read, so no path can silently use `{T:p}` for a
+//! balanced topic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result, shown_name};
+use crate::placement::Tags;
 
 /// Longest topic or group name accepted.
 pub const MAX_NAME_LEN: usize = 200;
@@ -89,10 +101,14 @@ pub fn validate_dedup_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds keys under one prefix.
+/// Topic name -> its partition tags (looked up on every key built).
+type TagMap = HashMap<String, Tags, foldhash::fast::RandomState>;
+
+/// Builds keys under one prefix. Clones share the topics' tags.
 #[derive(Clone, Debug)]
 pub struct KeySpace {
     prefix: String,
+    tags: Arc<RwLock<TagMap>>,
 }
 
 impl KeySpace {
@@ -100,7 +116,48 @@ impl KeySpace {
     pub fn new(prefix: impl Into<String>) -> Self {
         KeySpace {
             prefix: prefix.into(),
+            tags: Arc::default(),
         }
+    }
+
+    /// Records `topic`'s partition tags, as its metadata says (the catalog
+    /// calls this whenever it reads or creates a topic's settings). Not for
+    /// applications: tags other than the metadata's build other keys.
+    #[doc(hidden)]
+    pub fn remember(&self, topic: &str, tags: Tags) {
+        if let Ok(mut known) = self.tags.write() {
+            known.insert(topic.to_string(), tags);
+        }
+    }
+
+    /// The partition tags of `topic` (of `T` for the dead-letter view
+    /// `T.dlq`) if this client has read its settings. A topic it has not
+    /// read gets `{T:p}` keys from the builders below.
+    pub fn tags(&self, topic: &str) -> Option<Tags> {
+        let base = topic.strip_suffix(".dlq").unwrap_or(topic);
+        self.tags.read().ok()?.get(base).cloned()
+    }
+
+    /// Succeeds when the tags of `topic` are known; otherwise
+    /// [`Error::PlacementUnknown`]. Every store step that builds partition
+    /// keys checks this first.
+    pub(crate) fn require(&self, topic: &str) -> Result<()> {
+        let base = topic.strip_suffix(".dlq").unwrap_or(topic);
+        let known = self
+            .tags
+            .read()
+            .map(|k| k.contains_key(base))
+            .unwrap_or(false);
+        if known {
+            Ok(())
+        } else {
+            Err(Error::PlacementUnknown(base.to_string()))
+        }
+    }
+
+    /// The balanced suffix of partition `p` of `topic`, if it has one.
+    fn suffix(&self, topic: &str, p: u32) -> Option<u32> {
+        self.tags.read().ok()?.get(topic)?.suffix(p)
     }
 
     /// The prefix.
@@ -155,14 +212,18 @@ impl KeySpace {
         }
     }
 
-    /// `mr:{T:p}` + `first` + `tail`, built without the formatting
-    /// machinery: publishes and reads build these on every call.
+    /// `mr:{T:p}` (`mr:{T:p.n}` for a balanced topic) + `first` + `tail`,
+    /// built without the formatting machinery: publishes and reads build
+    /// these on every call.
     fn tagged(&self, topic: &str, p: u32, first: &str, tail: &[&str]) -> String {
         let mut digits = itoa::Buffer::new();
-        let p = digits.format(p);
+        let p_text = digits.format(p);
+        let mut suffix_digits = itoa::Buffer::new();
+        let suffix = self.suffix(topic, p).map(|n| suffix_digits.format(n));
         let len = self.prefix.len()
             + topic.len()
-            + p.len()
+            + p_text.len()
+            + suffix.map_or(0, |s| s.len() + 1)
             + 4
             + first.len()
             + tail.iter().map(|t| t.len()).sum::<usize>();
@@ -171,7 +232,11 @@ impl KeySpace {
         key.push_str(":{");
         key.push_str(topic);
         key.push(':');
-        key.push_str(p);
+        key.push_str(p_text);
+        if let Some(n) = suffix {
+            key.push('.');
+            key.push_str(n);
+        }
         key.push('}');
         key.push_str(first);
         for t in tail {
@@ -432,5 +497,18 @@ mod tests {
         for key in &keys {
             assert_eq!(tag(key), "t:3", "{key}");
         }
+        // A balanced topic's keys carry its chosen tag, the view's too.
+        assert!(k.require("t").is_err());
+        k.remember("t", Tags::Balanced(vec![0, 0, 0, 41].into()));
+        k.require("t.dlq").unwrap();
+        for key in [
+            k.stream("t", 3, 1),
+            k.dlq("t", 3),
+            k.lease("t.dlq", 3, "g"),
+            k.result("t", 3, "g", 0, "1-0"),
+        ] {
+            assert_eq!(tag(&key), "t:3.41", "{key}");
+        }
+        assert_eq!(k.stream("t", 3, 1), "mr:{t:3.41}:s:1");
     }
 }

@@ -70,6 +70,7 @@ impl Store<'_> {
         lanes: &[LaneRef],
         count: usize,
     ) -> Result<Vec<Vec<Message>>> {
+        self.keys.require(topic)?;
         let cmds: Vec<(u32, redis::Cmd)> = lanes
             .iter()
             .map(|l| {
@@ -100,6 +101,7 @@ impl Store<'_> {
         lanes: &[LaneCursor],
         count: usize,
     ) -> Result<Vec<Result<Vec<Message>>>> {
+        self.keys.require(topic)?;
         let cmds: Vec<(u32, redis::Cmd)> = lanes
             .iter()
             .map(|c| {
@@ -135,6 +137,7 @@ impl Backend {
         count: usize,
         block: Duration,
     ) -> Result<Vec<LaneNews>> {
+        self.keys().require(topic)?;
         let block_ms = block.as_millis() as u64;
         let keys: Vec<String> = lanes
             .iter()

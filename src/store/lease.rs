@@ -44,6 +44,7 @@ impl Store<'_> {
         ttl: Duration,
         partitions: &[Held],
     ) -> Result<Vec<(u32, Result<Lease>)>> {
+        self.keys.require(of.topic)?;
         let ttl = ttl.as_millis().to_string();
         let s = &self.scripts.lease_acquire;
         let cmds = partitions
@@ -69,6 +70,7 @@ impl Store<'_> {
         ttl: Duration,
         held: &[Held],
     ) -> Result<Vec<(u32, Guarded<()>)>> {
+        self.keys.require(of.topic)?;
         let ttl = ttl.as_millis().to_string();
         let s = &self.scripts.lease_renew;
         let cmds = held
@@ -98,6 +100,7 @@ impl Store<'_> {
     /// Gives each held partition back at once, keeping the epoch
     /// so the next holder's is higher.
     pub(crate) async fn lease_release(&self, of: Leases<'_>, held: &[Held]) -> Result<()> {
+        self.keys.require(of.topic)?;
         let s = &self.scripts.lease_release;
         let cmds = held
             .iter()
@@ -116,6 +119,7 @@ impl Store<'_> {
     /// returns it: a fenced read sent before (under a `WATCH` of the lease,
     /// or carrying the fence it last saw) then reads nothing.
     pub(crate) async fn lease_fence(&self, of: Leases<'_>, partition: u32) -> Result<String> {
+        self.keys.require(of.topic)?;
         let lease = self.keys.lease(of.topic, partition, of.group);
         let fence = super::publish::unique_nonce().to_string();
         let _: i64 = redis::cmd("HSET")

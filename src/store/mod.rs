@@ -12,6 +12,7 @@
 //! module by module, are listed in docs/architecture.md.
 
 pub(crate) mod backend;
+pub(crate) mod cluster_slots;
 pub(crate) mod conn;
 pub(crate) mod coordination;
 pub(crate) mod dead_letters;

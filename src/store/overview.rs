@@ -127,6 +127,9 @@ impl Store<'_> {
         topics: &[Surveyed<'_>],
         now_ms: u64,
     ) -> Result<Vec<TopicReads>> {
+        for t in topics {
+            self.keys.require(t.layout.topic)?;
+        }
         let keys = self.keys;
         // Groups of commands, each in one slot: per topic its meta, then
         // each group's pair, then each partition's commands.

@@ -40,6 +40,7 @@ impl Store<'_> {
     /// Moves what is due now (at most `chunk` entries per partition and
     /// kind) in one round.
     pub(crate) async fn promote(&self, w: Promote<'_>) -> Result<Promoted> {
+        self.keys.require(w.topic)?;
         let keys = self.keys;
         let maxlen = w.max_len.map(|n| n.to_string()).unwrap_or_default();
         let chunk = w.chunk.to_string();
@@ -89,6 +90,7 @@ impl Backend {
         partitions: &[u32],
         timeout: Duration,
     ) -> Result<bool> {
+        self.keys().require(topic)?;
         let mut cmd = redis::cmd("BLPOP");
         for p in partitions {
             cmd.arg(self.keys().wake(topic, *p));

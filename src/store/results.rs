@@ -46,6 +46,7 @@ impl Store<'_> {
         json: &str,
         ttl_ms: u64,
     ) -> Result<Guarded<()>> {
+        self.keys.require(of.topic)?;
         let lease = self.keys.lease(of.topic, of.partition, of.group);
         let key = self
             .keys
@@ -158,6 +159,7 @@ impl Store<'_> {
         group: &str,
         members: &[Vec<u8>],
     ) -> Result<u64> {
+        self.keys.require(topic)?;
         if members.is_empty() {
             return Ok(0);
         }

@@ -165,6 +165,7 @@ impl Store<'_> {
         of: AckOf<'_>,
         batches: &[AckBatch<'_>],
     ) -> Result<Vec<Guarded<u64>>> {
+        self.keys.require(of.topic)?;
         let mut cmds = Vec::with_capacity(batches.len());
         for b in batches {
             let stream = self.stream(of.topic, b.partition, of.group, b.source);
@@ -242,6 +243,7 @@ impl Store<'_> {
         group: &str,
         ids: Vec<(u32, Vec<String>)>,
     ) -> Result<()> {
+        self.keys.require(topic)?;
         let cmds = ids
             .into_iter()
             .map(|(p, ids)| {
@@ -259,6 +261,7 @@ impl Store<'_> {
 
     /// Records a failed attempt under the lease (`lua/fail.lua`).
     pub(crate) async fn record_failure(&self, f: Failure<'_>) -> Result<Guarded<()>> {
+        self.keys.require(f.topic)?;
         let lease = self.keys.lease(f.topic, f.partition, f.group);
         let attempts = self.keys.attempts(f.topic, f.partition, f.group);
         let epoch = f.holder.epoch.to_string();
@@ -294,6 +297,7 @@ impl Store<'_> {
         partition: u32,
         ids: &[StreamId],
     ) -> Result<HashMap<StreamId, FailureRecord>> {
+        self.keys.require(topic)?;
         let key = self.keys.attempts(topic, partition, group);
         let raw: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(&key)
@@ -311,6 +315,7 @@ impl Store<'_> {
     /// due, waking the partition's promoters (`lua/retry_later.lua`).
     /// Returns the due time (ms, Redis clock).
     pub(crate) async fn retry_later(&self, r: RetryLater<'_>) -> Result<u64> {
+        self.keys.require(r.topic)?;
         let source = self.stream(r.topic, r.partition, r.group, r.source);
         let retry_set = self.keys.retry(r.topic, r.partition, r.group);
         let wake = self.keys.wake(r.topic, r.partition);
@@ -335,6 +340,7 @@ impl Store<'_> {
     /// in one step (`lua/dead_letter.lua`). Returns the dead-letter entry's
     /// id.
     pub(crate) async fn dead_letter(&self, d: DeadLetter<'_>) -> Result<Guarded<String>> {
+        self.keys.require(d.topic)?;
         debug_assert!(!d.topic.ends_with(".dlq"), "dead-lettering from a view");
         let lease = self.keys.lease(d.topic, d.partition, d.group);
         let source = self.stream(d.topic, d.partition, d.group, d.source);

@@ -64,6 +64,7 @@ impl Store<'_> {
         lane: u8,
         id: StreamId,
     ) -> Result<Option<Message>> {
+        self.keys.require(topic)?;
         let id = id.to_string();
         let r = Range {
             command: "XRANGE",
@@ -83,6 +84,7 @@ impl Store<'_> {
         lane: u8,
         from: u64,
     ) -> Result<Vec<Message>> {
+        self.keys.require(topic)?;
         let from = from.to_string();
         let r = Range {
             command: "XRANGE",
@@ -102,6 +104,7 @@ impl Store<'_> {
         lane: u8,
         count: usize,
     ) -> Result<Vec<Message>> {
+        self.keys.require(topic)?;
         let r = Range {
             command: "XREVRANGE",
             from: "+",
@@ -119,6 +122,7 @@ impl Store<'_> {
         partition: u32,
         lane: u8,
     ) -> Result<Option<StreamId>> {
+        self.keys.require(topic)?;
         let r = Range {
             command: "XRANGE",
             from: "-",
@@ -133,6 +137,7 @@ impl Store<'_> {
     /// The `XINFO GROUPS` reply of a lane stream (`Nil` when the stream
     /// does not exist).
     pub(crate) async fn lane_groups(&self, topic: &str, partition: u32, lane: u8) -> Result<Value> {
+        self.keys.require(topic)?;
         let reply: redis::RedisResult<Value> = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(self.keys.stream(topic, partition, lane))
@@ -158,6 +163,7 @@ impl Store<'_> {
         retry: bool,
         id: StreamId,
     ) -> Result<Option<PendingEntry>> {
+        self.keys.require(topic)?;
         let key = if retry {
             self.keys.retry_stream(topic, partition, group)
         } else {
@@ -194,6 +200,7 @@ impl Store<'_> {
         partition: u32,
         group: &str,
     ) -> Result<Vec<(Vec<u8>, u64)>> {
+        self.keys.require(topic)?;
         let rows: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
             .arg(self.keys.retry(topic, partition, group))
             .arg(0)
@@ -211,6 +218,7 @@ impl Store<'_> {
         partition: u32,
         group: &str,
     ) -> Result<Vec<Message>> {
+        self.keys.require(topic)?;
         let r = Range {
             command: "XRANGE",
             from: "-",
@@ -228,6 +236,7 @@ impl Store<'_> {
         partition: u32,
         due_ms: u64,
     ) -> Result<Vec<Vec<u8>>> {
+        self.keys.require(topic)?;
         Ok(redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.delayed(topic, partition))
             .arg(due_ms)

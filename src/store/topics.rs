@@ -55,6 +55,7 @@ impl Store<'_> {
     /// How many entries each partition's lanes, delayed set and dead-letter
     /// stream hold (`XLEN`, `ZCARD`), one pipeline per partition's slot.
     pub(crate) async fn topic_lengths(&self, t: Layout<'_>) -> Result<Vec<PartitionLengths>> {
+        self.keys.require(t.topic)?;
         let keys = self.keys;
         let cmds: Vec<Vec<redis::Cmd>> = (0..t.partitions)
             .map(|p| {
@@ -101,6 +102,7 @@ impl Store<'_> {
     /// group registry; and last the name from the registry of topics.
     /// Dedup markers are left to expire with their TTL.
     pub(crate) async fn delete_topic_keys(&self, t: Layout<'_>, groups: &[String]) -> Result<()> {
+        self.keys.require(t.topic)?;
         let (keys, name) = (self.keys, t.topic);
         let per_partition: Vec<Vec<redis::Cmd>> = (0..t.partitions)
             .map(|p| {

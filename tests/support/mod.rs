@@ -1042,6 +1042,47 @@ impl RedisCluster {
         out.into_iter().map(|(_, p)| p).collect()
     }
 
+    /// Starts one more cluster-enabled node and joins it as a primary that
+    /// serves no slot (`CLUSTER MEET`), as `redis-cli --cluster add-node`
+    /// does; waits until every node knows it and it sees the cluster `ok`.
+    /// Returns its port. (The
+    /// cluster then has four primaries: [`RedisCluster::wait_settled`]
+    /// expects three.)
+    pub fn add_empty_primary(&mut self, within: Duration) -> u16 {
+        assert!(self.cli_args.is_empty(), "plain clusters only");
+        let node = Self::start_nodes(1, Vec::new(), false)
+            .pop()
+            .expect("one node");
+        let port = node.port();
+        let first = self.ports()[0];
+        self.nodes.push(node);
+        let reply = self
+            .command(first, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()])
+            .expect("CLUSTER MEET");
+        assert_eq!(reply, "+OK");
+        let deadline = Instant::now() + within;
+        loop {
+            let known = self.ports().into_iter().all(|p| {
+                self.nodes_seen_by(p).is_some_and(|seen| {
+                    seen.iter().any(|(q, f, _, _)| {
+                        *q == port && f.contains("master") && !f.contains("handshake")
+                    }) && seen.len() == self.nodes.len()
+                })
+            });
+            let ok = self
+                .command(port, &["CLUSTER", "INFO"])
+                .is_ok_and(|i| i.contains("cluster_state:ok"));
+            if known && ok {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {port} did not join within {within:?}"
+            );
+            thread::sleep(POLL);
+        }
+    }
+
     /// Whether every node that answers says `cluster_state:ok`, sees three
     /// primaries none failed, and (a replica) has its link up.
     fn settled(&self) -> bool {

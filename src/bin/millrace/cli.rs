@@ -296,6 +296,9 @@ pub enum TopicCommand {
     List(TopicListArgs),
     /// Show a topic's settings, lengths, groups and dead letters
     Describe(TopicDescribeArgs),
+    /// Show where a topic's partitions live on a cluster, each primary's
+    /// share, and the slot moves that would even the topic again
+    Placement(TopicPlacementArgs),
     /// Delete a topic and everything in it
     Delete(TopicDeleteArgs),
 }
@@ -321,6 +324,12 @@ pub struct TopicCreateArgs {
     /// checked unless they pin a version
     #[arg(long, value_name = "POLICY", default_value = "optional")]
     pub schema: String,
+    /// On a Redis Cluster: balanced spreads the partitions evenly over the
+    /// primaries; hash places partition p by the CRC16 of `T:p`, as topics
+    /// created before balanced placement are. Ignored on a single server
+    /// and for a topic that exists
+    #[arg(long, value_name = "SCHEME", default_value = "balanced")]
+    pub placement: String,
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +344,15 @@ pub struct TopicDescribeArgs {
     /// Topic name
     pub name: String,
     /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicPlacementArgs {
+    /// Topic name
+    pub name: String,
+    /// Print one JSON object instead of tables
     #[arg(long)]
     pub json: bool,
 }

@@ -1,14 +1,15 @@
-//! `millrace topic create|list|describe|delete`: thin calls to the library's
-//! topic API, printed as a sentence, a table or JSON.
+//! `millrace topic create|list|describe|placement|delete`: thin calls to
+//! the library's topic API, printed as a sentence, a table or JSON.
 
 use std::time::Duration;
 
 use millrace::duration::{format_duration, parse_duration};
-use millrace::{Created, Error, TopicInfo, TopicSpec};
+use millrace::{Created, Error, Placement, TopicInfo, TopicPlacement, TopicSpec};
 use serde::Serialize;
 
 use crate::cli::{
     Global, TopicCommand, TopicCreateArgs, TopicDeleteArgs, TopicDescribeArgs, TopicListArgs,
+    TopicPlacementArgs,
 };
 use crate::error::CliError;
 use crate::output::{Out, table};
@@ -18,6 +19,7 @@ pub async fn run(global: &Global, cmd: TopicCommand, out: &mut Out) -> Result<()
         TopicCommand::Create(args) => create(global, args, out).await,
         TopicCommand::List(args) => list(global, args, out).await,
         TopicCommand::Describe(args) => describe(global, args, out).await,
+        TopicCommand::Placement(args) => placement(global, args, out).await,
         TopicCommand::Delete(args) => delete(global, args, out).await,
     }
 }
@@ -33,6 +35,12 @@ async fn create(global: &Global, args: TopicCreateArgs, out: &mut Out) -> Result
         spec = spec.max_len(n);
     }
     spec = spec.schema(crate::schema_cmd::policy_arg(&args.schema)?);
+    spec = spec.placement(Placement::parse(&args.placement).ok_or_else(|| {
+        CliError::usage(format!(
+            "--placement {}: use balanced or hash",
+            args.placement
+        ))
+    })?);
     spec.validate()?;
     let client = crate::connect(global).await?;
     match client.create_topic(&spec).await? {
@@ -171,6 +179,130 @@ fn describe_text(info: &TopicInfo, schema: &Subject) -> String {
         "{settings}\n\n{}",
         table(&["PARTITION", "LENGTH"], &partitions)
     )
+}
+
+async fn placement(
+    global: &Global,
+    args: TopicPlacementArgs,
+    out: &mut Out,
+) -> Result<(), CliError> {
+    millrace::keys::validate_name("topic", &args.name)?;
+    let client = crate::connect(global).await?;
+    let report = client.topic_placement(&args.name).await?;
+    if args.json {
+        out.json_pretty(&report)
+    } else {
+        out.line(placement_text(&report))
+    }
+}
+
+fn percent(f: f64) -> String {
+    format!("{:.0}%", f * 100.0)
+}
+
+/// The human form of `placement`: partitions, primaries, then the verdict
+/// and the moves that would even the topic.
+fn placement_text(r: &TopicPlacement) -> String {
+    let dash = || "-".to_string();
+    let partitions: Vec<Vec<String>> = r
+        .partitions
+        .iter()
+        .map(|p| {
+            vec![
+                p.partition.to_string(),
+                p.tag.clone(),
+                p.slot.map_or_else(dash, |s| s.to_string()),
+                p.primary.clone(),
+                if p.replicas.is_empty() {
+                    dash()
+                } else {
+                    p.replicas.join(",")
+                },
+                p.messages.to_string(),
+                p.bytes.map_or_else(dash, |b| b.to_string()),
+            ]
+        })
+        .collect();
+    let primaries: Vec<Vec<String>> = r
+        .primaries
+        .iter()
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                n.slots.to_string(),
+                n.partitions.to_string(),
+                percent(n.share),
+                n.all_partitions.to_string(),
+                percent(n.all_share),
+            ]
+        })
+        .collect();
+    let verdict = if !r.cluster {
+        format!(
+            "topic {} ({} placement) on a single server: nothing to balance",
+            r.topic, r.placement
+        )
+    } else if r.even {
+        format!(
+            "topic {} ({} placement) is even: the busiest primary holds {} of {} partitions (at most {})",
+            r.topic,
+            r.placement,
+            r.busiest,
+            r.partitions.len(),
+            r.ideal_max
+        )
+    } else {
+        format!(
+            "topic {} ({} placement) is uneven: the busiest primary holds {} of {} partitions, {} more than {}",
+            r.topic,
+            r.placement,
+            r.busiest,
+            r.partitions.len(),
+            r.busiest - r.ideal_max,
+            r.ideal_max
+        )
+    };
+    let mut text = format!(
+        "{}\n\n{}\n\n{verdict}",
+        table(
+            &[
+                "PARTITION",
+                "TAG",
+                "SLOT",
+                "PRIMARY",
+                "REPLICAS",
+                "MESSAGES",
+                "BYTES"
+            ],
+            &partitions
+        ),
+        table(
+            &[
+                "PRIMARY",
+                "SLOTS",
+                "PARTITIONS",
+                "SHARE",
+                "ALL_TOPICS",
+                "ALL_SHARE"
+            ],
+            &primaries
+        ),
+    );
+    if !r.moves.is_empty() {
+        text.push_str("\nmoves that would even it (not done; each slot moves with its keys):");
+        for m in &r.moves {
+            let parts: Vec<String> = m.partitions.iter().map(u32::to_string).collect();
+            text.push_str(&format!(
+                "\n  slot {} (partition {}): {} -> {} ({})",
+                m.slot,
+                parts.join(","),
+                m.from,
+                m.to,
+                m.to_id
+            ));
+        }
+    }
+    text
 }
 
 async fn delete(global: &Global, args: TopicDeleteArgs, out: &mut Out) -> Result<(), CliError> {
