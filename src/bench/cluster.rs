@@ -1,7 +1,9 @@
 //! `scale.cluster.{1,3}.{produce,consume}`: `produce.batch` and
 //! `consume.ordered.c100` on a topic of 12 partitions, on the run's server
 //! and on a local Redis Cluster of three primaries started for it
-//! ([`crate::local::PrivateCluster`], equal slot ranges).
+//! ([`crate::local::PrivateCluster`], equal slot ranges), its partitions
+//! placed evenly (4 per primary); `scale.cluster.3.hash.*` the same with
+//! the hash placement of topics created before balanced placement.
 //!
 //! On the cluster the server CPU is the sum over the primaries (each asked
 //! for `INFO cpu` on its own connection), so `server_cpu_us` compares with
@@ -18,6 +20,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::group::Mode;
 use crate::local::PrivateCluster;
+use crate::placement::Placement;
 
 /// Partitions of the cluster scenarios' topics: a multiple of three.
 const PARTITIONS: u32 = 12;
@@ -96,21 +99,29 @@ pub(crate) async fn run(
     }
     m.watch_nodes(nodes);
     let result = async {
-        for (kind, single) in [Kind::Produce, Kind::Consume].into_iter().zip(one_server) {
-            let v = super::reps(o, || one(&cc, &twelve, kind, m)).await?;
-            let cpu = m.peek();
-            let busiest = cpu.map(|c| c.busiest_share);
-            let per_one = cpu
-                .zip(single)
-                .filter(|(_, s)| *s > 0.0)
-                .map(|(c, s)| c.server_us / s);
-            let name = format!("scale.cluster.{PRIMARIES}.{}", kind.name());
-            push(&name, "msg/s", v);
-            if let Some(b) = busiest {
-                push(&format!("{name}.busiest_share"), "share", vec![b]);
-            }
-            if let Some(r) = per_one {
-                push(&format!("{name}.cpu_per_one_server"), "share", vec![r]);
+        // Balanced placement (the default) under the plain names; the hash
+        // placement of earlier versions as `.hash`, for comparison.
+        for (placement, infix) in [(Placement::Balanced, ""), (Placement::Hash, ".hash")] {
+            let placed = BenchOptions {
+                placement,
+                ..twelve.clone()
+            };
+            for (kind, single) in [Kind::Produce, Kind::Consume].into_iter().zip(&one_server) {
+                let v = super::reps(o, || one(&cc, &placed, kind, m)).await?;
+                let cpu = m.peek();
+                let busiest = cpu.map(|c| c.busiest_share);
+                let per_one = cpu
+                    .zip(*single)
+                    .filter(|(_, s)| *s > 0.0)
+                    .map(|(c, s)| c.server_us / s);
+                let name = format!("scale.cluster.{PRIMARIES}{infix}.{}", kind.name());
+                push(&name, "msg/s", v);
+                if let Some(b) = busiest {
+                    push(&format!("{name}.busiest_share"), "share", vec![b]);
+                }
+                if let Some(r) = per_one {
+                    push(&format!("{name}.cpu_per_one_server"), "share", vec![r]);
+                }
             }
         }
         Ok(())

@@ -22,6 +22,7 @@ use crate::client::Client;
 use crate::consumer::{Worker, WorkerHandle};
 use crate::error::{Error, Result};
 use crate::group::Mode;
+use crate::placement::Placement;
 use crate::producer::{ProducerConfig, Record};
 use crate::rate_limit::RateLimit;
 use crate::reader::StartAt;
@@ -60,6 +61,8 @@ pub struct BenchOptions {
     /// How to start a worker process for `scale.processes.*` (skipped
     /// without).
     pub worker_command: Option<WorkerCommand>,
+    /// How the benchmark topics' partitions are placed on a cluster.
+    pub placement: Placement,
 }
 
 impl BenchOptions {
@@ -84,6 +87,7 @@ impl BenchOptions {
             payload_bytes: 100,
             only: Vec::new(),
             worker_command: None,
+            placement: Placement::Balanced,
         }
     }
 
@@ -98,6 +102,7 @@ impl BenchOptions {
             payload_bytes: 100,
             only: Vec::new(),
             worker_command: None,
+            placement: Placement::Balanced,
         }
     }
 }
@@ -170,9 +175,19 @@ fn rate(n: usize, elapsed: Duration) -> f64 {
 }
 
 async fn fresh_topic(client: &Client, name: &str, partitions: u32) -> Result<()> {
+    fresh_placed_topic(client, name, partitions, Placement::Balanced).await
+}
+
+/// [`fresh_topic`] with `placement` (on a cluster).
+async fn fresh_placed_topic(
+    client: &Client,
+    name: &str,
+    partitions: u32,
+    placement: Placement,
+) -> Result<()> {
     client.delete_topic(name).await?;
     client
-        .create_topic(&TopicSpec::new(name, partitions)?)
+        .create_topic(&TopicSpec::new(name, partitions)?.placement(placement))
         .await?;
     Ok(())
 }
@@ -519,7 +534,7 @@ async fn produce_batch(
     payload: &[u8],
     m: &Meter,
 ) -> Result<f64> {
-    fresh_topic(client, "bench.produce", o.partitions).await?;
+    fresh_placed_topic(client, "bench.produce", o.partitions, o.placement).await?;
     let recs = records(o.n, payload);
     m.start(client).await?;
     let started = Instant::now();
@@ -550,7 +565,7 @@ async fn consume(
     run: Consume,
     m: &Meter,
 ) -> Result<f64> {
-    fresh_topic(client, "bench.consume", o.partitions).await?;
+    fresh_placed_topic(client, "bench.consume", o.partitions, o.placement).await?;
     let n = run.n;
     client
         .publish_batch("bench.consume", records(n, payload))

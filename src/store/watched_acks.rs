@@ -39,6 +39,7 @@ impl WatchedReader {
         batches: &[AckBatch<'_>],
     ) -> Result<Option<Vec<Guarded<u64>>>> {
         let keys = backend.keys();
+        keys.require(of.topic)?;
         // The partitions watched already stay in the check: flushes cover
         // a few partitions each, and the watch should not narrow to them.
         let mut parts: Vec<FencedPart<'_>> = self
