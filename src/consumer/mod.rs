@@ -391,7 +391,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// Messages fetched per stream per read (default 100).
+    /// Messages fetched per stream per read (default 100). The worker reads
+    /// again while fewer than `concurrency + batch × partitions read`
+    /// messages are buffered or running.
     pub fn batch(mut self, n: usize) -> Self {
         self.settings.batch = n.clamp(1, 1000);
         self

@@ -99,7 +99,12 @@ impl<D: Discipline> Rt<D> {
     }
 
     pub(super) async fn fetch_loop(self: Arc<Self>, tx: mpsc::Sender<Vec<Delivery>>) {
-        let high_water = self.s.concurrency + self.s.batch;
+        // Read again while a read's worth is still buffered per partition
+        // held: a read returns up to `batch` per stream, and the handlers
+        // should not run dry while it is on its way (with 8 partitions,
+        // waiting for the buffer to fall to one batch left them idle for
+        // part of every read: ordered consume was about a quarter slower).
+        let mut partitions_held = 1usize;
         let sweep_every = D::sweep(&self.s).every;
         let mut last_sweep = Instant::now();
         let mut backoff = Doubling::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -111,6 +116,7 @@ impl<D: Discipline> Rt<D> {
                 return;
             }
             // Backpressure: wait for room before reading more.
+            let high_water = self.s.concurrency + self.s.batch * partitions_held;
             while self.flow.buffered.load(Ordering::SeqCst) >= high_water {
                 let space = self.flow.space.notified();
                 if self.flow.buffered.load(Ordering::SeqCst) < high_water {
@@ -133,6 +139,7 @@ impl<D: Discipline> Rt<D> {
             }
             let plan = self.begin_read();
             let all = plan.all();
+            partitions_held = all.len().max(1);
             if all.is_empty() {
                 tokio::select! {
                     _ = changed => {}
