@@ -418,11 +418,31 @@ pub(crate) async fn wait_for_replicas(conn: &mut Conn, acks: Acks) -> Result<()>
                     .contains("unknown command");
             if unknown {
                 unsupported_wait(acks)
+            } else if e.kind() == redis::ErrorKind::UnexpectedReturnType {
+                // On a cluster redis-rs asks every primary and combines
+                // the counts; a node that answered something else (an
+                // error, mid-failover) leaves the outcome unknown.
+                unconfirmed(acks)
             } else {
                 Error::from(e)
             }
         })?;
     waited_enough(Some(reply), acks)
+}
+
+/// No replica count could be read: as for too few, the outcome is unknown.
+fn unconfirmed(acks: Acks) -> Error {
+    match acks {
+        Acks::Replicas { replicas, timeout } | Acks::Fsynced { replicas, timeout } => {
+            Error::NotReplicated {
+                wanted: replicas,
+                acked: 0,
+                timeout,
+                primary_fsynced: matches!(acks, Acks::Fsynced { .. }).then_some(false),
+            }
+        }
+        Acks::Primary => Error::Decode("a wait without replicas to wait for".into()),
+    }
 }
 
 /// The server does not have the command `acks` needs.
@@ -489,4 +509,28 @@ fn waited_enough(reply: Option<Value>, acks: Acks) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_whose_counts_could_not_be_combined_is_an_unknown_outcome() {
+        let acks = Acks::replicas(1, Duration::from_millis(100));
+        let e = unconfirmed(acks);
+        assert!(
+            matches!(
+                e,
+                Error::NotReplicated {
+                    wanted: 1,
+                    acked: 0,
+                    primary_fsynced: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.is_retryable(), "published again with its dedup id");
+    }
 }
