@@ -16,6 +16,18 @@ async fn client(test: &str) -> Client {
 
 use support::groups::*;
 
+/// Moves partition 0's lease of group `g` on to the next epoch (as a new
+/// owner would), leaving the owner; returns the new epoch.
+async fn bump_epoch(c: &Client, topic: &str) -> u64 {
+    redis::cmd("HINCRBY")
+        .arg(c.keys().lease(topic, 0, "g"))
+        .arg("epoch")
+        .arg(1)
+        .query_async(&mut c.connection())
+        .await
+        .unwrap()
+}
+
 /// A partition's lease as Redis holds it: (owner, epoch, expires ms).
 async fn lease(c: &Client, topic: &str, p: u32, group: &str) -> (String, u64, u64) {
     let fields: HashMap<String, String> = redis::cmd("HGETALL")
@@ -395,14 +407,7 @@ async fn an_ack_after_the_lease_moved_is_refused() {
         .unwrap();
     entered_rx.recv().await.unwrap();
     // The lease moves on while the handler runs (as after a long pause).
-    let lease = c.keys().lease("fenced", 0, "g");
-    let _: () = redis::cmd("HINCRBY")
-        .arg(&lease)
-        .arg("epoch")
-        .arg(1)
-        .query_async(&mut c.connection())
-        .await
-        .unwrap();
+    bump_epoch(&c, "fenced").await;
     release.notify_one();
     support::wait_until(Duration::from_secs(5), "the ack is refused", || {
         let n = w.stats().stale_acks;
@@ -463,14 +468,7 @@ async fn an_ack_after_the_lease_moved_is_refused_by_an_acker_already_watching_it
         .await
         .unwrap();
     assert_eq!(entered_rx.recv().await, Some(2));
-    let lease = c.keys().lease("fenced", 0, "g");
-    let _: () = redis::cmd("HINCRBY")
-        .arg(&lease)
-        .arg("epoch")
-        .arg(1)
-        .query_async(&mut c.connection())
-        .await
-        .unwrap();
+    bump_epoch(&c, "fenced").await;
     release.notify_one();
     support::wait_until(Duration::from_secs(5), "the second ack is refused", || {
         let n = w.stats().stale_acks;
@@ -528,14 +526,7 @@ async fn a_message_that_ends_a_wait_after_the_lease_moved_is_read_only_at_a_new_
         async move { blocked }
     })
     .await;
-    let lease = c.keys().lease("waits", 0, "g");
-    let bumped: u64 = redis::cmd("HINCRBY")
-        .arg(&lease)
-        .arg("epoch")
-        .arg(1)
-        .query_async(&mut c.connection())
-        .await
-        .unwrap();
+    let bumped = bump_epoch(&c, "waits").await;
     c.publish_record("waits", Record::encode(&2u8).unwrap())
         .await
         .unwrap();
@@ -598,14 +589,7 @@ async fn a_message_that_waited_past_a_lease_change_starts_only_at_the_new_epoch(
     let first = seen.lock().unwrap()[0];
     // The lease moves on while the second waits for its permit; the next
     // renewal is refused and the member takes the partition again, later.
-    let lease = c.keys().lease("late", 0, "g");
-    let bumped: u64 = redis::cmd("HINCRBY")
-        .arg(&lease)
-        .arg("epoch")
-        .arg(1)
-        .query_async(&mut c.connection())
-        .await
-        .unwrap();
+    let bumped = bump_epoch(&c, "late").await;
     support::wait_until(
         Duration::from_secs(20),
         "both handled, nothing pending",

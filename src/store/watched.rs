@@ -37,18 +37,22 @@ pub(crate) enum WaitRead {
 /// The sources [`WatchedReader::read`] reads first: every partition's first
 /// lane, with the retry streams when there is only one lane.
 fn first_tier<'s>(parts: &[FencedPart<'s>]) -> Vec<&'s Source> {
-    let lanes = parts
-        .iter()
-        .flat_map(|p| p.sources.iter())
-        .filter(|s| !s.retry)
-        .map(|s| s.lane)
-        .max()
-        .unwrap_or(0);
+    let lanes = last_lane(parts.iter());
     parts
         .iter()
         .flat_map(|p| p.sources.iter().copied())
         .filter(|s| if s.retry { lanes == 0 } else { s.lane == 0 })
         .collect()
+}
+
+/// The highest lane among the lane sources of `parts`.
+fn last_lane<'p, 's: 'p>(parts: impl Iterator<Item = &'p FencedPart<'s>>) -> u8 {
+    parts
+        .flat_map(|p| p.sources.iter())
+        .filter(|s| !s.retry)
+        .map(|s| s.lane)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The read connection and the leases checked under its `WATCH`.
@@ -221,13 +225,7 @@ impl WatchedReader {
         }
         // Lanes in priority order: the next lane only when the ones before
         // had less than `count` (the retry streams go with the last lane).
-        let lanes = parts
-            .iter()
-            .flat_map(|p| p.sources.iter())
-            .filter(|s| !s.retry)
-            .map(|s| s.lane)
-            .max()
-            .unwrap_or(0);
+        let lanes = last_lane(parts.iter().copied());
         let mut idle = Vec::new();
         for lane in 0..=lanes {
             let tier: Vec<&Source> = parts
