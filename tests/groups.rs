@@ -16,6 +16,43 @@ async fn client(test: &str) -> Client {
 
 use support::groups::*;
 
+/// A worker of group `g` on `topic` (1 partition, sessions of 30 s, no
+/// renewal for 10 s) whose handler reports each message's `u8` on the
+/// channel and, for those `hold` picks, waits for the `Notify` first.
+async fn held_worker(
+    c: &Client,
+    topic: &str,
+    hold: fn(u8) -> bool,
+) -> (
+    millrace::WorkerHandle,
+    tokio::sync::mpsc::UnboundedReceiver<u8>,
+    Arc<tokio::sync::Notify>,
+) {
+    let (entered_tx, entered_rx) = tokio::sync::mpsc::unbounded_channel::<u8>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r2 = release.clone();
+    let w = Worker::builder(c, "g")
+        .start_at(StartAt::Earliest)
+        .session_timeout(Duration::from_secs(30))
+        .heartbeat_interval(Duration::from_secs(10))
+        .handle_raw(topic, move |msg, _ctx| {
+            let entered = entered_tx.clone();
+            let release = r2.clone();
+            let n: u8 = msg.decode().unwrap_or(0);
+            async move {
+                let _ = entered.send(n);
+                if hold(n) {
+                    release.notified().await;
+                }
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    (w, entered_rx, release)
+}
+
 /// Moves partition 0's lease of group `g` on to the next epoch (as a new
 /// owner would), leaving the owner; returns the new epoch.
 async fn bump_epoch(c: &Client, topic: &str) -> u64 {
@@ -381,31 +418,11 @@ async fn an_ack_after_the_lease_moved_is_refused() {
     c.create_topic(&TopicSpec::new("fenced", 1).unwrap())
         .await
         .unwrap();
-    let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let release = Arc::new(tokio::sync::Notify::new());
-    let r2 = release.clone();
-    let w = Worker::builder(&c, "g")
-        .start_at(StartAt::Earliest)
-        .session_timeout(Duration::from_secs(30))
-        .heartbeat_interval(Duration::from_secs(10))
-        .handle_raw("fenced", move |_msg, _ctx| {
-            let entered = entered_tx.clone();
-            let release = r2.clone();
-            async move {
-                let _ = entered.send(());
-                release.notified().await;
-                Ok(())
-            }
-        })
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let (w, mut entered_rx, release) = held_worker(&c, "fenced", |_| true).await;
     c.publish_record("fenced", Record::encode(&1u8).unwrap())
         .await
         .unwrap();
-    entered_rx.recv().await.unwrap();
+    assert_eq!(entered_rx.recv().await, Some(1));
     // The lease moves on while the handler runs (as after a long pause).
     bump_epoch(&c, "fenced").await;
     release.notify_one();
@@ -432,28 +449,7 @@ async fn an_ack_after_the_lease_moved_is_refused_by_an_acker_already_watching_it
     c.create_topic(&TopicSpec::new("fenced", 1).unwrap())
         .await
         .unwrap();
-    let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel::<u8>();
-    let release = Arc::new(tokio::sync::Notify::new());
-    let r2 = release.clone();
-    let w = Worker::builder(&c, "g")
-        .start_at(StartAt::Earliest)
-        .session_timeout(Duration::from_secs(30))
-        .heartbeat_interval(Duration::from_secs(10))
-        .handle_raw("fenced", move |msg, _ctx| {
-            let entered = entered_tx.clone();
-            let release = r2.clone();
-            let n: u8 = msg.decode().unwrap_or(0);
-            async move {
-                let _ = entered.send(n);
-                if n == 2 {
-                    release.notified().await;
-                }
-                Ok(())
-            }
-        })
-        .start()
-        .await
-        .unwrap();
+    let (w, mut entered_rx, release) = held_worker(&c, "fenced", |n| n == 2).await;
     // The first is acked: the acker now watches the lease.
     c.publish_record("fenced", Record::encode(&1u8).unwrap())
         .await

@@ -246,7 +246,7 @@ async fn delete(client: &Client, keys: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `limit.xadd`: `o.n` `XADD`s streamed on one connection.
+/// `limit.xadd`: `o.n` `XADD`s streamed on the four connections.
 pub(crate) async fn xadd(
     client: &Client,
     info: &ConnectionInfo,
@@ -270,7 +270,7 @@ pub(crate) async fn xadd(
 }
 
 /// `limit.read_ack`: `o.n` entries with known ids read 100 at a time and
-/// acknowledged, streamed on one connection.
+/// acknowledged, streamed on the four connections (each key on one).
 pub(crate) async fn read_ack(
     client: &Client,
     info: &ConnectionInfo,

@@ -18,6 +18,7 @@ use redis::Value;
 
 use super::backend::Backend;
 use super::group_reads::FencedPart;
+use super::keys::KeySpace;
 use super::settle::{AckBatch, AckOf};
 use super::watched::WatchedReader;
 use super::{Guarded, Source};
@@ -40,41 +41,15 @@ impl WatchedReader {
     ) -> Result<Option<Vec<Guarded<u64>>>> {
         let keys = backend.keys();
         keys.require(of.topic)?;
-        // The partitions watched already stay in the check: flushes cover
-        // a few partitions each, and the watch should not narrow to them.
-        let mut parts: Vec<FencedPart<'_>> = self
-            .watched
-            .iter()
-            .map(|(partition, epoch, lease)| FencedPart {
-                partition: *partition,
-                epoch: *epoch,
-                fence: String::new(),
-                lease: lease.clone(),
-                sources: Vec::new(),
-            })
-            .collect();
-        for b in batches {
-            if !parts
-                .iter()
-                .any(|p| p.partition == b.partition && p.epoch == b.epoch)
-            {
-                parts.push(FencedPart {
-                    partition: b.partition,
-                    epoch: b.epoch,
-                    fence: String::new(),
-                    lease: keys.lease(of.topic, b.partition, of.group),
-                    sources: Vec::new(),
-                });
-            }
-        }
         let is_watched = |w: &[(u32, u64, String)], partition: u32, epoch: u64| {
             w.iter().any(|(q, e, _)| *q == partition && *e == epoch)
         };
         for _ in 0..ATTEMPTS {
-            let all_watched = parts
+            let all_watched = batches
                 .iter()
-                .all(|p| is_watched(&self.watched, p.partition, p.epoch));
+                .all(|b| is_watched(&self.watched, b.partition, b.epoch));
             if !self.can_read() || !all_watched {
+                let parts = self.to_check(keys, of, batches);
                 self.check(backend, of.member, &parts).await?;
             }
             let live: Vec<bool> = batches
@@ -141,5 +116,42 @@ impl WatchedReader {
             return Ok(Some(out));
         }
         Ok(None)
+    }
+
+    /// The leases an ack flush checks: those watched already (flushes cover
+    /// a few partitions each, and the watch should not narrow to them) and
+    /// those of `batches`' partitions at their epochs.
+    fn to_check(
+        &self,
+        keys: &KeySpace,
+        of: AckOf<'_>,
+        batches: &[AckBatch<'_>],
+    ) -> Vec<FencedPart<'static>> {
+        let mut parts: Vec<FencedPart<'static>> = self
+            .watched
+            .iter()
+            .map(|(partition, epoch, lease)| FencedPart {
+                partition: *partition,
+                epoch: *epoch,
+                fence: String::new(),
+                lease: lease.clone(),
+                sources: Vec::new(),
+            })
+            .collect();
+        for b in batches {
+            if !parts
+                .iter()
+                .any(|p| p.partition == b.partition && p.epoch == b.epoch)
+            {
+                parts.push(FencedPart {
+                    partition: b.partition,
+                    epoch: b.epoch,
+                    fence: String::new(),
+                    lease: keys.lease(of.topic, b.partition, of.group),
+                    sources: Vec::new(),
+                });
+            }
+        }
+        parts
     }
 }
